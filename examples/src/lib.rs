@@ -1,0 +1,1 @@
+//! Runnable example operators; see the `examples/` directory.

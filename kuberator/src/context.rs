@@ -1,0 +1,102 @@
+//! [`Context`]: your operator's logic for one resource type.
+//!
+//! # Expected flow
+//!
+//! Implement [`Context::handle_apply`] and [`Context::handle_cleanup`], and name your
+//! finalizer and repository. [`Context::handle_reconciliation`] wires them to the finalizer
+//! flow of [`Finalize::finalize`](crate::Finalize::finalize): the finalizer is added before
+//! the first `handle_apply`, `handle_cleanup` runs when the object is deleted, and the
+//! finalizer is removed only after cleanup succeeded.
+//!
+//! # Assumptions
+//!
+//! Both handlers are idempotent: they run again after a restart, after an error, and after
+//! any change of the spec, and must converge on the same result.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::Event;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Finalize;
+use crate::cache::ProvideApi;
+use crate::error::Error;
+use crate::error::Result;
+use crate::object::describe;
+
+/// The logic of an operator for objects of type `R`, with the repository `F` it finalizes
+/// and writes status through.
+#[async_trait]
+pub trait Context<R, F, P>: Send + Sync
+where
+    R: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    R::DynamicType: Default,
+    F: Finalize<R, P>,
+    P: ProvideApi<R>,
+{
+    /// The repository that adds and removes the finalizer and writes status.
+    fn k8s_repository(&self) -> Arc<F>;
+
+    /// The finalizer this operator puts on every object it applies, such as
+    /// `mycrds.example.com/finalizer`. It must be unique to this operator.
+    fn finalizer(&self) -> &'static str;
+
+    /// Brings the world in line with `object`: runs on creation, on every spec change, and
+    /// after errors. Must be idempotent.
+    ///
+    /// # Errors
+    ///
+    /// Any error; the controller reports it and retries as the error policy says.
+    async fn handle_apply(&self, object: Arc<R>) -> Result<Action>;
+
+    /// Removes what `handle_apply` made, once the object is being deleted. The object stays
+    /// (held by the finalizer) until this returns `Ok`. Must be idempotent.
+    ///
+    /// # Errors
+    ///
+    /// Any error; the finalizer stays, and cleanup is retried.
+    async fn handle_cleanup(&self, object: Arc<R>) -> Result<Action>;
+
+    /// Runs the finalizer flow around the two handlers; see the [module docs](self).
+    ///
+    /// # Errors
+    ///
+    /// What [`Finalize::finalize`](crate::Finalize::finalize) returns.
+    async fn handle_reconciliation(&self, object: Arc<R>) -> Result<Action> {
+        let repository = self.k8s_repository();
+        repository
+            .finalize(self.finalizer(), object, |event| async move {
+                match event {
+                    Event::Apply(object) => self.handle_apply(object).await,
+                    Event::Cleanup(object) => self.handle_cleanup(object).await,
+                }
+            })
+            .await
+    }
+
+    /// Decides what happens after a failed reconcile: logs the error with the object, and
+    /// requeues after `requeue` (or waits for the next change when it is `None`).
+    fn handle_error(&self, object: Arc<R>, error: &Error, requeue: Option<Duration>) -> Action {
+        tracing::error!(
+            object = %describe(&*object),
+            error = %error.report(),
+            retry_in = ?requeue,
+            "reconcile failed"
+        );
+        requeue.map_or_else(Action::await_change, Action::requeue)
+    }
+}

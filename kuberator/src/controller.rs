@@ -1,0 +1,131 @@
+//! Builds and drives the kube [`Controller`] behind [`Reconcile`](crate::Reconcile).
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Api;
+use kube::Resource;
+use kube::runtime::Controller;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller;
+use kube::runtime::controller::Action;
+use kube::runtime::predicates;
+use kube::runtime::reflector;
+use kube::runtime::utils::Predicate;
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::error::Result;
+use crate::events::EmitEvent;
+use crate::events::EventData;
+use crate::events::EventRecorder;
+use crate::object::describe;
+
+/// Everything [`drive`] needs.
+pub(crate) struct Settings<R, C, G, Rec, Pol> {
+    pub(crate) api: Api<R>,
+    pub(crate) watcher: watcher::Config,
+    pub(crate) context: Arc<C>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) shutdown: Option<G>,
+    pub(crate) controller_name: String,
+    pub(crate) reconcile: Rec,
+    pub(crate) error_policy: Pol,
+}
+
+/// Runs a controller until its shutdown future completes.
+///
+/// Objects come from a watch filtered to generation and finalizer changes, so status writes
+/// do not trigger reconciles; requeues bypass the filter.
+pub(crate) async fn drive<R, C, G, Rec, RecFut, Pol>(settings: Settings<R, C, G, Rec, Pol>)
+where
+    R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    R::DynamicType: Default + Eq + Hash + Clone + Debug + Unpin,
+    C: Send + Sync + 'static,
+    G: Future<Output = ()> + Send + 'static,
+    Rec: FnMut(Arc<R>, Arc<C>) -> RecFut,
+    RecFut: Future<Output = Result<Action>> + Send + 'static,
+    Pol: Fn(Arc<R>, &Error, Arc<C>) -> Action,
+{
+    let Settings { api, watcher: watcher_config, context, limit, shutdown, controller_name, reconcile, error_policy } =
+        settings;
+    let recorder = EventRecorder::new(api.clone().into_client(), controller_name);
+
+    let (reader, writer) = reflector::store();
+    let changes = watcher(api, watcher_config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
+
+    let concurrency = match limit {
+        None | Some(0) => 0,
+        Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
+    };
+    let mut controller = Controller::for_stream(changes, reader)
+        .with_config(controller::Config::default().concurrency(concurrency));
+
+    // kube wants a `Sync` shutdown future; the user's needs only be `Send`, so it runs in a
+    // task of its own and signals through a channel.
+    let mut signal_task = None;
+    if let Some(shutdown) = shutdown {
+        let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
+        signal_task = Some(tokio::spawn(async move {
+            shutdown.await;
+            let _ = fired.send(());
+        }));
+        controller = controller.graceful_shutdown_on(async move {
+            let _ = on_fire.await;
+        });
+    }
+
+    let report_and_decide = move |object: Arc<R>, error: &Error, context: Arc<C>| {
+        publish_failure(&recorder, &object, error);
+        error_policy(object, error, context)
+    };
+    controller
+        .run(reconcile, report_and_decide, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+                // Already logged by the error policy, with the whole error chain.
+                Err(controller::Error::ReconcilerFailed(_, object)) => {
+                    tracing::debug!(object = %object, "reconcile failed");
+                }
+                Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
+            }
+        })
+        .await;
+
+    if let Some(task) = signal_task {
+        task.abort();
+    }
+    tracing::info!("controller stopped");
+}
+
+/// Publishes a `Warning` Event for a failed reconcile, in the background: the error policy
+/// cannot wait, and an Event must never hold up a retry.
+fn publish_failure<R>(recorder: &EventRecorder, object: &Arc<R>, error: &Error)
+where
+    R: Resource + Send + Sync + 'static,
+    R::DynamicType: Default,
+{
+    let reason = match error {
+        Error::ApplyFailed { .. } => "ApplyFailed",
+        Error::CleanupFailed { .. } => "CleanupFailed",
+        _ => "ReconcileFailed",
+    };
+    let note = error.report();
+    let recorder = recorder.clone();
+    let object = Arc::clone(object);
+    tokio::spawn(async move {
+        // The failure itself is logged by the error policy; only a failure to publish is new.
+        if let Err(error) = recorder.try_emit(&*object, EventData::warning(reason, note)).await {
+            tracing::warn!(object = %describe(&*object), error = %error.report(), "could not publish event");
+        }
+    });
+}

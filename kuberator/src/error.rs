@@ -1,0 +1,289 @@
+//! The error type that handlers return and that the runtime reports.
+//!
+//! # Expected flow
+//!
+//! Handlers return [`Result<Action>`](Result). Errors of your own convert into
+//! [`Error::Anyhow`] (implement `From<YourError> for kuberator::error::Error`, as the crate
+//! docs show), `kube::Error` converts through [`From`] into [`Error::Kube`], so `?` works on
+//! both.
+//!
+//! # Guarantees
+//!
+//! - Every variant that concerns one object names it as `Kind namespace/name`, so a log line
+//!   or an Event is enough to find the object with `kubectl`.
+//! - Wrapped errors are kept as [`source`](std::error::Error::source); [`Error::report`]
+//!   renders the whole chain on one line, which is what logs, Events and status errors show.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+
+/// A `Result` whose error is Kuberator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reconciling an object.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from your own code, wrapped with [`anyhow`].
+    ///
+    /// Convert your error type into this variant with a `From` implementation:
+    /// `KubeError::Anyhow(anyhow::anyhow!(error))`.
+    #[error(transparent)]
+    Anyhow(anyhow::Error),
+
+    /// A call to the Kubernetes API failed.
+    #[error("Kubernetes API call failed")]
+    Kube(#[source] kube::Error),
+
+    /// `handle_apply` returned an error for an object.
+    #[error("handle_apply failed for {object}")]
+    ApplyFailed {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// What `handle_apply` returned.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// `handle_cleanup` returned an error; the finalizer stays on the object and cleanup is
+    /// retried.
+    #[error("handle_cleanup failed for {object}; the finalizer stays until cleanup succeeds")]
+    CleanupFailed {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// What `handle_cleanup` returned.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Adding the finalizer to an object failed, so `handle_apply` did not run yet.
+    #[error("could not add finalizer `{finalizer}` to {object}")]
+    AddFinalizer {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The finalizer name.
+        finalizer: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Cleanup succeeded but removing the finalizer failed; it is retried.
+    #[error("could not remove finalizer `{finalizer}` from {object}")]
+    RemoveFinalizer {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The finalizer name.
+        finalizer: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The finalizer name is not one Kubernetes accepts.
+    #[error(
+        "finalizer `{finalizer}` on {object} is not valid: use a qualified name such as \
+         `mycrds.example.com/finalizer`"
+    )]
+    InvalidFinalizer {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The finalizer name.
+        finalizer: String,
+    },
+
+    /// The object has no `metadata.name`.
+    #[error("a {kind} object has no metadata.name")]
+    UnnamedObject {
+        /// The object's kind.
+        kind: String,
+    },
+
+    /// A namespaced object has no `metadata.namespace`.
+    #[error("{kind} {name} has no metadata.namespace, but {kind} is namespaced")]
+    MissingNamespace {
+        /// The object's kind.
+        kind: String,
+        /// The object's name.
+        name: String,
+    },
+
+    /// A `Strict` API provider was asked for a namespace it was not given at start.
+    #[error(
+        "namespace `{namespace}` is not cached by this Strict API provider (cached: {cached}); \
+         add it to the namespaces given to the provider, or use CachingStrategy::Adhoc or \
+         CachingStrategy::Extendable"
+    )]
+    UncachedNamespace {
+        /// The namespace that was asked for.
+        namespace: String,
+        /// The namespaces the provider was built with, comma separated.
+        cached: String,
+    },
+
+    /// Writing the status subresource of an object failed.
+    #[error("could not update the status of {object}")]
+    UpdateStatus {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// A status value could not be serialized to JSON.
+    #[error("could not serialize the status of {object}")]
+    SerializeStatus {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Publishing an Event failed.
+    #[error("could not publish {reason} Event for {object}")]
+    PublishEvent {
+        /// The object the Event is about, as `Kind namespace/name`.
+        object: String,
+        /// The Event's reason.
+        reason: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Error::Kube(error)
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(error: anyhow::Error) -> Self {
+        Error::Anyhow(error)
+    }
+}
+
+impl Error {
+    /// The error and all its sources on one line, outermost first, separated by `: `.
+    ///
+    /// ```
+    /// use kuberator::error::Error;
+    ///
+    /// let error = Error::ApplyFailed {
+    ///     object: "MyCrd default/demo".into(),
+    ///     source: Box::new(Error::Anyhow(anyhow::anyhow!("bucket quota exceeded"))),
+    /// };
+    /// assert_eq!(
+    ///     error.report(),
+    ///     "handle_apply failed for MyCrd default/demo: bucket quota exceeded"
+    /// );
+    /// ```
+    #[must_use]
+    pub fn report(&self) -> String {
+        report(self)
+    }
+
+    /// Whether this error came from the user's `handle_apply` or `handle_cleanup` rather than
+    /// from Kuberator or the API server.
+    #[must_use]
+    pub fn is_handler_error(&self) -> bool {
+        matches!(self, Error::ApplyFailed { .. } | Error::CleanupFailed { .. })
+    }
+}
+
+/// Renders an error and its sources on one line, skipping a source whose message the
+/// previous one already ends with (wrappers that print their source inline).
+pub(crate) fn report(error: &(dyn StdError + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut current = error.source();
+    while let Some(source) = current {
+        let message = source.to_string();
+        if !message.is_empty() && !out.ends_with(&message) {
+            let _ = write!(out, ": {message}");
+        }
+        current = source.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_found() -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("mycrds.example.com \"demo\" not found", "NotFound")
+                .with_code(404)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn kube_errors_convert_with_question_mark() {
+        fn call() -> Result<()> {
+            Err(not_found())?;
+            Ok(())
+        }
+        let error = call().unwrap_err();
+        assert!(matches!(error, Error::Kube(_)));
+        assert!(error.report().starts_with("Kubernetes API call failed: "));
+        assert!(error.report().contains("mycrds.example.com \"demo\" not found"));
+    }
+
+    #[test]
+    fn user_errors_wrap_into_anyhow_and_stay_transparent() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("bucket {0} is gone")]
+        struct BucketGone(String);
+
+        impl From<BucketGone> for Error {
+            fn from(error: BucketGone) -> Self {
+                Error::Anyhow(anyhow::anyhow!(error))
+            }
+        }
+
+        fn handler() -> Result<()> {
+            Err(BucketGone("photos".into()))?;
+            Ok(())
+        }
+        let error = handler().unwrap_err();
+        assert_eq!(error.to_string(), "bucket photos is gone");
+        assert!(matches!(error, Error::Anyhow(_)));
+    }
+
+    #[test]
+    fn handler_failures_name_the_object_and_keep_the_cause() {
+        let error = Error::CleanupFailed {
+            object: "MyCrd team-a/demo".into(),
+            source: Box::new(Error::Anyhow(anyhow::anyhow!("bucket photos is not empty"))),
+        };
+        assert_eq!(
+            error.report(),
+            "handle_cleanup failed for MyCrd team-a/demo; the finalizer stays until cleanup \
+             succeeds: bucket photos is not empty"
+        );
+        assert!(error.is_handler_error());
+        assert!(StdError::source(&error).is_some());
+    }
+
+    #[test]
+    fn uncached_namespace_says_what_to_do() {
+        let error = Error::UncachedNamespace {
+            namespace: "team-b".into(),
+            cached: "default, production".into(),
+        };
+        let message = error.to_string();
+        assert!(message.contains("`team-b`"), "{message}");
+        assert!(message.contains("default, production"), "{message}");
+        assert!(message.contains("CachingStrategy::Adhoc"), "{message}");
+    }
+
+    #[test]
+    fn status_errors_name_the_object() {
+        let error = Error::UpdateStatus { object: "MyCrd default/demo".into(), source: not_found() };
+        assert!(error.report().starts_with("could not update the status of MyCrd default/demo: "));
+    }
+}

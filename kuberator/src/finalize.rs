@@ -1,0 +1,162 @@
+//! [`Finalize`]: finalizers and status writes for one resource type.
+//!
+//! # Expected flow
+//!
+//! [`Context::handle_reconciliation`](crate::Context::handle_reconciliation) calls
+//! [`Finalize::finalize`] for every object the controller hands it. `finalize` uses
+//! [`kube::runtime::finalizer`]:
+//!
+//! 1. An object without the finalizer and not being deleted gets the finalizer added (a JSON
+//!    patch that also checks nobody changed the finalizer list meanwhile), and nothing else
+//!    runs: the change comes back through the watch and reconciles again.
+//! 2. An object with the finalizer and not being deleted runs `handle_apply`.
+//! 3. An object being deleted that still has the finalizer runs `handle_cleanup`; only when
+//!    that succeeds is the finalizer removed, and the API server deletes the object.
+//! 4. An object being deleted without the finalizer is left alone.
+//!
+//! # Guarantees
+//!
+//! - `handle_apply` never runs on an object that does not carry the finalizer, so every
+//!   object that was applied gets cleaned up.
+//! - The finalizer is removed only after `handle_cleanup` returned `Ok`; a failing cleanup
+//!   keeps it, and the error policy retries.
+//!
+//! # Errors
+//!
+//! Failures come back as [`Error`] variants that name the object (`Kind namespace/name`):
+//! [`Error::ApplyFailed`], [`Error::CleanupFailed`], [`Error::AddFinalizer`],
+//! [`Error::RemoveFinalizer`], [`Error::UpdateStatus`].
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer;
+use kube::runtime::finalizer::Event;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::ProvideApi;
+use crate::error::Error;
+use crate::error::Result;
+use crate::object::describe;
+use crate::object::name_and_namespace;
+use crate::status::AsStatusError;
+use crate::status::ObserveGeneration;
+use crate::status::WithStatusError;
+
+/// Finalizers and status writes for objects of type `R`, through the [`Api`](kube::Api)s of
+/// a provider `P`.
+///
+/// Implement [`api_provider`](Finalize::api_provider) on a repository of your own, or use
+/// [`K8sRepository`](crate::k8s::K8sRepository).
+#[async_trait]
+pub trait Finalize<R, P>: Send + Sync
+where
+    R: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    R::DynamicType: Default,
+    P: ProvideApi<R>,
+{
+    /// The provider of the `Api` for each namespace.
+    fn api_provider(&self) -> &P;
+
+    /// Runs `reconcile` under the finalizer `finalizer_name`, as the
+    /// [module documentation](self) describes.
+    ///
+    /// # Errors
+    ///
+    /// When the object has no namespace or the provider refuses it, when a finalizer patch
+    /// fails, or when `reconcile` fails: see the [module documentation](self).
+    async fn finalize<Fut>(
+        &self,
+        finalizer_name: &str,
+        object: Arc<R>,
+        reconcile: impl FnOnce(Event<R>) -> Fut + Send,
+    ) -> Result<Action>
+    where
+        Fut: Future<Output = Result<Action>> + Send,
+    {
+        let (_, namespace) = name_and_namespace(&*object)?;
+        let api = self.api_provider().get(namespace)?;
+        let label = describe(&*object);
+        finalizer(&api, finalizer_name, object, reconcile).await.map_err(|error| match error {
+            finalizer::Error::ApplyFailed(source) => Error::ApplyFailed { object: label, source: Box::new(source) },
+            finalizer::Error::CleanupFailed(source) => {
+                Error::CleanupFailed { object: label, source: Box::new(source) }
+            }
+            finalizer::Error::AddFinalizer(source) => {
+                Error::AddFinalizer { object: label, finalizer: finalizer_name.to_owned(), source }
+            }
+            finalizer::Error::RemoveFinalizer(source) => {
+                Error::RemoveFinalizer { object: label, finalizer: finalizer_name.to_owned(), source }
+            }
+            finalizer::Error::UnnamedObject => {
+                Error::UnnamedObject { kind: R::kind(&R::DynamicType::default()).into_owned() }
+            }
+            finalizer::Error::InvalidFinalizer => {
+                Error::InvalidFinalizer { object: label, finalizer: finalizer_name.to_owned() }
+            }
+        })
+    }
+
+    /// Writes `status` to the object's `/status` subresource with a JSON merge patch, after
+    /// setting its observed generation to the object's `metadata.generation`.
+    ///
+    /// Fields of `status` that serialize to `null` are removed from the stored status, so
+    /// `None` clears a field. The write does not by itself run `handle_apply` again: the
+    /// controller reconciles on spec (generation) and finalizer changes only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SerializeStatus`] or [`Error::UpdateStatus`], naming the object; the latter
+    /// also when the resource has no status subresource.
+    async fn update_status<S>(&self, object: &R, mut status: S) -> Result<()>
+    where
+        S: Serialize + ObserveGeneration + Send,
+    {
+        if let Some(generation) = object.meta().generation {
+            ObserveGeneration::add(&mut status, generation);
+        }
+        let (name, namespace) = name_and_namespace(object)?;
+        let status = serde_json::to_value(&status)
+            .map_err(|source| Error::SerializeStatus { object: describe(object), source })?;
+        let patch = serde_json::json!({ "status": status });
+        self.api_provider()
+            .get(namespace)?
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::UpdateStatus { object: describe(object), source })?;
+        Ok(())
+    }
+
+    /// Like [`update_status`](Finalize::update_status), after putting `error` (when there
+    /// is one) into the status through [`WithStatusError`].
+    ///
+    /// # Errors
+    ///
+    /// As [`update_status`](Finalize::update_status).
+    async fn update_status_with_error<S, A, E>(&self, object: &R, mut status: S, error: Option<&A>) -> Result<()>
+    where
+        S: Serialize + ObserveGeneration + WithStatusError<A, E> + Send,
+        A: AsStatusError<E> + Sync,
+        E: Send,
+    {
+        if let Some(error) = error {
+            WithStatusError::add(&mut status, error.as_status_error());
+        }
+        self.update_status(object, status).await
+    }
+}

@@ -1,0 +1,78 @@
+//! Kuberator: a framework for writing production Kubernetes operators on
+//! [kube-rs](https://kube.rs).
+//!
+//! You define a custom resource with kube's `CustomResource` derive and write two idempotent
+//! hooks, [`Context::handle_apply`] and [`Context::handle_cleanup`]. Kuberator runs them
+//! under a finalizer, writes status with the observed generation ([`Finalize`]), publishes
+//! Events ([`events`]), reports failures, retries, and shuts down gracefully ([`Reconcile`]).
+//!
+//! The pieces:
+//!
+//! - [`Context`]: your logic, the finalizer name and the repository.
+//! - [`Finalize`]: the finalizer flow and status writes, implemented for you by
+//!   [`k8s::K8sRepository`].
+//! - [`Reconcile`]: starts the controller.
+//! - [`cache`]: namespace-keyed `Api` providers with lock-free lookups.
+//! - [`events`]: Events that `kubectl describe` shows, and a mock for unit tests.
+//! - [`error`]: the error type handlers return.
+//!
+//! The repository README walks through a complete operator; `examples/` has runnable ones.
+
+mod context;
+mod controller;
+mod finalize;
+mod object;
+mod reconcile;
+mod status;
+
+pub mod cache;
+pub mod error;
+pub mod events;
+pub mod k8s;
+pub mod shutdown;
+
+pub use crate::context::Context;
+pub use crate::error::Error;
+pub use crate::error::Result;
+pub use crate::finalize::Finalize;
+pub use crate::reconcile::REQUEUE_AFTER_ERROR_SECONDS;
+pub use crate::reconcile::Reconcile;
+pub use crate::shutdown::NoShutdown;
+pub use crate::status::AsStatusError;
+pub use crate::status::ObserveGeneration;
+pub use crate::status::WithStatusError;
+
+/// The traits and types nearly every operator uses, for `use kuberator::prelude::*;`.
+pub mod prelude {
+    pub use std::sync::Arc;
+
+    pub use async_trait::async_trait;
+    pub use kube::Api;
+    pub use kube::Client;
+    pub use kube::CustomResource;
+    pub use kube::CustomResourceExt;
+    pub use kube::Resource;
+    pub use kube::ResourceExt;
+    pub use kube::runtime::controller::Action;
+
+    pub use crate::AsStatusError;
+    pub use crate::Context;
+    pub use crate::Finalize;
+    pub use crate::NoShutdown;
+    pub use crate::ObserveGeneration;
+    pub use crate::Reconcile;
+    pub use crate::WithStatusError;
+    pub use crate::cache::CachedApiProvider;
+    pub use crate::cache::CachingStrategy;
+    pub use crate::cache::ProvideApi;
+    pub use crate::cache::StaticApiProvider;
+    pub use crate::events::EmitEvent;
+    pub use crate::events::EventData;
+    pub use crate::events::EventRecorder;
+    pub use crate::events::Reason;
+    pub use crate::k8s::K8sRepository;
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

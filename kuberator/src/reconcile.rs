@@ -1,0 +1,135 @@
+//! [`Reconcile`]: starts the controller and drives the reconcile loop.
+//!
+//! # Expected flow
+//!
+//! Implement [`Reconcile::destruct`] to hand over the `Api` to watch, the watcher
+//! configuration and your [`Context`]; then call [`Reconcile::run`] (stops on SIGINT or
+//! SIGTERM), [`Reconcile::start`] or [`Reconcile::start_concurrent`].
+//!
+//! # Guarantees
+//!
+//! - `handle_apply` runs when an object is first seen, when its spec changes (its
+//!   `metadata.generation`), when its finalizers change, when it is being deleted, and when a
+//!   requeue comes due. Status-only and label or annotation changes do not run it.
+//! - One object is never reconciled twice at the same time; different objects run in
+//!   parallel up to the limit given to `start_concurrent` (`start` runs one at a time).
+//! - When the shutdown future completes, no new reconcile starts, the ones in flight finish,
+//!   and then `start` returns.
+//! - A failed reconcile is logged with the object and the error chain, published as a
+//!   `Warning` Event on the object, and retried after
+//!   [`requeue_after_error_seconds`](Reconcile::requeue_after_error_seconds).
+//!
+//! # Caveats
+//!
+//! The retry delay is the same for every error and every object. Override
+//! [`Reconcile::error_policy`] or [`Context::handle_error`] for anything smarter.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::NamespaceResourceScope;
+use kube::Api;
+use kube::Resource;
+use kube::runtime::controller::Action;
+use kube::runtime::watcher::Config;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Context;
+use crate::Finalize;
+use crate::cache::ProvideApi;
+use crate::controller;
+use crate::error::Error;
+use crate::error::Result;
+
+/// How long a failed reconcile waits before it is retried, unless overridden.
+pub const REQUEUE_AFTER_ERROR_SECONDS: u64 = 60;
+
+/// Starts the controller for objects of type `R` with the context `C`.
+#[async_trait]
+pub trait Reconcile<R, C, F, P>: Sized + Send + 'static
+where
+    R: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    R::DynamicType: Default + Eq + Hash + Clone + Debug + Unpin,
+    C: Context<R, F, P> + 'static,
+    F: Finalize<R, P> + 'static,
+    P: ProvideApi<R> + 'static,
+{
+    /// Hands over what the controller needs: the `Api` to watch (namespaced or
+    /// [`Api::all`]), the watcher configuration (label selectors, for example) and the
+    /// context.
+    fn destruct(self) -> (Api<R>, Config, Arc<C>);
+
+    /// Runs the controller, one reconcile at a time, until `shutdown` completes (or forever
+    /// when it is `None`; write `None::<NoShutdown>` for that, see
+    /// [`NoShutdown`](crate::NoShutdown)).
+    async fn start<G>(self, shutdown: Option<G>)
+    where
+        G: Future<Output = ()> + Send + 'static,
+    {
+        self.start_concurrent(Some(1), shutdown).await;
+    }
+
+    /// Runs the controller with up to `limit` reconciles at a time (`None` or `Some(0)`: no
+    /// limit) until `shutdown` completes.
+    async fn start_concurrent<G>(self, limit: Option<usize>, shutdown: Option<G>)
+    where
+        G: Future<Output = ()> + Send + 'static,
+    {
+        let (api, config, context) = self.destruct();
+        controller::drive(controller::Settings {
+            api,
+            watcher: config,
+            context,
+            limit,
+            shutdown,
+            controller_name: Self::controller_name(),
+            reconcile: Self::reconcile,
+            error_policy: Self::error_policy,
+        })
+        .await;
+    }
+
+    /// Runs the controller, one reconcile at a time, until SIGINT or SIGTERM.
+    async fn run(self) {
+        self.start(Some(crate::shutdown::signal())).await;
+    }
+
+    /// Reconciles one object: [`Context::handle_reconciliation`].
+    ///
+    /// # Errors
+    ///
+    /// What the context returns.
+    async fn reconcile(object: Arc<R>, context: Arc<C>) -> Result<Action> {
+        context.handle_reconciliation(object).await
+    }
+
+    /// What to do after a failed reconcile: [`Context::handle_error`] with
+    /// [`requeue_after_error_seconds`](Reconcile::requeue_after_error_seconds).
+    fn error_policy(object: Arc<R>, error: &Error, context: Arc<C>) -> Action {
+        context.handle_error(object, error, Self::requeue_after_error_seconds())
+    }
+
+    /// How long to wait before retrying a failed reconcile; `None` waits for the next change
+    /// of the object. 60 seconds unless overridden.
+    fn requeue_after_error_seconds() -> Option<Duration> {
+        Some(Duration::from_secs(REQUEUE_AFTER_ERROR_SECONDS))
+    }
+
+    /// The name Events are reported under (`reportingController`): `<kind>-operator` in
+    /// lower case unless overridden.
+    fn controller_name() -> String {
+        format!("{}-operator", R::kind(&R::DynamicType::default()).to_lowercase())
+    }
+}
