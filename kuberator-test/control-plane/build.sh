@@ -39,7 +39,7 @@ version_flags="-X k8s.io/component-base/version.gitVersion=$kubernetes \
 -X k8s.io/component-base/version.gitMinor=$minor \
 -X k8s.io/component-base/version.gitTreeState=clean \
 -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 
 started=$(date +%s)
 echo "control plane: downloading Go modules (first run only)"

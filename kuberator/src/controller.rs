@@ -51,8 +51,16 @@ where
     RecFut: Future<Output = Result<Action>> + Send + 'static,
     Pol: Fn(Arc<R>, &Error, Arc<C>) -> Action,
 {
-    let Settings { api, watcher: watcher_config, context, limit, shutdown, controller_name, reconcile, error_policy } =
-        settings;
+    let Settings {
+        api,
+        watcher: watcher_config,
+        context,
+        limit,
+        shutdown,
+        controller_name,
+        reconcile,
+        error_policy,
+    } = settings;
     let recorder = EventRecorder::new(api.clone().into_client(), controller_name);
 
     let (reader, writer) = reflector::store();
@@ -60,7 +68,10 @@ where
         .default_backoff()
         .reflect(writer)
         .touched_objects()
-        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
 
     let concurrency = match limit {
         None | Some(0) => 0,
@@ -124,7 +135,10 @@ where
     let object = Arc::clone(object);
     tokio::spawn(async move {
         // The failure itself is logged by the error policy; only a failure to publish is new.
-        if let Err(error) = recorder.try_emit(&*object, EventData::warning(reason, note)).await {
+        if let Err(error) = recorder
+            .try_emit(&*object, EventData::warning(reason, note))
+            .await
+        {
             tracing::warn!(object = %describe(&*object), error = %error.report(), "could not publish event");
         }
     });

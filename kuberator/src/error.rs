@@ -32,8 +32,11 @@ pub enum Error {
     Anyhow(anyhow::Error),
 
     /// A call to the Kubernetes API failed.
+    ///
+    /// API errors are boxed here and below so that `Error`, and every `Result` that carries
+    /// it, stays small enough to return in registers' worth of memory.
     #[error("Kubernetes API call failed")]
-    Kube(#[source] kube::Error),
+    Kube(#[source] Box<kube::Error>),
 
     /// `handle_apply` returned an error for an object.
     #[error("handle_apply failed for {object}")]
@@ -65,7 +68,7 @@ pub enum Error {
         finalizer: String,
         /// The API error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     /// Cleanup succeeded but removing the finalizer failed; it is retried.
@@ -77,7 +80,7 @@ pub enum Error {
         finalizer: String,
         /// The API error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     /// The finalizer name is not one Kubernetes accepts.
@@ -128,7 +131,7 @@ pub enum Error {
         object: String,
         /// The API error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     /// A status value could not be serialized to JSON.
@@ -150,13 +153,13 @@ pub enum Error {
         reason: String,
         /// The API error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
 impl From<kube::Error> for Error {
     fn from(error: kube::Error) -> Self {
-        Error::Kube(error)
+        Error::Kube(Box::new(error))
     }
 }
 
@@ -282,8 +285,20 @@ mod tests {
     }
 
     #[test]
+    fn errors_stay_small() {
+        assert!(size_of::<Error>() <= 64, "Error is {} bytes", size_of::<Error>());
+    }
+
+    #[test]
     fn status_errors_name_the_object() {
-        let error = Error::UpdateStatus { object: "MyCrd default/demo".into(), source: not_found() };
-        assert!(error.report().starts_with("could not update the status of MyCrd default/demo: "));
+        let error = Error::UpdateStatus {
+            object: "MyCrd default/demo".into(),
+            source: Box::new(not_found()),
+        };
+        assert!(
+            error
+                .report()
+                .starts_with("could not update the status of MyCrd default/demo: ")
+        );
     }
 }

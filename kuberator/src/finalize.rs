@@ -92,24 +92,35 @@ where
         let (_, namespace) = name_and_namespace(&*object)?;
         let api = self.api_provider().get(namespace)?;
         let label = describe(&*object);
-        finalizer(&api, finalizer_name, object, reconcile).await.map_err(|error| match error {
-            finalizer::Error::ApplyFailed(source) => Error::ApplyFailed { object: label, source: Box::new(source) },
-            finalizer::Error::CleanupFailed(source) => {
-                Error::CleanupFailed { object: label, source: Box::new(source) }
-            }
-            finalizer::Error::AddFinalizer(source) => {
-                Error::AddFinalizer { object: label, finalizer: finalizer_name.to_owned(), source }
-            }
-            finalizer::Error::RemoveFinalizer(source) => {
-                Error::RemoveFinalizer { object: label, finalizer: finalizer_name.to_owned(), source }
-            }
-            finalizer::Error::UnnamedObject => {
-                Error::UnnamedObject { kind: R::kind(&R::DynamicType::default()).into_owned() }
-            }
-            finalizer::Error::InvalidFinalizer => {
-                Error::InvalidFinalizer { object: label, finalizer: finalizer_name.to_owned() }
-            }
-        })
+        finalizer(&api, finalizer_name, object, reconcile)
+            .await
+            .map_err(|error| match error {
+                finalizer::Error::ApplyFailed(source) => Error::ApplyFailed {
+                    object: label,
+                    source: Box::new(source),
+                },
+                finalizer::Error::CleanupFailed(source) => Error::CleanupFailed {
+                    object: label,
+                    source: Box::new(source),
+                },
+                finalizer::Error::AddFinalizer(source) => Error::AddFinalizer {
+                    object: label,
+                    finalizer: finalizer_name.to_owned(),
+                    source: Box::new(source),
+                },
+                finalizer::Error::RemoveFinalizer(source) => Error::RemoveFinalizer {
+                    object: label,
+                    finalizer: finalizer_name.to_owned(),
+                    source: Box::new(source),
+                },
+                finalizer::Error::UnnamedObject => Error::UnnamedObject {
+                    kind: R::kind(&R::DynamicType::default()).into_owned(),
+                },
+                finalizer::Error::InvalidFinalizer => Error::InvalidFinalizer {
+                    object: label,
+                    finalizer: finalizer_name.to_owned(),
+                },
+            })
     }
 
     /// Writes `status` to the object's `/status` subresource with a JSON merge patch, after
@@ -131,14 +142,19 @@ where
             ObserveGeneration::add(&mut status, generation);
         }
         let (name, namespace) = name_and_namespace(object)?;
-        let status = serde_json::to_value(&status)
-            .map_err(|source| Error::SerializeStatus { object: describe(object), source })?;
+        let status = serde_json::to_value(&status).map_err(|source| Error::SerializeStatus {
+            object: describe(object),
+            source,
+        })?;
         let patch = serde_json::json!({ "status": status });
         self.api_provider()
             .get(namespace)?
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|source| Error::UpdateStatus { object: describe(object), source })?;
+            .map_err(|source| Error::UpdateStatus {
+                object: describe(object),
+                source: Box::new(source),
+            })?;
         Ok(())
     }
 
@@ -148,7 +164,12 @@ where
     /// # Errors
     ///
     /// As [`update_status`](Finalize::update_status).
-    async fn update_status_with_error<S, A, E>(&self, object: &R, mut status: S, error: Option<&A>) -> Result<()>
+    async fn update_status_with_error<S, A, E>(
+        &self,
+        object: &R,
+        mut status: S,
+        error: Option<&A>,
+    ) -> Result<()>
     where
         S: Serialize + ObserveGeneration + WithStatusError<A, E> + Send,
         A: AsStatusError<E> + Sync,

@@ -29,12 +29,19 @@ where
     K::DynamicType: Default,
 {
     let kind = || K::kind(&K::DynamicType::default()).into_owned();
-    let name = object.meta().name.as_deref().ok_or_else(|| Error::UnnamedObject { kind: kind() })?;
+    let name = object
+        .meta()
+        .name
+        .as_deref()
+        .ok_or_else(|| Error::UnnamedObject { kind: kind() })?;
     let namespace = object
         .meta()
         .namespace
         .as_deref()
-        .ok_or_else(|| Error::MissingNamespace { kind: kind(), name: object.name_any() })?;
+        .ok_or_else(|| Error::MissingNamespace {
+            kind: kind(),
+            name: object.name_any(),
+        })?;
     Ok((name, namespace))
 }
 
@@ -58,16 +65,25 @@ mod tests {
 
     #[test]
     fn objects_are_named_kind_namespace_name() {
-        assert_eq!(describe(&config_map(Some("demo"), Some("team-a"))), "ConfigMap team-a/demo");
+        assert_eq!(
+            describe(&config_map(Some("demo"), Some("team-a"))),
+            "ConfigMap team-a/demo"
+        );
         assert_eq!(describe(&config_map(Some("demo"), None)), "ConfigMap demo");
     }
 
     #[test]
     fn a_missing_namespace_or_name_is_an_error_naming_the_kind() {
         let error = name_and_namespace(&config_map(Some("demo"), None)).unwrap_err();
-        assert_eq!(error.to_string(), "ConfigMap demo has no metadata.namespace, but ConfigMap is namespaced");
+        assert_eq!(
+            error.to_string(),
+            "ConfigMap demo has no metadata.namespace, but ConfigMap is namespaced"
+        );
         let error = name_and_namespace(&config_map(None, Some("default"))).unwrap_err();
         assert_eq!(error.to_string(), "a ConfigMap object has no metadata.name");
-        assert_eq!(name_and_namespace(&config_map(Some("a"), Some("b"))).unwrap(), ("a", "b"));
+        assert_eq!(
+            name_and_namespace(&config_map(Some("a"), Some("b"))).unwrap(),
+            ("a", "b")
+        );
     }
 }

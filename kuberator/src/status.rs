@@ -105,7 +105,10 @@ mod tests {
         WithStatusError::<MyError, String>::add(&mut status, MyError::NotFound.as_status_error());
         assert_eq!(
             status,
-            Status { observed_generation: Some(7), error: Some("resource not found".into()) }
+            Status {
+                observed_generation: Some(7),
+                error: Some("resource not found".into())
+            }
         );
     }
 }

@@ -1,16 +1,15 @@
 //! [`CachedApiProvider`]: every namespace cached on first use.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::Api;
 use kube::Client;
 use kube::Resource;
 
+use super::ApiRef;
 use super::ProvideApi;
+use super::apis::GrowingApis;
 use super::dedup_namespaces;
-use super::growing::GrowingApis;
 use crate::error::Result;
 
 /// An [`Api`] provider that discovers namespaces at run time: each one is built on first use
@@ -50,7 +49,9 @@ where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self { apis: GrowingApis::new(client, &dedup_namespaces(namespaces)) }
+        Self {
+            apis: GrowingApis::new(client, &dedup_namespaces(namespaces)),
+        }
     }
 
     /// How many namespaces are cached.
@@ -70,8 +71,8 @@ where
     R::DynamicType: Default,
 {
     #[inline]
-    fn get(&self, namespace: &str) -> Result<Cow<'_, Api<R>>> {
-        Ok(Cow::Borrowed(self.apis.get(namespace)))
+    fn get(&self, namespace: &str) -> Result<ApiRef<'_, R>> {
+        Ok(ApiRef::Cached(self.apis.get(namespace)))
     }
 }
 
@@ -91,8 +92,8 @@ mod tests {
     async fn caches_each_namespace_once() {
         let provider: CachedApiProvider<Widget> = CachedApiProvider::with_namespaces(offline_client(), ["a"]);
         assert_eq!(provider.cached(), 1);
-        assert!(matches!(provider.get("b").unwrap(), Cow::Borrowed(_)));
-        assert!(matches!(provider.get("b").unwrap(), Cow::Borrowed(_)));
+        assert!(provider.get("b").unwrap().is_cached());
+        assert!(provider.get("b").unwrap().is_cached());
         assert_eq!(provider.cached(), 2);
         assert_eq!(provider.get("b").unwrap().namespace(), Some("b"));
     }

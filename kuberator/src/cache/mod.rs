@@ -14,9 +14,9 @@
 //!
 //! | strategy | listed namespace | other namespace |
 //! | --- | --- | --- |
-//! | [`Strict`](CachingStrategy::Strict) | cached `Api`, borrowed | [`Error::UncachedNamespace`](crate::error::Error::UncachedNamespace) naming it |
-//! | [`Adhoc`](CachingStrategy::Adhoc) | cached `Api`, borrowed | a new `Api`, owned, not cached |
-//! | [`Extendable`](CachingStrategy::Extendable) | cached `Api`, borrowed | built once, cached, borrowed from then on |
+//! | [`Strict`](CachingStrategy::Strict) | cached `Api` | [`Error::UncachedNamespace`](crate::error::Error::UncachedNamespace) naming it |
+//! | [`Adhoc`](CachingStrategy::Adhoc) | cached `Api` | a new `Api`, not cached |
+//! | [`Extendable`](CachingStrategy::Extendable) | cached `Api` | built once, cached from then on |
 //!
 //! - Lookups never take a lock and never write memory that another reader reads, so
 //!   concurrent reconciles do not slow each other down.
@@ -32,17 +32,17 @@
 //!
 //! Only `Strict` fails, and only for a namespace it was not given.
 
+mod api_ref;
+mod apis;
 mod cached_provider;
-mod growing;
 mod static_provider;
 mod strategy;
-
-use std::borrow::Cow;
+mod table;
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::Api;
 use kube::Resource;
 
+pub use self::api_ref::ApiRef;
 pub use self::cached_provider::CachedApiProvider;
 pub use self::static_provider::StaticApiProvider;
 pub use self::strategy::CachingStrategy;
@@ -56,13 +56,13 @@ pub trait ProvideApi<R>: Send + Sync
 where
     R: Resource<Scope = NamespaceResourceScope> + Clone,
 {
-    /// The `Api` for `namespace`: borrowed when it is cached, owned when it was built for this
-    /// call alone.
+    /// The `Api` for `namespace`: [`ApiRef::Cached`] when the provider keeps it,
+    /// [`ApiRef::Built`] when it was built for this call alone.
     ///
     /// # Errors
     ///
     /// When the provider refuses the namespace, with an error that names it.
-    fn get(&self, namespace: &str) -> Result<Cow<'_, Api<R>>>;
+    fn get(&self, namespace: &str) -> Result<ApiRef<'_, R>>;
 }
 
 /// The namespaces a provider was built with, deduplicated, in the order given.
@@ -97,7 +97,8 @@ pub(crate) mod test_support {
 
     /// A client whose service answers nothing: providers never send requests.
     pub(crate) fn offline_client() -> Client {
-        let (service, _handle) = tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let (service, _handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
         Client::new(service, "default")
     }
 }

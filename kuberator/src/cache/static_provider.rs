@@ -1,6 +1,5 @@
 //! [`StaticApiProvider`]: the namespaces known at start, and a [`CachingStrategy`] for the rest.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -8,11 +7,12 @@ use kube::Api;
 use kube::Client;
 use kube::Resource;
 
+use super::ApiRef;
 use super::CachingStrategy;
 use super::ProvideApi;
+use super::apis::FrozenApis;
+use super::apis::GrowingApis;
 use super::dedup_namespaces;
-use super::growing::FrozenApis;
-use super::growing::GrowingApis;
 use crate::error::Error;
 use crate::error::Result;
 
@@ -35,12 +35,10 @@ use crate::error::Result;
 pub struct StaticApiProvider<R> {
     strategy: CachingStrategy,
     client: Client,
-    cache: Cache<R>,
-}
-
-enum Cache<R> {
-    Frozen(FrozenApis<R>),
-    Growing(GrowingApis<R>),
+    /// The namespaces given at start: every strategy looks here first.
+    listed: FrozenApis<R>,
+    /// Namespaces discovered at run time, under `Extendable` only.
+    discovered: Option<GrowingApis<R>>,
 }
 
 impl<R> StaticApiProvider<R>
@@ -56,13 +54,15 @@ where
         S: AsRef<str>,
     {
         let namespaces = dedup_namespaces(namespaces);
-        let cache = match strategy {
-            CachingStrategy::Strict | CachingStrategy::Adhoc => {
-                Cache::Frozen(FrozenApis::new(&client, &namespaces))
-            }
-            CachingStrategy::Extendable => Cache::Growing(GrowingApis::new(client.clone(), &namespaces)),
-        };
-        Self { strategy, client, cache }
+        let listed = FrozenApis::new(&client, &namespaces);
+        let discovered =
+            (strategy == CachingStrategy::Extendable).then(|| GrowingApis::new(client.clone(), &[]));
+        Self {
+            strategy,
+            client,
+            listed,
+            discovered,
+        }
     }
 
     /// The strategy this provider was built with.
@@ -82,26 +82,42 @@ where
     R::DynamicType: Default,
 {
     #[inline]
-    fn get(&self, namespace: &str) -> Result<Cow<'_, Api<R>>> {
-        match &self.cache {
-            Cache::Frozen(apis) => match apis.get(namespace) {
-                Some(api) => Ok(Cow::Borrowed(api)),
-                None if self.strategy == CachingStrategy::Adhoc => {
-                    Ok(Cow::Owned(Api::namespaced(self.client.clone(), namespace)))
-                }
-                None => Err(Error::UncachedNamespace {
-                    namespace: namespace.to_owned(),
-                    cached: apis.listed().to_owned(),
-                }),
-            },
-            Cache::Growing(apis) => Ok(Cow::Borrowed(apis.get(namespace))),
+    fn get(&self, namespace: &str) -> Result<ApiRef<'_, R>> {
+        match self.listed.get(namespace) {
+            Some(api) => Ok(ApiRef::Cached(api)),
+            None => self.unlisted(namespace),
+        }
+    }
+}
+
+impl<R> StaticApiProvider<R>
+where
+    R: Resource<Scope = NamespaceResourceScope>,
+    R::DynamicType: Default,
+{
+    /// A namespace that was not given at start: what the strategy says.
+    #[cold]
+    #[inline(never)]
+    fn unlisted(&self, namespace: &str) -> Result<ApiRef<'_, R>> {
+        match (&self.discovered, self.strategy) {
+            (Some(discovered), _) => Ok(ApiRef::Cached(discovered.get(namespace))),
+            (None, CachingStrategy::Adhoc) => Ok(ApiRef::Built(Box::new(Api::namespaced(
+                self.client.clone(),
+                namespace,
+            )))),
+            (None, _) => Err(Error::UncachedNamespace {
+                namespace: namespace.to_owned(),
+                cached: self.listed.listed().to_owned(),
+            }),
         }
     }
 }
 
 impl<R> fmt::Debug for StaticApiProvider<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticApiProvider").field("strategy", &self.strategy).finish_non_exhaustive()
+        f.debug_struct("StaticApiProvider")
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,11 +128,15 @@ mod tests {
     use crate::cache::test_support::offline_client;
 
     fn provider(strategy: CachingStrategy) -> StaticApiProvider<Widget> {
-        StaticApiProvider::new(offline_client(), vec!["default", "production", "default"], strategy)
+        StaticApiProvider::new(
+            offline_client(),
+            vec!["default", "production", "default"],
+            strategy,
+        )
     }
 
-    fn is_borrowed(api: &Cow<'_, Api<Widget>>) -> bool {
-        matches!(api, Cow::Borrowed(_))
+    fn is_borrowed(api: &ApiRef<'_, Widget>) -> bool {
+        api.is_cached()
     }
 
     #[tokio::test]
@@ -125,7 +145,10 @@ mod tests {
         let api = provider.get("production").unwrap();
         assert!(is_borrowed(&api));
         assert_eq!(api.namespace(), Some("production"));
-        assert_eq!(api.resource_url(), "/apis/example.com/v1/namespaces/production/widgets");
+        assert_eq!(
+            api.resource_url(),
+            "/apis/example.com/v1/namespaces/production/widgets"
+        );
     }
 
     #[tokio::test]
@@ -156,29 +179,38 @@ mod tests {
         assert!(is_borrowed(&provider.get("default").unwrap()));
 
         let first = provider.get("team-b").unwrap();
-        assert!(!is_borrowed(&first), "an unlisted namespace is built for this call only");
+        assert!(
+            !is_borrowed(&first),
+            "an unlisted namespace is built for this call only"
+        );
         assert_eq!(first.namespace(), Some("team-b"));
-        assert!(!is_borrowed(&provider.get("team-b").unwrap()), "and not cached afterwards");
+        assert!(
+            !is_borrowed(&provider.get("team-b").unwrap()),
+            "and not cached afterwards"
+        );
     }
 
     #[tokio::test]
     async fn extendable_caches_a_new_namespace_on_first_use() {
         let provider = provider(CachingStrategy::Extendable);
         assert!(is_borrowed(&provider.get("default").unwrap()));
-        let Cache::Growing(apis) = &provider.cache else { panic!("Extendable grows") };
-        assert_eq!(apis.built(), 2);
+        let apis = provider.discovered.as_ref().expect("Extendable grows");
+        assert_eq!(apis.built(), 0, "listed namespaces live in the fixed table");
 
         let first = provider.get("team-b").unwrap();
         assert_eq!(first.namespace(), Some("team-b"));
         let first: *const Api<Widget> = &*first;
         let second: *const Api<Widget> = &*provider.get("team-b").unwrap();
         assert_eq!(first, second, "the second lookup returns the cached Api");
-        assert_eq!(apis.built(), 3);
+        assert_eq!(apis.built(), 1);
     }
 
     #[tokio::test]
     async fn the_strategy_is_reported() {
-        assert_eq!(provider(CachingStrategy::Adhoc).strategy(), CachingStrategy::Adhoc);
+        assert_eq!(
+            provider(CachingStrategy::Adhoc).strategy(),
+            CachingStrategy::Adhoc
+        );
         assert_eq!(CachingStrategy::Extendable.to_string(), "Extendable");
     }
 }

@@ -113,12 +113,23 @@ mod tests {
     #[tokio::test]
     async fn records_what_would_be_published() {
         let object = ConfigMap {
-            metadata: ObjectMeta { name: Some("demo".into()), namespace: Some("ns".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("demo".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let recorder = MockEventRecorder::new();
-        recorder.emit(&object, EventData::warning("QuotaExceeded", "x".repeat(5000))).await;
-        recorder.emit(&object, EventData::normal("Provisioned", "ok").with_action("Provision")).await;
+        recorder
+            .emit(&object, EventData::warning("QuotaExceeded", "x".repeat(5000)))
+            .await;
+        recorder
+            .emit(
+                &object,
+                EventData::normal("Provisioned", "ok").with_action("Provision"),
+            )
+            .await;
 
         let events = recorder.events();
         assert_eq!(events.len(), 2);
