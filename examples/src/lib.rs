@@ -1,1 +1,226 @@
-//! Runnable example operators; see the `examples/` directory.
+//! What the example operators share: their command line, CRD installation, and the demo
+//! that shows an object being reconciled and cleaned up.
+//!
+//! Every example takes one optional argument:
+//!
+//! - no argument: install the CRD and run the operator until Ctrl-C;
+//! - `crd`: print the CRD as YAML and exit (no cluster needed);
+//! - `demo`: install the CRD, run the operator, create a sample object, print its status
+//!   once reconciled, delete it, wait until cleanup let it go, and exit.
+//!
+//! The cluster is the one in `KUBECONFIG` (or `~/.kube/config`, or the in-cluster config).
+#![allow(clippy::print_stdout)]
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use anyhow::bail;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::Client;
+use kube::CustomResourceExt;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::api::DeleteParams;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kube::api::PostParams;
+use kube::runtime::conditions;
+use kube::runtime::wait::await_condition;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What the example was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Run the operator until Ctrl-C or SIGTERM.
+    Run,
+    /// Print the CRD as YAML.
+    Crd,
+    /// Show one object's life: create, reconcile, delete, clean up.
+    Demo,
+}
+
+impl Command {
+    /// The command from the process arguments.
+    ///
+    /// # Errors
+    ///
+    /// On an argument that is not a command, with the usage.
+    pub fn from_args() -> anyhow::Result<Self> {
+        let program = std::env::args().next().unwrap_or_else(|| "example".into());
+        match std::env::args().nth(1).as_deref() {
+            None | Some("run") => Ok(Command::Run),
+            Some("crd") => Ok(Command::Crd),
+            Some("demo") => Ok(Command::Demo),
+            Some(other) => bail!("unknown command `{other}`; usage: {program} [run | crd | demo]"),
+        }
+    }
+}
+
+/// Logs to stderr at `info`, or as `RUST_LOG` says.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The CRD of `K` as YAML.
+///
+/// # Errors
+///
+/// When the CRD does not serialize, which would be a bug in its schema.
+pub fn crd_yaml<K: CustomResourceExt>() -> anyhow::Result<String> {
+    serde_yaml_ng::to_string(&K::crd()).context("serializing the CRD")
+}
+
+/// Applies the CRD of `K` (server-side apply) and waits until the API server serves it.
+///
+/// # Errors
+///
+/// When the apply is refused or the CRD is not established within 30 seconds.
+pub async fn install_crd<K: CustomResourceExt>(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = K::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("kuberator-examples").force(), &Patch::Apply(&crd))
+        .await
+        .with_context(|| format!("installing CRD {name}"))?;
+    tokio::time::timeout(Duration::from_secs(30), await_condition(crds, &name, conditions::is_crd_established()))
+        .await
+        .with_context(|| format!("CRD {name} not established after 30 s"))??;
+    tracing::info!(crd = %name, "CRD installed");
+    Ok(())
+}
+
+/// Polls `get` until `done` holds, for at most `timeout`; the error shows the last value seen.
+///
+/// # Errors
+///
+/// On timeout, with the last object seen.
+pub async fn poll<K, F, Fut>(what: &str, timeout: Duration, mut get: F, done: impl Fn(&Option<K>) -> bool) -> anyhow::Result<Option<K>>
+where
+    K: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<K>, kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let seen = get().await?;
+        if done(&seen) {
+            return Ok(seen);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last seen: {seen:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates `object`, waits until `reconciled` holds for it, prints it, deletes it, and waits
+/// until the operator's cleanup let it go. The operator must already run.
+///
+/// # Errors
+///
+/// When a step fails or times out, naming the step.
+pub async fn demo<K>(api: &Api<K>, object: K, reconciled: impl Fn(&K) -> bool) -> anyhow::Result<()>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let name = object.name_any();
+    // A leftover from an interrupted run would make `create` fail.
+    if api.get_opt(&name).await?.is_some() {
+        api.delete(&name, &DeleteParams::default()).await?;
+        poll("the leftover object to go", Duration::from_secs(60), || api.get_opt(&name), Option::is_none).await?;
+    }
+    api.create(&PostParams::default(), &object).await.with_context(|| format!("creating {name}"))?;
+    println!("created {name}");
+
+    let seen = poll("the object to be reconciled", Duration::from_secs(60), || api.get_opt(&name), |seen| {
+        seen.as_ref().is_some_and(&reconciled)
+    })
+    .await?
+    .expect("reconciled objects exist");
+    println!("reconciled {name}:");
+    println!("  finalizers: {:?}", seen.finalizers());
+    if let Some(status) = serde_json::to_value(&seen)?.get("status") {
+        println!("  status: {status}");
+    }
+
+    api.delete(&name, &DeleteParams::default()).await.with_context(|| format!("deleting {name}"))?;
+    println!("deleting {name}: the finalizer holds it until cleanup succeeds");
+    poll("cleanup to release the object", Duration::from_secs(60), || api.get_opt(&name), Option::is_none).await?;
+    println!("cleaned up and gone: {name}");
+    Ok(())
+}
+
+/// The shutdown future an example hands to `Reconcile::start`.
+pub type Shutdown = futures::future::BoxFuture<'static, ()>;
+
+/// Runs an example as `command` says: prints the CRD of `K`, or installs it and runs the
+/// operator that `start` starts until Ctrl-C, or runs it for the [`demo`] of `sample` and stops it.
+///
+/// # Errors
+///
+/// When the CRD cannot be installed or the demo fails.
+pub async fn serve<K, S, Fut>(
+    command: Command,
+    sample: K,
+    reconciled: impl Fn(&K) -> bool,
+    start: S,
+) -> anyhow::Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + CustomResourceExt
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+    K::DynamicType: Default,
+    S: FnOnce(Client, Shutdown) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use futures::FutureExt as _;
+
+    if command == Command::Crd {
+        print!("{}", crd_yaml::<K>()?);
+        return Ok(());
+    }
+    let client = client().await?;
+    install_crd::<K>(&client).await?;
+    if command == Command::Run {
+        start(client, kuberator::shutdown::signal().boxed()).await;
+        return Ok(());
+    }
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(start(
+        client.clone(),
+        async move {
+            let _ = stopped.await;
+        }
+        .boxed(),
+    ));
+    let namespace = sample.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<K> = Api::namespaced(client, &namespace);
+    let outcome = demo(&api, sample, reconciled).await;
+    let _ = stop.send(());
+    operator.await.context("the operator task panicked")?;
+    outcome
+}
+
+/// A client for the cluster in `KUBECONFIG`, with an error that says what to do when there
+/// is none.
+///
+/// # Errors
+///
+/// When no kubeconfig or in-cluster configuration is found or it does not work.
+pub async fn client() -> anyhow::Result<Client> {
+    Client::try_default().await.context(
+        "no Kubernetes cluster configured: set KUBECONFIG to a cluster's kubeconfig \
+         (printing the CRD with the `crd` argument needs none)",
+    )
+}
