@@ -28,7 +28,13 @@ use serde::Serialize;
 
 /// A greeting that the operator logs when it appears and when it goes.
 #[derive(CustomResource, Serialize, Deserialize, Debug, PartialEq, Clone, JsonSchema)]
-#[kube(group = "examples.kuberator.dev", version = "v1", kind = "Greeting", plural = "greetings", namespaced)]
+#[kube(
+    group = "examples.kuberator.dev",
+    version = "v1",
+    kind = "Greeting",
+    plural = "greetings",
+    namespaced
+)]
 pub struct GreetingSpec {
     /// What to say.
     pub message: String,
@@ -53,7 +59,12 @@ impl Context<Greeting, GreetingRepo, StaticApiProvider<Greeting>> for GreetingCo
 
     async fn handle_apply(&self, greeting: Arc<Greeting>) -> KubeResult<Action> {
         tracing::info!(name = %greeting.name_any(), message = %greeting.spec.message, "greeting applied");
-        self.events.emit(&*greeting, EventData::normal("Greeted", format!("said {:?}", greeting.spec.message))).await;
+        self.events
+            .emit(
+                &*greeting,
+                EventData::normal("Greeted", format!("said {:?}", greeting.spec.message)),
+            )
+            .await;
         Ok(Action::await_change())
     }
 
@@ -80,7 +91,10 @@ fn reconciler(client: Client) -> GreetingReconciler {
         repo: Arc::new(K8sRepository::new(provider)),
         events: EventRecorder::new(client.clone(), "greeting-operator"),
     };
-    GreetingReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
+    GreetingReconciler {
+        context: Arc::new(context),
+        api: Api::namespaced(client, "default"),
+    }
 }
 
 #[tokio::main]
@@ -88,8 +102,14 @@ async fn main() -> anyhow::Result<()> {
     kuberator_examples::init_tracing();
     let command = Command::from_args()?;
     let sample = Greeting {
-        metadata: ObjectMeta { name: Some("hello".into()), namespace: Some("default".into()), ..ObjectMeta::default() },
-        spec: GreetingSpec { message: "Hello from Kuberator".into() },
+        metadata: ObjectMeta {
+            name: Some("hello".into()),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        spec: GreetingSpec {
+            message: "Hello from Kuberator".into(),
+        },
     };
     let finalizer = "greetings.examples.kuberator.dev/finalizer";
     kuberator_examples::serve(

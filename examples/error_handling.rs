@@ -31,7 +31,13 @@ use serde::Serialize;
 
 /// A storage bucket of some size.
 #[derive(CustomResource, Serialize, Deserialize, Debug, PartialEq, Clone, JsonSchema)]
-#[kube(group = "examples.kuberator.dev", version = "v1", kind = "Bucket", namespaced, status = "BucketStatus")]
+#[kube(
+    group = "examples.kuberator.dev",
+    version = "v1",
+    kind = "Bucket",
+    namespaced,
+    status = "BucketStatus"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BucketSpec {
     /// Size in GiB; at most 100.
@@ -89,7 +95,10 @@ impl AsStatusError<BucketStatusError> for BucketError {
             BucketError::QuotaExceeded { .. } => "QuotaExceeded",
             BucketError::Kube(_) => "ApiError",
         };
-        BucketStatusError { reason: reason.into(), message: self.to_string() }
+        BucketStatusError {
+            reason: reason.into(),
+            message: self.to_string(),
+        }
     }
 }
 
@@ -139,13 +148,23 @@ impl Context<Bucket, BucketRepo, StaticApiProvider<Bucket>> for BucketContext {
     async fn handle_apply(&self, bucket: Arc<Bucket>) -> kuberator::Result<Action> {
         match self.provision(&bucket) {
             Ok(()) => {
-                let status = BucketStatus { phase: Some("Ready".into()), ..BucketStatus::default() };
-                self.repo.update_status_with_error(&bucket, status, None::<&BucketError>).await?;
+                let status = BucketStatus {
+                    phase: Some("Ready".into()),
+                    ..BucketStatus::default()
+                };
+                self.repo
+                    .update_status_with_error(&bucket, status, None::<&BucketError>)
+                    .await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }
             Err(error) => {
-                let status = BucketStatus { phase: Some("Failed".into()), ..BucketStatus::default() };
-                self.repo.update_status_with_error(&bucket, status, Some(&error)).await?;
+                let status = BucketStatus {
+                    phase: Some("Failed".into()),
+                    ..BucketStatus::default()
+                };
+                self.repo
+                    .update_status_with_error(&bucket, status, Some(&error))
+                    .await?;
                 // Returned too, so the controller logs it, publishes a Warning Event and retries.
                 Err(error.into())
             }
@@ -175,8 +194,13 @@ impl Reconcile<Bucket, BucketContext, BucketRepo, StaticApiProvider<Bucket>> for
 
 fn reconciler(client: Client) -> BucketReconciler {
     let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
-    let context = BucketContext { repo: Arc::new(K8sRepository::new(provider)) };
-    BucketReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
+    let context = BucketContext {
+        repo: Arc::new(K8sRepository::new(provider)),
+    };
+    BucketReconciler {
+        context: Arc::new(context),
+        api: Api::namespaced(client, "default"),
+    }
 }
 
 #[tokio::main]
@@ -184,14 +208,23 @@ async fn main() -> anyhow::Result<()> {
     kuberator_examples::init_tracing();
     let command = Command::from_args()?;
     let sample = Bucket {
-        metadata: ObjectMeta { name: Some("too-big".into()), namespace: Some("default".into()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some("too-big".into()),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
         spec: BucketSpec { size_gib: 500 },
         status: None,
     };
     kuberator_examples::serve(
         command,
         sample,
-        |bucket| bucket.status.as_ref().is_some_and(|status| status.error.is_some()),
+        |bucket| {
+            bucket
+                .status
+                .as_ref()
+                .is_some_and(|status| status.error.is_some())
+        },
         |client, shutdown| reconciler(client).start(Some(shutdown)),
     )
     .await

@@ -74,7 +74,10 @@ impl Context<Echo, EchoRepo, StaticApiProvider<Echo>> for EchoContext {
     }
 
     async fn handle_apply(&self, echo: Arc<Echo>) -> kuberator::Result<Action> {
-        let status = EchoStatus { echoed: Some(echo.spec.message.clone()), ..EchoStatus::default() };
+        let status = EchoStatus {
+            echoed: Some(echo.spec.message.clone()),
+            ..EchoStatus::default()
+        };
         self.repo.update_status(&echo, status).await?;
         Ok(Action::await_change())
     }
@@ -98,8 +101,13 @@ impl Reconcile<Echo, EchoContext, EchoRepo, StaticApiProvider<Echo>> for EchoRec
 
 fn reconciler(client: Client) -> EchoReconciler {
     let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
-    let context = EchoContext { repo: Arc::new(K8sRepository::new(provider)) };
-    EchoReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
+    let context = EchoContext {
+        repo: Arc::new(K8sRepository::new(provider)),
+    };
+    EchoReconciler {
+        context: Arc::new(context),
+        api: Api::namespaced(client, "default"),
+    }
 }
 
 #[tokio::main]
@@ -107,8 +115,14 @@ async fn main() -> anyhow::Result<()> {
     kuberator_examples::init_tracing();
     let command = Command::from_args()?;
     let sample = Echo {
-        metadata: ObjectMeta { name: Some("hello".into()), namespace: Some("default".into()), ..ObjectMeta::default() },
-        spec: EchoSpec { message: "Hello from Kuberator".into() },
+        metadata: ObjectMeta {
+            name: Some("hello".into()),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        spec: EchoSpec {
+            message: "Hello from Kuberator".into(),
+        },
         status: None,
     };
     kuberator_examples::serve(

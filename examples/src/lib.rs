@@ -64,7 +64,10 @@ impl Command {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// The CRD of `K` as YAML.
@@ -85,12 +88,19 @@ pub async fn install_crd<K: CustomResourceExt>(client: &Client) -> anyhow::Resul
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = K::crd();
     let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("kuberator-examples").force(), &Patch::Apply(&crd))
-        .await
-        .with_context(|| format!("installing CRD {name}"))?;
-    tokio::time::timeout(Duration::from_secs(30), await_condition(crds, &name, conditions::is_crd_established()))
-        .await
-        .with_context(|| format!("CRD {name} not established after 30 s"))??;
+    crds.patch(
+        &name,
+        &PatchParams::apply("kuberator-examples").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .with_context(|| format!("installing CRD {name}"))?;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .with_context(|| format!("CRD {name} not established after 30 s"))??;
     tracing::info!(crd = %name, "CRD installed");
     Ok(())
 }
@@ -100,7 +110,12 @@ pub async fn install_crd<K: CustomResourceExt>(client: &Client) -> anyhow::Resul
 /// # Errors
 ///
 /// On timeout, with the last object seen.
-pub async fn poll<K, F, Fut>(what: &str, timeout: Duration, mut get: F, done: impl Fn(&Option<K>) -> bool) -> anyhow::Result<Option<K>>
+pub async fn poll<K, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut get: F,
+    done: impl Fn(&Option<K>) -> bool,
+) -> anyhow::Result<Option<K>>
 where
     K: Debug,
     F: FnMut() -> Fut,
@@ -134,14 +149,25 @@ where
     // A leftover from an interrupted run would make `create` fail.
     if api.get_opt(&name).await?.is_some() {
         api.delete(&name, &DeleteParams::default()).await?;
-        poll("the leftover object to go", Duration::from_secs(60), || api.get_opt(&name), Option::is_none).await?;
+        poll(
+            "the leftover object to go",
+            Duration::from_secs(60),
+            || api.get_opt(&name),
+            Option::is_none,
+        )
+        .await?;
     }
-    api.create(&PostParams::default(), &object).await.with_context(|| format!("creating {name}"))?;
+    api.create(&PostParams::default(), &object)
+        .await
+        .with_context(|| format!("creating {name}"))?;
     println!("created {name}");
 
-    let seen = poll("the object to be reconciled", Duration::from_secs(60), || api.get_opt(&name), |seen| {
-        seen.as_ref().is_some_and(&reconciled)
-    })
+    let seen = poll(
+        "the object to be reconciled",
+        Duration::from_secs(60),
+        || api.get_opt(&name),
+        |seen| seen.as_ref().is_some_and(&reconciled),
+    )
     .await?
     .expect("reconciled objects exist");
     println!("reconciled {name}:");
@@ -150,9 +176,17 @@ where
         println!("  status: {status}");
     }
 
-    api.delete(&name, &DeleteParams::default()).await.with_context(|| format!("deleting {name}"))?;
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .with_context(|| format!("deleting {name}"))?;
     println!("deleting {name}: the finalizer holds it until cleanup succeeds");
-    poll("cleanup to release the object", Duration::from_secs(60), || api.get_opt(&name), Option::is_none).await?;
+    poll(
+        "cleanup to release the object",
+        Duration::from_secs(60),
+        || api.get_opt(&name),
+        Option::is_none,
+    )
+    .await?;
     println!("cleaned up and gone: {name}");
     Ok(())
 }
