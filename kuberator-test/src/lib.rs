@@ -1,4 +1,48 @@
 //! Testing toolkit for Kuberator operators.
 //!
-//! **Not implemented yet.** This crate exports nothing today. It will start a real
-//! `kube-apiserver` and `etcd` (built by `control-plane/`) for integration tests.
+//! - [`ControlPlane`]: a real kube-apiserver and etcd, built from their published Go
+//!   modules and started on loopback with generated certificates and RBAC on, like
+//!   controller-runtime's envtest. `cargo run -p kuberator-test --bin control-plane` starts
+//!   one for people.
+//! - Helpers: [`install_crd`], [`test_namespace`], [`wait_for`], [`events_for`], and
+//!   [`Background`] to run an operator in a test and stop it.
+//!
+//! ```no_run
+//! use kuberator_test::ControlPlane;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let control_plane = ControlPlane::shared().await?;
+//! let client = control_plane.client().await?;
+//! let namespace = kuberator_test::test_namespace(&client, "my-test").await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod certs;
+mod control_plane;
+mod helpers;
+
+pub use crate::control_plane::BIN_ENV;
+pub use crate::control_plane::ControlPlane;
+pub use crate::control_plane::Error;
+pub use crate::control_plane::KUBECONFIG_ENV;
+pub use crate::helpers::Background;
+pub use crate::helpers::HelperError;
+pub use crate::helpers::Shutdown;
+pub use crate::helpers::delete_namespace;
+pub use crate::helpers::events_for;
+pub use crate::helpers::install_crd;
+pub use crate::helpers::test_namespace;
+pub use crate::helpers::wait_for;
+
+/// Logs to stderr for tests and tools, at `info` or as `RUST_LOG` says; calling it again
+/// does nothing.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,617 @@
+//! [`ControlPlane`]: a real kube-apiserver and etcd on loopback, as controller-runtime's
+//! envtest starts them.
+//!
+//! # Expected flow
+//!
+//! [`ControlPlane::shared`] starts one control plane per test binary, on first use, and
+//! every test asks it for a [`Client`] and works in a namespace of its own
+//! ([`crate::test_namespace`]). [`ControlPlane::start`] starts one that stops when it is
+//! dropped.
+//!
+//! # Guarantees
+//!
+//! - Both binaries are built from source by `control-plane/build.sh` the first time (5 to
+//!   15 minutes on 2 cores) and reused from `~/.cache/kuberator/control-plane` after that.
+//! - etcd and kube-apiserver listen on free loopback ports only, with certificates made for
+//!   this start: a serving certificate, a client CA, an admin client certificate in group
+//!   `system:masters`, and a service-account signer. Authorization is RBAC.
+//! - Each process runs under a small shell supervisor that holds a pipe from this process.
+//!   When this process drops the control plane, panics, times out or is killed, the pipe
+//!   closes, and the supervisor stops its process and removes the temporary directory. A
+//!   shared control plane, which lives in a `static` and is never dropped, goes away the
+//!   same way when the test binary exits.
+//!
+//! # Environment
+//!
+//! - `KUBERATOR_TEST_KUBECONFIG`: use the cluster of this kubeconfig instead of starting
+//!   one. Tests then create and delete namespaces there.
+//! - `KUBERATOR_CONTROL_PLANE_BIN`: a directory holding `kube-apiserver` and `etcd`,
+//!   instead of building them.
+//!
+//! # Errors
+//!
+//! A control plane that cannot be built or started is an [`Error`] that carries the tail of
+//! the failing process's log. Tests must fail on it, never skip.
+
+use std::io;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::ChildStdin;
+use std::process::Command;
+use std::process::ExitStatus;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use kube::Client;
+use kube::Config;
+use kube::config::KubeConfigOptions;
+use kube::config::Kubeconfig;
+use tokio::sync::OnceCell;
+
+use crate::certs::Pki;
+
+/// The variable that points the tests at an existing cluster.
+pub const KUBECONFIG_ENV: &str = "KUBERATOR_TEST_KUBECONFIG";
+/// The variable that names a directory with prebuilt `kube-apiserver` and `etcd`.
+pub const BIN_ENV: &str = "KUBERATOR_CONTROL_PLANE_BIN";
+
+/// How long kube-apiserver may take to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Why a control plane could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `control-plane/build.sh` failed.
+    #[error("building kube-apiserver and etcd failed ({status}); run {script} to see why")]
+    Build {
+        /// The script.
+        script: String,
+        /// How it exited.
+        status: ExitStatus,
+    },
+    /// A binary could not be started.
+    #[error("could not start {binary}")]
+    Spawn {
+        /// The binary.
+        binary: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A process exited while the control plane was starting.
+    #[error("{process} exited during start ({status}); the end of its log:\n{log}")]
+    Exited {
+        /// `etcd` or `kube-apiserver`.
+        process: &'static str,
+        /// How it exited.
+        status: ExitStatus,
+        /// The last lines of its log.
+        log: String,
+    },
+    /// kube-apiserver did not report ready in time.
+    #[error("kube-apiserver not ready after {waited:?}; last answer: {last}; the end of its log:\n{log}")]
+    NotReady {
+        /// How long it was given.
+        waited: Duration,
+        /// The last answer of `/readyz`.
+        last: String,
+        /// The last lines of its log.
+        log: String,
+    },
+    /// A kubeconfig could not be read or used.
+    #[error("kubeconfig {path} is not usable")]
+    Kubeconfig {
+        /// Its path.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Certificates could not be generated.
+    #[error("could not generate certificates")]
+    Certificates(#[from] rcgen::Error),
+    /// A file operation failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// A running kube-apiserver and etcd, or an existing cluster named by
+/// [`KUBERATOR_TEST_KUBECONFIG`](KUBECONFIG_ENV).
+pub struct ControlPlane {
+    kubeconfig: String,
+    kubeconfig_path: PathBuf,
+    server: String,
+    processes: Option<Processes>,
+}
+
+struct Processes {
+    dir: PathBuf,
+    binaries: PathBuf,
+    apiserver: Supervised,
+    etcd: Supervised,
+}
+
+static SHARED: OnceCell<ControlPlane> = OnceCell::const_new();
+
+impl ControlPlane {
+    /// The control plane of this test binary: started on first use, shared by every test,
+    /// stopped when the binary exits.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be built or started.
+    pub async fn shared() -> Result<&'static ControlPlane, Error> {
+        SHARED.get_or_try_init(Self::start).await
+    }
+
+    /// A new control plane (or the cluster of `KUBERATOR_TEST_KUBECONFIG`), stopped when
+    /// the value is dropped.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be built or started.
+    pub async fn start() -> Result<ControlPlane, Error> {
+        if let Some(path) = std::env::var_os(KUBECONFIG_ENV) {
+            return Self::existing(PathBuf::from(path)).await;
+        }
+        let binaries = binaries()?;
+        Self::start_with(&binaries).await
+    }
+
+    async fn existing(path: PathBuf) -> Result<ControlPlane, Error> {
+        let kubeconfig =
+            std::fs::read_to_string(&path).map_err(io_error(format!("reading {}", path.display())))?;
+        let server = server_of(&kubeconfig, &path)?;
+        tracing::info!(kubeconfig = %path.display(), %server, "using an existing cluster");
+        Ok(ControlPlane {
+            kubeconfig,
+            kubeconfig_path: path,
+            server,
+            processes: None,
+        })
+    }
+
+    async fn start_with(binaries: &Path) -> Result<ControlPlane, Error> {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("kuberator-control-plane-")
+            .tempdir()
+            .map_err(io_error("creating a temporary directory"))?
+            .keep();
+        let pki = Pki::generate()?;
+        let file = |name: &str, contents: &str| -> Result<String, Error> {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).map_err(io_error(format!("writing {}", path.display())))?;
+            Ok(path.display().to_string())
+        };
+        let ca = file("ca.crt", &pki.ca_cert)?;
+        let serving_cert = file("apiserver.crt", &pki.serving_cert)?;
+        let serving_key = file("apiserver.key", &pki.serving_key)?;
+        let sa_key = file("service-account.key", &pki.service_account_key)?;
+        let sa_public = file("service-account.pub", &pki.service_account_public_key)?;
+
+        let [etcd_client, etcd_peer, apiserver_port] = free_ports()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        let etcd = Supervised::spawn(
+            "etcd",
+            &binaries.join("etcd"),
+            &dir,
+            &[
+                "--name=default".into(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+            // etcd's supervisor removes the whole directory once both are asked to stop.
+            true,
+        )?;
+        let apiserver = Supervised::spawn(
+            "kube-apiserver",
+            &binaries.join("kube-apiserver"),
+            &dir,
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                format!("--cert-dir={}", dir.display()),
+                format!("--tls-cert-file={serving_cert}"),
+                format!("--tls-private-key-file={serving_key}"),
+                format!("--client-ca-file={ca}"),
+                format!("--secure-port={apiserver_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--allow-privileged=true".into(),
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--authorization-mode=RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                format!("--service-account-key-file={sa_public}"),
+                format!("--service-account-signing-key-file={sa_key}"),
+            ],
+            false,
+        )?;
+
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let kubeconfig = kubeconfig_yaml(&server, &pki);
+        let kubeconfig_path = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig_path, &kubeconfig).map_err(io_error("writing the kubeconfig"))?;
+        let mut control_plane = ControlPlane {
+            kubeconfig,
+            kubeconfig_path,
+            server,
+            processes: Some(Processes {
+                dir,
+                binaries: binaries.to_owned(),
+                apiserver,
+                etcd,
+            }),
+        };
+        control_plane.wait_ready().await?;
+        tracing::info!(server = %control_plane.server, took = ?started.elapsed(), "control plane ready");
+        Ok(control_plane)
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), Error> {
+        let client = self.client().await?;
+        let started = Instant::now();
+        loop {
+            if let Some(processes) = &mut self.processes {
+                for process in [&mut processes.etcd, &mut processes.apiserver] {
+                    if let Some(status) = process.exited() {
+                        return Err(Error::Exited {
+                            process: process.name,
+                            status,
+                            log: process.log_tail(),
+                        });
+                    }
+                }
+            }
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("a static request is valid");
+            let last = match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => body,
+                Err(error) => error.to_string(),
+            };
+            if started.elapsed() > READY_TIMEOUT {
+                let log = self
+                    .processes
+                    .as_ref()
+                    .map(|p| p.apiserver.log_tail())
+                    .unwrap_or_default();
+                return Err(Error::NotReady {
+                    waited: READY_TIMEOUT,
+                    last,
+                    log,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A new client with the admin identity (group `system:masters`), or the kubeconfig's
+    /// current context for an existing cluster.
+    ///
+    /// Each test should take its own: a client is tied to the Tokio runtime it was made in.
+    ///
+    /// # Errors
+    ///
+    /// When the kubeconfig is not usable.
+    pub async fn client(&self) -> Result<Client, Error> {
+        let config = self.config().await?;
+        Client::try_from(config).map_err(|source| self.kubeconfig_error(source))
+    }
+
+    /// The client configuration, for building clients with other identities.
+    ///
+    /// # Errors
+    ///
+    /// When the kubeconfig is not usable.
+    pub async fn config(&self) -> Result<Config, Error> {
+        let kubeconfig =
+            Kubeconfig::from_yaml(&self.kubeconfig).map_err(|source| self.kubeconfig_error(source))?;
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|source| self.kubeconfig_error(source))
+    }
+
+    fn kubeconfig_error(&self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Kubeconfig {
+            path: self.kubeconfig_path.display().to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The kubeconfig, as YAML.
+    pub fn kubeconfig(&self) -> &str {
+        &self.kubeconfig
+    }
+
+    /// Where the kubeconfig is on disk (inside the control plane's temporary directory,
+    /// gone when it stops).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// Writes the kubeconfig to `path`, readable by the owner only.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(path)
+            .map_err(io_error(format!("writing {}", path.display())))?;
+        file.write_all(self.kubeconfig.as_bytes())
+            .map_err(io_error(format!("writing {}", path.display())))
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The `kubectl` built beside the control plane, if this one was started here.
+    pub fn kubectl(&self) -> Option<PathBuf> {
+        let processes = self.processes.as_ref()?;
+        let kubectl = processes.binaries.join("kubectl");
+        kubectl.exists().then_some(kubectl)
+    }
+
+    /// Whether this is a control plane started here (not an existing cluster).
+    pub fn is_local(&self) -> bool {
+        self.processes.is_some()
+    }
+
+    /// Stops the processes now and removes the temporary directory; what dropping does.
+    pub fn stop(mut self) {
+        if let Some(processes) = self.processes.take() {
+            processes.stop();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(processes) = self.processes.take() {
+            processes.stop();
+        }
+    }
+}
+
+impl Processes {
+    fn stop(mut self) {
+        // The API server first: without etcd it would hang on its way out.
+        self.apiserver.wait();
+        self.etcd.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The binaries' directory: `KUBERATOR_CONTROL_PLANE_BIN`, or what `build.sh` builds.
+fn binaries() -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os(BIN_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("control-plane/build.sh");
+    // Progress goes to our stderr, so a cold build shows what it is doing.
+    let output = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|source| Error::Spawn {
+            binary: script.display().to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(Error::Build {
+            script: script.display().to_string(),
+            status: output.status,
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(PathBuf::from(stdout.lines().last().unwrap_or_default().trim()))
+}
+
+fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
+    // Hold every listener until all ports are picked, so the N are distinct.
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(io_error("finding free loopback ports"))?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener
+            .local_addr()
+            .map_err(io_error("finding free loopback ports"))?
+            .port();
+    }
+    Ok(ports)
+}
+
+fn kubeconfig_yaml(server: &str, pki: &Pki) -> String {
+    let ca = BASE64.encode(&pki.ca_cert);
+    let cert = BASE64.encode(&pki.admin_cert);
+    let key = BASE64.encode(&pki.admin_key);
+    let user = crate::certs::ADMIN_USER;
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: kuberator-test
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: {user}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: kuberator-test
+  context:
+    cluster: kuberator-test
+    user: {user}
+    namespace: default
+current-context: kuberator-test
+"
+    )
+}
+
+fn server_of(kubeconfig: &str, path: &Path) -> Result<String, Error> {
+    let error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    };
+    let parsed = Kubeconfig::from_yaml(kubeconfig).map_err(|source| error(Box::new(source)))?;
+    let context = parsed.current_context.as_deref().unwrap_or_default();
+    let cluster = parsed
+        .contexts
+        .iter()
+        .find(|named| named.name == context)
+        .and_then(|named| named.context.as_ref())
+        .map(|context| context.cluster.clone())
+        .unwrap_or_default();
+    Ok(parsed
+        .clusters
+        .iter()
+        .find(|named| named.name == cluster)
+        .and_then(|named| named.cluster.as_ref())
+        .and_then(|cluster| cluster.server.clone())
+        .unwrap_or_else(|| "(unknown server)".into()))
+}
+
+/// The shell supervisor of one process: it stops the process, and removes `$remove` when
+/// asked to, once its standard input closes.
+const SUPERVISOR: &str = r#"
+log=$1; remove=$2; shift 2
+"$@" >>"$log" 2>&1 </dev/null &
+child=$!
+finish() {
+  kill -TERM "$child" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+  if [ -n "$remove" ]; then rm -rf "$remove"; fi
+  exit 0
+}
+trap finish TERM INT
+while kill -0 "$child" 2>/dev/null; do
+  read -r -t 1 _
+  # 0: a line, 1: end of input; both mean the parent is done. Over 128: the timeout.
+  if [ $? -le 128 ]; then finish; fi
+done
+wait "$child"
+"#;
+
+struct Supervised {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Supervised {
+    fn spawn(
+        name: &'static str,
+        binary: &Path,
+        dir: &Path,
+        args: &[String],
+        remove_dir: bool,
+    ) -> Result<Self, Error> {
+        if !binary.exists() {
+            return Err(Error::Spawn {
+                binary: binary.display().to_string(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let log = dir.join(format!("{name}.log"));
+        let remove = if remove_dir {
+            dir.display().to_string()
+        } else {
+            String::new()
+        };
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("supervisor")
+            .arg(&log)
+            .arg(remove)
+            .arg(binary)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                binary: binary.display().to_string(),
+                source,
+            })?;
+        let stdin = child.stdin.take();
+        Ok(Self {
+            name,
+            child,
+            stdin,
+            log,
+        })
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn close(&mut self) {
+        self.stdin.take();
+    }
+
+    fn wait(&mut self) {
+        self.close();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tracing::warn!(
+            process = self.name,
+            "did not stop in 30 s; killing its supervisor"
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,273 @@
+//! Helpers for operator tests: CRDs, namespaces, waiting, Events, and operators in the
+//! background.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+use std::time::Instant;
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::Client;
+use kube::CustomResourceExt;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::api::DeleteParams;
+use kube::api::ListParams;
+use kube::api::ObjectMeta;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kube::api::PostParams;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+/// A helper that gave up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HelperError {
+    /// A condition did not hold in time.
+    #[error("timed out after {timeout:?} waiting for {what}; last seen:\n{last}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        timeout: Duration,
+        /// The object as last seen, as YAML (or `<absent>`).
+        last: String,
+    },
+    /// An API call failed.
+    #[error("{what}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> HelperError {
+    let what = what.into();
+    move |source| HelperError::Api { what, source }
+}
+
+/// Installs the CRD of `K` (server-side apply, so it may already exist) and waits until the
+/// API server serves it.
+///
+/// # Errors
+///
+/// When the apply is refused or the CRD is not established within 30 seconds.
+pub async fn install_crd<K: CustomResourceExt>(client: &Client) -> Result<(), HelperError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = K::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("kuberator-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(api_error(format!("installing CRD {name}")))?;
+    wait_for(
+        &crds,
+        &name,
+        Duration::from_secs(30),
+        &format!("CRD {name} to be established"),
+        |crd| {
+            crd.and_then(|crd| crd.status.as_ref())
+                .and_then(|status| status.conditions.as_ref())
+                .is_some_and(|conditions| {
+                    conditions
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Polls `name` through `api` every 100 ms until `condition` holds for it (`None` while it
+/// does not exist), and returns it as last seen.
+///
+/// # Errors
+///
+/// On timeout, with the object's last state as YAML; on an API error other than
+/// not-found.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    condition: impl Fn(Option<&K>) -> bool,
+) -> Result<Option<K>, HelperError>
+where
+    K: Clone + DeserializeOwned + Serialize + Debug,
+{
+    let started = Instant::now();
+    loop {
+        let seen = api
+            .get_opt(name)
+            .await
+            .map_err(api_error(format!("reading {name} while waiting for {what}")))?;
+        if condition(seen.as_ref()) {
+            return Ok(seen);
+        }
+        if started.elapsed() > timeout {
+            let last = match &seen {
+                Some(object) => serde_yaml_ng::to_string(object).unwrap_or_else(|_| format!("{object:#?}")),
+                None => "<absent>".into(),
+            };
+            return Err(HelperError::Timeout {
+                what: what.into(),
+                timeout,
+                last,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A namespace of its own for one test, named `<prefix>-<random>`.
+///
+/// # Errors
+///
+/// When the namespace cannot be created.
+pub async fn test_namespace(client: &Client, prefix: &str) -> Result<String, HelperError> {
+    static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or_default();
+    let count = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let suffix = (clock ^ std::process::id().rotate_left(16)).wrapping_add(count.wrapping_mul(0x9E37_79B9));
+    let name = format!("{prefix}-{suffix:08x}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .map_err(api_error(format!("creating namespace {name}")))?;
+    Ok(name)
+}
+
+/// Deletes a namespace made by [`test_namespace`]; what it held goes with it.
+///
+/// # Errors
+///
+/// When the delete is refused.
+pub async fn delete_namespace(client: &Client, name: &str) -> Result<(), HelperError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    match namespaces.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(HelperError::Api {
+            what: format!("deleting namespace {name}"),
+            source,
+        }),
+    }
+}
+
+/// The `events.k8s.io/v1` Events regarding `object`, oldest first: what `kubectl describe`
+/// and `kubectl events` show for it.
+///
+/// # Errors
+///
+/// When the Events cannot be listed.
+pub async fn events_for<K>(client: &Client, object: &K) -> Result<Vec<Event>, HelperError>
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    let namespace = object.namespace().unwrap_or_else(|| "default".into());
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let name = object.name_any();
+    let uid = object.uid();
+    let mut found: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .map_err(api_error(format!("listing Events in {namespace}")))?
+        .items
+        .into_iter()
+        .filter(|event| {
+            event.regarding.as_ref().is_some_and(|regarding| {
+                regarding.kind.as_deref() == Some(kind.as_str())
+                    && regarding.name.as_deref() == Some(name.as_str())
+                    && (uid.is_none() || regarding.uid == uid)
+            })
+        })
+        .collect();
+    found.sort_by_key(|event| event.event_time.as_ref().map(|time| time.0));
+    Ok(found)
+}
+
+/// An operator running in the background, stopped through its shutdown future.
+pub struct Background {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The shutdown future a [`Background`] operator gets.
+pub type Shutdown = BoxFuture<'static, ()>;
+
+impl Background {
+    /// Spawns `start(shutdown)`; `shutdown` completes when [`Background::stop`] is called or
+    /// the value is dropped.
+    pub fn spawn<F, Fut>(start: F) -> Self
+    where
+        F: FnOnce(Shutdown) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        }
+        .boxed();
+        Self {
+            stop: Some(stop),
+            task: Some(tokio::spawn(start(shutdown))),
+        }
+    }
+
+    /// Fires the shutdown future and waits for the operator to return.
+    ///
+    /// # Panics
+    ///
+    /// When the operator panicked, or did not return within `timeout`.
+    pub async fn stop(mut self, timeout: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("a running operator has a task");
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => panic!("the operator task failed: {error}"),
+            Err(_) => panic!("the operator did not stop within {timeout:?} of its shutdown signal"),
+        }
+    }
+
+    /// Whether the operator has returned.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
