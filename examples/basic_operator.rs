@@ -42,7 +42,7 @@ pub struct GreetingSpec {
 
 type GreetingRepo = K8sRepository<Greeting, StaticApiProvider<Greeting>>;
 
-struct GreetingContext {
+pub(crate) struct GreetingContext {
     repo: Arc<GreetingRepo>,
     events: EventRecorder,
 }
@@ -74,7 +74,7 @@ impl Context<Greeting, GreetingRepo, StaticApiProvider<Greeting>> for GreetingCo
     }
 }
 
-struct GreetingReconciler {
+pub(crate) struct GreetingReconciler {
     context: Arc<GreetingContext>,
     api: Api<Greeting>,
 }
@@ -85,7 +85,7 @@ impl Reconcile<Greeting, GreetingContext, GreetingRepo, StaticApiProvider<Greeti
     }
 }
 
-fn reconciler(client: Client) -> GreetingReconciler {
+pub(crate) fn reconciler(client: Client) -> GreetingReconciler {
     let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
     let context = GreetingContext {
         repo: Arc::new(K8sRepository::new(provider)),
@@ -97,11 +97,9 @@ fn reconciler(client: Client) -> GreetingReconciler {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    kuberator_examples::init_tracing();
-    let command = Command::from_args()?;
-    let sample = Greeting {
+/// The object the demo creates.
+pub(crate) fn sample() -> Greeting {
+    Greeting {
         metadata: ObjectMeta {
             name: Some("hello".into()),
             namespace: Some("default".into()),
@@ -110,13 +108,23 @@ async fn main() -> anyhow::Result<()> {
         spec: GreetingSpec {
             message: "Hello from Kuberator".into(),
         },
-    };
-    let finalizer = "greetings.examples.kuberator.dev/finalizer";
-    kuberator_examples::serve(
-        command,
-        sample,
-        |greeting| greeting.finalizers().iter().any(|f| f == finalizer),
-        |client, shutdown| reconciler(client).start(Some(shutdown)),
-    )
+    }
+}
+
+/// Whether the demo's object shows that the operator reconciled it.
+pub(crate) fn reconciled(greeting: &Greeting) -> bool {
+    greeting
+        .finalizers()
+        .iter()
+        .any(|f| f == "greetings.examples.kuberator.dev/finalizer")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    kuberator_examples::init_tracing();
+    let command = Command::from_args()?;
+    kuberator_examples::serve(command, sample(), reconciled, |client, shutdown| {
+        reconciler(client).start(Some(shutdown))
+    })
     .await
 }

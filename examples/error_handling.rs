@@ -118,7 +118,7 @@ const QUOTA_GIB: u32 = 100;
 
 type BucketRepo = K8sRepository<Bucket, StaticApiProvider<Bucket>>;
 
-struct BucketContext {
+pub(crate) struct BucketContext {
     repo: Arc<BucketRepo>,
 }
 
@@ -177,7 +177,7 @@ impl Context<Bucket, BucketRepo, StaticApiProvider<Bucket>> for BucketContext {
     }
 }
 
-struct BucketReconciler {
+pub(crate) struct BucketReconciler {
     context: Arc<BucketContext>,
     api: Api<Bucket>,
 }
@@ -192,7 +192,7 @@ impl Reconcile<Bucket, BucketContext, BucketRepo, StaticApiProvider<Bucket>> for
     }
 }
 
-fn reconciler(client: Client) -> BucketReconciler {
+pub(crate) fn reconciler(client: Client) -> BucketReconciler {
     let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
     let context = BucketContext {
         repo: Arc::new(K8sRepository::new(provider)),
@@ -203,11 +203,9 @@ fn reconciler(client: Client) -> BucketReconciler {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    kuberator_examples::init_tracing();
-    let command = Command::from_args()?;
-    let sample = Bucket {
+/// The object the demo creates.
+pub(crate) fn sample() -> Bucket {
+    Bucket {
         metadata: ObjectMeta {
             name: Some("too-big".into()),
             namespace: Some("default".into()),
@@ -215,17 +213,23 @@ async fn main() -> anyhow::Result<()> {
         },
         spec: BucketSpec { size_gib: 500 },
         status: None,
-    };
-    kuberator_examples::serve(
-        command,
-        sample,
-        |bucket| {
-            bucket
-                .status
-                .as_ref()
-                .is_some_and(|status| status.error.is_some())
-        },
-        |client, shutdown| reconciler(client).start(Some(shutdown)),
-    )
+    }
+}
+
+/// Whether the demo's object shows that the operator reconciled it.
+pub(crate) fn reconciled(bucket: &Bucket) -> bool {
+    bucket
+        .status
+        .as_ref()
+        .is_some_and(|status| status.error.is_some())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    kuberator_examples::init_tracing();
+    let command = Command::from_args()?;
+    kuberator_examples::serve(command, sample(), reconciled, |client, shutdown| {
+        reconciler(client).start(Some(shutdown))
+    })
     .await
 }

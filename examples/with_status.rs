@@ -59,7 +59,7 @@ impl ObserveGeneration for EchoStatus {
 
 type EchoRepo = K8sRepository<Echo, StaticApiProvider<Echo>>;
 
-struct EchoContext {
+pub(crate) struct EchoContext {
     repo: Arc<EchoRepo>,
 }
 
@@ -88,7 +88,7 @@ impl Context<Echo, EchoRepo, StaticApiProvider<Echo>> for EchoContext {
     }
 }
 
-struct EchoReconciler {
+pub(crate) struct EchoReconciler {
     context: Arc<EchoContext>,
     api: Api<Echo>,
 }
@@ -99,7 +99,7 @@ impl Reconcile<Echo, EchoContext, EchoRepo, StaticApiProvider<Echo>> for EchoRec
     }
 }
 
-fn reconciler(client: Client) -> EchoReconciler {
+pub(crate) fn reconciler(client: Client) -> EchoReconciler {
     let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
     let context = EchoContext {
         repo: Arc::new(K8sRepository::new(provider)),
@@ -110,11 +110,9 @@ fn reconciler(client: Client) -> EchoReconciler {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    kuberator_examples::init_tracing();
-    let command = Command::from_args()?;
-    let sample = Echo {
+/// The object the demo creates.
+pub(crate) fn sample() -> Echo {
+    Echo {
         metadata: ObjectMeta {
             name: Some("hello".into()),
             namespace: Some("default".into()),
@@ -124,15 +122,21 @@ async fn main() -> anyhow::Result<()> {
             message: "Hello from Kuberator".into(),
         },
         status: None,
-    };
-    kuberator_examples::serve(
-        command,
-        sample,
-        |echo| {
-            echo.status.as_ref().and_then(|status| status.observed_generation) == echo.metadata.generation
-                && echo.status.as_ref().is_some_and(|status| status.echoed.is_some())
-        },
-        |client, shutdown| reconciler(client).start_concurrent(Some(4), Some(shutdown)),
-    )
+    }
+}
+
+/// Whether the demo's object shows that the operator reconciled it.
+pub(crate) fn reconciled(echo: &Echo) -> bool {
+    echo.status.as_ref().and_then(|status| status.observed_generation) == echo.metadata.generation
+        && echo.status.as_ref().is_some_and(|status| status.echoed.is_some())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    kuberator_examples::init_tracing();
+    let command = Command::from_args()?;
+    kuberator_examples::serve(command, sample(), reconciled, |client, shutdown| {
+        reconciler(client).start_concurrent(Some(4), Some(shutdown))
+    })
     .await
 }

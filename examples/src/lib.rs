@@ -9,6 +9,8 @@
 //!   once reconciled, delete it, wait until cleanup let it go, and exit.
 //!
 //! The cluster is the one in `KUBECONFIG` (or `~/.kube/config`, or the in-cluster config).
+//! When none is configured (or `KUBERATOR_EXAMPLES_LOCAL=1`), the example starts a local
+//! kube-apiserver and etcd with `kuberator-test`, says so, and stops them when it exits.
 #![allow(clippy::print_stdout)]
 
 use std::fmt::Debug;
@@ -223,7 +225,7 @@ where
         print!("{}", crd_yaml::<K>()?);
         return Ok(());
     }
-    let client = client().await?;
+    let (client, _local_control_plane) = client().await?;
     install_crd::<K>(&client).await?;
     if command == Command::Run {
         start(client, kuberator::shutdown::signal().boxed()).await;
@@ -246,15 +248,40 @@ where
     outcome
 }
 
-/// A client for the cluster in `KUBECONFIG`, with an error that says what to do when there
-/// is none.
+/// A client for the cluster in `KUBECONFIG`, or, when no cluster is configured at all, for
+/// a local control plane started here (returned too: it stops when dropped).
 ///
 /// # Errors
 ///
-/// When no kubeconfig or in-cluster configuration is found or it does not work.
-pub async fn client() -> anyhow::Result<Client> {
-    Client::try_default().await.context(
-        "no Kubernetes cluster configured: set KUBECONFIG to a cluster's kubeconfig \
-         (printing the CRD with the `crd` argument needs none)",
-    )
+/// When the configured cluster is not usable, or the local control plane does not start.
+pub async fn client() -> anyhow::Result<(Client, Option<kuberator_test::ControlPlane>)> {
+    if cluster_configured() {
+        let client = Client::try_default()
+            .await
+            .context("connecting to the cluster in KUBECONFIG")?;
+        return Ok((client, None));
+    }
+    println!("no cluster configured (KUBECONFIG, ~/.kube/config): starting a local kube-apiserver and etcd");
+    println!("(the first run builds them from source, which takes 5 to 15 minutes)");
+    let control_plane = kuberator_test::ControlPlane::start()
+        .await
+        .context("starting a local control plane")?;
+    println!("local control plane ready at {}", control_plane.server());
+    let client = control_plane.client().await?;
+    Ok((client, Some(control_plane)))
+}
+
+/// Whether a kubeconfig or an in-cluster configuration is there to use.
+/// `KUBERATOR_EXAMPLES_LOCAL=1` ignores them and starts a local control plane anyway.
+fn cluster_configured() -> bool {
+    if std::env::var_os("KUBERATOR_EXAMPLES_LOCAL").is_some_and(|value| value == "1") {
+        return false;
+    }
+    let home_config = std::env::var_os("HOME")
+        .map(|home| std::path::Path::new(&home).join(".kube/config"))
+        .is_some_and(|path| path.exists());
+    std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os(kuberator_test::KUBECONFIG_ENV).is_some()
+        || home_config
 }
