@@ -285,3 +285,9 @@ fn cluster_configured() -> bool {
         || std::env::var_os(kuberator_test::KUBECONFIG_ENV).is_some()
         || home_config
 }
+
+/// The README's Rust blocks, compiled and run as doctests of this crate, which depends on
+/// everything they use.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -72,7 +72,3 @@ pub mod prelude {
     pub use crate::events::Reason;
     pub use crate::k8s::K8sRepository;
 }
-
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
