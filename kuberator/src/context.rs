@@ -1,17 +1,4 @@
 //! [`Context`]: your operator's logic for one resource type.
-//!
-//! # Expected flow
-//!
-//! Implement [`Context::handle_apply`] and [`Context::handle_cleanup`], and name your
-//! finalizer and repository. [`Context::handle_reconciliation`] wires them to the finalizer
-//! flow of [`Finalize::finalize`](crate::Finalize::finalize): the finalizer is added before
-//! the first `handle_apply`, `handle_cleanup` runs when the object is deleted, and the
-//! finalizer is removed only after cleanup succeeded.
-//!
-//! # Assumptions
-//!
-//! Both handlers are idempotent: they run again after a restart, after an error, and after
-//! any change of the spec, and must converge on the same result.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -33,6 +20,20 @@ use crate::object::describe;
 
 /// The logic of an operator for objects of type `R`, with the repository `F` it finalizes
 /// and writes status through.
+///
+///
+/// # Expected flow
+///
+/// Implement [`Context::handle_apply`] and [`Context::handle_cleanup`], and name your
+/// finalizer and repository. [`Context::handle_reconciliation`] wires them to the finalizer
+/// flow of [`Finalize::finalize`](crate::Finalize::finalize): the finalizer is added before
+/// the first `handle_apply`, `handle_cleanup` runs when the object is deleted, and the
+/// finalizer is removed only after cleanup succeeded.
+///
+/// # Assumptions
+///
+/// Both handlers are idempotent: they run again after a restart, after an error, and after
+/// any change of the spec, and must converge on the same result.
 #[async_trait]
 pub trait Context<R, F, P>: Send + Sync
 where
@@ -71,7 +72,7 @@ where
     /// Any error; the finalizer stays, and cleanup is retried.
     async fn handle_cleanup(&self, object: Arc<R>) -> Result<Action>;
 
-    /// Runs the finalizer flow around the two handlers; see the [module docs](self).
+    /// Runs the finalizer flow around the two handlers; see the [trait docs](Context).
     ///
     /// # Errors
     ///

@@ -1,31 +1,4 @@
 //! [`Finalize`]: finalizers and status writes for one resource type.
-//!
-//! # Expected flow
-//!
-//! [`Context::handle_reconciliation`](crate::Context::handle_reconciliation) calls
-//! [`Finalize::finalize`] for every object the controller hands it. `finalize` uses
-//! [`kube::runtime::finalizer`]:
-//!
-//! 1. An object without the finalizer and not being deleted gets the finalizer added (a JSON
-//!    patch that also checks nobody changed the finalizer list meanwhile), and nothing else
-//!    runs: the change comes back through the watch and reconciles again.
-//! 2. An object with the finalizer and not being deleted runs `handle_apply`.
-//! 3. An object being deleted that still has the finalizer runs `handle_cleanup`; only when
-//!    that succeeds is the finalizer removed, and the API server deletes the object.
-//! 4. An object being deleted without the finalizer is left alone.
-//!
-//! # Guarantees
-//!
-//! - `handle_apply` never runs on an object that does not carry the finalizer, so every
-//!   object that was applied gets cleaned up.
-//! - The finalizer is removed only after `handle_cleanup` returned `Ok`; a failing cleanup
-//!   keeps it, and the error policy retries.
-//!
-//! # Errors
-//!
-//! Failures come back as [`Error`] variants that name the object (`Kind namespace/name`):
-//! [`Error::ApplyFailed`], [`Error::CleanupFailed`], [`Error::AddFinalizer`],
-//! [`Error::RemoveFinalizer`], [`Error::UpdateStatus`].
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -56,6 +29,34 @@ use crate::status::WithStatusError;
 ///
 /// Implement [`api_provider`](Finalize::api_provider) on a repository of your own, or use
 /// [`K8sRepository`](crate::k8s::K8sRepository).
+///
+///
+/// # Expected flow
+///
+/// [`Context::handle_reconciliation`](crate::Context::handle_reconciliation) calls
+/// [`Finalize::finalize`] for every object the controller hands it. `finalize` uses
+/// [`kube::runtime::finalizer()`]:
+///
+/// 1. An object without the finalizer and not being deleted gets the finalizer added (a JSON
+///    patch that also checks nobody changed the finalizer list meanwhile), and nothing else
+///    runs: the change comes back through the watch and reconciles again.
+/// 2. An object with the finalizer and not being deleted runs `handle_apply`.
+/// 3. An object being deleted that still has the finalizer runs `handle_cleanup`; only when
+///    that succeeds is the finalizer removed, and the API server deletes the object.
+/// 4. An object being deleted without the finalizer is left alone.
+///
+/// # Guarantees
+///
+/// - `handle_apply` never runs on an object that does not carry the finalizer, so every
+///   object that was applied gets cleaned up.
+/// - The finalizer is removed only after `handle_cleanup` returned `Ok`; a failing cleanup
+///   keeps it, and the error policy retries.
+///
+/// # Errors
+///
+/// Failures come back as [`Error`] variants that name the object (`Kind namespace/name`):
+/// [`Error::ApplyFailed`], [`Error::CleanupFailed`], [`Error::AddFinalizer`],
+/// [`Error::RemoveFinalizer`], [`Error::UpdateStatus`].
 #[async_trait]
 pub trait Finalize<R, P>: Send + Sync
 where
@@ -74,12 +75,12 @@ where
     fn api_provider(&self) -> &P;
 
     /// Runs `reconcile` under the finalizer `finalizer_name`, as the
-    /// [module documentation](self) describes.
+    /// [trait documentation](Finalize) describes.
     ///
     /// # Errors
     ///
     /// When the object has no namespace or the provider refuses it, when a finalizer patch
-    /// fails, or when `reconcile` fails: see the [module documentation](self).
+    /// fails, or when `reconcile` fails: see the [trait documentation](Finalize).
     async fn finalize<Fut>(
         &self,
         finalizer_name: &str,

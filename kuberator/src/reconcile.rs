@@ -1,28 +1,4 @@
 //! [`Reconcile`]: starts the controller and drives the reconcile loop.
-//!
-//! # Expected flow
-//!
-//! Implement [`Reconcile::destruct`] to hand over the `Api` to watch, the watcher
-//! configuration and your [`Context`]; then call [`Reconcile::run`] (stops on SIGINT or
-//! SIGTERM), [`Reconcile::start`] or [`Reconcile::start_concurrent`].
-//!
-//! # Guarantees
-//!
-//! - `handle_apply` runs when an object is first seen, when its spec changes (its
-//!   `metadata.generation`), when its finalizers change, when it is being deleted, and when a
-//!   requeue comes due. Status-only and label or annotation changes do not run it.
-//! - One object is never reconciled twice at the same time; different objects run in
-//!   parallel up to the limit given to `start_concurrent` (`start` runs one at a time).
-//! - When the shutdown future completes, no new reconcile starts, the ones in flight finish,
-//!   and then `start` returns.
-//! - A failed reconcile is logged with the object and the error chain, published as a
-//!   `Warning` Event on the object, and retried after
-//!   [`requeue_after_error_seconds`](Reconcile::requeue_after_error_seconds).
-//!
-//! # Caveats
-//!
-//! The retry delay is the same for every error and every object. Override
-//! [`Reconcile::error_policy`] or [`Context::handle_error`] for anything smarter.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -50,6 +26,31 @@ use crate::error::Result;
 pub const REQUEUE_AFTER_ERROR_SECONDS: u64 = 60;
 
 /// Starts the controller for objects of type `R` with the context `C`.
+///
+///
+/// # Expected flow
+///
+/// Implement [`Reconcile::destruct`] to hand over the `Api` to watch, the watcher
+/// configuration and your [`Context`]; then call [`Reconcile::run`] (stops on SIGINT or
+/// SIGTERM), [`Reconcile::start`] or [`Reconcile::start_concurrent`].
+///
+/// # Guarantees
+///
+/// - `handle_apply` runs when an object is first seen, when its spec changes (its
+///   `metadata.generation`), when its finalizers change, when it is being deleted, and when a
+///   requeue comes due. Status-only and label or annotation changes do not run it.
+/// - One object is never reconciled twice at the same time; different objects run in
+///   parallel up to the limit given to `start_concurrent` (`start` runs one at a time).
+/// - When the shutdown future completes, no new reconcile starts, the ones in flight finish,
+///   and then `start` returns.
+/// - A failed reconcile is logged with the object and the error chain, published as a
+///   `Warning` Event on the object, and retried after
+///   [`requeue_after_error_seconds`](Reconcile::requeue_after_error_seconds).
+///
+/// # Caveats
+///
+/// The retry delay is the same for every error and every object. Override
+/// [`Reconcile::error_policy`] or [`Context::handle_error`] for anything smarter.
 #[async_trait]
 pub trait Reconcile<R, C, F, P>: Sized + Send + 'static
 where

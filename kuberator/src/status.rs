@@ -1,22 +1,24 @@
-//! Status helpers: the observed-generation pattern and errors in status.
-//!
-//! # Expected flow
-//!
-//! Implement [`ObserveGeneration`] on your status type and write it with
-//! [`Finalize::update_status`](crate::Finalize::update_status): Kuberator sets the observed
-//! generation to the object's `metadata.generation` before it patches `/status`, so readers
-//! can tell whether the status describes the current spec.
-//!
-//! To report a failure in status, implement [`AsStatusError`] on your error type and
-//! [`WithStatusError`] on your status type, then call
-//! [`Finalize::update_status_with_error`](crate::Finalize::update_status_with_error).
-//!
-//! # Caveats
-//!
-//! [`ObserveGeneration::add`] and [`WithStatusError::add`] share a name. A status type that
-//! implements both needs the trait named to call either by hand:
-//! `ObserveGeneration::add(&mut status, 3)`.
+//! Status helpers.
 
+/// Status helpers: the observed-generation pattern and errors in status.
+///
+/// # Expected flow
+///
+/// Implement [`ObserveGeneration`] on your status type and write it with
+/// [`Finalize::update_status`](crate::Finalize::update_status): Kuberator sets the observed
+/// generation to the object's `metadata.generation` before it patches `/status`, so readers
+/// can tell whether the status describes the current spec.
+///
+/// To report a failure in status, implement [`AsStatusError`] on your error type and
+/// [`WithStatusError`] on your status type, then call
+/// [`Finalize::update_status_with_error`](crate::Finalize::update_status_with_error).
+///
+/// # Caveats
+///
+/// [`ObserveGeneration::add`] and [`WithStatusError::add`] share a name. A status type that
+/// implements both needs the trait named to call either by hand:
+/// `ObserveGeneration::add(&mut status, 3)`.
+///
 /// A status that records the generation of the spec it describes.
 ///
 /// ```

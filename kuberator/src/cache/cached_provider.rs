@@ -12,7 +12,7 @@ use super::apis::GrowingApis;
 use super::dedup_namespaces;
 use crate::error::Result;
 
-/// An [`Api`] provider that discovers namespaces at run time: each one is built on first use
+/// An [`Api`](kube::Api) provider that discovers namespaces at run time: each one is built on first use
 /// and cached from then on.
 ///
 /// It behaves like a [`StaticApiProvider`](super::StaticApiProvider) with

@@ -1,6 +1,6 @@
-//! Namespace-keyed [`Api`] providers.
+//! Namespace-keyed [`Api`](kube::Api) providers.
 //!
-//! An operator talks to the API server through one [`Api<R>`] per namespace. Building an
+//! An operator talks to the API server through one [`Api<R>`](kube::Api) per namespace. Building an
 //! `Api` allocates (its URL, its namespace, the erased resource type), so the providers here
 //! build each one once and hand out borrowed references on every later lookup.
 //!
@@ -48,7 +48,7 @@ pub use self::static_provider::StaticApiProvider;
 pub use self::strategy::CachingStrategy;
 use crate::error::Result;
 
-/// Hands out the [`Api<R>`] for a namespace.
+/// Hands out the [`Api<R>`](kube::Api) for a namespace.
 ///
 /// Implement it to control how `Api`s are built (another client per namespace, say); use
 /// [`StaticApiProvider`] or [`CachedApiProvider`] otherwise.
