@@ -60,6 +60,12 @@ where
     }
 }
 
+impl<R, P> From<P> for K8sRepository<R, P> {
+    fn from(api_provider: P) -> Self {
+        Self::new(api_provider)
+    }
+}
+
 impl<R, P: Debug> Debug for K8sRepository<R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("K8sRepository")

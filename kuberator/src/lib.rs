@@ -29,6 +29,7 @@ pub mod cache;
 pub mod error;
 pub mod events;
 pub mod k8s;
+pub mod operator;
 pub mod shutdown;
 
 pub use crate::context::Context;
@@ -41,6 +42,29 @@ pub use crate::shutdown::NoShutdown;
 pub use crate::status::AsStatusError;
 pub use crate::status::ObserveGeneration;
 pub use crate::status::WithStatusError;
+#[cfg(feature = "derive")]
+pub use kuberator_derive::Operator;
+
+/// What the code `#[derive(Operator)]` generates refers to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use anyhow;
+    pub use k8s_openapi::NamespaceResourceScope;
+    pub use kube;
+
+    /// Implemented for every namespaced resource; the derive asserts it for `resource`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a namespaced custom resource",
+        label = "not namespaced",
+        note = "#[derive(Operator)] manages namespaced resources: add `namespaced` to `#[kube(...)]` on the spec"
+    )]
+    pub trait NamespacedResource {}
+
+    impl<R> NamespacedResource for R where R: kube::Resource<Scope = NamespaceResourceScope> {}
+
+    /// Compiles only when `R` is namespaced.
+    pub const fn assert_namespaced<R: NamespacedResource>() {}
+}
 
 /// The traits and types nearly every operator uses, for `use kuberator::prelude::*;`.
 pub mod prelude {
@@ -60,6 +84,8 @@ pub mod prelude {
     pub use crate::Finalize;
     pub use crate::NoShutdown;
     pub use crate::ObserveGeneration;
+    #[cfg(feature = "derive")]
+    pub use crate::Operator;
     pub use crate::Reconcile;
     pub use crate::WithStatusError;
     pub use crate::cache::CachedApiProvider;
@@ -71,4 +97,8 @@ pub mod prelude {
     pub use crate::events::EventRecorder;
     pub use crate::events::Reason;
     pub use crate::k8s::K8sRepository;
+    pub use crate::operator::Ctx;
+    pub use schemars::JsonSchema;
+    pub use serde::Deserialize;
+    pub use serde::Serialize;
 }

@@ -1,0 +1,74 @@
+#[automatically_derived]
+impl ::kuberator::operator::Operator for EchoOperator {
+    type Resource = Echo;
+    type Repository = ::kuberator::k8s::K8sRepository<
+        Echo,
+        ::kuberator::cache::StaticApiProvider<Echo>,
+    >;
+    fn config() -> ::kuberator::operator::OperatorConfig {
+        ::kuberator::operator::OperatorConfig {
+            finalizer: {
+                static FINALIZER: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
+                FINALIZER
+                    .get_or_init(|| {
+                        ::std::format!(
+                            "{}.{}/finalizer", < Echo as
+                            ::kuberator::__private::kube::Resource > ::plural(& ()), <
+                            Echo as ::kuberator::__private::kube::Resource > ::group(&
+                            ()),
+                        )
+                    })
+            },
+            namespaces: &[],
+            caching: ::kuberator::cache::CachingStrategy::Extendable,
+            concurrency: ::std::option::Option::Some(1usize),
+            requeue_after_error: ::std::time::Duration::from_secs(60u64),
+            labels: ::std::option::Option::None,
+            controller_name: {
+                static NAME: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
+                NAME.get_or_init(|| {
+                    ::std::format!(
+                        "{}-operator", < Echo as ::kuberator::__private::kube::Resource >
+                        ::kind(& ()).to_lowercase(),
+                    )
+                })
+            },
+        }
+    }
+    fn apply(
+        &self,
+        object: ::std::sync::Arc<Echo>,
+        ctx: &::kuberator::operator::Ctx<Self>,
+    ) -> impl ::std::future::Future<
+        Output = ::kuberator::error::Result<
+            ::kuberator::__private::kube::runtime::controller::Action,
+        >,
+    > + ::std::marker::Send {
+        EchoOperator::handle_apply(self, object, ctx)
+    }
+    fn cleanup(
+        &self,
+        object: ::std::sync::Arc<Echo>,
+        ctx: &::kuberator::operator::Ctx<Self>,
+    ) -> impl ::std::future::Future<
+        Output = ::kuberator::error::Result<
+            ::kuberator::__private::kube::runtime::controller::Action,
+        >,
+    > + ::std::marker::Send {
+        EchoOperator::handle_cleanup(self, object, ctx)
+    }
+}
+#[automatically_derived]
+impl EchoOperator {
+    /// Runs this operator until SIGINT or SIGTERM: connects to the cluster in
+    /// `KUBECONFIG` (or in-cluster), logs as `RUST_LOG` says, and reconciles.
+    /// `crd` as the first argument prints the CRD instead.
+    ///
+    /// # Errors
+    ///
+    /// When no cluster can be reached.
+    pub async fn run(self) -> ::kuberator::__private::anyhow::Result<()> {
+        ::kuberator::operator::run(self).await
+    }
+}
+const _: () = ::kuberator::__private::assert_namespaced::<Echo>();
