@@ -291,3 +291,21 @@ fn cluster_configured() -> bool {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// [`serve`]'s demo for a derived operator: on the cluster in `KUBECONFIG` or a local control
+/// plane, create `sample`, wait until `reconciled`, delete it, wait for cleanup.
+///
+/// # Errors
+///
+/// When a step fails or times out.
+pub async fn demo_operator<O: kuberator::operator::Operator>(
+    operator: O,
+    sample: O::Resource,
+    reconciled: impl Fn(&O::Resource) -> bool,
+) -> anyhow::Result<()> {
+    init_tracing();
+    serve(Command::Demo, sample, reconciled, |client, shutdown| {
+        operator.into_reconciler(client).start_configured(Some(shutdown))
+    })
+    .await
+}
