@@ -28,13 +28,7 @@ use serde::Serialize;
 
 /// A greeting that the operator logs when it appears and when it goes.
 #[derive(CustomResource, Serialize, Deserialize, Debug, PartialEq, Clone, JsonSchema)]
-#[kube(
-    group = "examples.kuberator.dev",
-    version = "v1",
-    kind = "Greeting",
-    plural = "greetings",
-    namespaced
-)]
+#[kube(group = "examples.kuberator.dev", version = "v1", kind = "Greeting", plural = "greetings", namespaced)]
 pub struct GreetingSpec {
     /// What to say.
     pub message: String,
@@ -60,10 +54,7 @@ impl Context<Greeting, GreetingRepo, StaticApiProvider<Greeting>> for GreetingCo
     async fn handle_apply(&self, greeting: Arc<Greeting>) -> KubeResult<Action> {
         tracing::info!(name = %greeting.name_any(), message = %greeting.spec.message, "greeting applied");
         self.events
-            .emit(
-                &*greeting,
-                EventData::normal("Greeted", format!("said {:?}", greeting.spec.message)),
-            )
+            .emit(&*greeting, EventData::normal("Greeted", format!("said {:?}", greeting.spec.message)))
             .await;
         Ok(Action::await_change())
     }
@@ -91,10 +82,7 @@ pub(crate) fn reconciler(client: Client) -> GreetingReconciler {
         repo: Arc::new(K8sRepository::new(provider)),
         events: EventRecorder::new(client.clone(), "greeting-operator"),
     };
-    GreetingReconciler {
-        context: Arc::new(context),
-        api: Api::namespaced(client, "default"),
-    }
+    GreetingReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
 }
 
 /// The object the demo creates.
@@ -105,18 +93,13 @@ pub(crate) fn sample() -> Greeting {
             namespace: Some("default".into()),
             ..ObjectMeta::default()
         },
-        spec: GreetingSpec {
-            message: "Hello from Kuberator".into(),
-        },
+        spec: GreetingSpec { message: "Hello from Kuberator".into() },
     }
 }
 
 /// Whether the demo's object shows that the operator reconciled it.
 pub(crate) fn reconciled(greeting: &Greeting) -> bool {
-    greeting
-        .finalizers()
-        .iter()
-        .any(|f| f == "greetings.examples.kuberator.dev/finalizer")
+    greeting.finalizers().iter().any(|f| f == "greetings.examples.kuberator.dev/finalizer")
 }
 
 #[tokio::main]

@@ -95,10 +95,7 @@ impl AsStatusError<BucketStatusError> for BucketError {
             BucketError::QuotaExceeded { .. } => "QuotaExceeded",
             BucketError::Kube(_) => "ApiError",
         };
-        BucketStatusError {
-            reason: reason.into(),
-            message: self.to_string(),
-        }
+        BucketStatusError { reason: reason.into(), message: self.to_string() }
     }
 }
 
@@ -148,23 +145,13 @@ impl Context<Bucket, BucketRepo, StaticApiProvider<Bucket>> for BucketContext {
     async fn handle_apply(&self, bucket: Arc<Bucket>) -> kuberator::Result<Action> {
         match self.provision(&bucket) {
             Ok(()) => {
-                let status = BucketStatus {
-                    phase: Some("Ready".into()),
-                    ..BucketStatus::default()
-                };
-                self.repo
-                    .update_status_with_error(&bucket, status, None::<&BucketError>)
-                    .await?;
+                let status = BucketStatus { phase: Some("Ready".into()), ..BucketStatus::default() };
+                self.repo.update_status_with_error(&bucket, status, None::<&BucketError>).await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }
             Err(error) => {
-                let status = BucketStatus {
-                    phase: Some("Failed".into()),
-                    ..BucketStatus::default()
-                };
-                self.repo
-                    .update_status_with_error(&bucket, status, Some(&error))
-                    .await?;
+                let status = BucketStatus { phase: Some("Failed".into()), ..BucketStatus::default() };
+                self.repo.update_status_with_error(&bucket, status, Some(&error)).await?;
                 // Returned too, so the controller logs it, publishes a Warning Event and retries.
                 Err(error.into())
             }
@@ -194,13 +181,8 @@ impl Reconcile<Bucket, BucketContext, BucketRepo, StaticApiProvider<Bucket>> for
 
 pub(crate) fn reconciler(client: Client) -> BucketReconciler {
     let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
-    let context = BucketContext {
-        repo: Arc::new(K8sRepository::new(provider)),
-    };
-    BucketReconciler {
-        context: Arc::new(context),
-        api: Api::namespaced(client, "default"),
-    }
+    let context = BucketContext { repo: Arc::new(K8sRepository::new(provider)) };
+    BucketReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
 }
 
 /// The object the demo creates.
@@ -218,10 +200,7 @@ pub(crate) fn sample() -> Bucket {
 
 /// Whether the demo's object shows that the operator reconciled it.
 pub(crate) fn reconciled(bucket: &Bucket) -> bool {
-    bucket
-        .status
-        .as_ref()
-        .is_some_and(|status| status.error.is_some())
+    bucket.status.as_ref().is_some_and(|status| status.error.is_some())
 }
 
 #[tokio::main]

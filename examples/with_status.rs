@@ -74,10 +74,7 @@ impl Context<Echo, EchoRepo, StaticApiProvider<Echo>> for EchoContext {
     }
 
     async fn handle_apply(&self, echo: Arc<Echo>) -> kuberator::Result<Action> {
-        let status = EchoStatus {
-            echoed: Some(echo.spec.message.clone()),
-            ..EchoStatus::default()
-        };
+        let status = EchoStatus { echoed: Some(echo.spec.message.clone()), ..EchoStatus::default() };
         self.repo.update_status(&echo, status).await?;
         Ok(Action::await_change())
     }
@@ -101,13 +98,8 @@ impl Reconcile<Echo, EchoContext, EchoRepo, StaticApiProvider<Echo>> for EchoRec
 
 pub(crate) fn reconciler(client: Client) -> EchoReconciler {
     let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
-    let context = EchoContext {
-        repo: Arc::new(K8sRepository::new(provider)),
-    };
-    EchoReconciler {
-        context: Arc::new(context),
-        api: Api::namespaced(client, "default"),
-    }
+    let context = EchoContext { repo: Arc::new(K8sRepository::new(provider)) };
+    EchoReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
 }
 
 /// The object the demo creates.
@@ -118,9 +110,7 @@ pub(crate) fn sample() -> Echo {
             namespace: Some("default".into()),
             ..ObjectMeta::default()
         },
-        spec: EchoSpec {
-            message: "Hello from Kuberator".into(),
-        },
+        spec: EchoSpec { message: "Hello from Kuberator".into() },
         status: None,
     }
 }

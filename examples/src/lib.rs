@@ -66,10 +66,7 @@ impl Command {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// The CRD of `K` as YAML.
@@ -90,13 +87,9 @@ pub async fn install_crd<K: CustomResourceExt>(client: &Client) -> anyhow::Resul
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = K::crd();
     let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("kuberator-examples").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .with_context(|| format!("installing CRD {name}"))?;
+    crds.patch(&name, &PatchParams::apply("kuberator-examples").force(), &Patch::Apply(&crd))
+        .await
+        .with_context(|| format!("installing CRD {name}"))?;
     tokio::time::timeout(
         Duration::from_secs(30),
         await_condition(crds, &name, conditions::is_crd_established()),
@@ -151,17 +144,10 @@ where
     // A leftover from an interrupted run would make `create` fail.
     if api.get_opt(&name).await?.is_some() {
         api.delete(&name, &DeleteParams::default()).await?;
-        poll(
-            "the leftover object to go",
-            Duration::from_secs(60),
-            || api.get_opt(&name),
-            Option::is_none,
-        )
-        .await?;
+        poll("the leftover object to go", Duration::from_secs(60), || api.get_opt(&name), Option::is_none)
+            .await?;
     }
-    api.create(&PostParams::default(), &object)
-        .await
-        .with_context(|| format!("creating {name}"))?;
+    api.create(&PostParams::default(), &object).await.with_context(|| format!("creating {name}"))?;
     println!("created {name}");
 
     let seen = poll(
@@ -178,17 +164,10 @@ where
         println!("  status: {status}");
     }
 
-    api.delete(&name, &DeleteParams::default())
-        .await
-        .with_context(|| format!("deleting {name}"))?;
+    api.delete(&name, &DeleteParams::default()).await.with_context(|| format!("deleting {name}"))?;
     println!("deleting {name}: the finalizer holds it until cleanup succeeds");
-    poll(
-        "cleanup to release the object",
-        Duration::from_secs(60),
-        || api.get_opt(&name),
-        Option::is_none,
-    )
-    .await?;
+    poll("cleanup to release the object", Duration::from_secs(60), || api.get_opt(&name), Option::is_none)
+        .await?;
     println!("cleaned up and gone: {name}");
     Ok(())
 }
@@ -256,16 +235,13 @@ where
 /// When the configured cluster is not usable, or the local control plane does not start.
 pub async fn client() -> anyhow::Result<(Client, Option<kuberator_test::ControlPlane>)> {
     if cluster_configured() {
-        let client = Client::try_default()
-            .await
-            .context("connecting to the cluster in KUBECONFIG")?;
+        let client = Client::try_default().await.context("connecting to the cluster in KUBECONFIG")?;
         return Ok((client, None));
     }
     println!("no cluster configured (KUBECONFIG, ~/.kube/config): starting a local kube-apiserver and etcd");
     println!("(the first run builds them from source, which takes 5 to 15 minutes)");
-    let control_plane = kuberator_test::ControlPlane::start()
-        .await
-        .context("starting a local control plane")?;
+    let control_plane =
+        kuberator_test::ControlPlane::start().await.context("starting a local control plane")?;
     println!("local control plane ready at {}", control_plane.server());
     let client = control_plane.client().await?;
     Ok((client, Some(control_plane)))

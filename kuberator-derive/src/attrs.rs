@@ -119,9 +119,6 @@ mod tests {
             struct EchoOperator;
         })
         .unwrap_err();
-        assert!(
-            error.to_string().contains("Duplicate field `resource`"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("Duplicate field `resource`"), "{error}");
     }
 }

@@ -142,10 +142,7 @@ mod tests {
         }
         let expected = std::fs::read_to_string(&path)
             .unwrap_or_else(|_| panic!("{} is missing; run with UPDATE_SNAPSHOTS=1", path.display()));
-        assert_eq!(
-            pretty, expected,
-            "expansion changed; review it, then run with UPDATE_SNAPSHOTS=1"
-        );
+        assert_eq!(pretty, expected, "expansion changed; review it, then run with UPDATE_SNAPSHOTS=1");
     }
 
     #[test]

@@ -37,11 +37,8 @@ pub(crate) struct Model {
     pub(crate) controller_name: Option<LitStr>,
 }
 
-const CACHING: [(&str, Caching); 3] = [
-    ("Strict", Caching::Strict),
-    ("Adhoc", Caching::Adhoc),
-    ("Extendable", Caching::Extendable),
-];
+const CACHING: [(&str, Caching); 3] =
+    [("Strict", Caching::Strict), ("Adhoc", Caching::Adhoc), ("Extendable", Caching::Extendable)];
 
 pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
     let mut errors = darling::Error::accumulator();
@@ -83,10 +80,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .finalizer
         .as_ref()
         .and_then(|value| {
-            handle(
-                &mut errors,
-                string(&value.0, "finalizer", "\"mycrds.example.com/finalizer\""),
-            )
+            handle(&mut errors, string(&value.0, "finalizer", "\"mycrds.example.com/finalizer\""))
         })
         .and_then(|finalizer| handle(&mut errors, qualified_name(finalizer)));
     let namespaces = attrs
@@ -103,10 +97,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .concurrency
         .as_ref()
         .and_then(|value| {
-            handle(
-                &mut errors,
-                integer::<usize>(&value.0, "concurrency", "concurrency = 4 (0 for no limit)"),
-            )
+            handle(&mut errors, integer::<usize>(&value.0, "concurrency", "concurrency = 4 (0 for no limit)"))
         })
         .map_or(Some(1), |limit| (limit > 0).then_some(limit));
     let requeue_after_error_seconds = attrs
@@ -115,11 +106,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .and_then(|value| {
             handle(
                 &mut errors,
-                integer::<u64>(
-                    &value.0,
-                    "requeue_after_error_seconds",
-                    "requeue_after_error_seconds = 30",
-                ),
+                integer::<u64>(&value.0, "requeue_after_error_seconds", "requeue_after_error_seconds = 30"),
             )
         })
         .unwrap_or(60);
@@ -127,18 +114,14 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .labels
         .as_ref()
         .and_then(|value| handle(&mut errors, string(&value.0, "labels", "\"app=my-operator\"")));
-    let repository = attrs.repository.as_ref().and_then(|value| {
-        handle(
-            &mut errors,
-            path(&value.0, "repository", "repository = MyRepository"),
-        )
-    });
-    let controller_name = attrs.controller_name.as_ref().and_then(|value| {
-        handle(
-            &mut errors,
-            string(&value.0, "controller_name", "\"my-operator\""),
-        )
-    });
+    let repository = attrs
+        .repository
+        .as_ref()
+        .and_then(|value| handle(&mut errors, path(&value.0, "repository", "repository = MyRepository")));
+    let controller_name = attrs
+        .controller_name
+        .as_ref()
+        .and_then(|value| handle(&mut errors, string(&value.0, "controller_name", "\"my-operator\"")));
 
     errors.finish()?;
     Ok(Model {
@@ -163,23 +146,16 @@ fn handle<T>(errors: &mut darling::error::Accumulator, result: syn::Result<T>) -
 fn path(expr: &Expr, key: &str, example: &str) -> syn::Result<Path> {
     match expr {
         Expr::Path(path) if path.qself.is_none() => Ok(path.path.clone()),
-        _ => Err(syn::Error::new_spanned(
-            expr,
-            format!("`{key}` takes a type name, such as `{example}`"),
-        )),
+        _ => Err(syn::Error::new_spanned(expr, format!("`{key}` takes a type name, such as `{example}`"))),
     }
 }
 
 fn string(expr: &Expr, key: &str, example: &str) -> syn::Result<LitStr> {
     match expr {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(string),
-            ..
-        }) => Ok(string.clone()),
-        _ => Err(syn::Error::new_spanned(
-            expr,
-            format!("`{key}` takes a string, such as `{key} = {example}`"),
-        )),
+        Expr::Lit(ExprLit { lit: Lit::Str(string), .. }) => Ok(string.clone()),
+        _ => {
+            Err(syn::Error::new_spanned(expr, format!("`{key}` takes a string, such as `{key} = {example}`")))
+        }
     }
 }
 
@@ -189,30 +165,19 @@ where
     N::Err: std::fmt::Display,
 {
     match expr {
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(int), ..
-        }) => int.base10_parse(),
-        _ => Err(syn::Error::new_spanned(
-            expr,
-            format!("`{key}` takes a whole number, such as `{example}`"),
-        )),
+        Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => int.base10_parse(),
+        _ => Err(syn::Error::new_spanned(expr, format!("`{key}` takes a whole number, such as `{example}`"))),
     }
 }
 
 fn caching(expr: &Expr, no_namespaces: bool) -> syn::Result<Caching> {
     let written = match expr {
         Expr::Path(path) => path.path.segments.last().map(|segment| segment.ident.to_string()),
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(string),
-            ..
-        }) => Some(string.value()),
+        Expr::Lit(ExprLit { lit: Lit::Str(string), .. }) => Some(string.value()),
         _ => None,
     };
     let Some(written) = written else {
-        return Err(syn::Error::new_spanned(
-            expr,
-            "`caching` takes `Strict`, `Adhoc` or `Extendable`",
-        ));
+        return Err(syn::Error::new_spanned(expr, "`caching` takes `Strict`, `Adhoc` or `Extendable`"));
     };
     let Some((_, caching)) = CACHING.iter().find(|(name, _)| *name == written) else {
         let closest = CACHING
@@ -258,10 +223,7 @@ fn namespace_list(expr: &Expr) -> syn::Result<Vec<LitStr>> {
             ));
         }
         if namespaces.iter().any(|known| known.value() == value) {
-            return Err(syn::Error::new(
-                namespace.span(),
-                format!("namespace `{value}` is listed twice"),
-            ));
+            return Err(syn::Error::new(namespace.span(), format!("namespace `{value}` is listed twice")));
         }
         namespaces.push(namespace);
     }
@@ -302,9 +264,7 @@ fn qualified_name(finalizer: LitStr) -> syn::Result<LitStr> {
 fn is_dns_label(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-')
 }
@@ -317,9 +277,7 @@ fn is_qualified_name_part(value: &str) -> bool {
     let alphanumeric = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
     !value.is_empty()
         && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && alphanumeric(value.bytes().next())
         && alphanumeric(value.bytes().last())
 }
@@ -331,9 +289,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut diagonal = row[0];
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
+            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
             diagonal = row[j + 1];
             row[j + 1] = next;
         }
@@ -418,12 +374,9 @@ mod tests {
             enum Op {}
         })
         .unwrap_err();
-        for part in [
-            "not on an enum",
-            "needs the custom resource",
-            "`finalizer` takes a string",
-            "unknown caching",
-        ] {
+        for part in
+            ["not on an enum", "needs the custom resource", "`finalizer` takes a string", "unknown caching"]
+        {
             assert!(error.contains(part), "{part}: {error}");
         }
     }

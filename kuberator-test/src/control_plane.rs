@@ -181,12 +181,7 @@ impl ControlPlane {
             std::fs::read_to_string(&path).map_err(io_error(format!("reading {}", path.display())))?;
         let server = server_of(&kubeconfig, &path)?;
         tracing::info!(kubeconfig = %path.display(), %server, "using an existing cluster");
-        Ok(ControlPlane {
-            kubeconfig,
-            kubeconfig_path: path,
-            server,
-            processes: None,
-        })
+        Ok(ControlPlane { kubeconfig, kubeconfig_path: path, server, processes: None })
     }
 
     async fn start_with(binaries: &Path) -> Result<ControlPlane, Error> {
@@ -261,12 +256,7 @@ impl ControlPlane {
             kubeconfig,
             kubeconfig_path,
             server,
-            processes: Some(Processes {
-                dir,
-                binaries: binaries.to_owned(),
-                apiserver,
-                etcd,
-            }),
+            processes: Some(Processes { dir, binaries: binaries.to_owned(), apiserver, etcd }),
         };
         control_plane.wait_ready().await?;
         tracing::info!(server = %control_plane.server, took = ?started.elapsed(), "control plane ready");
@@ -280,33 +270,19 @@ impl ControlPlane {
             if let Some(processes) = &mut self.processes {
                 for process in [&mut processes.etcd, &mut processes.apiserver] {
                     if let Some(status) = process.exited() {
-                        return Err(Error::Exited {
-                            process: process.name,
-                            status,
-                            log: process.log_tail(),
-                        });
+                        return Err(Error::Exited { process: process.name, status, log: process.log_tail() });
                     }
                 }
             }
-            let request = http::Request::get("/readyz")
-                .body(Vec::new())
-                .expect("a static request is valid");
+            let request = http::Request::get("/readyz").body(Vec::new()).expect("a static request is valid");
             let last = match client.request_text(request).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
                 Ok(body) => body,
                 Err(error) => error.to_string(),
             };
             if started.elapsed() > READY_TIMEOUT {
-                let log = self
-                    .processes
-                    .as_ref()
-                    .map(|p| p.apiserver.log_tail())
-                    .unwrap_or_default();
-                return Err(Error::NotReady {
-                    waited: READY_TIMEOUT,
-                    last,
-                    log,
-                });
+                let log = self.processes.as_ref().map(|p| p.apiserver.log_tail()).unwrap_or_default();
+                return Err(Error::NotReady { waited: READY_TIMEOUT, last, log });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -339,10 +315,7 @@ impl ControlPlane {
     }
 
     fn kubeconfig_error(&self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
-        Error::Kubeconfig {
-            path: self.kubeconfig_path.display().to_string(),
-            source: Box::new(source),
-        }
+        Error::Kubeconfig { path: self.kubeconfig_path.display().to_string(), source: Box::new(source) }
     }
 
     /// The kubeconfig, as YAML.
@@ -366,11 +339,8 @@ impl ControlPlane {
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(path)
-            .map_err(io_error(format!("writing {}", path.display())))?;
-        file.write_all(self.kubeconfig.as_bytes())
-            .map_err(io_error(format!("writing {}", path.display())))
+        let mut file = options.open(path).map_err(io_error(format!("writing {}", path.display())))?;
+        file.write_all(self.kubeconfig.as_bytes()).map_err(io_error(format!("writing {}", path.display())))
     }
 
     /// The API server's URL.
@@ -427,15 +397,9 @@ fn binaries() -> Result<PathBuf, Error> {
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|source| Error::Spawn {
-            binary: script.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| Error::Spawn { binary: script.display().to_string(), source })?;
     if !output.status.success() {
-        return Err(Error::Build {
-            script: script.display().to_string(),
-            status: output.status,
-        });
+        return Err(Error::Build { script: script.display().to_string(), status: output.status });
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     Ok(PathBuf::from(stdout.lines().last().unwrap_or_default().trim()))
@@ -449,10 +413,7 @@ fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
         .map_err(io_error("finding free loopback ports"))?;
     let mut ports = [0; N];
     for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener
-            .local_addr()
-            .map_err(io_error("finding free loopback ports"))?
-            .port();
+        *port = listener.local_addr().map_err(io_error("finding free loopback ports"))?.port();
     }
     Ok(ports)
 }
@@ -554,11 +515,7 @@ impl Supervised {
             });
         }
         let log = dir.join(format!("{name}.log"));
-        let remove = if remove_dir {
-            dir.display().to_string()
-        } else {
-            String::new()
-        };
+        let remove = if remove_dir { dir.display().to_string() } else { String::new() };
         let mut child = Command::new("bash")
             .arg("-c")
             .arg(SUPERVISOR)
@@ -571,17 +528,9 @@ impl Supervised {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| Error::Spawn {
-                binary: binary.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| Error::Spawn { binary: binary.display().to_string(), source })?;
         let stdin = child.stdin.take();
-        Ok(Self {
-            name,
-            child,
-            stdin,
-            log,
-        })
+        Ok(Self { name, child, stdin, log })
     }
 
     fn exited(&mut self) -> Option<ExitStatus> {
@@ -607,10 +556,7 @@ impl Supervised {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        tracing::warn!(
-            process = self.name,
-            "did not stop in 30 s; killing its supervisor"
-        );
+        tracing::warn!(process = self.name, "did not stop in 30 s; killing its supervisor");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

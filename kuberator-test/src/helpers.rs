@@ -66,28 +66,14 @@ pub async fn install_crd<K: CustomResourceExt>(client: &Client) -> Result<(), He
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = K::crd();
     let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("kuberator-test").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(api_error(format!("installing CRD {name}")))?;
-    wait_for(
-        &crds,
-        &name,
-        Duration::from_secs(30),
-        &format!("CRD {name} to be established"),
-        |crd| {
-            crd.and_then(|crd| crd.status.as_ref())
-                .and_then(|status| status.conditions.as_ref())
-                .is_some_and(|conditions| {
-                    conditions
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        },
-    )
+    crds.patch(&name, &PatchParams::apply("kuberator-test").force(), &Patch::Apply(&crd))
+        .await
+        .map_err(api_error(format!("installing CRD {name}")))?;
+    wait_for(&crds, &name, Duration::from_secs(30), &format!("CRD {name} to be established"), |crd| {
+        crd.and_then(|crd| crd.status.as_ref()).and_then(|status| status.conditions.as_ref()).is_some_and(
+            |conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"),
+        )
+    })
     .await?;
     Ok(())
 }
@@ -111,10 +97,8 @@ where
 {
     let started = Instant::now();
     loop {
-        let seen = api
-            .get_opt(name)
-            .await
-            .map_err(api_error(format!("reading {name} while waiting for {what}")))?;
+        let seen =
+            api.get_opt(name).await.map_err(api_error(format!("reading {name} while waiting for {what}")))?;
         if condition(seen.as_ref()) {
             return Ok(seen);
         }
@@ -123,11 +107,7 @@ where
                 Some(object) => serde_yaml_ng::to_string(object).unwrap_or_else(|_| format!("{object:#?}")),
                 None => "<absent>".into(),
             };
-            return Err(HelperError::Timeout {
-                what: what.into(),
-                timeout,
-                last,
-            });
+            return Err(HelperError::Timeout { what: what.into(), timeout, last });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -149,10 +129,7 @@ pub async fn test_namespace(client: &Client, prefix: &str) -> Result<String, Hel
     let name = format!("{prefix}-{suffix:08x}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
         ..Namespace::default()
     };
     namespaces
@@ -172,10 +149,7 @@ pub async fn delete_namespace(client: &Client, name: &str) -> Result<(), HelperE
     match namespaces.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(HelperError::Api {
-            what: format!("deleting namespace {name}"),
-            source,
-        }),
+        Err(source) => Err(HelperError::Api { what: format!("deleting namespace {name}"), source }),
     }
 }
 
@@ -235,10 +209,7 @@ impl Background {
             let _ = stopped.await;
         }
         .boxed();
-        Self {
-            stop: Some(stop),
-            task: Some(tokio::spawn(start(shutdown))),
-        }
+        Self { stop: Some(stop), task: Some(tokio::spawn(start(shutdown))) }
     }
 
     /// Fires the shutdown future and waits for the operator to return.

@@ -26,10 +26,7 @@ const STOP: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(30);
 
 fn spec(message: &str) -> ProbeSpec {
-    ProbeSpec {
-        message: message.into(),
-        ..ProbeSpec::default()
-    }
+    ProbeSpec { message: message.into(), ..ProbeSpec::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,50 +43,26 @@ async fn create_adds_the_finalizer_first_and_applies_once_per_generation() {
 
     // The status write comes back through the watch; it must not apply again.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        journal.lock().unwrap().applies["first"],
-        [1],
-        "one apply for generation 1"
-    );
+    assert_eq!(journal.lock().unwrap().applies["first"], [1], "one apply for generation 1");
 
     // A spec change bumps the generation and applies again.
     let patch = json!({ "spec": { "message": "hello again" } });
-    test.api
-        .patch("first", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    test.api.patch("first", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let probe = wait_observed(&test.api, "first").await;
     assert_eq!(probe.metadata.generation, Some(2));
-    assert_eq!(
-        probe.status.as_ref().unwrap().message.as_deref(),
-        Some("hello again")
-    );
+    assert_eq!(probe.status.as_ref().unwrap().message.as_deref(), Some("hello again"));
 
     // A status-only change, and a label change, do not.
     let patch = json!({ "status": { "message": "written by someone else" } });
-    test.api
-        .patch_status("first", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    test.api.patch_status("first", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let patch = json!({ "metadata": { "labels": { "touched": "yes" } } });
-    test.api
-        .patch("first", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    test.api.patch("first", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     {
         let journal = journal.lock().unwrap();
-        assert_eq!(
-            journal.applies["first"],
-            [1, 2],
-            "exactly one apply per generation"
-        );
-        assert!(
-            journal.applies_without_finalizer.is_empty(),
-            "{:?}",
-            journal.applies_without_finalizer
-        );
+        assert_eq!(journal.applies["first"], [1, 2], "exactly one apply per generation");
+        assert!(journal.applies_without_finalizer.is_empty(), "{:?}", journal.applies_without_finalizer);
     }
     operator.stop(STOP).await;
     test.cleanup().await;
@@ -101,44 +74,26 @@ async fn a_failing_apply_writes_the_error_into_status_and_publishes_a_warning() 
     let (reconciler, journal) = test.operator();
     let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
 
-    let spec = ProbeSpec {
-        fail_apply: Some("quota of 10 exceeded".into()),
-        ..spec("too big")
-    };
+    let spec = ProbeSpec { fail_apply: Some("quota of 10 exceeded".into()), ..spec("too big") };
     test.create("broken", spec).await;
     let probe = wait_observed(&test.api, "broken").await;
     let status = probe.status.clone().unwrap();
-    assert_eq!(
-        status.error.unwrap().message,
-        "apply refused: quota of 10 exceeded"
-    );
+    assert_eq!(status.error.unwrap().message, "apply refused: quota of 10 exceeded");
     assert_eq!(status.message, None);
 
     let events = wait_for_events(&test, &probe, |events| {
         events.iter().any(|e| e.reason.as_deref() == Some("ApplyFailed"))
     })
     .await;
-    let warning = events
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("ApplyFailed"))
-        .unwrap();
+    let warning = events.iter().find(|e| e.reason.as_deref() == Some("ApplyFailed")).unwrap();
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     let note = warning.note.as_deref().unwrap();
-    assert!(
-        note.starts_with(&format!(
-            "handle_apply failed for Probe {}/broken",
-            test.namespace
-        )),
-        "{note}"
-    );
+    assert!(note.starts_with(&format!("handle_apply failed for Probe {}/broken", test.namespace)), "{note}");
     assert!(note.ends_with("apply refused: quota of 10 exceeded"), "{note}");
     assert_eq!(warning.reporting_controller.as_deref(), Some("probe-operator"));
 
     // It is retried (requeue after 1 s in this operator).
-    wait_until("a retry of the failed apply", || {
-        journal.lock().unwrap().applies["broken"].len() >= 2
-    })
-    .await;
+    wait_until("a retry of the failed apply", || journal.lock().unwrap().applies["broken"].len() >= 2).await;
     operator.stop(STOP).await;
     test.cleanup().await;
 }
@@ -150,28 +105,14 @@ async fn delete_runs_cleanup_then_removes_the_finalizer_and_a_failing_cleanup_is
     let operator = Background::spawn(|shutdown| reconciler.start_concurrent(Some(4), Some(shutdown)));
 
     test.create("easy", spec("bye")).await;
-    test.create(
-        "stubborn",
-        ProbeSpec {
-            fail_cleanup_times: 2,
-            ..spec("not yet")
-        },
-    )
-    .await;
+    test.create("stubborn", ProbeSpec { fail_cleanup_times: 2, ..spec("not yet") }).await;
     wait_observed(&test.api, "easy").await;
     wait_observed(&test.api, "stubborn").await;
 
     test.api.delete("easy", &DeleteParams::default()).await.unwrap();
-    test.api
-        .delete("stubborn", &DeleteParams::default())
-        .await
-        .unwrap();
+    test.api.delete("stubborn", &DeleteParams::default()).await.unwrap();
 
-    wait_for(&test.api, "easy", WAIT, "easy to be deleted", |probe| {
-        probe.is_none()
-    })
-    .await
-    .unwrap();
+    wait_for(&test.api, "easy", WAIT, "easy to be deleted", |probe| probe.is_none()).await.unwrap();
     assert_eq!(journal.lock().unwrap().cleanups["easy"], 1);
 
     // While cleanup fails, the object stays, marked for deletion, with the finalizer.
@@ -183,24 +124,13 @@ async fn delete_runs_cleanup_then_removes_the_finalizer_and_a_failing_cleanup_is
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.finalizers(), [FINALIZER]);
 
-    wait_for(
-        &test.api,
-        "stubborn",
-        WAIT,
-        "stubborn to be deleted after retries",
-        |probe| probe.is_none(),
-    )
-    .await
-    .unwrap();
+    wait_for(&test.api, "stubborn", WAIT, "stubborn to be deleted after retries", |probe| probe.is_none())
+        .await
+        .unwrap();
     {
         let journal = journal.lock().unwrap();
         assert_eq!(journal.cleanups["stubborn"], 3, "two failures, then success");
-        assert!(
-            journal
-                .errors
-                .iter()
-                .any(|e| e.contains("cleanup attempt 2 of stubborn failed on purpose"))
-        );
+        assert!(journal.errors.iter().any(|e| e.contains("cleanup attempt 2 of stubborn failed on purpose")));
     }
     operator.stop(STOP).await;
     test.cleanup().await;
@@ -209,9 +139,7 @@ async fn delete_runs_cleanup_then_removes_the_finalizer_and_a_failing_cleanup_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_in_an_unlisted_namespace_is_reported_retried_and_not_lost() {
     let test = setup("strict").await;
-    let other = kuberator_test::test_namespace(&test.client, "strict-other")
-        .await
-        .unwrap();
+    let other = kuberator_test::test_namespace(&test.client, "strict-other").await.unwrap();
     // The operator watches every namespace (for this test's label) but its Strict provider
     // only knows the test's own namespace.
     let label = format!("test={}", test.namespace);
@@ -228,36 +156,20 @@ async fn an_object_in_an_unlisted_namespace_is_reported_retried_and_not_lost() {
     let probe = outside.create(&Default::default(), &probe).await.unwrap();
 
     let events = wait_for_events_in(&test, &probe, |events| {
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("ReconcileFailed"))
+        events.iter().any(|e| e.reason.as_deref() == Some("ReconcileFailed"))
     })
     .await;
-    let warning = events
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("ReconcileFailed"))
-        .unwrap();
+    let warning = events.iter().find(|e| e.reason.as_deref() == Some("ReconcileFailed")).unwrap();
     let note = warning.note.as_deref().unwrap();
-    assert!(
-        note.contains(&format!("namespace `{other}` is not cached")),
-        "{note}"
-    );
-    assert!(
-        note.contains(&test.namespace),
-        "the note lists the cached namespaces: {note}"
-    );
+    assert!(note.contains(&format!("namespace `{other}` is not cached")), "{note}");
+    assert!(note.contains(&test.namespace), "the note lists the cached namespaces: {note}");
 
     wait_until("a retry", || journal.lock().unwrap().errors.len() >= 2).await;
     let still_there = outside.get("outside").await.unwrap();
-    assert!(
-        still_there.metadata.deletion_timestamp.is_none(),
-        "the object is not lost"
-    );
+    assert!(still_there.metadata.deletion_timestamp.is_none(), "the object is not lost");
     assert!(journal.lock().unwrap().applies.is_empty(), "nothing ran for it");
     operator.stop(STOP).await;
-    kuberator_test::delete_namespace(&test.client, &other)
-        .await
-        .unwrap();
+    kuberator_test::delete_namespace(&test.client, &other).await.unwrap();
     test.cleanup().await;
 }
 
@@ -273,10 +185,7 @@ async fn events_from_the_event_recorder_appear_on_the_object() {
         events.iter().any(|e| e.reason.as_deref() == Some("Applied"))
     })
     .await;
-    let applied = events
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("Applied"))
-        .unwrap();
+    let applied = events.iter().find(|e| e.reason.as_deref() == Some("Applied")).unwrap();
     assert_eq!(applied.type_.as_deref(), Some("Normal"));
     assert_eq!(applied.note.as_deref(), Some("applied \"look at me\""));
     assert_eq!(applied.action.as_deref(), Some("Applied"));
@@ -293,10 +202,7 @@ async fn start_concurrent_runs_objects_in_parallel_but_never_one_object_twice() 
     let (reconciler, journal) = test.operator();
     let operator = Background::spawn(|shutdown| reconciler.start_concurrent(Some(3), Some(shutdown)));
 
-    let slow = ProbeSpec {
-        apply_millis: 1500,
-        ..spec("slow")
-    };
+    let slow = ProbeSpec { apply_millis: 1500, ..spec("slow") };
     for name in ["a", "b", "c", "d"] {
         test.create(name, slow.clone()).await;
     }
@@ -304,10 +210,7 @@ async fn start_concurrent_runs_objects_in_parallel_but_never_one_object_twice() 
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let patch = json!({ "spec": { "message": format!("slow {round}") } });
-        test.api
-            .patch("a", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
+        test.api.patch("a", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     }
     for name in ["a", "b", "c", "d"] {
         wait_observed(&test.api, name).await;
@@ -315,16 +218,8 @@ async fn start_concurrent_runs_objects_in_parallel_but_never_one_object_twice() 
 
     {
         let journal = journal.lock().unwrap();
-        assert!(
-            journal.most_at_once >= 2,
-            "different objects ran in parallel: {}",
-            journal.most_at_once
-        );
-        assert!(
-            journal.most_at_once <= 3,
-            "the limit holds: {}",
-            journal.most_at_once
-        );
+        assert!(journal.most_at_once >= 2, "different objects ran in parallel: {}", journal.most_at_once);
+        assert!(journal.most_at_once <= 3, "the limit holds: {}", journal.most_at_once);
         for (name, most) in &journal.most_at_once_per_object {
             assert_eq!(*most, 1, "{name} was reconciled twice at once");
         }
@@ -339,10 +234,7 @@ async fn start_runs_one_reconcile_at_a_time() {
     let (reconciler, journal) = test.operator();
     let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
 
-    let slow = ProbeSpec {
-        apply_millis: 500,
-        ..spec("slow")
-    };
+    let slow = ProbeSpec { apply_millis: 500, ..spec("slow") };
     for name in ["a", "b", "c"] {
         test.create(name, slow.clone()).await;
     }
@@ -360,18 +252,8 @@ async fn graceful_shutdown_lets_the_reconcile_in_flight_finish_and_starts_no_oth
     let (reconciler, journal) = test.operator();
     let operator = Background::spawn(|shutdown| reconciler.start_concurrent(Some(2), Some(shutdown)));
 
-    test.create(
-        "in-flight",
-        ProbeSpec {
-            apply_millis: 3000,
-            ..spec("slow")
-        },
-    )
-    .await;
-    wait_until("the apply to start", || {
-        journal.lock().unwrap().running_total == 1
-    })
-    .await;
+    test.create("in-flight", ProbeSpec { apply_millis: 3000, ..spec("slow") }).await;
+    wait_until("the apply to start", || journal.lock().unwrap().running_total == 1).await;
 
     let asked = std::time::Instant::now();
     operator.stop(STOP).await;
@@ -384,18 +266,12 @@ async fn graceful_shutdown_lets_the_reconcile_in_flight_finish_and_starts_no_oth
             .find(|(name, ..)| name == "in-flight")
             .expect("the in-flight apply finished before start() returned");
         assert!(*finished <= stopped);
-        assert!(
-            stopped.duration_since(asked) >= Duration::from_secs(1),
-            "shutdown waited for the apply"
-        );
+        assert!(stopped.duration_since(asked) >= Duration::from_secs(1), "shutdown waited for the apply");
     }
 
     test.create("too-late", spec("nobody listens")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        !journal.lock().unwrap().applies.contains_key("too-late"),
-        "no reconcile after shutdown"
-    );
+    assert!(!journal.lock().unwrap().applies.contains_key("too-late"), "no reconcile after shutdown");
     let probe = test.api.get("too-late").await.unwrap();
     assert!(probe.finalizers().is_empty(), "nothing touched it");
     test.cleanup().await;
@@ -404,10 +280,7 @@ async fn graceful_shutdown_lets_the_reconcile_in_flight_finish_and_starts_no_oth
 async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + WAIT;
     while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -431,10 +304,7 @@ async fn wait_for_events_in(
         if done(&events) {
             return events;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for Events; saw {events:#?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for Events; saw {events:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

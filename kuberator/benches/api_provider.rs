@@ -80,9 +80,7 @@ fn lookups(c: &mut Criterion) {
     let (service, _server) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let mut group = c.benchmark_group("api_provider");
-    group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
 
     group.bench_function("Api::namespaced (baseline)", |b| {
         b.iter(|| Api::<Widget>::namespaced(client.clone(), black_box("team-b")));
@@ -119,10 +117,7 @@ fn lookups(c: &mut Criterion) {
         );
     });
 
-    let cached = Arc::new(CachedApiProvider::<Widget>::with_namespaces(
-        client.clone(),
-        LISTED,
-    ));
+    let cached = Arc::new(CachedApiProvider::<Widget>::with_namespaces(client.clone(), LISTED));
     group.bench_function("CachedApiProvider hit", |b| {
         b.iter(|| lookup(&*cached, "production"));
     });

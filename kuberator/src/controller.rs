@@ -68,10 +68,7 @@ where
         .default_backoff()
         .reflect(writer)
         .touched_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
-            Default::default(),
-        );
+        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
 
     let concurrency = match limit {
         None | Some(0) => 0,
@@ -135,10 +132,7 @@ where
     let object = Arc::clone(object);
     tokio::spawn(async move {
         // The failure itself is logged by the error policy; only a failure to publish is new.
-        if let Err(error) = recorder
-            .try_emit(&*object, EventData::warning(reason, note))
-            .await
-        {
+        if let Err(error) = recorder.try_emit(&*object, EventData::warning(reason, note)).await {
             tracing::warn!(object = %describe(&*object), error = %error.report(), "could not publish event");
         }
     });

@@ -274,10 +274,8 @@ mod tests {
 
     #[test]
     fn uncached_namespace_says_what_to_do() {
-        let error = Error::UncachedNamespace {
-            namespace: "team-b".into(),
-            cached: "default, production".into(),
-        };
+        let error =
+            Error::UncachedNamespace { namespace: "team-b".into(), cached: "default, production".into() };
         let message = error.to_string();
         assert!(message.contains("`team-b`"), "{message}");
         assert!(message.contains("default, production"), "{message}");
@@ -291,14 +289,8 @@ mod tests {
 
     #[test]
     fn status_errors_name_the_object() {
-        let error = Error::UpdateStatus {
-            object: "MyCrd default/demo".into(),
-            source: Box::new(not_found()),
-        };
-        assert!(
-            error
-                .report()
-                .starts_with("could not update the status of MyCrd default/demo: ")
-        );
+        let error =
+            Error::UpdateStatus { object: "MyCrd default/demo".into(), source: Box::new(not_found()) };
+        assert!(error.report().starts_with("could not update the status of MyCrd default/demo: "));
     }
 }

@@ -93,35 +93,30 @@ where
         let (_, namespace) = name_and_namespace(&*object)?;
         let api = self.api_provider().get(namespace)?;
         let label = describe(&*object);
-        finalizer(&api, finalizer_name, object, reconcile)
-            .await
-            .map_err(|error| match error {
-                finalizer::Error::ApplyFailed(source) => Error::ApplyFailed {
-                    object: label,
-                    source: Box::new(source),
-                },
-                finalizer::Error::CleanupFailed(source) => Error::CleanupFailed {
-                    object: label,
-                    source: Box::new(source),
-                },
-                finalizer::Error::AddFinalizer(source) => Error::AddFinalizer {
-                    object: label,
-                    finalizer: finalizer_name.to_owned(),
-                    source: Box::new(source),
-                },
-                finalizer::Error::RemoveFinalizer(source) => Error::RemoveFinalizer {
-                    object: label,
-                    finalizer: finalizer_name.to_owned(),
-                    source: Box::new(source),
-                },
-                finalizer::Error::UnnamedObject => Error::UnnamedObject {
-                    kind: R::kind(&R::DynamicType::default()).into_owned(),
-                },
-                finalizer::Error::InvalidFinalizer => Error::InvalidFinalizer {
-                    object: label,
-                    finalizer: finalizer_name.to_owned(),
-                },
-            })
+        finalizer(&api, finalizer_name, object, reconcile).await.map_err(|error| match error {
+            finalizer::Error::ApplyFailed(source) => {
+                Error::ApplyFailed { object: label, source: Box::new(source) }
+            }
+            finalizer::Error::CleanupFailed(source) => {
+                Error::CleanupFailed { object: label, source: Box::new(source) }
+            }
+            finalizer::Error::AddFinalizer(source) => Error::AddFinalizer {
+                object: label,
+                finalizer: finalizer_name.to_owned(),
+                source: Box::new(source),
+            },
+            finalizer::Error::RemoveFinalizer(source) => Error::RemoveFinalizer {
+                object: label,
+                finalizer: finalizer_name.to_owned(),
+                source: Box::new(source),
+            },
+            finalizer::Error::UnnamedObject => {
+                Error::UnnamedObject { kind: R::kind(&R::DynamicType::default()).into_owned() }
+            }
+            finalizer::Error::InvalidFinalizer => {
+                Error::InvalidFinalizer { object: label, finalizer: finalizer_name.to_owned() }
+            }
+        })
     }
 
     /// Writes `status` to the object's `/status` subresource with a JSON merge patch, after
@@ -143,19 +138,14 @@ where
             ObserveGeneration::add(&mut status, generation);
         }
         let (name, namespace) = name_and_namespace(object)?;
-        let status = serde_json::to_value(&status).map_err(|source| Error::SerializeStatus {
-            object: describe(object),
-            source,
-        })?;
+        let status = serde_json::to_value(&status)
+            .map_err(|source| Error::SerializeStatus { object: describe(object), source })?;
         let patch = serde_json::json!({ "status": status });
         self.api_provider()
             .get(namespace)?
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|source| Error::UpdateStatus {
-                object: describe(object),
-                source: Box::new(source),
-            })?;
+            .map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;
         Ok(())
     }
 

@@ -35,10 +35,7 @@ pub struct K8sRepository<R, P> {
 impl<R, P> K8sRepository<R, P> {
     /// A repository that reaches the API through `api_provider`.
     pub fn new(api_provider: P) -> Self {
-        Self {
-            api_provider,
-            _resource: PhantomData,
-        }
+        Self { api_provider, _resource: PhantomData }
     }
 }
 
@@ -68,8 +65,6 @@ impl<R, P> From<P> for K8sRepository<R, P> {
 
 impl<R, P: Debug> Debug for K8sRepository<R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("K8sRepository")
-            .field("api_provider", &self.api_provider)
-            .finish()
+        f.debug_struct("K8sRepository").field("api_provider", &self.api_provider).finish()
     }
 }

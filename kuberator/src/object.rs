@@ -29,19 +29,12 @@ where
     K::DynamicType: Default,
 {
     let kind = || K::kind(&K::DynamicType::default()).into_owned();
-    let name = object
-        .meta()
-        .name
-        .as_deref()
-        .ok_or_else(|| Error::UnnamedObject { kind: kind() })?;
+    let name = object.meta().name.as_deref().ok_or_else(|| Error::UnnamedObject { kind: kind() })?;
     let namespace = object
         .meta()
         .namespace
         .as_deref()
-        .ok_or_else(|| Error::MissingNamespace {
-            kind: kind(),
-            name: object.name_any(),
-        })?;
+        .ok_or_else(|| Error::MissingNamespace { kind: kind(), name: object.name_any() })?;
     Ok((name, namespace))
 }
 
@@ -65,10 +58,7 @@ mod tests {
 
     #[test]
     fn objects_are_named_kind_namespace_name() {
-        assert_eq!(
-            describe(&config_map(Some("demo"), Some("team-a"))),
-            "ConfigMap team-a/demo"
-        );
+        assert_eq!(describe(&config_map(Some("demo"), Some("team-a"))), "ConfigMap team-a/demo");
         assert_eq!(describe(&config_map(Some("demo"), None)), "ConfigMap demo");
     }
 
@@ -81,9 +71,6 @@ mod tests {
         );
         let error = name_and_namespace(&config_map(None, Some("default"))).unwrap_err();
         assert_eq!(error.to_string(), "a ConfigMap object has no metadata.name");
-        assert_eq!(
-            name_and_namespace(&config_map(Some("a"), Some("b"))).unwrap(),
-            ("a", "b")
-        );
+        assert_eq!(name_and_namespace(&config_map(Some("a"), Some("b"))).unwrap(), ("a", "b"));
     }
 }

@@ -105,12 +105,6 @@ mod tests {
         let mut status = Status::default();
         ObserveGeneration::add(&mut status, 7);
         WithStatusError::<MyError, String>::add(&mut status, MyError::NotFound.as_status_error());
-        assert_eq!(
-            status,
-            Status {
-                observed_generation: Some(7),
-                error: Some("resource not found".into())
-            }
-        );
+        assert_eq!(status, Status { observed_generation: Some(7), error: Some("resource not found".into()) });
     }
 }

@@ -32,13 +32,7 @@ use serde_json::json;
 use tower_test::mock::Handle;
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
-#[kube(
-    group = "example.com",
-    version = "v1",
-    kind = "Bucket",
-    namespaced,
-    status = "BucketStatus"
-)]
+#[kube(group = "example.com", version = "v1", kind = "Bucket", namespaced, status = "BucketStatus")]
 pub struct BucketSpec {
     pub size: u32,
 }
@@ -94,18 +88,12 @@ impl Context<Bucket, Repo, StaticApiProvider<Bucket>> for Recording {
     }
 
     async fn handle_apply(&self, object: Arc<Bucket>) -> kuberator::Result<Action> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("apply {}", object.metadata.name.as_deref().unwrap()));
+        self.calls.lock().unwrap().push(format!("apply {}", object.metadata.name.as_deref().unwrap()));
         Ok(Action::await_change())
     }
 
     async fn handle_cleanup(&self, object: Arc<Bucket>) -> kuberator::Result<Action> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("cleanup {}", object.metadata.name.as_deref().unwrap()));
+        self.calls.lock().unwrap().push(format!("cleanup {}", object.metadata.name.as_deref().unwrap()));
         if self.fail_cleanup {
             return Err(anyhow::anyhow!("bucket still holds 3 objects").into());
         }
@@ -167,17 +155,9 @@ async fn answer_next(server: &mut ApiServer, answer: &Bucket) -> Seen {
             .get(http::header::CONTENT_TYPE)
             .map(|value| value.to_str().unwrap().to_owned())
             .unwrap_or_default(),
-        body: if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        },
+        body: if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() },
     };
-    respond.send_response(
-        Response::builder()
-            .body(Body::from(serde_json::to_vec(answer).unwrap()))
-            .unwrap(),
-    );
+    respond.send_response(Response::builder().body(Body::from(serde_json::to_vec(answer).unwrap())).unwrap());
     seen
 }
 
@@ -203,19 +183,13 @@ async fn a_new_object_gets_the_finalizer_before_any_apply() {
     );
 
     reconcile.await.unwrap().unwrap();
-    assert!(
-        context.calls.lock().unwrap().is_empty(),
-        "apply waits for the finalizer to come back"
-    );
+    assert!(context.calls.lock().unwrap().is_empty(), "apply waits for the finalizer to come back");
 }
 
 #[tokio::test]
 async fn an_object_with_the_finalizer_is_applied_without_requests() {
     let (context, _server) = setup(false);
-    context
-        .handle_reconciliation(Arc::new(bucket(&[FINALIZER], false)))
-        .await
-        .unwrap();
+    context.handle_reconciliation(Arc::new(bucket(&[FINALIZER], false))).await.unwrap();
     assert_eq!(*context.calls.lock().unwrap(), ["apply photos"]);
 }
 
@@ -224,25 +198,16 @@ async fn deletion_runs_cleanup_then_removes_the_finalizer() {
     let (context, mut server) = setup(false);
     let reconcile = tokio::spawn({
         let context = Arc::clone(&context);
-        async move {
-            context
-                .handle_reconciliation(Arc::new(bucket(&["other/keep", FINALIZER], true)))
-                .await
-        }
+        async move { context.handle_reconciliation(Arc::new(bucket(&["other/keep", FINALIZER], true))).await }
     });
 
     let seen = answer_next(&mut server, &bucket(&["other/keep"], true)).await;
-    assert_eq!(
-        *context.calls.lock().unwrap(),
-        ["cleanup photos"],
-        "cleanup ran before the patch"
-    );
+    assert_eq!(*context.calls.lock().unwrap(), ["cleanup photos"], "cleanup ran before the patch");
     assert_eq!(seen.method, Method::PATCH);
     assert_eq!(seen.content_type, "application/json-patch+json");
     let ops = seen.body.as_array().unwrap();
     assert!(
-        ops.iter()
-            .any(|op| op["op"] == "remove" && op["path"] == "/metadata/finalizers/1"),
+        ops.iter().any(|op| op["op"] == "remove" && op["path"] == "/metadata/finalizers/1"),
         "removes exactly our finalizer: {}",
         seen.body
     );
@@ -252,10 +217,7 @@ async fn deletion_runs_cleanup_then_removes_the_finalizer() {
 #[tokio::test]
 async fn a_failing_cleanup_keeps_the_finalizer_and_names_the_object() {
     let (context, mut server) = setup(true);
-    let error = context
-        .handle_reconciliation(Arc::new(bucket(&[FINALIZER], true)))
-        .await
-        .unwrap_err();
+    let error = context.handle_reconciliation(Arc::new(bucket(&[FINALIZER], true))).await.unwrap_err();
 
     assert_eq!(*context.calls.lock().unwrap(), ["cleanup photos"]);
     assert!(matches!(error, Error::CleanupFailed { .. }), "{error:?}");
@@ -285,19 +247,13 @@ async fn update_status_merge_patches_the_status_subresource_with_the_generation(
     let repo = context.k8s_repository();
     let object = bucket(&[FINALIZER], false);
     let write = tokio::spawn(async move {
-        let status = BucketStatus {
-            phase: Some("Ready".into()),
-            ..BucketStatus::default()
-        };
+        let status = BucketStatus { phase: Some("Ready".into()), ..BucketStatus::default() };
         repo.update_status(&object, status).await
     });
 
     let seen = answer_next(&mut server, &bucket(&[FINALIZER], false)).await;
     assert_eq!(seen.method, Method::PATCH);
-    assert_eq!(
-        seen.path,
-        "/apis/example.com/v1/namespaces/team-a/buckets/photos/status"
-    );
+    assert_eq!(seen.path, "/apis/example.com/v1/namespaces/team-a/buckets/photos/status");
     assert_eq!(seen.content_type, "application/merge-patch+json");
     assert_eq!(
         seen.body,
@@ -313,12 +269,8 @@ async fn update_status_with_error_puts_the_error_into_the_status() {
     let repo = context.k8s_repository();
     let object = bucket(&[FINALIZER], false);
     let write = tokio::spawn(async move {
-        let status = BucketStatus {
-            phase: Some("Failed".into()),
-            ..BucketStatus::default()
-        };
-        repo.update_status_with_error(&object, status, Some(&QuotaExceeded(10)))
-            .await
+        let status = BucketStatus { phase: Some("Failed".into()), ..BucketStatus::default() };
+        repo.update_status_with_error(&object, status, Some(&QuotaExceeded(10))).await
     });
 
     let seen = answer_next(&mut server, &bucket(&[FINALIZER], false)).await;
@@ -343,17 +295,12 @@ async fn a_refused_status_write_names_the_object() {
         "message": "buckets.example.com \"photos\" not found"
     });
     respond.send_response(
-        Response::builder()
-            .status(404)
-            .body(Body::from(serde_json::to_vec(&status).unwrap()))
-            .unwrap(),
+        Response::builder().status(404).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap(),
     );
     let error = write.await.unwrap().unwrap_err();
     assert!(matches!(error, Error::UpdateStatus { .. }));
     assert!(
-        error
-            .report()
-            .starts_with("could not update the status of Bucket team-a/photos: "),
+        error.report().starts_with("could not update the status of Bucket team-a/photos: "),
         "{}",
         error.report()
     );

@@ -100,14 +100,10 @@ mod usage_with_k8s_repository {
         let api_provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
         let k8s_repo = K8sRepository::new(api_provider);
 
-        let context = MyContext {
-            repo: Arc::new(k8s_repo),
-        };
+        let context = MyContext { repo: Arc::new(k8s_repo) };
 
-        let reconciler = MyReconciler {
-            context: Arc::new(context),
-            crd_api: Api::namespaced(client, "default"),
-        };
+        let reconciler =
+            MyReconciler { context: Arc::new(context), crd_api: Api::namespaced(client, "default") };
 
         // Start the reconciler, which will handle the reconciliation loop synchronously.
         // SEED FIX 1: the seed writes `reconciler.start(None).await;`, which is E0283.
@@ -121,9 +117,7 @@ mod usage_with_k8s_repository {
 
     /// The same main with the concurrent start, and the forms that need no turbofish.
     async fn other_starts(reconciler: MyReconciler, other: MyReconciler, third: MyReconciler) {
-        reconciler
-            .start_concurrent::<futures::future::Ready<()>>(Some(10), None)
-            .await;
+        reconciler.start_concurrent::<futures::future::Ready<()>>(Some(10), None).await;
         other.start(None::<kuberator::NoShutdown>).await;
         third.run().await;
     }
@@ -225,14 +219,10 @@ mod usage_with_custom_repository {
             api_provider: StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict),
         };
 
-        let context = MyContext {
-            repo: Arc::new(k8s_repo),
-        };
+        let context = MyContext { repo: Arc::new(k8s_repo) };
 
-        let reconciler = MyReconciler {
-            context: Arc::new(context),
-            crd_api: Api::namespaced(client, "default"),
-        };
+        let reconciler =
+            MyReconciler { context: Arc::new(context), crd_api: Api::namespaced(client, "default") };
 
         // SEED FIX 1, as above.
         reconciler.start::<futures::future::Ready<()>>(None).await;
@@ -352,11 +342,7 @@ mod error_handling {
     #[test]
     fn a_user_error_converts_with_question_mark() {
         fn user_code() -> Result<()> {
-            Err(kube::Error::Api(
-                kube::core::Status::failure("no", "Forbidden")
-                    .with_code(403)
-                    .boxed(),
-            ))?;
+            Err(kube::Error::Api(kube::core::Status::failure("no", "Forbidden").with_code(403).boxed()))?;
             Ok(())
         }
         fn handler() -> kuberator::error::Result<()> {
@@ -365,10 +351,7 @@ mod error_handling {
         }
         let error = handler().unwrap_err();
         assert!(matches!(error, KubeError::Anyhow(_)));
-        assert!(
-            error.to_string().starts_with("Kube error: ApiError: no"),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("Kube error: ApiError: no"), "{error}");
     }
 }
 
@@ -425,12 +408,8 @@ mod status_error_handling {
     impl AsStatusError<MyStatusError> for MyError {
         fn as_status_error(&self) -> MyStatusError {
             match self {
-                MyError::NotFound => MyStatusError {
-                    message: "Resource not found".to_string(),
-                },
-                MyError::InvalidInput => MyStatusError {
-                    message: "Invalid input provided".to_string(),
-                },
+                MyError::NotFound => MyStatusError { message: "Resource not found".to_string() },
+                MyError::InvalidInput => MyStatusError { message: "Invalid input provided".to_string() },
             }
         }
     }
@@ -445,18 +424,9 @@ mod status_error_handling {
 
     #[test]
     fn the_status_error_lands_in_the_status() {
-        let mut status = MyStatus {
-            status: "Failed".into(),
-            observed_generation: None,
-            error: None,
-        };
+        let mut status = MyStatus { status: "Failed".into(), observed_generation: None, error: None };
         status.add(MyError::InvalidInput.as_status_error());
-        assert_eq!(
-            status.error,
-            Some(MyStatusError {
-                message: "Invalid input provided".into()
-            })
-        );
+        assert_eq!(status.error, Some(MyStatusError { message: "Invalid input provided".into() }));
         let _ = MyError::NotFound;
     }
 }

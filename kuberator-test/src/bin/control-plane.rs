@@ -38,11 +38,7 @@ async fn main() -> ExitCode {
                 eprintln!("{message}\n");
             }
             eprintln!("{USAGE}");
-            return if message.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
+            return if message.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
     };
     // An existing cluster in KUBERATOR_TEST_KUBECONFIG would make this a no-op; be explicit.
@@ -68,9 +64,7 @@ async fn main() -> ExitCode {
     println!("{}", control_plane.kubeconfig());
     println!("# kube-apiserver is ready at {}", control_plane.server());
     println!("# kubeconfig written to {}", path.display());
-    let kubectl = control_plane
-        .kubectl()
-        .map_or_else(|| "kubectl".into(), |p| p.display().to_string());
+    let kubectl = control_plane.kubectl().map_or_else(|| "kubectl".into(), |p| p.display().to_string());
     println!("# try: {kubectl} --kubeconfig {} get ns", path.display());
     println!("# Ctrl-C stops it.");
     kuberator::shutdown::signal().await;

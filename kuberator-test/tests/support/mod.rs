@@ -40,13 +40,7 @@ pub const FINALIZER: &str = "probes.test.kuberator.dev/finalizer";
 
 /// What the operator should do with this object.
 #[derive(CustomResource, Serialize, Deserialize, Debug, PartialEq, Clone, Default, JsonSchema)]
-#[kube(
-    group = "test.kuberator.dev",
-    version = "v1",
-    kind = "Probe",
-    namespaced,
-    status = "ProbeStatus"
-)]
+#[kube(group = "test.kuberator.dev", version = "v1", kind = "Probe", namespaced, status = "ProbeStatus")]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
     pub message: String,
@@ -86,9 +80,7 @@ pub struct ProbeError(String);
 
 impl AsStatusError<ProbeStatusError> for ProbeError {
     fn as_status_error(&self) -> ProbeStatusError {
-        ProbeStatusError {
-            message: self.to_string(),
-        }
+        ProbeStatusError { message: self.to_string() }
     }
 }
 
@@ -133,10 +125,7 @@ impl ProbeContext {
         let running = journal.running.entry(name.to_owned()).or_default();
         *running += 1;
         let now = *running;
-        let most = journal
-            .most_at_once_per_object
-            .entry(name.to_owned())
-            .or_default();
+        let most = journal.most_at_once_per_object.entry(name.to_owned()).or_default();
         *most = (*most).max(now);
         journal.running_total += 1;
         journal.most_at_once = journal.most_at_once.max(journal.running_total);
@@ -165,11 +154,7 @@ impl Context<Probe, Repo, StaticApiProvider<Probe>> for ProbeContext {
         self.enter(&name);
         {
             let mut journal = self.journal.lock().unwrap();
-            journal
-                .applies
-                .entry(name.clone())
-                .or_default()
-                .push(probe.metadata.generation.unwrap_or(-1));
+            journal.applies.entry(name.clone()).or_default().push(probe.metadata.generation.unwrap_or(-1));
             if !probe.finalizers().iter().any(|f| f == FINALIZER) {
                 journal.applies_without_finalizer.push(name.clone());
             }
@@ -178,36 +163,22 @@ impl Context<Probe, Repo, StaticApiProvider<Probe>> for ProbeContext {
         let result = match &probe.spec.fail_apply {
             Some(reason) => {
                 let error = ProbeError(reason.clone());
-                let status = ProbeStatus {
-                    message: None,
-                    ..ProbeStatus::default()
-                };
-                self.repo
-                    .update_status_with_error(&probe, status, Some(&error))
-                    .await?;
+                let status = ProbeStatus { message: None, ..ProbeStatus::default() };
+                self.repo.update_status_with_error(&probe, status, Some(&error)).await?;
                 Err(Error::Anyhow(anyhow::anyhow!(error)))
             }
             None => {
-                let status = ProbeStatus {
-                    message: Some(probe.spec.message.clone()),
-                    ..ProbeStatus::default()
-                };
+                let status =
+                    ProbeStatus { message: Some(probe.spec.message.clone()), ..ProbeStatus::default() };
                 self.repo.update_status(&probe, status).await?;
                 self.events
-                    .emit(
-                        &*probe,
-                        EventData::normal("Applied", format!("applied {:?}", probe.spec.message)),
-                    )
+                    .emit(&*probe, EventData::normal("Applied", format!("applied {:?}", probe.spec.message)))
                     .await;
                 Ok(Action::await_change())
             }
         };
         self.leave(&name);
-        self.journal
-            .lock()
-            .unwrap()
-            .apply_windows
-            .push((name, started, Instant::now()));
+        self.journal.lock().unwrap().apply_windows.push((name, started, Instant::now()));
         result
     }
 
@@ -258,18 +229,13 @@ pub struct Setup {
 
 pub async fn setup(prefix: &str) -> Setup {
     kuberator_test::init_tracing();
-    let control_plane = ControlPlane::shared()
-        .await
-        .expect("the control plane must start (tests never skip)");
+    let control_plane =
+        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
     let client = control_plane.client().await.unwrap();
     kuberator_test::install_crd::<Probe>(&client).await.unwrap();
     let namespace = kuberator_test::test_namespace(&client, prefix).await.unwrap();
     let api = Api::namespaced(client.clone(), &namespace);
-    Setup {
-        client,
-        namespace,
-        api,
-    }
+    Setup { client, namespace, api }
 }
 
 impl Setup {
@@ -295,14 +261,7 @@ impl Setup {
             events: EventRecorder::new(self.client.clone(), "probe-operator"),
             journal: Arc::clone(&journal),
         };
-        (
-            ProbeReconciler {
-                context: Arc::new(context),
-                api,
-                config,
-            },
-            journal,
-        )
+        (ProbeReconciler { context: Arc::new(context), api, config }, journal)
     }
 
     pub async fn create(&self, name: &str, spec: ProbeSpec) -> Probe {
@@ -319,9 +278,7 @@ impl Setup {
     }
 
     pub async fn cleanup(self) {
-        kuberator_test::delete_namespace(&self.client, &self.namespace)
-            .await
-            .unwrap();
+        kuberator_test::delete_namespace(&self.client, &self.namespace).await.unwrap();
     }
 }
 

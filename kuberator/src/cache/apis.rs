@@ -26,11 +26,7 @@ where
                 .iter()
                 .map(|namespace| (namespace.clone(), Api::namespaced(client.clone(), namespace))),
         );
-        let listed = if namespaces.is_empty() {
-            "none".to_owned()
-        } else {
-            namespaces.join(", ")
-        };
+        let listed = if namespaces.is_empty() { "none".to_owned() } else { namespaces.join(", ") };
         Self { apis, listed }
     }
 
@@ -67,8 +63,7 @@ where
     /// The cached `Api` for `namespace`, building and caching it first if needed.
     #[inline]
     pub(super) fn get(&self, namespace: &str) -> &Api<R> {
-        self.apis
-            .get_or_insert_with(namespace, || Api::namespaced(self.client.clone(), namespace))
+        self.apis.get_or_insert_with(namespace, || Api::namespaced(self.client.clone(), namespace))
     }
 
     /// How many `Api`s this cache has built.
@@ -108,10 +103,6 @@ mod tests {
         });
         assert_eq!(apis.built(), 5);
         let first = apis.get("team-0") as *const Api<Widget>;
-        assert_eq!(
-            first,
-            apis.get("team-0") as *const Api<Widget>,
-            "the same Api every time"
-        );
+        assert_eq!(first, apis.get("team-0") as *const Api<Widget>, "the same Api every time");
     }
 }

@@ -49,9 +49,7 @@ where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self {
-            apis: GrowingApis::new(client, &dedup_namespaces(namespaces)),
-        }
+        Self { apis: GrowingApis::new(client, &dedup_namespaces(namespaces)) }
     }
 
     /// How many namespaces are cached.

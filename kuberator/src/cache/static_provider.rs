@@ -57,12 +57,7 @@ where
         let listed = FrozenApis::new(&client, &namespaces);
         let discovered =
             (strategy == CachingStrategy::Extendable).then(|| GrowingApis::new(client.clone(), &[]));
-        Self {
-            strategy,
-            client,
-            listed,
-            discovered,
-        }
+        Self { strategy, client, listed, discovered }
     }
 
     /// The strategy this provider was built with.
@@ -101,10 +96,9 @@ where
     fn unlisted(&self, namespace: &str) -> Result<ApiRef<'_, R>> {
         match (&self.discovered, self.strategy) {
             (Some(discovered), _) => Ok(ApiRef::Cached(discovered.get(namespace))),
-            (None, CachingStrategy::Adhoc) => Ok(ApiRef::Built(Box::new(Api::namespaced(
-                self.client.clone(),
-                namespace,
-            )))),
+            (None, CachingStrategy::Adhoc) => {
+                Ok(ApiRef::Built(Box::new(Api::namespaced(self.client.clone(), namespace))))
+            }
             (None, _) => Err(Error::UncachedNamespace {
                 namespace: namespace.to_owned(),
                 cached: self.listed.listed().to_owned(),
@@ -115,9 +109,7 @@ where
 
 impl<R> fmt::Debug for StaticApiProvider<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticApiProvider")
-            .field("strategy", &self.strategy)
-            .finish_non_exhaustive()
+        f.debug_struct("StaticApiProvider").field("strategy", &self.strategy).finish_non_exhaustive()
     }
 }
 
@@ -128,11 +120,7 @@ mod tests {
     use crate::cache::test_support::offline_client;
 
     fn provider(strategy: CachingStrategy) -> StaticApiProvider<Widget> {
-        StaticApiProvider::new(
-            offline_client(),
-            vec!["default", "production", "default"],
-            strategy,
-        )
+        StaticApiProvider::new(offline_client(), vec!["default", "production", "default"], strategy)
     }
 
     fn is_borrowed(api: &ApiRef<'_, Widget>) -> bool {
@@ -145,10 +133,7 @@ mod tests {
         let api = provider.get("production").unwrap();
         assert!(is_borrowed(&api));
         assert_eq!(api.namespace(), Some("production"));
-        assert_eq!(
-            api.resource_url(),
-            "/apis/example.com/v1/namespaces/production/widgets"
-        );
+        assert_eq!(api.resource_url(), "/apis/example.com/v1/namespaces/production/widgets");
     }
 
     #[tokio::test]
@@ -179,15 +164,9 @@ mod tests {
         assert!(is_borrowed(&provider.get("default").unwrap()));
 
         let first = provider.get("team-b").unwrap();
-        assert!(
-            !is_borrowed(&first),
-            "an unlisted namespace is built for this call only"
-        );
+        assert!(!is_borrowed(&first), "an unlisted namespace is built for this call only");
         assert_eq!(first.namespace(), Some("team-b"));
-        assert!(
-            !is_borrowed(&provider.get("team-b").unwrap()),
-            "and not cached afterwards"
-        );
+        assert!(!is_borrowed(&provider.get("team-b").unwrap()), "and not cached afterwards");
     }
 
     #[tokio::test]
@@ -207,10 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_strategy_is_reported() {
-        assert_eq!(
-            provider(CachingStrategy::Adhoc).strategy(),
-            CachingStrategy::Adhoc
-        );
+        assert_eq!(provider(CachingStrategy::Adhoc).strategy(), CachingStrategy::Adhoc);
         assert_eq!(CachingStrategy::Extendable.to_string(), "Extendable");
     }
 }

@@ -49,11 +49,7 @@ impl Key {
                 u64::from_le_bytes(bytes[len - 8..].try_into().unwrap_or_default()),
             ),
         };
-        Self {
-            len: bytes.len(),
-            head,
-            tail,
-        }
+        Self { len: bytes.len(), head, tail }
     }
 
     #[inline]
@@ -87,10 +83,7 @@ struct Index {
 impl Index {
     fn with_capacity(entries: usize) -> Self {
         let size = (entries * 2).next_power_of_two().max(8);
-        Self {
-            slots: (0..size).map(|_| AtomicUsize::new(EMPTY)).collect(),
-            mask: size - 1,
-        }
+        Self { slots: (0..size).map(|_| AtomicUsize::new(EMPTY)).collect(), mask: size - 1 }
     }
 }
 
@@ -155,11 +148,8 @@ impl<V> NamespaceTable<V> {
         if let Some(value) = self.get(namespace) {
             return value;
         }
-        let position = self.entries.push(Entry {
-            key: Key::of(namespace),
-            namespace: namespace.into(),
-            value: make(),
-        });
+        let position =
+            self.entries.push(Entry { key: Key::of(namespace), namespace: namespace.into(), value: make() });
         let count = self.entries.count();
         let index = &self.indexes[self.current.load(Ordering::Acquire)];
         if count * 2 > index.slots.len() {
@@ -212,35 +202,17 @@ mod tests {
         // Equal length, first eight and last eight bytes; they differ only in the middle.
         let long_a = "aaaaaaaa-one-bbbbbbbb";
         let long_b = "aaaaaaaa-two-bbbbbbbb";
-        let names = [
-            long_a,
-            "a",
-            "ab",
-            "abc",
-            "abcd",
-            "abcde",
-            "abcdefg",
-            "abcdefgh",
-            "abcdefghi",
-            "b",
-            "xbcdefghi",
-        ];
+        let names =
+            [long_a, "a", "ab", "abc", "abcd", "abcde", "abcdefg", "abcdefgh", "abcdefghi", "b", "xbcdefghi"];
         let frozen = FrozenTable::new(names.iter().enumerate().map(|(i, n)| (n.to_string(), i)));
         let growing = NamespaceTable::new(names.iter().enumerate().map(|(i, n)| (n.to_string(), i)));
         for (i, name) in names.iter().enumerate() {
             assert_eq!(frozen.get(name), Some(&i), "{name}");
             assert_eq!(growing.get(name), Some(&i), "{name}");
         }
-        for absent in [
-            long_b,
-            "",
-            "ybcdefghi",
-            "abce",
-            "bcd",
-            "abcdefgi",
-            "abcdefghij",
-            "aaaaaaaa-one-bbbbbbbc",
-        ] {
+        for absent in
+            [long_b, "", "ybcdefghi", "abce", "bcd", "abcdefgi", "abcdefghij", "aaaaaaaa-one-bbbbbbbc"]
+        {
             assert_eq!(frozen.get(absent), None, "{absent}");
             assert_eq!(growing.get(absent), None, "{absent}");
         }
@@ -319,10 +291,7 @@ impl<V> FrozenTable<V> {
         }
         let size = (kept.len() * 2).next_power_of_two().max(8);
         let mask = size - 1;
-        let empty = FrozenSlot {
-            key: Key::of(""),
-            position: usize::MAX,
-        };
+        let empty = FrozenSlot { key: Key::of(""), position: usize::MAX };
         let mut slots = vec![empty; size].into_boxed_slice();
         for (position, (namespace, _)) in kept.iter().enumerate() {
             let key = Key::of(namespace);
@@ -332,11 +301,7 @@ impl<V> FrozenTable<V> {
             }
             slots[slot] = FrozenSlot { key, position };
         }
-        Self {
-            entries: kept,
-            slots,
-            mask,
-        }
+        Self { entries: kept, slots, mask }
     }
 
     /// The value for `namespace`, if there is one.
@@ -345,10 +310,7 @@ impl<V> FrozenTable<V> {
         let key = Key::of(namespace);
         let mut slot = key.slot() & self.mask;
         loop {
-            let FrozenSlot {
-                key: stored,
-                position,
-            } = *self.slots.get(slot)?;
+            let FrozenSlot { key: stored, position } = *self.slots.get(slot)?;
             if stored == key {
                 let (name, value) = self.entries.get(position)?;
                 if key.len <= 16 || **name == *namespace {

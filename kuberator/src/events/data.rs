@@ -64,13 +64,7 @@ impl<R: Reason> EventData<R> {
     }
 
     fn new(type_: EventType, reason: R, note: impl Into<String>) -> Self {
-        Self {
-            type_,
-            reason,
-            note: note.into(),
-            action: None,
-            related: None,
-        }
+        Self { type_, reason, note: note.into(), action: None, related: None }
     }
 
     /// Sets the action.
@@ -123,11 +117,7 @@ mod tests {
         let cut = truncate(&long, NOTE_LIMIT);
         assert!(cut.len() <= NOTE_LIMIT, "{} bytes", cut.len());
         assert!(cut.ends_with('…'));
-        assert!(
-            cut.len() > NOTE_LIMIT - 4,
-            "cut no more than needed: {} bytes",
-            cut.len()
-        );
+        assert!(cut.len() > NOTE_LIMIT - 4, "cut no more than needed: {} bytes", cut.len());
     }
 
     #[test]

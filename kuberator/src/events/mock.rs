@@ -121,15 +121,8 @@ mod tests {
             ..Default::default()
         };
         let recorder = MockEventRecorder::new();
-        recorder
-            .emit(&object, EventData::warning("QuotaExceeded", "x".repeat(5000)))
-            .await;
-        recorder
-            .emit(
-                &object,
-                EventData::normal("Provisioned", "ok").with_action("Provision"),
-            )
-            .await;
+        recorder.emit(&object, EventData::warning("QuotaExceeded", "x".repeat(5000))).await;
+        recorder.emit(&object, EventData::normal("Provisioned", "ok").with_action("Provision")).await;
 
         let events = recorder.events();
         assert_eq!(events.len(), 2);

@@ -34,19 +34,13 @@ impl EventRecorder {
     pub fn new(client: Client, controller: impl Into<String>) -> Self {
         let controller = controller.into();
         let reporter = Reporter::from(controller.as_str());
-        Self {
-            recorder: Recorder::new(client, reporter),
-            controller,
-        }
+        Self { recorder: Recorder::new(client, reporter), controller }
     }
 
     /// A recorder with a reporter built by hand, for example with a pod name as instance.
     pub fn with_reporter(client: Client, reporter: Reporter) -> Self {
         let controller = reporter.controller.clone();
-        Self {
-            recorder: Recorder::new(client, reporter),
-            controller,
-        }
+        Self { recorder: Recorder::new(client, reporter), controller }
     }
 
     /// The controller name this recorder reports as.
@@ -71,21 +65,16 @@ impl EmitEvent for EventRecorder {
             action: truncate(event.action(), REASON_LIMIT).into_owned(),
             secondary: event.related.clone(),
         };
-        self.recorder
-            .publish(&published, &reference)
-            .await
-            .map_err(|source| Error::PublishEvent {
-                object: describe(object),
-                reason: published.reason.clone(),
-                source: Box::new(source),
-            })
+        self.recorder.publish(&published, &reference).await.map_err(|source| Error::PublishEvent {
+            object: describe(object),
+            reason: published.reason.clone(),
+            source: Box::new(source),
+        })
     }
 }
 
 impl fmt::Debug for EventRecorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventRecorder")
-            .field("controller", &self.controller)
-            .finish_non_exhaustive()
+        f.debug_struct("EventRecorder").field("controller", &self.controller).finish_non_exhaustive()
     }
 }

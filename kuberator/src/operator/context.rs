@@ -68,9 +68,7 @@ impl<O: Operator> Ctx<O> {
         A: AsStatusError<E> + Sync,
         E: Send,
     {
-        self.repository
-            .update_status_with_error(object, status, error)
-            .await
+        self.repository.update_status_with_error(object, status, error).await
     }
 
     /// Publishes an Event about `object` and logs it; never fails (see [`EmitEvent::emit`]).
@@ -115,9 +113,7 @@ impl<O: Operator> Ctx<O> {
 
 impl<O: Operator> fmt::Debug for Ctx<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ctx")
-            .field("events", &self.events)
-            .finish_non_exhaustive()
+        f.debug_struct("Ctx").field("events", &self.events).finish_non_exhaustive()
     }
 }
 
@@ -205,15 +201,7 @@ impl<O: Operator> OperatorReconciler<O> {
             Some(selector) => Config::default().labels(selector),
             None => Config::default(),
         };
-        Self {
-            api,
-            watcher,
-            context: Arc::new(OperatorContext {
-                operator,
-                ctx,
-                config,
-            }),
-        }
+        Self { api, watcher, context: Arc::new(OperatorContext { operator, ctx, config }) }
     }
 
     /// The context the controller runs with.

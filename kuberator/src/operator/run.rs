@@ -19,9 +19,7 @@ pub async fn run<O: Operator>(operator: O) -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("crd") => {
             let yaml = serde_yaml_ng::to_string(&O::Resource::crd()).context("serializing the CRD")?;
-            std::io::stdout()
-                .write_all(yaml.as_bytes())
-                .context("writing the CRD")?;
+            std::io::stdout().write_all(yaml.as_bytes()).context("writing the CRD")?;
             return Ok(());
         }
         Some("run") | None => {}
@@ -39,10 +37,7 @@ pub async fn run<O: Operator>(operator: O) -> anyhow::Result<()> {
         caching = %config.caching,
         "starting"
     );
-    operator
-        .into_reconciler(client)
-        .start_configured(Some(crate::shutdown::signal()))
-        .await;
+    operator.into_reconciler(client).start_configured(Some(crate::shutdown::signal())).await;
     Ok(())
 }
 
