@@ -1,6 +1,6 @@
 #[automatically_derived]
 impl ::kuberator::operator::Operator for EchoOperator {
-    type Resource = crate::Echo;
+    type Resource = <crate::Echo as ::kuberator::__private::Checked>::Resource;
     type Repository = MyRepository;
     fn config() -> ::kuberator::operator::OperatorConfig {
         ::kuberator::operator::OperatorConfig {
@@ -49,4 +49,3 @@ impl EchoOperator {
         ::kuberator::operator::run(self).await
     }
 }
-const _: () = ::kuberator::__private::assert_namespaced::<crate::Echo>();

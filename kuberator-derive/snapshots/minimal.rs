@@ -1,6 +1,6 @@
 #[automatically_derived]
 impl ::kuberator::operator::Operator for EchoOperator {
-    type Resource = Echo;
+    type Resource = <Echo as ::kuberator::__private::Checked>::Resource;
     type Repository = ::kuberator::k8s::K8sRepository<
         Echo,
         ::kuberator::cache::StaticApiProvider<Echo>,
@@ -71,4 +71,3 @@ impl EchoOperator {
         ::kuberator::operator::run(self).await
     }
 }
-const _: () = ::kuberator::__private::assert_namespaced::<Echo>();

@@ -65,13 +65,13 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     // Spanned at the struct's name: a missing or mistyped handler is reported there.
     let apply = quote_spanned!(ident.span()=> #ident::handle_apply(self, object, ctx));
     let cleanup = quote_spanned!(ident.span()=> #ident::handle_cleanup(self, object, ctx));
-    // Spanned at the resource: "not a namespaced custom resource" points at it.
-    let namespaced = quote_spanned!(resource.span()=> #private::assert_namespaced::<#resource>());
+    // Spanned at the resource: "must be a namespaced custom resource" points at it.
+    let checked = quote_spanned!(resource.span()=> <#resource as #private::Checked>::Resource);
 
     quote! {
         #[automatically_derived]
         impl #kuberator::operator::Operator for #ident {
-            type Resource = #resource;
+            type Resource = #checked;
             type Repository = #repository;
 
             fn config() -> #kuberator::operator::OperatorConfig {
@@ -116,8 +116,6 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 #kuberator::operator::run(self).await
             }
         }
-
-        const _: () = #namespaced;
     }
 }
 

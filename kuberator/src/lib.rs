@@ -52,18 +52,31 @@ pub mod __private {
     pub use k8s_openapi::NamespaceResourceScope;
     pub use kube;
 
-    /// Implemented for every namespaced resource; the derive asserts it for `resource`.
+    /// Implemented by the scope of namespaced resources only, so that the derive's
+    /// assertion on `resource` fails with a message that says what to do.
     #[diagnostic::on_unimplemented(
-        message = "`{Self}` is not a namespaced custom resource",
+        message = "the `resource` of #[derive(Operator)] must be a namespaced custom resource, but its scope is `{Self}`",
         label = "not namespaced",
-        note = "#[derive(Operator)] manages namespaced resources: add `namespaced` to `#[kube(...)]` on the spec"
+        note = "add `namespaced` to `#[kube(...)]` on the spec struct"
     )]
-    pub trait NamespacedResource {}
+    pub trait NamespacedScope {}
 
-    impl<R> NamespacedResource for R where R: kube::Resource<Scope = NamespaceResourceScope> {}
+    impl NamespacedScope for NamespaceResourceScope {}
 
-    /// Compiles only when `R` is namespaced.
-    pub const fn assert_namespaced<R: NamespacedResource>() {}
+    /// `R` itself, when `R` is namespaced; the derive names the resource through it, so a
+    /// cluster-scoped one fails here, with the message above, and nowhere else.
+    pub trait Checked {
+        /// `R`.
+        type Resource;
+    }
+
+    impl<R> Checked for R
+    where
+        R: kube::Resource,
+        R::Scope: NamespacedScope,
+    {
+        type Resource = R;
+    }
 }
 
 /// The traits and types nearly every operator uses, for `use kuberator::prelude::*;`.

@@ -1,0 +1,73 @@
+//! The code `#[derive(Operator)]` generates is clean under `deny(warnings)` and clippy's
+//! default and pedantic lints (run by `cargo clippy --all-targets`), so it never adds a
+//! warning to a user's build.
+#![deny(warnings, clippy::all, clippy::pedantic)]
+#![allow(missing_docs, clippy::unused_async)]
+
+use kuberator::prelude::*;
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+#[kube(group = "example.com", version = "v1", kind = "Lint", namespaced)]
+pub struct LintSpec {
+    pub value: u32,
+}
+
+/// Every option set.
+#[derive(Operator)]
+#[kuberator(
+    resource = Lint,
+    finalizer = "lints.example.com/finalizer",
+    caching = Adhoc,
+    namespaces = ["default", "production"],
+    concurrency = 0,
+    requeue_after_error_seconds = 5,
+    labels = "app=lint",
+    controller_name = "lint-operator",
+)]
+pub struct FullOperator {
+    pub greeting: String,
+}
+
+impl FullOperator {
+    async fn handle_apply(&self, _lint: Arc<Lint>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+
+    async fn handle_cleanup(&self, _lint: Arc<Lint>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+}
+
+/// Every default.
+#[derive(Operator)]
+#[kuberator(resource = Lint)]
+pub struct MinimalOperator;
+
+impl MinimalOperator {
+    async fn handle_apply(&self, _lint: Arc<Lint>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+
+    async fn handle_cleanup(&self, _lint: Arc<Lint>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+}
+
+#[test]
+fn defaults_are_computed_from_the_resource() {
+    use kuberator::operator::Operator as _;
+    let config = MinimalOperator::config();
+    assert_eq!(config.finalizer, "lints.example.com/finalizer");
+    assert_eq!(config.controller_name, "lint-operator");
+    assert_eq!(config.caching, CachingStrategy::Extendable);
+    assert_eq!(config.concurrency, Some(1));
+    assert!(config.namespaces.is_empty());
+
+    let config = FullOperator::config();
+    assert_eq!(config.namespaces, ["default", "production"]);
+    assert_eq!(config.caching, CachingStrategy::Adhoc);
+    assert_eq!(config.concurrency, None);
+    assert_eq!(config.requeue_after_error, std::time::Duration::from_secs(5));
+    assert_eq!(config.labels, Some("app=lint"));
+    let _ = FullOperator { greeting: String::new() }.greeting;
+}

@@ -1,0 +1,9 @@
+use kuberator::Operator;
+
+#[derive(Operator)]
+#[kuberator(resource = k8s_openapi::api::core::v1::ConfigMap)]
+enum MyOperator {
+    Only,
+}
+
+fn main() {}
