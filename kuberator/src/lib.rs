@@ -42,6 +42,8 @@ pub use crate::shutdown::NoShutdown;
 pub use crate::status::AsStatusError;
 pub use crate::status::ObserveGeneration;
 pub use crate::status::WithStatusError;
+pub use crate::operator::Operator;
+/// Derives [`operator::Operator`] for a struct: a whole operator; see [`operator`].
 #[cfg(feature = "derive")]
 pub use kuberator_derive::Operator;
 

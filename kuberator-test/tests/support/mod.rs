@@ -78,6 +78,10 @@ impl ObserveGeneration for ProbeStatus {
 #[error("apply refused: {0}")]
 pub struct ProbeError(String);
 
+pub fn probe_error(reason: &str) -> ProbeError {
+    ProbeError(reason.to_owned())
+}
+
 impl AsStatusError<ProbeStatusError> for ProbeError {
     fn as_status_error(&self) -> ProbeStatusError {
         ProbeStatusError { message: self.to_string() }

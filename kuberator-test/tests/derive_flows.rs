@@ -1,0 +1,165 @@
+//! `#[derive(Operator)]` end to end against the real control plane: the derived operator
+//! shows a user what the hand-written one does (`seed_flows.rs`): the finalizer, status
+//! with the observed generation, a status error and its Warning Event, cleanup that holds
+//! the object until it succeeds, Events, and graceful shutdown.
+//!
+//! The derived operator watches every namespace (its attribute names none), so this binary
+//! runs one operator and one test, in steps.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::DeleteParams;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kuberator::prelude::*;
+use kuberator_test::Background;
+use kuberator_test::wait_for;
+use serde_json::json;
+use support::FINALIZER;
+use support::Journal;
+use support::Probe;
+use support::ProbeSpec;
+use support::ProbeStatus;
+use support::setup;
+use support::wait_observed;
+
+#[derive(Operator)]
+#[kuberator(
+    resource = Probe,
+    finalizer = "probes.test.kuberator.dev/finalizer",
+    caching = Extendable,
+    concurrency = 4,
+    requeue_after_error_seconds = 1,
+    controller_name = "derived-probe-operator"
+)]
+struct DerivedProbe {
+    journal: Arc<Mutex<Journal>>,
+}
+
+impl DerivedProbe {
+    async fn handle_apply(&self, probe: Arc<Probe>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        let name = probe.name_any();
+        {
+            let mut journal = self.journal.lock().unwrap();
+            journal.applies.entry(name.clone()).or_default().push(probe.metadata.generation.unwrap_or(-1));
+            if !probe.finalizers().iter().any(|f| f == FINALIZER) {
+                journal.applies_without_finalizer.push(name.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(probe.spec.apply_millis)).await;
+        if let Some(reason) = &probe.spec.fail_apply {
+            let error = support::probe_error(reason);
+            ctx.update_status_with_error(&probe, ProbeStatus::default(), Some(&error)).await?;
+            return Err(kuberator::Error::Anyhow(anyhow::anyhow!(error)));
+        }
+        let status = ProbeStatus { message: Some(probe.spec.message.clone()), ..ProbeStatus::default() };
+        ctx.update_status(&probe, status).await?;
+        ctx.emit(&probe, EventData::normal("Applied", format!("applied {:?}", probe.spec.message))).await;
+        self.journal.lock().unwrap().apply_windows.push((
+            name,
+            std::time::Instant::now(),
+            std::time::Instant::now(),
+        ));
+        Ok(Action::await_change())
+    }
+
+    async fn handle_cleanup(&self, probe: Arc<Probe>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        let name = probe.name_any();
+        let attempt = {
+            let mut journal = self.journal.lock().unwrap();
+            let count = journal.cleanups.entry(name.clone()).or_default();
+            *count += 1;
+            *count
+        };
+        if attempt <= probe.spec.fail_cleanup_times {
+            return Err(anyhow::anyhow!("cleanup attempt {attempt} of {name} failed on purpose").into());
+        }
+        Ok(Action::await_change())
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn spec(message: &str) -> ProbeSpec {
+    ProbeSpec { message: message.into(), ..ProbeSpec::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_derived_operator_behaves_like_the_hand_written_one() {
+    let test = setup("derived").await;
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let operator = DerivedProbe { journal: Arc::clone(&journal) };
+    let reconciler = operator.into_reconciler(test.client.clone());
+    let running = Background::spawn(|shutdown| reconciler.start_configured(Some(shutdown)));
+
+    // Finalizer first, status with the observed generation, one apply per generation.
+    test.create("plain", spec("hello")).await;
+    let probe = wait_observed(&test.api, "plain").await;
+    assert_eq!(probe.finalizers(), [FINALIZER]);
+    assert_eq!(probe.status.as_ref().unwrap().message.as_deref(), Some("hello"));
+    let patch = json!({ "spec": { "message": "again" } });
+    test.api.patch("plain", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let probe = wait_observed(&test.api, "plain").await;
+    assert_eq!(probe.status.as_ref().unwrap().observed_generation, Some(2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(journal.lock().unwrap().applies["plain"], [1, 2]);
+    assert!(journal.lock().unwrap().applies_without_finalizer.is_empty());
+
+    // Events from ctx.emit, under the attribute's controller name.
+    let events = kuberator_test::events_for(&test.client, &probe).await.unwrap();
+    let applied = events.iter().find(|e| e.reason.as_deref() == Some("Applied")).expect("an Applied event");
+    assert_eq!(applied.reporting_controller.as_deref(), Some("derived-probe-operator"));
+
+    // A status error, and the Warning Event of the failed reconcile.
+    test.create("broken", ProbeSpec { fail_apply: Some("quota of 10 exceeded".into()), ..spec("x") }).await;
+    let broken = wait_observed(&test.api, "broken").await;
+    assert_eq!(broken.status.unwrap().error.unwrap().message, "apply refused: quota of 10 exceeded");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let events =
+            kuberator_test::events_for(&test.client, &test.api.get("broken").await.unwrap()).await.unwrap();
+        if let Some(warning) = events.iter().find(|e| e.reason.as_deref() == Some("ApplyFailed")) {
+            assert_eq!(warning.type_.as_deref(), Some("Warning"));
+            assert!(warning.note.as_deref().unwrap().ends_with("apply refused: quota of 10 exceeded"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ApplyFailed event: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Cleanup holds the object until it succeeds.
+    test.create("stubborn", ProbeSpec { fail_cleanup_times: 2, ..spec("not yet") }).await;
+    wait_observed(&test.api, "stubborn").await;
+    test.api.delete("stubborn", &DeleteParams::default()).await.unwrap();
+    wait_for(&test.api, "stubborn", WAIT, "stubborn to be deleted", |probe| probe.is_none()).await.unwrap();
+    assert_eq!(journal.lock().unwrap().cleanups["stubborn"], 3);
+
+    // Graceful shutdown: the apply in flight finishes, nothing starts after.
+    test.create("slow", ProbeSpec { apply_millis: 2000, ..spec("slow") }).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !journal.lock().unwrap().applies.contains_key("slow") {
+        assert!(std::time::Instant::now() < deadline, "the slow apply never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop(WAIT).await;
+    assert!(
+        journal.lock().unwrap().apply_windows.iter().any(|(name, ..)| name == "slow"),
+        "the apply in flight finished before the operator stopped"
+    );
+    test.create("too-late", spec("nobody listens")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!journal.lock().unwrap().applies.contains_key("too-late"));
+    assert!(test.api.get("too-late").await.unwrap().finalizers().is_empty());
+
+    // Objects still holding the finalizer would block the namespace's deletion forever.
+    for name in ["plain", "broken"] {
+        let patch = json!({ "metadata": { "finalizers": null } });
+        test.api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    test.cleanup().await;
+}
