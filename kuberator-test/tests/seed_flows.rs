@@ -308,3 +308,29 @@ async fn wait_for_events_in(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_events_fold_into_a_series_and_long_notes_are_cut() {
+    use kuberator::events::EmitEvent;
+    use kuberator::events::EventData;
+    use kuberator::events::EventRecorder;
+
+    let test = setup("event-series").await;
+    let probe = test.create("subject", spec("quiet")).await;
+    let recorder = EventRecorder::new(test.client.clone(), "series-test");
+    for _ in 0..3 {
+        recorder.try_emit(&probe, EventData::warning("Throttled", "too many requests")).await.unwrap();
+    }
+    let long_note = "é".repeat(3000); // 6000 bytes, over the API's 1024-byte limit
+    recorder.try_emit(&probe, EventData::normal("Verbose", long_note)).await.unwrap();
+
+    let events = events_for(&test.client, &probe).await.unwrap();
+    let throttled: Vec<_> = events.iter().filter(|e| e.reason.as_deref() == Some("Throttled")).collect();
+    assert_eq!(throttled.len(), 1, "three repeats are one Event: {throttled:#?}");
+    assert_eq!(throttled[0].series.as_ref().map(|series| series.count), Some(3));
+    let verbose = events.iter().find(|e| e.reason.as_deref() == Some("Verbose")).unwrap();
+    let note = verbose.note.as_deref().unwrap();
+    assert!(note.len() <= 1024 && note.len() > 1000, "{} bytes", note.len());
+    assert!(note.ends_with('…'));
+    test.cleanup().await;
+}

@@ -36,13 +36,13 @@ pub use crate::context::Context;
 pub use crate::error::Error;
 pub use crate::error::Result;
 pub use crate::finalize::Finalize;
+pub use crate::operator::Operator;
 pub use crate::reconcile::REQUEUE_AFTER_ERROR_SECONDS;
 pub use crate::reconcile::Reconcile;
 pub use crate::shutdown::NoShutdown;
 pub use crate::status::AsStatusError;
 pub use crate::status::ObserveGeneration;
 pub use crate::status::WithStatusError;
-pub use crate::operator::Operator;
 /// Derives [`operator::Operator`] for a struct: a whole operator; see [`operator`].
 #[cfg(feature = "derive")]
 pub use kuberator_derive::Operator;

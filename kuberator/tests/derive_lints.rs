@@ -71,3 +71,36 @@ fn defaults_are_computed_from_the_resource() {
     assert_eq!(config.labels, Some("app=lint"));
     let _ = FullOperator { greeting: String::new() }.greeting;
 }
+
+/// A repository of the user's own, named in the attribute.
+pub struct AuditedRepository {
+    provider: StaticApiProvider<Lint>,
+}
+
+impl From<StaticApiProvider<Lint>> for AuditedRepository {
+    fn from(provider: StaticApiProvider<Lint>) -> Self {
+        Self { provider }
+    }
+}
+
+impl Finalize<Lint, StaticApiProvider<Lint>> for AuditedRepository {
+    fn api_provider(&self) -> &StaticApiProvider<Lint> {
+        &self.provider
+    }
+}
+
+/// With a custom repository.
+#[derive(Operator)]
+#[kuberator(resource = Lint, namespaces = ["default"], repository = AuditedRepository)]
+pub struct CustomRepositoryOperator;
+
+impl CustomRepositoryOperator {
+    async fn handle_apply(&self, _lint: Arc<Lint>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        let _: &AuditedRepository = ctx.repository();
+        Ok(Action::await_change())
+    }
+
+    async fn handle_cleanup(&self, _lint: Arc<Lint>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+}
