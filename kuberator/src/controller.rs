@@ -5,6 +5,10 @@ use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt as _;
 use futures::StreamExt;
 use kube::Api;
 use kube::Resource;
@@ -91,12 +95,24 @@ where
         });
     }
 
+    // A panic in a handler must not take the controller, and every other object, down with
+    // it: it becomes an error of that object, reported and retried like any other.
+    let mut reconcile = reconcile;
+    let isolated = move |object: Arc<R>, context: Arc<C>| {
+        let label = describe(&*object);
+        let reconciling = AssertUnwindSafe(reconcile(object, context)).catch_unwind();
+        async move {
+            reconciling.await.unwrap_or_else(|payload| {
+                Err(Error::Panicked { object: label, message: panic_message(payload.as_ref()) })
+            })
+        }
+    };
     let report_and_decide = move |object: Arc<R>, error: &Error, context: Arc<C>| {
         publish_failure(&recorder, &object, error);
         error_policy(object, error, context)
     };
     controller
-        .run(reconcile, report_and_decide, context)
+        .run(isolated, report_and_decide, context)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
@@ -125,6 +141,7 @@ where
     let reason = match error {
         Error::ApplyFailed { .. } => "ApplyFailed",
         Error::CleanupFailed { .. } => "CleanupFailed",
+        Error::Panicked { .. } => "ReconcilePanicked",
         _ => "ReconcileFailed",
     };
     let note = error.report();
@@ -136,4 +153,26 @@ where
             tracing::warn!(object = %describe(&*object), error = %error.report(), "could not publish event");
         }
     });
+}
+
+/// The message of a panic payload: a `&str` or `String` as `panic!` makes them.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a payload that is not a string".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_read_from_either_payload() {
+        let from_str = std::panic::catch_unwind(|| panic!("static message")).unwrap_err();
+        assert_eq!(panic_message(from_str.as_ref()), "static message");
+        let from_string = std::panic::catch_unwind(|| panic!("formatted {}", 42)).unwrap_err();
+        assert_eq!(panic_message(from_string.as_ref()), "formatted 42");
+    }
 }

@@ -59,6 +59,16 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A handler panicked. The panic was caught: the object is retried like after an error,
+    /// and every other object keeps reconciling.
+    #[error("a handler panicked while reconciling {object}: {message}")]
+    Panicked {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The panic's message.
+        message: String,
+    },
+
     /// Adding the finalizer to an object failed, so `handle_apply` did not run yet.
     #[error("could not add finalizer `{finalizer}` to {object}")]
     AddFinalizer {

@@ -53,6 +53,9 @@ pub struct ProbeSpec {
     /// `handle_apply` sleeps this long.
     #[serde(default)]
     pub apply_millis: u64,
+    /// `handle_apply` panics with this message.
+    #[serde(default)]
+    pub panic_apply: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Default, JsonSchema)]
@@ -154,6 +157,10 @@ impl Context<Probe, Repo, StaticApiProvider<Probe>> for ProbeContext {
 
     async fn handle_apply(&self, probe: Arc<Probe>) -> kuberator::Result<Action> {
         let name = probe.name_any();
+        if let Some(message) = &probe.spec.panic_apply {
+            self.journal.lock().unwrap().applies.entry(name.clone()).or_default().push(-1);
+            panic!("{message}");
+        }
         let started = Instant::now();
         self.enter(&name);
         {
