@@ -76,21 +76,22 @@ impl Reconcile<Greeting, GreetingContext, GreetingRepo, StaticApiProvider<Greeti
     }
 }
 
-pub(crate) fn reconciler(client: Client) -> GreetingReconciler {
-    let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
+/// The operator, watching `namespace`.
+pub(crate) fn reconciler(client: Client, namespace: &str) -> GreetingReconciler {
+    let provider = StaticApiProvider::new(client.clone(), vec![namespace], CachingStrategy::Strict);
     let context = GreetingContext {
         repo: Arc::new(K8sRepository::new(provider)),
         events: EventRecorder::new(client.clone(), "greeting-operator"),
     };
-    GreetingReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
+    GreetingReconciler { context: Arc::new(context), api: Api::namespaced(client, namespace) }
 }
 
-/// The object the demo creates.
-pub(crate) fn sample() -> Greeting {
+/// The object the demo creates in `namespace`.
+pub(crate) fn sample(namespace: &str) -> Greeting {
     Greeting {
         metadata: ObjectMeta {
             name: Some("hello".into()),
-            namespace: Some("default".into()),
+            namespace: Some(namespace.into()),
             ..ObjectMeta::default()
         },
         spec: GreetingSpec { message: "Hello from Kuberator".into() },
@@ -106,8 +107,8 @@ pub(crate) fn reconciled(greeting: &Greeting) -> bool {
 async fn main() -> anyhow::Result<()> {
     kuberator_examples::init_tracing();
     let command = Command::from_args()?;
-    kuberator_examples::serve(command, sample(), reconciled, |client, shutdown| {
-        reconciler(client).start(Some(shutdown))
+    kuberator_examples::serve(command, sample("default"), reconciled, |client, shutdown| {
+        reconciler(client, "default").start(Some(shutdown))
     })
     .await
 }

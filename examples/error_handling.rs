@@ -179,18 +179,19 @@ impl Reconcile<Bucket, BucketContext, BucketRepo, StaticApiProvider<Bucket>> for
     }
 }
 
-pub(crate) fn reconciler(client: Client) -> BucketReconciler {
-    let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
+/// The operator, watching `namespace`.
+pub(crate) fn reconciler(client: Client, namespace: &str) -> BucketReconciler {
+    let provider = StaticApiProvider::new(client.clone(), vec![namespace], CachingStrategy::Strict);
     let context = BucketContext { repo: Arc::new(K8sRepository::new(provider)) };
-    BucketReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
+    BucketReconciler { context: Arc::new(context), api: Api::namespaced(client, namespace) }
 }
 
-/// The object the demo creates.
-pub(crate) fn sample() -> Bucket {
+/// The object the demo creates in `namespace`.
+pub(crate) fn sample(namespace: &str) -> Bucket {
     Bucket {
         metadata: ObjectMeta {
             name: Some("too-big".into()),
-            namespace: Some("default".into()),
+            namespace: Some(namespace.into()),
             ..ObjectMeta::default()
         },
         spec: BucketSpec { size_gib: 500 },
@@ -207,8 +208,8 @@ pub(crate) fn reconciled(bucket: &Bucket) -> bool {
 async fn main() -> anyhow::Result<()> {
     kuberator_examples::init_tracing();
     let command = Command::from_args()?;
-    kuberator_examples::serve(command, sample(), reconciled, |client, shutdown| {
-        reconciler(client).start(Some(shutdown))
+    kuberator_examples::serve(command, sample("default"), reconciled, |client, shutdown| {
+        reconciler(client, "default").start(Some(shutdown))
     })
     .await
 }

@@ -96,18 +96,19 @@ impl Reconcile<Echo, EchoContext, EchoRepo, StaticApiProvider<Echo>> for EchoRec
     }
 }
 
-pub(crate) fn reconciler(client: Client) -> EchoReconciler {
-    let provider = StaticApiProvider::new(client.clone(), vec!["default"], CachingStrategy::Strict);
+/// The operator, watching `namespace`.
+pub(crate) fn reconciler(client: Client, namespace: &str) -> EchoReconciler {
+    let provider = StaticApiProvider::new(client.clone(), vec![namespace], CachingStrategy::Strict);
     let context = EchoContext { repo: Arc::new(K8sRepository::new(provider)) };
-    EchoReconciler { context: Arc::new(context), api: Api::namespaced(client, "default") }
+    EchoReconciler { context: Arc::new(context), api: Api::namespaced(client, namespace) }
 }
 
-/// The object the demo creates.
-pub(crate) fn sample() -> Echo {
+/// The object the demo creates in `namespace`.
+pub(crate) fn sample(namespace: &str) -> Echo {
     Echo {
         metadata: ObjectMeta {
             name: Some("hello".into()),
-            namespace: Some("default".into()),
+            namespace: Some(namespace.into()),
             ..ObjectMeta::default()
         },
         spec: EchoSpec { message: "Hello from Kuberator".into() },
@@ -125,8 +126,8 @@ pub(crate) fn reconciled(echo: &Echo) -> bool {
 async fn main() -> anyhow::Result<()> {
     kuberator_examples::init_tracing();
     let command = Command::from_args()?;
-    kuberator_examples::serve(command, sample(), reconciled, |client, shutdown| {
-        reconciler(client).start_concurrent(Some(4), Some(shutdown))
+    kuberator_examples::serve(command, sample("default"), reconciled, |client, shutdown| {
+        reconciler(client, "default").start_concurrent(Some(4), Some(shutdown))
     })
     .await
 }

@@ -1,5 +1,6 @@
 //! Each example operator, end to end against the real control plane: the demo its README
-//! line runs (create, reconcile, delete, cleanup), with the operator in the background.
+//! line runs (create, reconcile, delete, cleanup), with the operator in the background, in
+//! a namespace of the test's own.
 #![allow(missing_docs)]
 
 use std::time::Duration;
@@ -21,51 +22,58 @@ mod with_status;
 #[path = "../error_handling.rs"]
 mod error_handling;
 
-async fn client() -> kube::Client {
+/// A client and a namespace of this test's own.
+async fn setup(prefix: &str) -> (kube::Client, String) {
     kuberator_test::init_tracing();
     let control_plane =
         ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    control_plane.client().await.unwrap()
+    let client = control_plane.client().await.unwrap();
+    let namespace = kuberator_test::test_namespace(&client, prefix).await.unwrap();
+    (client, namespace)
 }
 
 const STOP: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_operator_demo() {
-    let client = client().await;
+    let (client, namespace) = setup("demo").await;
     kuberator_examples::install_crd::<basic_operator::Greeting>(&client).await.unwrap();
     let operator = Background::spawn({
-        let client = client.clone();
-        |shutdown| basic_operator::reconciler(client).start(Some(shutdown))
+        let (client, namespace) = (client.clone(), namespace.clone());
+        move |shutdown| basic_operator::reconciler(client, &namespace).start(Some(shutdown))
     });
-    let api = Api::namespaced(client.clone(), "default");
-    kuberator_examples::demo(&api, basic_operator::sample(), basic_operator::reconciled).await.unwrap();
+    let api = Api::namespaced(client.clone(), &namespace);
+    kuberator_examples::demo(&api, basic_operator::sample(&namespace), basic_operator::reconciled)
+        .await
+        .unwrap();
     operator.stop(STOP).await;
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_status_demo() {
-    let client = client().await;
+    let (client, namespace) = setup("demo").await;
     kuberator_examples::install_crd::<with_status::Echo>(&client).await.unwrap();
     let operator = Background::spawn({
-        let client = client.clone();
-        |shutdown| with_status::reconciler(client).start_concurrent(Some(4), Some(shutdown))
+        let (client, namespace) = (client.clone(), namespace.clone());
+        move |shutdown| with_status::reconciler(client, &namespace).start_concurrent(Some(4), Some(shutdown))
     });
-    let api: Api<with_status::Echo> = Api::namespaced(client.clone(), "default");
-    kuberator_examples::demo(&api, with_status::sample(), with_status::reconciled).await.unwrap();
+    let api: Api<with_status::Echo> = Api::namespaced(client.clone(), &namespace);
+    kuberator_examples::demo(&api, with_status::sample(&namespace), with_status::reconciled).await.unwrap();
     operator.stop(STOP).await;
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_handling_demo() {
-    let client = client().await;
+    let (client, namespace) = setup("demo").await;
     kuberator_examples::install_crd::<error_handling::Bucket>(&client).await.unwrap();
     let operator = Background::spawn({
-        let client = client.clone();
-        |shutdown| error_handling::reconciler(client).start(Some(shutdown))
+        let (client, namespace) = (client.clone(), namespace.clone());
+        move |shutdown| error_handling::reconciler(client, &namespace).start(Some(shutdown))
     });
-    let api: Api<error_handling::Bucket> = Api::namespaced(client.clone(), "default");
-    let sample = error_handling::sample();
+    let api: Api<error_handling::Bucket> = Api::namespaced(client.clone(), &namespace);
+    let sample = error_handling::sample(&namespace);
     kuberator_examples::demo(&api, sample.clone(), error_handling::reconciled).await.unwrap();
 
     let events = kuberator_test::events_for(&client, &sample).await.unwrap();
@@ -78,4 +86,5 @@ async fn error_handling_demo() {
         "a Warning Event explains the failure: {events:#?}"
     );
     operator.stop(STOP).await;
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }
