@@ -63,7 +63,8 @@
 //!
 //! ## `requeue_after_error_seconds = 30`
 //!
-//! How long a failed reconcile waits before it is retried. Default: 60.
+//! The longest a failed reconcile waits before it is retried: retries back off from 1 s,
+//! doubling per failure in a row, up to this. Default: 60.
 //!
 //! ## `labels = "app=my-operator"`
 //!

@@ -50,3 +50,63 @@ async fn a_panicking_handler_is_reported_and_retried_while_other_objects_reconci
     test.api.patch("bad", &Default::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
     test.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_objects_back_off_exponentially_and_start_over_after_a_success() {
+    use kube::api::Patch;
+    use kube::api::PatchParams;
+
+    let test = setup("backoff").await;
+    let (reconciler, journal) = test.operator();
+    let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
+    let starts = |journal: &std::sync::Mutex<support::Journal>| {
+        journal.lock().unwrap().apply_starts.get("flaky").cloned().unwrap_or_default()
+    };
+    let wait_for_applies = |count: usize| {
+        let journal = std::sync::Arc::clone(&journal);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while starts(&journal).len() < count {
+                assert!(std::time::Instant::now() < deadline, "only {} applies", starts(&journal).len());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // base 100 ms, doubling, cap 1 s, ±10 %; each retry also takes the handler's own time
+    // (a status write) and the scheduler's, so intervals may run up to 400 ms long.
+    let failing = ProbeSpec { fail_apply: Some("not yet".into()), ..ProbeSpec::default() };
+    test.create("flaky", failing).await;
+    wait_for_applies(7).await;
+    let times = starts(&journal);
+    let intervals: Vec<Duration> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    let expected_ms = [100, 200, 400, 800, 1000, 1000];
+    for (interval, expected) in intervals.iter().zip(expected_ms) {
+        let expected = Duration::from_millis(expected);
+        assert!(
+            *interval >= expected.mul_f64(0.9)
+                && *interval <= expected.mul_f64(1.1) + Duration::from_millis(400),
+            "interval {interval:?}, expected {expected:?}; all: {intervals:?}"
+        );
+    }
+
+    // A success starts the backoff over.
+    let heal = serde_json::json!({ "spec": { "failApply": null } });
+    test.api.patch("flaky", &PatchParams::default(), &Patch::Merge(&heal)).await.unwrap();
+    wait_observed(&test.api, "flaky").await;
+    let before = starts(&journal).len();
+    let break_again = serde_json::json!({ "spec": { "failApply": "broken again" } });
+    test.api.patch("flaky", &PatchParams::default(), &Patch::Merge(&break_again)).await.unwrap();
+    wait_for_applies(before + 2).await;
+    let times = starts(&journal);
+    let first_retry = times[before + 1] - times[before];
+    assert!(
+        first_retry >= Duration::from_millis(90) && first_retry <= Duration::from_millis(510),
+        "after a success the first retry waits the base delay again: {first_retry:?}"
+    );
+
+    operator.stop(Duration::from_secs(30)).await;
+    let patch = serde_json::json!({ "metadata": { "finalizers": null } });
+    test.api.patch("flaky", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    test.cleanup().await;
+}

@@ -22,6 +22,7 @@ use kube::runtime::utils::Predicate;
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 
+use crate::backoff::Failures;
 use crate::error::Error;
 use crate::error::Result;
 use crate::events::EmitEvent;
@@ -98,32 +99,40 @@ where
     // A panic in a handler must not take the controller, and every other object, down with
     // it: it becomes an error of that object, reported and retried like any other.
     let mut reconcile = reconcile;
-    let isolated = move |object: Arc<R>, context: Arc<C>| {
-        let label = describe(&*object);
-        let reconciling = AssertUnwindSafe(reconcile(object, context)).catch_unwind();
-        async move {
-            reconciling.await.unwrap_or_else(|payload| {
-                Err(Error::Panicked { object: label, message: panic_message(payload.as_ref()) })
-            })
+    let failures = Arc::new(Failures::default());
+    let isolated = {
+        let failures = Arc::clone(&failures);
+        move |object: Arc<R>, context: Arc<C>| {
+            let label = describe(&*object);
+            let reconciling = AssertUnwindSafe(reconcile(object, context)).catch_unwind();
+            let failures = Arc::clone(&failures);
+            async move {
+                let result = reconciling.await.unwrap_or_else(|payload| {
+                    Err(Error::Panicked { object: label.clone(), message: panic_message(payload.as_ref()) })
+                });
+                if result.is_ok() {
+                    failures.succeeded(&label);
+                }
+                result
+            }
         }
     };
     let report_and_decide = move |object: Arc<R>, error: &Error, context: Arc<C>| {
         publish_failure(&recorder, &object, error);
         error_policy(object, error, context)
     };
-    controller
-        .run(isolated, report_and_decide, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
-                // Already logged by the error policy, with the whole error chain.
-                Err(controller::Error::ReconcilerFailed(_, object)) => {
-                    tracing::debug!(object = %object, "reconcile failed");
-                }
-                Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
+    let running = controller.run(isolated, report_and_decide, context).for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+            // Already logged by the error policy, with the whole error chain.
+            Err(controller::Error::ReconcilerFailed(_, object)) => {
+                tracing::debug!(object = %object, "reconcile failed");
             }
-        })
-        .await;
+            Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
+        }
+    });
+    // The error policy runs while this future is polled, and finds the failure counts here.
+    failures.scope(running).await;
 
     if let Some(task) = signal_task {
         task.abort();

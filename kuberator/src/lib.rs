@@ -25,6 +25,7 @@ mod object;
 mod reconcile;
 mod status;
 
+pub mod backoff;
 pub mod cache;
 pub mod error;
 pub mod events;

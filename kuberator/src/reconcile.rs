@@ -21,6 +21,7 @@ use crate::cache::ProvideApi;
 use crate::controller;
 use crate::error::Error;
 use crate::error::Result;
+use crate::object::describe;
 
 /// How long a failed reconcile waits before it is retried, unless overridden.
 pub const REQUEUE_AFTER_ERROR_SECONDS: u64 = 60;
@@ -116,16 +117,27 @@ where
         context.handle_reconciliation(object).await
     }
 
-    /// What to do after a failed reconcile: [`Context::handle_error`] with
-    /// [`requeue_after_error_seconds`](Reconcile::requeue_after_error_seconds).
+    /// What to do after a failed reconcile: [`Context::handle_error`] with the object's
+    /// next backoff delay ([`crate::backoff`]): [`error_backoff_base`](Reconcile::error_backoff_base)
+    /// doubled per failure in a row, at most
+    /// [`requeue_after_error_seconds`](Reconcile::requeue_after_error_seconds), ±10 %.
     fn error_policy(object: Arc<R>, error: &Error, context: Arc<C>) -> Action {
-        context.handle_error(object, error, Self::requeue_after_error_seconds())
+        let requeue = Self::requeue_after_error_seconds()
+            .map(|cap| crate::backoff::next_delay(&describe(&*object), Self::error_backoff_base(), cap));
+        context.handle_error(object, error, requeue)
     }
 
-    /// How long to wait before retrying a failed reconcile; `None` waits for the next change
-    /// of the object. 60 seconds unless overridden.
+    /// The longest wait before retrying a failed reconcile (retries back off exponentially
+    /// up to it); `None` does not retry, and waits for the next change of the object.
+    /// 60 seconds unless overridden.
     fn requeue_after_error_seconds() -> Option<Duration> {
         Some(Duration::from_secs(REQUEUE_AFTER_ERROR_SECONDS))
+    }
+
+    /// The wait before the first retry of a failed reconcile; each further failure in a row
+    /// doubles it. 1 second unless overridden.
+    fn error_backoff_base() -> Duration {
+        Duration::from_secs(1)
     }
 
     /// The name Events are reported under (`reportingController`): `<kind>-operator` in

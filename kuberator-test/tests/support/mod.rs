@@ -114,6 +114,8 @@ pub struct Journal {
     pub most_at_once: u32,
     /// Errors the error handler saw, as reports.
     pub errors: Vec<String>,
+    /// Per object name: when each apply started.
+    pub apply_starts: HashMap<String, Vec<Instant>>,
     /// When each apply started and ended.
     pub apply_windows: Vec<(String, Instant, Instant)>,
 }
@@ -165,6 +167,7 @@ impl Context<Probe, Repo, StaticApiProvider<Probe>> for ProbeContext {
         self.enter(&name);
         {
             let mut journal = self.journal.lock().unwrap();
+            journal.apply_starts.entry(name.clone()).or_default().push(started);
             journal.applies.entry(name.clone()).or_default().push(probe.metadata.generation.unwrap_or(-1));
             if !probe.finalizers().iter().any(|f| f == FINALIZER) {
                 journal.applies_without_finalizer.push(name.clone());
@@ -225,9 +228,13 @@ impl Reconcile<Probe, ProbeContext, Repo, StaticApiProvider<Probe>> for ProbeRec
         (self.api, self.config, self.context)
     }
 
-    // Fast retries, so the tests see them.
+    // Fast retries, so the tests see them: 100 ms, doubling, at most 1 s.
     fn requeue_after_error_seconds() -> Option<Duration> {
         Some(Duration::from_secs(1))
+    }
+
+    fn error_backoff_base() -> Duration {
+        Duration::from_millis(100)
     }
 }
 

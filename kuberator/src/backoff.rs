@@ -1,0 +1,115 @@
+//! Per-object exponential backoff for failed reconciles.
+//!
+//! # Expected flow
+//!
+//! When a reconcile of an object fails, [`Reconcile::error_policy`](crate::Reconcile::error_policy)
+//! asks [`next_delay`] how long to wait: the first retry waits the base delay
+//! ([`Reconcile::error_backoff_base`](crate::Reconcile::error_backoff_base), 1 s unless
+//! overridden), each further one twice as long, up to the cap
+//! ([`Reconcile::requeue_after_error_seconds`](crate::Reconcile::requeue_after_error_seconds),
+//! 60 s unless overridden). Every delay is spread by ±10 % so that objects that failed
+//! together do not retry together. A successful reconcile of the object starts it over.
+//!
+//! # Guarantees
+//!
+//! - Each object backs off on its own: a failing object does not slow down the others.
+//! - The count lives with the running controller: a restarted operator starts every object
+//!   at the base delay again.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+tokio::task_local! {
+    static FAILURES: Arc<Failures>;
+}
+
+/// How many times in a row each object's reconcile failed, for one running controller.
+#[derive(Debug, Default)]
+pub(crate) struct Failures {
+    counts: DashMap<String, u32>,
+}
+
+impl Failures {
+    /// Runs `future` (a controller) with this count available to its error policy.
+    pub(crate) async fn scope<F: std::future::Future>(self: Arc<Self>, future: F) -> F::Output {
+        FAILURES.scope(self, future).await
+    }
+
+    /// Forgets the failures of `object` after it reconciled.
+    pub(crate) fn succeeded(&self, object: &str) {
+        self.counts.remove(object);
+    }
+
+    fn failed(&self, object: &str) -> u32 {
+        let mut count = self.counts.entry(object.to_owned()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+}
+
+/// The delay before retrying `object` (named `Kind namespace/name`), which just failed:
+/// `base` doubled per failure in a row, at most `cap`, ±10 %. Outside a running controller
+/// (in a unit test, say) it is `cap`.
+pub fn next_delay(object: &str, base: Duration, cap: Duration) -> Duration {
+    let Ok(failures) = FAILURES.try_with(|failures| failures.failed(object)) else {
+        return cap;
+    };
+    let exponent = failures.saturating_sub(1).min(31);
+    let delay = base.saturating_mul(1_u32 << exponent).min(cap);
+    jitter(delay, object, failures)
+}
+
+/// `delay` spread uniformly over ±10 %.
+fn jitter(delay: Duration, object: &str, failures: u32) -> Duration {
+    let random = RandomState::new().hash_one((object, failures));
+    // A factor in [0.9, 1.1).
+    let factor = 0.9 + (random % 2001) as f64 / 10_000.0;
+    delay.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delays_double_up_to_the_cap_and_start_over_after_a_success() {
+        let failures = Arc::new(Failures::default());
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(10);
+        let delays = Arc::clone(&failures)
+            .scope(async {
+                let mut delays: Vec<Duration> = (0..6).map(|_| next_delay("Probe ns/a", base, cap)).collect();
+                // Another object has its own count.
+                delays.push(next_delay("Probe ns/b", base, cap));
+                failures.succeeded("Probe ns/a");
+                delays.push(next_delay("Probe ns/a", base, cap));
+                delays
+            })
+            .await;
+        let expected = [1, 2, 4, 8, 10, 10, 1, 1];
+        for (delay, expected) in delays.iter().zip(expected) {
+            let expected = Duration::from_secs(expected);
+            assert!(
+                *delay >= expected.mul_f64(0.9) && *delay < expected.mul_f64(1.1),
+                "{delay:?} is not {expected:?} ±10 %: {delays:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn outside_a_controller_the_delay_is_the_cap() {
+        assert_eq!(next_delay("x", Duration::from_secs(1), Duration::from_secs(7)), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn jitter_spreads_delays() {
+        let spread: std::collections::HashSet<Duration> =
+            (0..50).map(|i| jitter(Duration::from_secs(10), "x", i)).collect();
+        assert!(spread.len() > 40, "jitter varies: {}", spread.len());
+        assert!(spread.iter().all(|d| *d >= Duration::from_secs(9) && *d < Duration::from_secs(11)));
+    }
+}
