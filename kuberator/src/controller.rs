@@ -23,6 +23,8 @@ use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 
 use crate::backoff::Failures;
+use crate::decode::DecodeFailures;
+use crate::decode::decoded_watch;
 use crate::error::Error;
 use crate::error::Result;
 use crate::events::EmitEvent;
@@ -44,8 +46,9 @@ pub(crate) struct Settings<R, C, G, Rec, Pol> {
 
 /// Runs a controller until its shutdown future completes.
 ///
-/// Objects come from a watch filtered to generation and finalizer changes, so status writes
-/// do not trigger reconciles; requeues bypass the filter.
+/// Objects come from a watch that decodes each object on its own (see [`crate::decode`]),
+/// filtered to generation and finalizer changes, so status writes do not trigger
+/// reconciles; requeues bypass the filter.
 pub(crate) async fn drive<R, C, G, Rec, RecFut, Pol>(settings: Settings<R, C, G, Rec, Pol>)
 where
     R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -69,8 +72,8 @@ where
     let recorder = EventRecorder::new(api.clone().into_client(), controller_name);
 
     let (reader, writer) = reflector::store();
-    let changes = watcher(api, watcher_config)
-        .default_backoff()
+    let undecodable = Arc::new(DecodeFailures::default());
+    let changes = decoded_watch(&api, watcher_config, recorder.clone(), undecodable)
         .reflect(writer)
         .touched_objects()
         .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());

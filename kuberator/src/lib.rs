@@ -20,6 +20,7 @@
 
 mod context;
 mod controller;
+mod decode;
 mod finalize;
 mod object;
 mod reconcile;

@@ -49,6 +49,37 @@ impl EventRecorder {
     }
 }
 
+impl EventRecorder {
+    /// Publishes an Event about the object `reference` names, for objects that exist only as
+    /// a reference (one that does not decode, say).
+    pub(crate) async fn publish_to(
+        &self,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        note: &str,
+    ) -> Result<()> {
+        let published = Event {
+            type_,
+            reason: truncate(reason, REASON_LIMIT).into_owned(),
+            note: Some(truncate(note, NOTE_LIMIT).into_owned()),
+            action: truncate(reason, REASON_LIMIT).into_owned(),
+            secondary: None,
+        };
+        let object = format!(
+            "{} {}/{}",
+            reference.kind.as_deref().unwrap_or_default(),
+            reference.namespace.as_deref().unwrap_or_default(),
+            reference.name.as_deref().unwrap_or_default()
+        );
+        self.recorder.publish(&published, &reference).await.map_err(|source| Error::PublishEvent {
+            object,
+            reason: reason.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}
+
 #[async_trait]
 impl EmitEvent for EventRecorder {
     async fn try_emit<K, R>(&self, object: &K, event: EventData<R>) -> Result<()>

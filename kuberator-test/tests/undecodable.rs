@@ -1,0 +1,105 @@
+//! An object that does not decode must not stall the controller. This binary relaxes the
+//! Probe CRD's schema (so the API server accepts a `spec.message` that is a number), which
+//! is why it runs on a control plane of its own.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+use kube::Api;
+use kube::CustomResourceExt;
+use kube::ResourceExt;
+use kube::api::ApiResource;
+use kube::api::DynamicObject;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kube::api::PostParams;
+use kuberator::Reconcile;
+use kuberator_test::Background;
+use kuberator_test::ControlPlane;
+use kuberator_test::events_for;
+use support::Probe;
+use support::ProbeSpec;
+use support::wait_observed;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_does_not_decode_is_reported_and_the_others_go_on() {
+    kuberator_test::init_tracing();
+    let control_plane =
+        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
+    let client = control_plane.client().await.unwrap();
+
+    // The Probe CRD, with a spec the API server does not check: schema drift, as when a
+    // newer CRD version is installed under an older operator.
+    let mut crd = Probe::crd();
+    let schema = crd.spec.versions[0].schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+    schema.properties.as_mut().unwrap().insert(
+        "spec".into(),
+        JSONSchemaProps {
+            type_: Some("object".into()),
+            x_kubernetes_preserve_unknown_fields: Some(true),
+            ..JSONSchemaProps::default()
+        },
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(&crd.name_any(), &PatchParams::apply("undecodable-test").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap();
+    kuberator_test::wait_for(&crds, &crd.name_any(), Duration::from_secs(30), "the CRD", |crd| {
+        crd.and_then(|crd| crd.status.as_ref()?.conditions.as_ref()).is_some_and(|conditions| {
+            conditions.iter().any(|c| c.type_ == "Established" && c.status == "True")
+        })
+    })
+    .await
+    .unwrap();
+
+    let namespace = kuberator_test::test_namespace(&client, "undecodable").await.unwrap();
+    let test = support::Setup {
+        client: client.clone(),
+        namespace: namespace.clone(),
+        api: Api::namespaced(client.clone(), &namespace),
+    };
+    let (reconciler, journal) = test.operator();
+    let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
+
+    // Written through the dynamic API: `message` is a number, the operator's type wants a string.
+    let resource = ApiResource::erase::<Probe>(&());
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+    let mut bad = DynamicObject::new("drifted", &resource);
+    bad.data = serde_json::json!({ "spec": { "message": 42 } });
+    let bad = dynamic.create(&PostParams::default(), &bad).await.unwrap();
+    let mut bad_as_probe = Probe::new("drifted", ProbeSpec::default());
+    bad_as_probe.metadata = bad.metadata.clone();
+
+    test.create("fine", ProbeSpec { message: "still works".into(), ..ProbeSpec::default() }).await;
+    let fine = wait_observed(&test.api, "fine").await;
+    assert_eq!(fine.status.unwrap().message.as_deref(), Some("still works"));
+
+    // Reported once, as a Warning Event on the object, with the decode error.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let warning = loop {
+        let events = events_for(&client, &bad_as_probe).await.unwrap();
+        if let Some(event) = events.into_iter().find(|e| e.reason.as_deref() == Some("DecodeFailed")) {
+            break event;
+        }
+        assert!(std::time::Instant::now() < deadline, "no DecodeFailed event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.unwrap();
+    assert!(note.starts_with(&format!("Probe {namespace}/drifted does not match")), "{note}");
+    assert!(note.contains("invalid type: integer `42`, expected a string"), "{note}");
+    assert!(!journal.lock().unwrap().applies.contains_key("drifted"), "it was never handed to a handler");
+    assert!(dynamic.get("drifted").await.unwrap().finalizers().is_empty(), "nor given our finalizer");
+
+    // Fixed, it is reconciled like any other.
+    let fix = serde_json::json!({ "spec": { "message": "fixed" } });
+    dynamic.patch("drifted", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
+    let fixed = wait_observed(&test.api, "drifted").await;
+    assert_eq!(fixed.status.unwrap().message.as_deref(), Some("fixed"));
+
+    operator.stop(Duration::from_secs(30)).await;
+    test.cleanup().await;
+}

@@ -1,0 +1,123 @@
+//! A watch that decodes each object on its own, so one object that does not fit the type
+//! (schema drift, a field of the wrong type) cannot stall the controller.
+//!
+//! kube's typed watcher decodes a whole list page at once: a single undecodable object
+//! fails the list, the watcher retries it with backoff, and no object of the kind is
+//! reconciled any more. Here the watch runs on [`DynamicObject`]s and each one is decoded
+//! into `R` by itself. One that fails is left out (it is never reconciled, and never has
+//! its finalizer removed by us), logged as an error with its `namespace/name` and the serde
+//! error, and reported once per resource version as a `DecodeFailed` Warning Event
+//! on the object. Every other object goes on as before.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+
+use futures::Stream;
+use futures::StreamExt as _;
+use futures::future::ready;
+use kube::Api;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::api::ApiResource;
+use kube::api::DynamicObject;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+
+use crate::events::EventRecorder;
+
+/// The object versions (uid, resourceVersion) already reported as undecodable.
+#[derive(Debug, Default)]
+pub(crate) struct DecodeFailures {
+    reported: Mutex<HashSet<(String, String)>>,
+}
+
+/// Watches what `api` watches, decoding every object into `R` on its own.
+pub(crate) fn decoded_watch<R>(
+    api: &Api<R>,
+    config: watcher::Config,
+    recorder: EventRecorder,
+    failures: Arc<DecodeFailures>,
+) -> impl Stream<Item = Result<watcher::Event<R>, watcher::Error>> + Send + 'static
+where
+    R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    R::DynamicType: Default,
+{
+    let resource = ApiResource::erase::<R>(&R::DynamicType::default());
+    let client = api.clone().into_client();
+    let dynamic: Api<DynamicObject> = match api.namespace() {
+        Some(namespace) => Api::namespaced_with(client, namespace, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    watcher(dynamic, config).default_backoff().filter_map(move |event| {
+        let decoded = match event {
+            Ok(event) => decode_event::<R>(event, &resource, &recorder, &failures).map(Ok),
+            Err(error) => Some(Err(error)),
+        };
+        ready(decoded)
+    })
+}
+
+fn decode_event<R>(
+    event: watcher::Event<DynamicObject>,
+    resource: &ApiResource,
+    recorder: &EventRecorder,
+    failures: &Arc<DecodeFailures>,
+) -> Option<watcher::Event<R>>
+where
+    R: Resource + DeserializeOwned,
+    R::DynamicType: Default,
+{
+    let decode_or_report = |object: DynamicObject| match decode::<R>(&object) {
+        Ok(decoded) => Some(decoded),
+        Err(error) => {
+            report(&object, &error, resource, recorder, failures);
+            None
+        }
+    };
+    match event {
+        watcher::Event::Apply(object) => decode_or_report(object).map(watcher::Event::Apply),
+        watcher::Event::InitApply(object) => decode_or_report(object).map(watcher::Event::InitApply),
+        // An undecodable object that is gone needs no report.
+        watcher::Event::Delete(object) => decode::<R>(&object).ok().map(watcher::Event::Delete),
+        watcher::Event::Init => Some(watcher::Event::Init),
+        watcher::Event::InitDone => Some(watcher::Event::InitDone),
+    }
+}
+
+fn decode<R: DeserializeOwned>(object: &DynamicObject) -> Result<R, serde_json::Error> {
+    serde_json::to_value(object).and_then(serde_json::from_value)
+}
+
+fn report(
+    object: &DynamicObject,
+    error: &serde_json::Error,
+    resource: &ApiResource,
+    recorder: &EventRecorder,
+    failures: &Arc<DecodeFailures>,
+) {
+    let label = match object.namespace() {
+        Some(namespace) => format!("{} {namespace}/{}", resource.kind, object.name_any()),
+        None => format!("{} {}", resource.kind, object.name_any()),
+    };
+    let version = (object.uid().unwrap_or_default(), object.resource_version().unwrap_or_default());
+    let first = failures.reported.lock().unwrap_or_else(PoisonError::into_inner).insert(version);
+    if !first {
+        return;
+    }
+    tracing::error!(object = %label, error = %error, "object does not decode; it is skipped until it is fixed");
+    let note = format!(
+        "{label} does not match the operator's type and is not reconciled until it is fixed: {error}"
+    );
+    let reference = object.object_ref(resource);
+    let recorder = recorder.clone();
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish_to(reference, EventType::Warning, "DecodeFailed", &note).await {
+            tracing::warn!(object = %label, error = %error.report(), "could not publish event");
+        }
+    });
+}
