@@ -110,3 +110,44 @@ async fn failing_objects_back_off_exponentially_and_start_over_after_a_success()
     test.api.patch("flaky", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     test.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_error_is_reported_once_and_waits_for_a_change() {
+    use kube::api::Patch;
+    use kube::api::PatchParams;
+
+    let test = setup("terminal").await;
+    let (reconciler, journal) = test.operator();
+    let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
+    let applies = |journal: &std::sync::Mutex<support::Journal>| {
+        journal.lock().unwrap().applies.get("hopeless").map_or(0, Vec::len)
+    };
+
+    let spec =
+        ProbeSpec { terminal: Some("size 500 is over the quota of 100".into()), ..ProbeSpec::default() };
+    let probe = test.create("hopeless", spec).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let warning = loop {
+        let events = events_for(&test.client, &probe).await.unwrap();
+        if let Some(event) = events.into_iter().find(|e| e.reason.as_deref() == Some("ApplyFailed")) {
+            break event;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ApplyFailed event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(warning.note.unwrap().ends_with("size 500 is over the quota of 100"));
+
+    // With a 100 ms backoff base, an ordinary error would have been retried many times by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(applies(&journal), 1, "a terminal error is not retried");
+
+    // A change of the object is tried again.
+    let fix = serde_json::json!({ "spec": { "terminal": null, "message": "smaller" } });
+    test.api.patch("hopeless", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
+    let fixed = wait_observed(&test.api, "hopeless").await;
+    assert_eq!(fixed.status.unwrap().message.as_deref(), Some("smaller"));
+    assert_eq!(applies(&journal), 2);
+
+    operator.stop(Duration::from_secs(30)).await;
+    test.cleanup().await;
+}

@@ -31,6 +31,11 @@ pub enum Error {
     #[error(transparent)]
     Anyhow(anyhow::Error),
 
+    /// An error that retrying cannot fix (an invalid spec, say): reported like any other,
+    /// but the object is not retried until it changes. Build it with [`Error::terminal`].
+    #[error("{0}")]
+    Terminal(#[source] anyhow::Error),
+
     /// A call to the Kubernetes API failed.
     ///
     /// API errors are boxed here and below so that `Error`, and every `Result` that carries
@@ -199,6 +204,32 @@ impl Error {
         report(self)
     }
 
+    /// An error that retrying cannot fix: the object is not retried until it changes.
+    ///
+    /// ```
+    /// # use kube::runtime::controller::Action;
+    /// fn check(size: u32) -> kuberator::Result<Action> {
+    ///     if size > 100 {
+    ///         return Err(kuberator::Error::terminal(anyhow::anyhow!("size {size} is over the quota of 100")));
+    ///     }
+    ///     Ok(Action::await_change())
+    /// }
+    /// assert!(check(500).unwrap_err().is_terminal());
+    /// ```
+    pub fn terminal(error: impl Into<anyhow::Error>) -> Self {
+        Error::Terminal(error.into())
+    }
+
+    /// Whether this error, or the handler error it wraps, is [terminal](Error::terminal).
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        match self {
+            Error::Terminal(_) => true,
+            Error::ApplyFailed { source, .. } | Error::CleanupFailed { source, .. } => source.is_terminal(),
+            _ => false,
+        }
+    }
+
     /// Whether this error came from the user's `handle_apply` or `handle_cleanup` rather than
     /// from Kuberator or the API server.
     #[must_use]
@@ -290,6 +321,17 @@ mod tests {
         assert!(message.contains("`team-b`"), "{message}");
         assert!(message.contains("default, production"), "{message}");
         assert!(message.contains("CachingStrategy::Adhoc"), "{message}");
+    }
+
+    #[test]
+    fn terminal_errors_are_recognized_through_the_handler_wrapper() {
+        let error = Error::ApplyFailed {
+            object: "MyCrd default/demo".into(),
+            source: Box::new(Error::terminal(anyhow::anyhow!("size 500 is over the quota"))),
+        };
+        assert!(error.is_terminal());
+        assert_eq!(error.report(), "handle_apply failed for MyCrd default/demo: size 500 is over the quota");
+        assert!(!Error::Anyhow(anyhow::anyhow!("flaky")).is_terminal());
     }
 
     #[test]

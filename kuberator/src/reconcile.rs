@@ -121,7 +121,12 @@ where
     /// next backoff delay ([`crate::backoff`]): [`error_backoff_base`](Reconcile::error_backoff_base)
     /// doubled per failure in a row, at most
     /// [`requeue_after_error_seconds`](Reconcile::requeue_after_error_seconds), ±10 %.
+    /// A [terminal](Error::terminal) error is not retried: the object waits for its next
+    /// change.
     fn error_policy(object: Arc<R>, error: &Error, context: Arc<C>) -> Action {
+        if error.is_terminal() {
+            return context.handle_error(object, error, None);
+        }
         let requeue = Self::requeue_after_error_seconds()
             .map(|cap| crate::backoff::next_delay(&describe(&*object), Self::error_backoff_base(), cap));
         context.handle_error(object, error, requeue)

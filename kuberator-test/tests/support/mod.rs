@@ -53,6 +53,9 @@ pub struct ProbeSpec {
     /// `handle_apply` sleeps this long.
     #[serde(default)]
     pub apply_millis: u64,
+    /// `handle_apply` fails with a terminal error with this message.
+    #[serde(default)]
+    pub terminal: Option<String>,
     /// `handle_apply` panics with this message.
     #[serde(default)]
     pub panic_apply: Option<String>,
@@ -174,6 +177,10 @@ impl Context<Probe, Repo, StaticApiProvider<Probe>> for ProbeContext {
             }
         }
         tokio::time::sleep(Duration::from_millis(probe.spec.apply_millis)).await;
+        if let Some(reason) = &probe.spec.terminal {
+            self.leave(&name);
+            return Err(Error::terminal(anyhow::anyhow!("{reason}")));
+        }
         let result = match &probe.spec.fail_apply {
             Some(reason) => {
                 let error = ProbeError(reason.clone());
