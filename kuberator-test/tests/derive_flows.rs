@@ -69,17 +69,7 @@ impl DerivedProbe {
     }
 
     async fn handle_cleanup(&self, probe: Arc<Probe>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
-        let name = probe.name_any();
-        let attempt = {
-            let mut journal = self.journal.lock().unwrap();
-            let count = journal.cleanups.entry(name.clone()).or_default();
-            *count += 1;
-            *count
-        };
-        if attempt <= probe.spec.fail_cleanup_times {
-            return Err(anyhow::anyhow!("cleanup attempt {attempt} of {name} failed on purpose").into());
-        }
-        Ok(Action::await_change())
+        support::cleanup(&self.journal, &probe)
     }
 }
 

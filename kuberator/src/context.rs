@@ -78,15 +78,7 @@ where
     ///
     /// What [`Finalize::finalize`](crate::Finalize::finalize) returns.
     async fn handle_reconciliation(&self, object: Arc<R>) -> Result<Action> {
-        let repository = self.k8s_repository();
-        repository
-            .finalize(self.finalizer(), object, |event| async move {
-                match event {
-                    Event::Apply(object) => self.handle_apply(object).await,
-                    Event::Cleanup(object) => self.handle_cleanup(object).await,
-                }
-            })
-            .await
+        finalize_with_handlers(self, object).await
     }
 
     /// Decides what happens after a failed reconcile: logs the error with the object, and
@@ -100,4 +92,32 @@ where
         );
         requeue.map_or_else(Action::await_change, Action::requeue)
     }
+}
+
+/// The finalizer flow of `context` around its two handlers: what
+/// [`Context::handle_reconciliation`] does unless overridden, for overrides that add to it.
+pub(crate) async fn finalize_with_handlers<R, F, P, C>(context: &C, object: Arc<R>) -> Result<Action>
+where
+    R: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    R::DynamicType: Default,
+    F: Finalize<R, P>,
+    P: ProvideApi<R>,
+    C: Context<R, F, P> + ?Sized,
+{
+    let repository = context.k8s_repository();
+    repository
+        .finalize(context.finalizer(), object, |event| async move {
+            match event {
+                Event::Apply(object) => context.handle_apply(object).await,
+                Event::Cleanup(object) => context.handle_cleanup(object).await,
+            }
+        })
+        .await
 }

@@ -204,17 +204,7 @@ impl Context<Probe, Repo, StaticApiProvider<Probe>> for ProbeContext {
     }
 
     async fn handle_cleanup(&self, probe: Arc<Probe>) -> kuberator::Result<Action> {
-        let name = probe.name_any();
-        let attempt = {
-            let mut journal = self.journal.lock().unwrap();
-            let count = journal.cleanups.entry(name.clone()).or_default();
-            *count += 1;
-            *count
-        };
-        if attempt <= probe.spec.fail_cleanup_times {
-            return Err(anyhow::anyhow!("cleanup attempt {attempt} of {name} failed on purpose").into());
-        }
-        Ok(Action::await_change())
+        cleanup(&self.journal, &probe)
     }
 
     fn handle_error(&self, probe: Arc<Probe>, error: &Error, requeue: Option<Duration>) -> Action {
@@ -323,4 +313,20 @@ pub async fn wait_observed(api: &Api<Probe>, name: &str) -> Probe {
     .await
     .unwrap()
     .unwrap()
+}
+
+/// What both Probe operators do on cleanup: count the attempt, and fail as often as the
+/// spec says.
+pub fn cleanup(journal: &Mutex<Journal>, probe: &Probe) -> kuberator::Result<Action> {
+    let name = probe.name_any();
+    let attempt = {
+        let mut journal = journal.lock().unwrap();
+        let count = journal.cleanups.entry(name.clone()).or_default();
+        *count += 1;
+        *count
+    };
+    if attempt <= probe.spec.fail_cleanup_times {
+        return Err(anyhow::anyhow!("cleanup attempt {attempt} of {name} failed on purpose").into());
+    }
+    Ok(Action::await_change())
 }

@@ -164,15 +164,7 @@ impl<O: Operator> Context<O::Resource, O::Repository, StaticApiProvider<O::Resou
             tracing::debug!(object = %crate::object::describe(&*object), "not in a watched namespace; ignored");
             return Ok(Action::await_change());
         }
-        let repository = self.k8s_repository();
-        repository
-            .finalize(self.finalizer(), object, |event| async move {
-                match event {
-                    kube::runtime::finalizer::Event::Apply(object) => self.handle_apply(object).await,
-                    kube::runtime::finalizer::Event::Cleanup(object) => self.handle_cleanup(object).await,
-                }
-            })
-            .await
+        crate::context::finalize_with_handlers(self, object).await
     }
 }
 
