@@ -38,14 +38,22 @@ impl ::kuberator::operator::Operator for EchoOperator {
 }
 #[automatically_derived]
 impl EchoOperator {
-    /// Runs this operator until SIGINT or SIGTERM: connects to the cluster in
-    /// `KUBECONFIG` (or in-cluster), logs as `RUST_LOG` says, and reconciles.
-    /// `crd` as the first argument prints the CRD instead.
+    /// Runs this operator as a program: `run` (the default) reconciles until SIGINT
+    /// or SIGTERM; `crd`, `rbac` and `manifests` print what it needs in a cluster;
+    /// `--help` lists the flags.
     ///
     /// # Errors
     ///
     /// When no cluster can be reached.
     pub async fn run(self) -> ::kuberator::__private::anyhow::Result<()> {
-        ::kuberator::operator::run(self).await
+        let program = ::kuberator::operator::Program {
+            name: match ::std::option_env!("CARGO_BIN_NAME") {
+                ::std::option::Option::Some(name) => name,
+                ::std::option::Option::None => ::std::env!("CARGO_PKG_NAME"),
+            },
+            version: ::std::env!("CARGO_PKG_VERSION"),
+            about: ::std::env!("CARGO_PKG_DESCRIPTION"),
+        };
+        ::kuberator::operator::run(self, program).await
     }
 }

@@ -206,7 +206,15 @@ impl<O: Operator> OperatorReconciler<O> {
     where
         G: std::future::Future<Output = ()> + Send + 'static,
     {
-        let concurrency = O::config().concurrency;
+        self.start_with(O::config().concurrency, shutdown).await;
+    }
+
+    /// Runs the controller with up to `concurrency` reconciles at a time (`None`: no limit)
+    /// until `shutdown` completes.
+    pub async fn start_with<G>(self, concurrency: Option<usize>, shutdown: Option<G>)
+    where
+        G: std::future::Future<Output = ()> + Send + 'static,
+    {
         self.start_concurrent(concurrency, shutdown).await;
     }
 }

@@ -4,9 +4,9 @@
 //!
 //! The derive implements [`Operator`] for your struct from its `#[kuberator(...)]`
 //! attribute and your inherent `handle_apply` / `handle_cleanup` methods, and gives the
-//! struct an inherent `run()`. `run()` reads the command line (`crd` prints the CRD), sets
-//! up logging, connects to the cluster in `KUBECONFIG` (or in-cluster), and runs the
-//! controller until SIGINT or SIGTERM.
+//! struct an inherent `run()`. `run()` reads the command line ([`run()`]: `crd`, `rbac` and
+//! `manifests` print what the operator needs in a cluster), sets up logging, connects to the
+//! cluster in `KUBECONFIG` (or in-cluster), and runs the controller until SIGINT or SIGTERM.
 //!
 //! Handlers get a [`Ctx`]: status writes, Events, the client and the repository are one
 //! call away.
@@ -30,6 +30,7 @@
 //! [`OperatorReconciler::context`] the [`Context`](crate::Context).
 
 mod context;
+pub mod manifests;
 mod run;
 
 use std::fmt::Debug;
@@ -48,6 +49,7 @@ use serde::de::DeserializeOwned;
 pub use self::context::Ctx;
 pub use self::context::OperatorContext;
 pub use self::context::OperatorReconciler;
+pub use self::run::Program;
 pub use self::run::run;
 use crate::Finalize;
 use crate::cache::CachingStrategy;

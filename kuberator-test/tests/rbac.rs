@@ -1,0 +1,117 @@
+//! The RBAC that a derived operator's `rbac` subcommand prints is enough, and a missing
+//! rule fails with a message that names it: run against the real control plane as a
+//! ServiceAccount that holds exactly those rules. This binary uses a fixed namespace (the derive's namespaces are literals),
+//! so it runs on a control plane of its own.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::Api;
+use kube::ResourceExt;
+use kube::api::DeleteParams;
+use kube::api::ObjectMeta;
+use kube::api::PostParams;
+use kuberator::operator::Operator as _;
+use kuberator::prelude::*;
+use kuberator_test::Background;
+use kuberator_test::ControlPlane;
+use kuberator_test::events_for;
+use kuberator_test::wait_for;
+use support::Probe;
+use support::ProbeSpec;
+use support::ProbeStatus;
+
+const NAMESPACE: &str = "rbac-probe";
+
+#[derive(Operator)]
+#[kuberator(resource = Probe, finalizer = "probes.test.kuberator.dev/finalizer", namespaces = ["rbac-probe"])]
+struct LeastPrivilege;
+
+impl LeastPrivilege {
+    async fn handle_apply(&self, probe: Arc<Probe>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        let status = ProbeStatus { message: Some(probe.spec.message.clone()), ..ProbeStatus::default() };
+        ctx.update_status(&probe, status).await?;
+        ctx.emit(&probe, EventData::normal("Applied", "applied")).await;
+        Ok(Action::await_change())
+    }
+
+    async fn handle_cleanup(&self, _probe: Arc<Probe>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_rbac_is_enough_and_a_missing_rule_is_named() {
+    kuberator_test::init_tracing();
+    let control_plane =
+        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
+    let admin = control_plane.client().await.unwrap();
+    kuberator_test::install_crd::<Probe>(&admin).await.unwrap();
+    let namespace = Namespace {
+        metadata: ObjectMeta { name: Some(NAMESPACE.into()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(admin.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+
+    // What `rbac --namespace rbac-probe` prints: a Role and a RoleBinding to the
+    // ServiceAccount `probe-operator`.
+    let config = LeastPrivilege::config();
+    let objects = kuberator::operator::manifests::rbac::<Probe>(&config, NAMESPACE);
+    let role: Role = serde_json::from_value(objects[0].clone()).unwrap();
+    let binding: RoleBinding = serde_json::from_value(objects[1].clone()).unwrap();
+    let roles: Api<Role> = Api::namespaced(admin.clone(), NAMESPACE);
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), NAMESPACE)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    // The operator's client is that ServiceAccount and nothing more.
+    let mut operator_config = control_plane.config().await.unwrap();
+    operator_config.auth_info.impersonate =
+        Some(format!("system:serviceaccount:{NAMESPACE}:{}", config.controller_name));
+    let operator_client = kube::Client::try_from(operator_config).unwrap();
+    let operator = Background::spawn(|shutdown| {
+        LeastPrivilege.into_reconciler(operator_client).start_configured(Some(shutdown))
+    });
+
+    let probes: Api<Probe> = Api::namespaced(admin.clone(), NAMESPACE);
+    let create = |name: &str| {
+        Probe::new(name, ProbeSpec { message: "least privilege".into(), ..ProbeSpec::default() })
+    };
+    probes.create(&PostParams::default(), &create("allowed")).await.unwrap();
+    let allowed = support::wait_observed(&probes, "allowed").await;
+    assert_eq!(allowed.finalizers(), [support::FINALIZER]);
+    let events = events_for(&admin, &allowed).await.unwrap();
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("Applied")), "{events:#?}");
+    probes.delete("allowed", &DeleteParams::default()).await.unwrap();
+    wait_for(&probes, "allowed", Duration::from_secs(30), "allowed to be deleted", |p| p.is_none())
+        .await
+        .unwrap();
+
+    // Without the status rule, the failure says which permission is missing.
+    let mut reduced = roles.get(&role.name_any()).await.unwrap();
+    reduced.rules.as_mut().unwrap().retain(|rule| rule.resources != Some(vec!["probes/status".into()]));
+    roles.replace(&role.name_any(), &PostParams::default(), &reduced).await.unwrap();
+    probes.create(&PostParams::default(), &create("refused")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let note = loop {
+        let refused = probes.get("refused").await.unwrap();
+        let events = events_for(&admin, &refused).await.unwrap();
+        if let Some(note) =
+            events.into_iter().find(|e| e.reason.as_deref() == Some("ApplyFailed")).and_then(|e| e.note)
+        {
+            break note;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ApplyFailed event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(note.contains(&format!("could not update the status of Probe {NAMESPACE}/refused")), "{note}");
+    assert!(note.contains("cannot patch resource \"probes/status\""), "{note}");
+
+    operator.stop(Duration::from_secs(30)).await;
+}
