@@ -31,6 +31,7 @@ use crate::events::EmitEvent;
 use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::object::describe;
+use crate::telemetry::ControllerMetrics;
 
 /// Everything [`drive`] needs.
 pub(crate) struct Settings<R, C, G, Rec, Pol> {
@@ -69,11 +70,12 @@ where
         reconcile,
         error_policy,
     } = settings;
+    let telemetry = ControllerMetrics::new(&controller_name);
     let recorder = EventRecorder::new(api.clone().into_client(), controller_name);
 
     let (reader, writer) = reflector::store();
     let undecodable = Arc::new(DecodeFailures::default());
-    let changes = decoded_watch(&api, watcher_config, recorder.clone(), undecodable)
+    let changes = decoded_watch(&api, watcher_config, recorder.clone(), undecodable, telemetry.clone())
         .reflect(writer)
         .touched_objects()
         .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
@@ -105,14 +107,19 @@ where
     let failures = Arc::new(Failures::default());
     let isolated = {
         let failures = Arc::clone(&failures);
+        let telemetry = telemetry.clone();
         move |object: Arc<R>, context: Arc<C>| {
             let label = describe(&*object);
             let reconciling = AssertUnwindSafe(reconcile(object, context)).catch_unwind();
             let failures = Arc::clone(&failures);
+            let telemetry = telemetry.clone();
             async move {
+                telemetry.started();
+                let started = std::time::Instant::now();
                 let result = reconciling.await.unwrap_or_else(|payload| {
                     Err(Error::Panicked { object: label.clone(), message: panic_message(payload.as_ref()) })
                 });
+                telemetry.finished(started.elapsed(), result.is_ok());
                 if result.is_ok() {
                     failures.succeeded(&label);
                 }
@@ -121,6 +128,7 @@ where
         }
     };
     let report_and_decide = move |object: Arc<R>, error: &Error, context: Arc<C>| {
+        telemetry.failed(error);
         publish_failure(&recorder, &object, error);
         error_policy(object, error, context)
     };

@@ -6,7 +6,7 @@
 //! reconciled any more. Here the watch runs on [`DynamicObject`]s and each one is decoded
 //! into `R` by itself. One that fails is left out (it is never reconciled, and never has
 //! its finalizer removed by us), logged as an error with its `namespace/name` and the serde
-//! error, and reported once per resource version as a `DecodeFailed` Warning Event
+//! error, counted in `kuberator_undecodable_objects_total`, and reported once per resource version as a `DecodeFailed` Warning Event
 //! on the object. Every other object goes on as before.
 
 use std::collections::HashSet;
@@ -29,6 +29,7 @@ use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 
 use crate::events::EventRecorder;
+use crate::telemetry::ControllerMetrics;
 
 /// The object versions (uid, resourceVersion) already reported as undecodable.
 #[derive(Debug, Default)]
@@ -42,6 +43,7 @@ pub(crate) fn decoded_watch<R>(
     config: watcher::Config,
     recorder: EventRecorder,
     failures: Arc<DecodeFailures>,
+    telemetry: ControllerMetrics,
 ) -> impl Stream<Item = Result<watcher::Event<R>, watcher::Error>> + Send + 'static
 where
     R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -55,7 +57,12 @@ where
     };
     watcher(dynamic, config).default_backoff().filter_map(move |event| {
         let decoded = match event {
-            Ok(event) => decode_event::<R>(event, &resource, &recorder, &failures).map(Ok),
+            Ok(event) => {
+                if matches!(event, watcher::Event::InitDone) {
+                    telemetry.synced();
+                }
+                decode_event::<R>(event, &resource, &recorder, &failures, &telemetry).map(Ok)
+            }
             Err(error) => Some(Err(error)),
         };
         ready(decoded)
@@ -67,6 +74,7 @@ fn decode_event<R>(
     resource: &ApiResource,
     recorder: &EventRecorder,
     failures: &Arc<DecodeFailures>,
+    telemetry: &ControllerMetrics,
 ) -> Option<watcher::Event<R>>
 where
     R: Resource + DeserializeOwned,
@@ -75,7 +83,7 @@ where
     let decode_or_report = |object: DynamicObject| match decode::<R>(&object) {
         Ok(decoded) => Some(decoded),
         Err(error) => {
-            report(&object, &error, resource, recorder, failures);
+            report(&object, &error, resource, recorder, failures, telemetry);
             None
         }
     };
@@ -99,6 +107,7 @@ fn report(
     resource: &ApiResource,
     recorder: &EventRecorder,
     failures: &Arc<DecodeFailures>,
+    telemetry: &ControllerMetrics,
 ) {
     let label = match object.namespace() {
         Some(namespace) => format!("{} {namespace}/{}", resource.kind, object.name_any()),
@@ -109,6 +118,7 @@ fn report(
     if !first {
         return;
     }
+    telemetry.undecodable();
     tracing::error!(object = %label, error = %error, "object does not decode; it is skipped until it is fixed");
     let note = format!(
         "{label} does not match the operator's type and is not reconciled until it is fixed: {error}"

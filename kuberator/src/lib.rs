@@ -33,6 +33,7 @@ pub mod events;
 pub mod k8s;
 pub mod operator;
 pub mod shutdown;
+pub mod telemetry;
 
 pub use crate::context::Context;
 pub use crate::error::Error;

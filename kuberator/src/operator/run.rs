@@ -36,6 +36,10 @@ struct Cli {
     #[arg(long, env = "KUBERATOR_CONCURRENCY", global = true)]
     concurrency: Option<usize>,
 
+    /// Where to serve /metrics, /healthz and /readyz
+    #[arg(long, env = "KUBERATOR_METRICS_ADDRESS", default_value = "0.0.0.0:8080", global = true)]
+    metrics_address: std::net::SocketAddr,
+
     /// Log format
     #[arg(long, env = "KUBERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     log_format: LogFormat,
@@ -109,6 +113,9 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
         .await
         .context("no Kubernetes cluster reachable: set KUBECONFIG, or run in a pod with a service account")?;
     let concurrency = cli.concurrency.map_or(config.concurrency, |limit| (limit > 0).then_some(limit));
+    let _telemetry = crate::telemetry::serve(cli.metrics_address).await.with_context(|| {
+        format!("serving metrics on {} (change it with --metrics-address)", cli.metrics_address)
+    })?;
     tracing::info!(
         controller = config.controller_name,
         finalizer = config.finalizer,

@@ -1,0 +1,85 @@
+//! `/metrics`, `/healthz` and `/readyz` of a running operator, against the real control
+//! plane. Metrics are process-wide, so this binary runs one operator.
+
+mod support;
+
+use std::time::Duration;
+
+use kuberator::Reconcile;
+use kuberator_test::Background;
+use support::ProbeSpec;
+use support::setup;
+use support::wait_observed;
+use tokio::io::AsyncReadExt as _;
+use tokio::io::AsyncWriteExt as _;
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_reconciles_and_readiness_waits_for_the_initial_sync() {
+    let test = setup("telemetry").await;
+    let telemetry = kuberator::telemetry::serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let address = telemetry.address();
+
+    assert_eq!(get(address, "/healthz").await, (200, "ok".to_owned()));
+    let (status, reason) = get(address, "/readyz").await;
+    assert_eq!(status, 503, "not ready before any controller synced: {reason}");
+
+    let (reconciler, _journal) = test.operator();
+    let operator = Background::spawn(|shutdown| reconciler.start_concurrent(Some(2), Some(shutdown)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while get(address, "/readyz").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready: {:?}", get(address, "/readyz").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Three objects: each reconciles twice (add the finalizer, then apply).
+    for name in ["one", "two", "three"] {
+        test.create(name, ProbeSpec { message: name.into(), ..ProbeSpec::default() }).await;
+    }
+    for name in ["one", "two", "three"] {
+        wait_observed(&test.api, name).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, metrics) = get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    let controller = "controller=\"probe-operator\"";
+    assert_eq!(
+        value(&metrics, &format!("kuberator_reconciles_total{{{controller},result=\"success\"}}")),
+        Some(6.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(&metrics, &format!("kuberator_reconcile_duration_seconds_count{{{controller}}}")),
+        Some(6.0)
+    );
+    assert_eq!(value(&metrics, &format!("kuberator_reconciles_in_flight{{{controller}}}")), Some(0.0));
+    assert_eq!(value(&metrics, &format!("kuberator_ready{{{controller}}}")), Some(1.0));
+
+    // A failing object shows up by cause.
+    test.create("failing", ProbeSpec { fail_apply: Some("no".into()), ..ProbeSpec::default() }).await;
+    let series = format!("kuberator_reconcile_errors_total{{{controller},kind=\"apply\"}}");
+    while value(&get(address, "/metrics").await.1, &series).is_none() {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(30), "no apply error counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    operator.stop(Duration::from_secs(30)).await;
+    let patch = serde_json::json!({ "metadata": { "finalizers": null } });
+    test.api.patch("failing", &Default::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    test.cleanup().await;
+}
