@@ -20,7 +20,6 @@ use crate::error::Result;
 ///
 /// ```
 /// # use k8s_openapi::api::core::v1::ConfigMap;
-/// # fn client() -> kube::Client { unimplemented!() }
 /// use kuberator::cache::{CachingStrategy, ProvideApi, StaticApiProvider};
 ///
 /// # fn demo(client: kube::Client) -> kuberator::error::Result<()> {
