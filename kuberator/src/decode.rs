@@ -24,10 +24,10 @@ use kube::ResourceExt;
 use kube::api::ApiResource;
 use kube::api::DynamicObject;
 use kube::runtime::WatchStreamExt as _;
-use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 
+use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::telemetry::ControllerMetrics;
 
@@ -126,7 +126,7 @@ fn report(
     let reference = object.object_ref(resource);
     let recorder = recorder.clone();
     tokio::spawn(async move {
-        if let Err(error) = recorder.publish_to(reference, EventType::Warning, "DecodeFailed", &note).await {
+        if let Err(error) = recorder.publish_to(reference, EventData::warning("DecodeFailed", note)).await {
             tracing::warn!(object = %label, error = %error.report(), "could not publish event");
         }
     });

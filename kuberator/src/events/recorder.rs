@@ -3,6 +3,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::Resource;
 use kube::runtime::events::Event;
@@ -52,29 +53,38 @@ impl EventRecorder {
 impl EventRecorder {
     /// Publishes an Event about the object `reference` names, for objects that exist only as
     /// a reference (one that does not decode, say).
-    pub(crate) async fn publish_to(
+    pub(crate) async fn publish_to<R: Reason>(
         &self,
-        reference: k8s_openapi::api::core::v1::ObjectReference,
-        type_: kube::runtime::events::EventType,
-        reason: &str,
-        note: &str,
+        reference: ObjectReference,
+        event: EventData<R>,
     ) -> Result<()> {
-        let published = Event {
-            type_,
-            reason: truncate(reason, REASON_LIMIT).into_owned(),
-            note: Some(truncate(note, NOTE_LIMIT).into_owned()),
-            action: truncate(reason, REASON_LIMIT).into_owned(),
-            secondary: None,
-        };
         let object = format!(
             "{} {}/{}",
             reference.kind.as_deref().unwrap_or_default(),
             reference.namespace.as_deref().unwrap_or_default(),
             reference.name.as_deref().unwrap_or_default()
         );
+        self.publish(reference, object, event).await
+    }
+
+    /// Publishes `event` about `reference` (named `object` in errors), with the API's length
+    /// limits applied.
+    async fn publish<R: Reason>(
+        &self,
+        reference: ObjectReference,
+        object: String,
+        event: EventData<R>,
+    ) -> Result<()> {
+        let published = Event {
+            type_: event.type_,
+            reason: truncate(event.reason.as_str(), REASON_LIMIT).into_owned(),
+            note: Some(truncate(&event.note, NOTE_LIMIT).into_owned()),
+            action: truncate(event.action(), REASON_LIMIT).into_owned(),
+            secondary: event.related,
+        };
         self.recorder.publish(&published, &reference).await.map_err(|source| Error::PublishEvent {
             object,
-            reason: reason.to_owned(),
+            reason: published.reason,
             source: Box::new(source),
         })
     }
@@ -88,19 +98,7 @@ impl EmitEvent for EventRecorder {
         K::DynamicType: Default,
         R: Reason,
     {
-        let reference = object.object_ref(&K::DynamicType::default());
-        let published = Event {
-            type_: event.type_,
-            reason: truncate(event.reason.as_str(), REASON_LIMIT).into_owned(),
-            note: Some(truncate(&event.note, NOTE_LIMIT).into_owned()),
-            action: truncate(event.action(), REASON_LIMIT).into_owned(),
-            secondary: event.related.clone(),
-        };
-        self.recorder.publish(&published, &reference).await.map_err(|source| Error::PublishEvent {
-            object: describe(object),
-            reason: published.reason.clone(),
-            source: Box::new(source),
-        })
+        self.publish(object.object_ref(&K::DynamicType::default()), describe(object), event).await
     }
 }
 
