@@ -67,7 +67,7 @@ pub fn next_delay(object: &str, base: Duration, cap: Duration) -> Duration {
 fn jitter(delay: Duration, object: &str, failures: u32) -> Duration {
     let random = RandomState::new().hash_one((object, failures));
     // A factor in [0.9, 1.1).
-    let factor = 0.9 + (random % 2001) as f64 / 10_000.0;
+    let factor = 0.9 + (random % 2000) as f64 / 10_000.0;
     delay.mul_f64(factor)
 }
 
