@@ -1,12 +1,13 @@
-//! The RBAC that a derived operator's `rbac` subcommand prints is enough, and a missing
-//! rule fails with a message that names it: run against the real control plane as a
-//! ServiceAccount that holds exactly those rules. This binary uses a fixed namespace (the derive's namespaces are literals),
-//! so it runs on a control plane of its own.
+//! The RBAC that a derived operator's `rbac` subcommand prints is enough, leader election
+//! included, and a missing rule fails with a message that names it: run against the real
+//! control plane as a ServiceAccount that holds exactly those rules. This binary uses a
+//! fixed namespace (the derive's namespaces are literals).
 
 mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -15,7 +16,10 @@ use kube::ResourceExt;
 use kube::api::DeleteParams;
 use kube::api::ObjectMeta;
 use kube::api::PostParams;
+use kuberator::leader::ElectionError;
+use kuberator::leader::LeaderElection;
 use kuberator::operator::Operator as _;
+use kuberator::operator::manifests;
 use kuberator::prelude::*;
 use kuberator_test::Background;
 use kuberator_test::ControlPlane;
@@ -29,9 +33,9 @@ const NAMESPACE: &str = "rbac-probe";
 
 #[derive(Operator)]
 #[kuberator(resource = Probe, finalizer = "probes.test.kuberator.dev/finalizer", namespaces = ["rbac-probe"])]
-struct LeastPrivilege;
+struct LeaseholdingPrivilege;
 
-impl LeastPrivilege {
+impl LeaseholdingPrivilege {
     async fn handle_apply(&self, probe: Arc<Probe>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
         let status = ProbeStatus { message: Some(probe.spec.message.clone()), ..ProbeStatus::default() };
         ctx.update_status(&probe, status).await?;
@@ -58,25 +62,36 @@ async fn the_printed_rbac_is_enough_and_a_missing_rule_is_named() {
     Api::<Namespace>::all(admin.clone()).create(&PostParams::default(), &namespace).await.unwrap();
 
     // What `rbac --namespace rbac-probe` prints: a Role and a RoleBinding to the
-    // ServiceAccount `probe-operator`.
-    let config = LeastPrivilege::config();
-    let objects = kuberator::operator::manifests::rbac::<Probe>(&config, NAMESPACE);
-    let role: Role = serde_json::from_value(objects[0].clone()).unwrap();
-    let binding: RoleBinding = serde_json::from_value(objects[1].clone()).unwrap();
+    // ServiceAccount `probe-operator`, and the same for its Lease.
+    let config = LeaseholdingPrivilege::config();
+    let objects = manifests::rbac::<Probe>(&config, &manifests::Placement::new(&config, NAMESPACE));
+    let kinds: Vec<_> = objects.iter().map(|object| object["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Role", "RoleBinding", "Role", "RoleBinding"]);
     let roles: Api<Role> = Api::namespaced(admin.clone(), NAMESPACE);
-    roles.create(&PostParams::default(), &role).await.unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), NAMESPACE)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), NAMESPACE);
+    for pair in objects.chunks(2) {
+        let role: Role = serde_json::from_value(pair[0].clone()).unwrap();
+        roles.create(&PostParams::default(), &role).await.unwrap();
+        let binding: RoleBinding = serde_json::from_value(pair[1].clone()).unwrap();
+        bindings.create(&PostParams::default(), &binding).await.unwrap();
+    }
+    let role: Role = serde_json::from_value(objects[0].clone()).unwrap();
 
-    // The operator's client is that ServiceAccount and nothing more.
+    // The operator's client is that ServiceAccount and nothing more, and it elects a leader.
     let mut operator_config = control_plane.config().await.unwrap();
     operator_config.auth_info.impersonate =
         Some(format!("system:serviceaccount:{NAMESPACE}:{}", config.controller_name));
     let operator_client = kube::Client::try_from(operator_config).unwrap();
-    let operator = Background::spawn(|shutdown| {
-        LeastPrivilege.into_reconciler(operator_client).start_configured(Some(shutdown))
+    let election = LeaderElection::new("probe-operator", NAMESPACE);
+    let operator = Background::spawn({
+        let (client, election) = (operator_client.clone(), election.clone());
+        let reconciler = LeaseholdingPrivilege.into_reconciler(operator_client.clone());
+        move |shutdown| async move {
+            election
+                .run(client, shutdown, move |stop| reconciler.clone().start_configured(Some(stop)))
+                .await
+                .unwrap();
+        }
     });
 
     let probes: Api<Probe> = Api::namespaced(admin.clone(), NAMESPACE);
@@ -114,4 +129,22 @@ async fn the_printed_rbac_is_enough_and_a_missing_rule_is_named() {
     assert!(note.contains("cannot patch resource \"probes/status\""), "{note}");
 
     operator.stop(Duration::from_secs(30)).await;
+    let lease = Api::<Lease>::namespaced(admin.clone(), NAMESPACE).get("probe-operator").await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity, None, "released on shutdown: {spec:?}");
+    assert_eq!(spec.lease_transitions, Some(0));
+
+    // Without the Lease rules, leader election fails at once and names what to grant.
+    bindings.delete("probe-operator-leader-election", &DeleteParams::default()).await.unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        election.run(operator_client, std::future::pending(), |_| async {}),
+    )
+    .await
+    .expect("a refused Lease ends the election");
+    let error = refused.unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(&format!("not allowed to use Lease {NAMESPACE}/probe-operator")), "{message}");
+    assert!(message.contains("on `leases` in group `coordination.k8s.io`"), "{message}");
+    assert!(matches!(error, ElectionError::Forbidden { .. }), "{error:?}");
 }

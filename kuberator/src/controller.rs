@@ -70,15 +70,27 @@ where
         reconcile,
         error_policy,
     } = settings;
-    let telemetry = ControllerMetrics::new(&controller_name);
+    let (telemetry, _registered) = ControllerMetrics::new(&controller_name);
     let recorder = EventRecorder::new(api.clone().into_client(), controller_name);
 
     let (reader, writer) = reflector::store();
     let undecodable = Arc::new(DecodeFailures::default());
+    // Objects whose change arrived and whose reconcile has not started: the queue depth.
+    let waiting = Arc::new(Waiting::default());
     let changes = decoded_watch(&api, watcher_config, recorder.clone(), undecodable, telemetry.clone())
         .reflect(writer)
         .touched_objects()
-        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
+        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
+        .inspect({
+            let (waiting, telemetry) = (Arc::clone(&waiting), telemetry.clone());
+            move |change| {
+                if let Ok(object) = change {
+                    telemetry.queue_depth(
+                        waiting.add(object.meta().namespace.clone(), object.meta().name.clone()),
+                    );
+                }
+            }
+        });
 
     let concurrency = match limit {
         None | Some(0) => 0,
@@ -108,7 +120,10 @@ where
     let isolated = {
         let failures = Arc::clone(&failures);
         let telemetry = telemetry.clone();
+        let waiting = Arc::clone(&waiting);
         move |object: Arc<R>, context: Arc<C>| {
+            let depth = waiting.remove(object.meta().namespace.clone(), object.meta().name.clone());
+            telemetry.queue_depth(depth);
             let label = describe(&*object);
             let reconciling = AssertUnwindSafe(reconcile(object, context)).catch_unwind();
             let failures = Arc::clone(&failures);
@@ -127,20 +142,27 @@ where
             }
         }
     };
+    let gone = telemetry.clone();
     let report_and_decide = move |object: Arc<R>, error: &Error, context: Arc<C>| {
         telemetry.failed(error);
         publish_failure(&recorder, &object, error);
         error_policy(object, error, context)
     };
-    let running = controller.run(isolated, report_and_decide, context).for_each(|result| async move {
+    let running = controller.run(isolated, report_and_decide, context).for_each(move |result| {
         match result {
             Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
             // Already logged by the error policy, with the whole error chain.
             Err(controller::Error::ReconcilerFailed(_, object)) => {
                 tracing::debug!(object = %object, "reconcile failed");
             }
+            // Deleted before its turn came: it waits no more.
+            Err(controller::Error::ObjectNotFound(object)) => {
+                tracing::debug!(object = %object, "gone before its reconcile");
+                gone.queue_depth(waiting.remove(object.namespace.clone(), Some(object.name.clone())));
+            }
             Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
         }
+        futures::future::ready(())
     });
     // The error policy runs while this future is polled, and finds the failure counts here.
     failures.scope(running).await;
@@ -149,6 +171,24 @@ where
         task.abort();
     }
     tracing::info!("controller stopped");
+}
+
+/// The objects that changed and wait for their reconcile to start, by namespace and name.
+#[derive(Default)]
+struct Waiting(dashmap::DashSet<(Option<String>, Option<String>)>);
+
+impl Waiting {
+    /// Adds one; returns how many wait now.
+    fn add(&self, namespace: Option<String>, name: Option<String>) -> usize {
+        self.0.insert((namespace, name));
+        self.0.len()
+    }
+
+    /// Takes one out; returns how many wait now.
+    fn remove(&self, namespace: Option<String>, name: Option<String>) -> usize {
+        self.0.remove(&(namespace, name));
+        self.0.len()
+    }
 }
 
 /// Publishes a `Warning` Event for a failed reconcile, in the background: the error policy

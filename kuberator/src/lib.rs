@@ -15,6 +15,8 @@
 //! - [`cache`]: namespace-keyed `Api` providers with lock-free lookups.
 //! - [`events`]: Events that `kubectl describe` shows, and a mock for unit tests.
 //! - [`error`]: the error type handlers return.
+//! - [`leader`]: leader election on a Lease, so that one of several replicas reconciles.
+//! - [`telemetry`]: Prometheus metrics, `/healthz` and `/readyz`.
 //!
 //! The repository README walks through a complete operator; `examples/` has runnable ones.
 
@@ -31,6 +33,7 @@ pub mod cache;
 pub mod error;
 pub mod events;
 pub mod k8s;
+pub mod leader;
 pub mod operator;
 pub mod shutdown;
 pub mod telemetry;

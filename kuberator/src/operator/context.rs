@@ -122,6 +122,8 @@ pub struct OperatorContext<O: Operator> {
     operator: O,
     ctx: Ctx<O>,
     config: OperatorConfig,
+    /// The namespaces watched: the attribute's, unless overridden at start.
+    namespaces: Vec<String>,
 }
 
 impl<O: Operator> OperatorContext<O> {
@@ -135,8 +137,14 @@ impl<O: Operator> OperatorContext<O> {
         &self.ctx
     }
 
+    /// The namespaces it watches; empty means every namespace.
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
     fn watches(&self, namespace: Option<&str>) -> bool {
-        self.config.namespaces.is_empty() || namespace.is_some_and(|ns| self.config.namespaces.contains(&ns))
+        self.namespaces.is_empty()
+            || namespace.is_some_and(|ns| self.namespaces.iter().any(|listed| listed == ns))
     }
 }
 
@@ -175,17 +183,25 @@ pub struct OperatorReconciler<O: Operator> {
     context: Arc<OperatorContext<O>>,
 }
 
+impl<O: Operator> Clone for OperatorReconciler<O> {
+    /// Another handle on the same context, to start the controller again (after leadership
+    /// came back, say).
+    fn clone(&self) -> Self {
+        Self { api: self.api.clone(), watcher: self.watcher.clone(), context: Arc::clone(&self.context) }
+    }
+}
+
 impl<O: Operator> OperatorReconciler<O> {
-    pub(super) fn new(operator: O, client: Client) -> Self {
+    /// Watches `namespaces` (empty: every namespace) instead of the attribute's.
+    pub(super) fn new(operator: O, client: Client, namespaces: Vec<String>) -> Self {
         let config = O::config();
-        let provider =
-            StaticApiProvider::new(client.clone(), config.namespaces.iter().copied(), config.caching);
+        let provider = StaticApiProvider::new(client.clone(), namespaces.iter().cloned(), config.caching);
         let ctx = Ctx {
             client: client.clone(),
             repository: Arc::new(O::Repository::from(provider)),
             events: EventRecorder::new(client.clone(), config.controller_name),
         };
-        let api = match config.namespaces {
+        let api = match namespaces.as_slice() {
             [only] => Api::namespaced(client, only),
             _ => Api::all(client),
         };
@@ -193,7 +209,7 @@ impl<O: Operator> OperatorReconciler<O> {
             Some(selector) => Config::default().labels(selector),
             None => Config::default(),
         };
-        Self { api, watcher, context: Arc::new(OperatorContext { operator, ctx, config }) }
+        Self { api, watcher, context: Arc::new(OperatorContext { operator, ctx, config, namespaces }) }
     }
 
     /// The context the controller runs with.

@@ -1,13 +1,23 @@
 //! What a derived operator needs in a cluster: its CRD, the RBAC rules for exactly the
 //! calls it makes, and a Deployment to run it.
+//!
+//! The derived operator's `crd`, `rbac` and `manifests` subcommands print these; they take
+//! the same `--namespaces` and leader election flags as `run`, so what they print matches
+//! what `run` does with those flags.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::apps::v1::DeploymentSpec;
 use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::ContainerPort;
+use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::EnvVarSource;
+use k8s_openapi::api::core::v1::HTTPGetAction;
+use k8s_openapi::api::core::v1::ObjectFieldSelector;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::Probe;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -17,6 +27,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::api::rbac::v1::RoleRef;
 use k8s_openapi::api::rbac::v1::Subject;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResourceExt;
 use kube::Resource;
 use kube::api::ObjectMeta;
@@ -48,66 +59,167 @@ pub fn rules<R: Resource<DynamicType = ()>>() -> Vec<PolicyRule> {
     ]
 }
 
-/// The RBAC objects for a derived operator running as ServiceAccount `account` in
-/// `namespace`: a Role and RoleBinding when it watches one namespace, else a ClusterRole and
-/// ClusterRoleBinding.
+/// The rules for leader election on a Lease ([`crate::leader`]): `get`, `create`, `update`,
+/// and `list` and `watch` to notice a release at once.
+pub fn lease_rules() -> Vec<PolicyRule> {
+    vec![PolicyRule {
+        api_groups: Some(vec!["coordination.k8s.io".to_owned()]),
+        resources: Some(vec!["leases".to_owned()]),
+        verbs: ["get", "create", "update", "list", "watch"].map(str::to_owned).to_vec(),
+        ..PolicyRule::default()
+    }]
+}
+
+/// Where and how a derived operator is installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The namespace it runs in: its ServiceAccount and Deployment.
+    pub namespace: String,
+    /// The namespaces it watches; empty means every namespace.
+    pub watched: Vec<String>,
+    /// The namespace of its leader election Lease; `None` when leader election is off.
+    pub lease_namespace: Option<String>,
+}
+
+impl Placement {
+    /// Runs in `namespace`, watches what the attribute says, and holds its Lease in
+    /// `namespace`.
+    pub fn new(config: &OperatorConfig, namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            watched: config.namespaces.iter().map(|ns| (*ns).to_owned()).collect(),
+            lease_namespace: Some(namespace.to_owned()),
+        }
+    }
+}
+
+/// The RBAC objects for a derived operator running as the ServiceAccount named after its
+/// controller: a Role and RoleBinding when it watches one namespace, else a ClusterRole and
+/// ClusterRoleBinding; with leader election, a Role and RoleBinding for its Lease too.
 pub fn rbac<R: Resource<DynamicType = ()>>(
     config: &OperatorConfig,
-    namespace: &str,
+    placement: &Placement,
 ) -> Vec<serde_json::Value> {
     let name = config.controller_name.to_owned();
     let subject = Subject {
         kind: "ServiceAccount".into(),
         name: name.clone(),
-        namespace: Some(namespace.to_owned()),
+        namespace: Some(placement.namespace.clone()),
         ..Subject::default()
     };
-    let meta = |namespace: Option<&str>| ObjectMeta {
-        name: Some(name.clone()),
+    let meta = |name: &str, namespace: Option<&str>| ObjectMeta {
+        name: Some(name.to_owned()),
         namespace: namespace.map(str::to_owned),
         labels: Some(labels(config)),
         ..ObjectMeta::default()
     };
-    match config.namespaces {
+    let role_ref = |kind: &str, name: &str| RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: kind.into(),
+        name: name.to_owned(),
+    };
+    let mut objects = match placement.watched.as_slice() {
         [only] => vec![
-            json(&Role { metadata: meta(Some(only)), rules: Some(rules::<R>()) }),
+            json(&Role { metadata: meta(&name, Some(only)), rules: Some(rules::<R>()) }),
             json(&RoleBinding {
-                metadata: meta(Some(only)),
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "Role".into(),
-                    name: name.clone(),
-                },
-                subjects: Some(vec![subject]),
+                metadata: meta(&name, Some(only)),
+                role_ref: role_ref("Role", &name),
+                subjects: Some(vec![subject.clone()]),
             }),
         ],
         _ => vec![
-            json(&ClusterRole { metadata: meta(None), rules: Some(rules::<R>()), ..ClusterRole::default() }),
+            json(&ClusterRole {
+                metadata: meta(&name, None),
+                rules: Some(rules::<R>()),
+                ..ClusterRole::default()
+            }),
             json(&ClusterRoleBinding {
-                metadata: meta(None),
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "ClusterRole".into(),
-                    name: name.clone(),
-                },
-                subjects: Some(vec![subject]),
+                metadata: meta(&name, None),
+                role_ref: role_ref("ClusterRole", &name),
+                subjects: Some(vec![subject.clone()]),
             }),
         ],
+    };
+    if let Some(lease_namespace) = &placement.lease_namespace {
+        let lease_role = format!("{name}-leader-election");
+        objects.push(json(&Role {
+            metadata: meta(&lease_role, Some(lease_namespace)),
+            rules: Some(lease_rules()),
+        }));
+        objects.push(json(&RoleBinding {
+            metadata: meta(&lease_role, Some(lease_namespace)),
+            role_ref: role_ref("Role", &lease_role),
+            subjects: Some(vec![subject]),
+        }));
     }
+    objects
 }
 
 /// Everything to `kubectl apply`: the CRD, a ServiceAccount, the RBAC, and a Deployment of
-/// `image` in `namespace`.
-pub fn manifests<R>(config: &OperatorConfig, namespace: &str, image: &str) -> Vec<serde_json::Value>
+/// `image` with its metrics port and probes on `metrics_port`.
+pub fn manifests<R>(
+    config: &OperatorConfig,
+    placement: &Placement,
+    image: &str,
+    metrics_port: u16,
+) -> Vec<serde_json::Value>
 where
     R: Resource<DynamicType = ()> + CustomResourceExt,
 {
     let name = config.controller_name.to_owned();
     let meta = ObjectMeta {
         name: Some(name.clone()),
-        namespace: Some(namespace.to_owned()),
+        namespace: Some(placement.namespace.clone()),
         labels: Some(labels(config)),
         ..ObjectMeta::default()
+    };
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let value =
+        |name: &str, value: String| EnvVar { name: name.to_owned(), value: Some(value), ..EnvVar::default() };
+    // The identity in the Lease, and the Lease's default namespace, come from the pod.
+    let mut env = vec![field("POD_NAME", "metadata.name"), field("POD_NAMESPACE", "metadata.namespace")];
+    let default_watched: Vec<String> = config.namespaces.iter().map(|ns| (*ns).to_owned()).collect();
+    if placement.watched != default_watched {
+        env.push(value("KUBERATOR_NAMESPACES", placement.watched.join(",")));
+    }
+    match &placement.lease_namespace {
+        None => env.push(value("KUBERATOR_LEADER_ELECTION", "false".to_owned())),
+        Some(lease) if *lease != placement.namespace => {
+            env.push(value("KUBERATOR_LEASE_NAMESPACE", lease.clone()));
+        }
+        Some(_) => {}
+    }
+    env.push(value("KUBERATOR_METRICS_ADDRESS", format!("0.0.0.0:{metrics_port}")));
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("metrics".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: name.clone(),
+        image: Some(image.to_owned()),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".to_owned()),
+            container_port: i32::from(metrics_port),
+            ..ContainerPort::default()
+        }]),
+        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(probe("/readyz")),
+        ..Container::default()
     };
     let deployment = Deployment {
         metadata: meta.clone(),
@@ -117,12 +229,8 @@ where
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(config)), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(name.clone()),
-                    containers: vec![Container {
-                        name,
-                        image: Some(image.to_owned()),
-                        ..Container::default()
-                    }],
+                    service_account_name: Some(name),
+                    containers: vec![container],
                     ..PodSpec::default()
                 }),
             },
@@ -132,7 +240,7 @@ where
     };
     let mut all =
         vec![json(&R::crd()), json(&ServiceAccount { metadata: meta, ..ServiceAccount::default() })];
-    all.extend(rbac::<R>(config, namespace));
+    all.extend(rbac::<R>(config, placement));
     all.push(json(&deployment));
     all
 }
@@ -173,20 +281,39 @@ mod tests {
         }
     }
 
+    fn placement(config: &OperatorConfig, lease: bool) -> Placement {
+        Placement { lease_namespace: lease.then(|| "ops".to_owned()), ..Placement::new(config, "ops") }
+    }
+
     #[test]
-    fn one_namespace_gets_a_role_in_it() {
-        let objects = rbac::<Widget>(&config(&["team-a"]), "ops");
+    fn one_namespace_gets_a_role_in_it_and_the_lease_a_role_in_the_operators_namespace() {
+        let config = config(&["team-a"]);
+        let objects = rbac::<Widget>(&config, &placement(&config, true));
         let kinds: Vec<_> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["Role", "RoleBinding"]);
+        assert_eq!(kinds, ["Role", "RoleBinding", "Role", "RoleBinding"]);
         assert_eq!(objects[0]["metadata"]["namespace"], "team-a");
         assert_eq!(objects[1]["subjects"][0]["namespace"], "ops");
         assert_eq!(objects[1]["subjects"][0]["name"], "widget-operator");
+        assert_eq!(objects[2]["metadata"]["name"], "widget-operator-leader-election");
+        assert_eq!(objects[2]["metadata"]["namespace"], "ops");
+        assert_eq!(
+            objects[2]["rules"],
+            serde_json::json!([{
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "verbs": ["get", "create", "update", "list", "watch"],
+            }])
+        );
+        assert_eq!(objects[3]["roleRef"]["name"], "widget-operator-leader-election");
+        assert_eq!(objects[3]["subjects"][0]["name"], "widget-operator");
     }
 
     #[test]
     fn every_namespace_gets_a_cluster_role_with_exactly_the_verbs_used() {
-        let objects = rbac::<Widget>(&config(&[]), "ops");
-        assert_eq!(objects[0]["kind"], "ClusterRole");
+        let config = config(&[]);
+        let objects = rbac::<Widget>(&config, &placement(&config, false));
+        let kinds: Vec<_> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["ClusterRole", "ClusterRoleBinding"], "no lease rules without leader election");
         assert_eq!(
             objects[0]["rules"],
             serde_json::json!([
@@ -198,20 +325,74 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_given_at_start_decide_the_rbac() {
+        let config = config(&[]);
+        let placement = Placement { watched: vec!["team-b".into()], ..placement(&config, false) };
+        let objects = rbac::<Widget>(&config, &placement);
+        assert_eq!(objects[0]["kind"], "Role");
+        assert_eq!(objects[0]["metadata"]["namespace"], "team-b");
+    }
+
+    #[test]
     fn manifests_are_ready_to_apply() {
-        let objects = manifests::<Widget>(&config(&["team-a"]), "ops", "registry.example/widget:1.0");
+        let config = config(&["team-a"]);
+        let objects =
+            manifests::<Widget>(&config, &placement(&config, true), "registry.example/widget:1.0", 9090);
         let kinds: Vec<_> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
-            ["CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding", "Deployment"]
+            [
+                "CustomResourceDefinition",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "Role",
+                "RoleBinding",
+                "Deployment"
+            ]
         );
-        let deployment = &objects[4];
-        assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], "widget-operator");
+        let pod = &objects[6]["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "widget-operator");
+        let container = &pod["containers"][0];
+        assert_eq!(container["image"], "registry.example/widget:1.0");
+        assert_eq!(container["ports"][0], serde_json::json!({ "name": "metrics", "containerPort": 9090 }));
         assert_eq!(
-            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-            "registry.example/widget:1.0"
+            container["livenessProbe"]["httpGet"],
+            serde_json::json!({ "path": "/healthz", "port": "metrics" })
         );
+        assert_eq!(
+            container["readinessProbe"]["httpGet"],
+            serde_json::json!({ "path": "/readyz", "port": "metrics" })
+        );
+        let env: Vec<_> =
+            container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "KUBERATOR_METRICS_ADDRESS"]);
+        assert_eq!(container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
         let yaml = to_yaml(&objects);
-        assert_eq!(yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")), 4, "{yaml}");
+        assert_eq!(yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")), 6, "{yaml}");
+    }
+
+    #[test]
+    fn settings_that_differ_from_the_attribute_reach_the_pod() {
+        let config = config(&["team-a"]);
+        let placement = Placement {
+            watched: vec!["x".into(), "y".into()],
+            lease_namespace: None,
+            ..placement(&config, false)
+        };
+        let objects = manifests::<Widget>(&config, &placement, "widget:1", 8080);
+        let env = &objects.last().unwrap()["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert!(
+            env.as_array()
+                .unwrap()
+                .contains(&serde_json::json!({ "name": "KUBERATOR_NAMESPACES", "value": "x,y" })),
+            "{env}"
+        );
+        assert!(
+            env.as_array()
+                .unwrap()
+                .contains(&serde_json::json!({ "name": "KUBERATOR_LEADER_ELECTION", "value": "false" })),
+            "{env}"
+        );
     }
 }

@@ -113,6 +113,13 @@ pub trait Operator: Sized + Send + Sync + 'static {
 
     /// The [`Reconcile`](crate::Reconcile) implementation of this operator, on `client`.
     fn into_reconciler(self, client: Client) -> OperatorReconciler<Self> {
-        OperatorReconciler::new(self, client)
+        let namespaces = Self::config().namespaces.iter().map(|ns| (*ns).to_owned()).collect();
+        OperatorReconciler::new(self, client, namespaces)
+    }
+
+    /// Like [`into_reconciler`](Operator::into_reconciler), but watching `namespaces`
+    /// instead of the attribute's (empty: every namespace); what `--namespaces` does.
+    fn into_reconciler_in(self, client: Client, namespaces: Vec<String>) -> OperatorReconciler<Self> {
+        OperatorReconciler::new(self, client, namespaces)
     }
 }

@@ -3,6 +3,10 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
+use std::time::Duration;
+
+use clap::ArgAction;
+use clap::Args;
 use clap::CommandFactory as _;
 use clap::FromArgMatches as _;
 use clap::Parser;
@@ -12,7 +16,9 @@ use kube::Client;
 use kube::CustomResourceExt;
 
 use super::Operator;
+use super::OperatorConfig;
 use super::manifests;
+use crate::leader::LeaderElection;
 
 /// The operator program's own name for `--help` and `--version`: the derive fills it from
 /// the user's crate.
@@ -32,6 +38,10 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
+    /// Namespaces to watch, comma-separated; overrides the `namespaces` of #[kuberator(...)]
+    #[arg(long, env = "KUBERATOR_NAMESPACES", value_delimiter = ',', global = true)]
+    namespaces: Vec<String>,
+
     /// Reconciles at a time (0: no limit); overrides the `concurrency` of #[kuberator(...)]
     #[arg(long, env = "KUBERATOR_CONCURRENCY", global = true)]
     concurrency: Option<usize>,
@@ -47,6 +57,50 @@ struct Cli {
     /// What to log, as a tracing filter: a level (`debug`) or per module (`info,kube=warn`)
     #[arg(long, env = "KUBERATOR_LOG", default_value = "info", global = true)]
     log: String,
+
+    #[command(flatten)]
+    election: ElectionArgs,
+}
+
+/// Leader election: one replica reconciles, the others stand by.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Leader election")]
+struct ElectionArgs {
+    /// Reconcile only while holding a Lease, so that of several replicas exactly one does
+    #[arg(
+        long,
+        env = "KUBERATOR_LEADER_ELECTION",
+        default_value_t = true,
+        action = ArgAction::Set,
+        value_name = "true|false",
+        global = true
+    )]
+    leader_election: bool,
+
+    /// Name of the Lease [default: the controller name]
+    #[arg(long, env = "KUBERATOR_LEASE_NAME", global = true)]
+    lease_name: Option<String>,
+
+    /// Namespace of the Lease [default: the pod's namespace in a cluster, else the kubeconfig's;
+    /// for `rbac` and `manifests`, their --namespace]
+    #[arg(long, env = "KUBERATOR_LEASE_NAMESPACE", global = true)]
+    lease_namespace: Option<String>,
+
+    /// This replica's name in the Lease [default: $POD_NAME or $HOSTNAME, with a random suffix]
+    #[arg(long, env = "KUBERATOR_IDENTITY", global = true)]
+    identity: Option<String>,
+
+    /// How long a Lease that is no longer renewed keeps the standbys out
+    #[arg(long, env = "KUBERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_duration, global = true)]
+    lease_duration: Duration,
+
+    /// How long the leader keeps trying to renew before it stops reconciling
+    #[arg(long, env = "KUBERATOR_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration, global = true)]
+    renew_deadline: Duration,
+
+    /// How often the leader renews and a standby looks
+    #[arg(long, env = "KUBERATOR_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration, global = true)]
+    retry_period: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,9 +109,9 @@ enum Command {
     Run,
     /// Print the CustomResourceDefinition as YAML
     Crd,
-    /// Print the Role (or ClusterRole) and binding with exactly the permissions the operator uses
+    /// Print the Roles (or ClusterRole) and bindings with exactly the permissions the operator uses
     Rbac {
-        /// Namespace of the operator's ServiceAccount
+        /// Namespace of the operator's ServiceAccount (and of its Lease, unless --lease-namespace)
         #[arg(long, default_value = "default")]
         namespace: String,
     },
@@ -80,15 +134,65 @@ enum LogFormat {
     Json,
 }
 
+/// A duration as `500ms`, `15s`, `1.5s` or `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return Err(format!("`{text}` is not a duration: write it like 500ms, 15s or 2m")),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .and_then(|number| Duration::try_from_secs_f64(number * scale).ok())
+        .ok_or_else(|| format!("`{text}` is not a duration: write it like 500ms, 15s or 2m"))
+}
+
+impl Cli {
+    /// The namespaces to watch: `--namespaces`, else the attribute's.
+    fn watched(&self, config: &OperatorConfig) -> anyhow::Result<Vec<String>> {
+        if self.namespaces.is_empty() {
+            return Ok(config.namespaces.iter().map(|ns| (*ns).to_owned()).collect());
+        }
+        if let Some(bad) = self.namespaces.iter().find(|ns| !is_dns_label(ns)) {
+            anyhow::bail!(
+                "--namespaces: `{bad}` is not a namespace name (lower-case letters, digits and `-`, at most 63)"
+            );
+        }
+        Ok(self.namespaces.clone())
+    }
+
+    fn placement(&self, config: &OperatorConfig, namespace: &str) -> anyhow::Result<manifests::Placement> {
+        let lease_namespace = self.election.lease_namespace.clone().unwrap_or_else(|| namespace.to_owned());
+        Ok(manifests::Placement {
+            namespace: namespace.to_owned(),
+            watched: self.watched(config)?,
+            lease_namespace: self.election.leader_election.then_some(lease_namespace),
+        })
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// Runs `operator` as a program; `--help` lists the subcommands (`run`, `crd`, `rbac`,
 /// `manifests`) and the flags, each with an environment variable.
 ///
-/// `run` sets up logging, connects to the cluster in `KUBECONFIG` (or in-cluster), and
-/// reconciles until SIGINT or SIGTERM.
+/// `run` sets up logging, connects to the cluster in `KUBECONFIG` (or in-cluster), serves
+/// metrics and probes, and reconciles until SIGINT or SIGTERM; with leader election (on
+/// unless `--leader-election=false`) only while it holds the Lease ([`crate::leader`]).
 ///
 /// # Errors
 ///
-/// When no cluster can be reached, or the output cannot be written.
+/// When no cluster can be reached, a flag is invalid, the Lease may not be used, or the
+/// output cannot be written.
 pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<()> {
     let about =
         if program.about.is_empty() { "A Kubernetes operator built with Kuberator" } else { program.about };
@@ -96,35 +200,71 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let config = O::config();
     let print = |text: String| std::io::stdout().write_all(text.as_bytes()).context("writing to stdout");
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Crd => return print(manifests::to_yaml(&[serde_json::to_value(O::Resource::crd())?])),
-        Command::Rbac { namespace } => {
-            return print(manifests::to_yaml(&manifests::rbac::<O::Resource>(&config, &namespace)));
+    match &cli.command {
+        Some(Command::Crd) => {
+            return print(manifests::to_yaml(&[serde_json::to_value(O::Resource::crd())?]));
         }
-        Command::Manifests { namespace, image } => {
-            return print(manifests::to_yaml(&manifests::manifests::<O::Resource>(
-                &config, &namespace, &image,
+        Some(Command::Rbac { namespace }) => {
+            return print(manifests::to_yaml(&manifests::rbac::<O::Resource>(
+                &config,
+                &cli.placement(&config, namespace)?,
             )));
         }
-        Command::Run => {}
+        Some(Command::Manifests { namespace, image }) => {
+            return print(manifests::to_yaml(&manifests::manifests::<O::Resource>(
+                &config,
+                &cli.placement(&config, namespace)?,
+                image,
+                cli.metrics_address.port(),
+            )));
+        }
+        Some(Command::Run) | None => {}
     }
+    let namespaces = cli.watched(&config)?;
+    let election = &cli.election;
     init_tracing(cli.log_format, &cli.log)?;
     let client = Client::try_default()
         .await
         .context("no Kubernetes cluster reachable: set KUBECONFIG, or run in a pod with a service account")?;
     let concurrency = cli.concurrency.map_or(config.concurrency, |limit| (limit > 0).then_some(limit));
+    let leader_election = election.leader_election.then(|| {
+        let namespace =
+            election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+        let lease =
+            LeaderElection::new(election.lease_name.as_deref().unwrap_or(config.controller_name), namespace)
+                .timing(election.lease_duration, election.renew_deadline, election.retry_period);
+        match &election.identity {
+            Some(identity) => lease.identity(identity),
+            None => lease,
+        }
+    });
+    if let Some(lease) = &leader_election {
+        lease.validate().context("check --lease-duration, --renew-deadline and --retry-period")?;
+    }
     let _telemetry = crate::telemetry::serve(cli.metrics_address).await.with_context(|| {
         format!("serving metrics on {} (change it with --metrics-address)", cli.metrics_address)
     })?;
     tracing::info!(
         controller = config.controller_name,
         finalizer = config.finalizer,
-        namespaces = ?config.namespaces,
+        ?namespaces,
         caching = %config.caching,
         ?concurrency,
+        lease = ?leader_election.as_ref().map(|lease| format!("{}/{}", lease.lease_namespace, lease.lease_name)),
+        identity = ?leader_election.as_ref().map(|lease| &lease.identity),
         "starting"
     );
-    operator.into_reconciler(client).start_with(concurrency, Some(crate::shutdown::signal())).await;
+    let reconciler = operator.into_reconciler_in(client.clone(), namespaces);
+    match leader_election {
+        Some(lease) => {
+            lease
+                .run(client, crate::shutdown::signal(), move |stop| {
+                    reconciler.clone().start_with(concurrency, Some(stop))
+                })
+                .await?;
+        }
+        None => reconciler.start_with(concurrency, Some(crate::shutdown::signal())).await,
+    }
     Ok(())
 }
 
@@ -160,12 +300,54 @@ mod tests {
             "rbac",
             "--namespace",
             "ops",
+            "--namespaces",
+            "a,b",
+            "--leader-election=false",
         ])
         .unwrap();
         assert!(matches!(cli.log_format, LogFormat::Json));
         assert_eq!(cli.concurrency, Some(4));
-        assert!(matches!(cli.command, Some(Command::Rbac { namespace }) if namespace == "ops"));
+        assert_eq!(cli.namespaces, ["a", "b"]);
+        assert!(!cli.election.leader_election);
+        assert!(matches!(&cli.command, Some(Command::Rbac { namespace }) if namespace == "ops"));
         let error = Cli::try_parse_from(["op", "manifests"]).unwrap_err();
         assert!(error.to_string().contains("--image"), "{error}");
+    }
+
+    #[test]
+    fn leader_election_is_on_with_client_go_timing_unless_told_otherwise() {
+        let cli = Cli::try_parse_from(["op"]).unwrap();
+        assert!(cli.election.leader_election);
+        assert_eq!(cli.election.lease_duration, Duration::from_secs(15));
+        assert_eq!(cli.election.renew_deadline, Duration::from_secs(10));
+        assert_eq!(cli.election.retry_period, Duration::from_secs(2));
+        let cli = Cli::try_parse_from(["op", "--retry-period", "500ms", "--lease-duration", "1m"]).unwrap();
+        assert_eq!(cli.election.retry_period, Duration::from_millis(500));
+        assert_eq!(cli.election.lease_duration, Duration::from_secs(60));
+        let error = Cli::try_parse_from(["op", "--renew-deadline", "10"]).unwrap_err();
+        assert!(error.to_string().contains("write it like 500ms, 15s or 2m"), "{error}");
+    }
+
+    #[test]
+    fn namespaces_from_the_command_line_replace_the_attributes_and_are_checked() {
+        let config = OperatorConfig {
+            finalizer: "widgets.example.com/finalizer",
+            namespaces: &["default"],
+            caching: crate::cache::CachingStrategy::Strict,
+            concurrency: None,
+            requeue_after_error: Duration::from_secs(60),
+            labels: None,
+            controller_name: "widget-operator",
+        };
+        let cli = Cli::try_parse_from(["op"]).unwrap();
+        assert_eq!(cli.watched(&config).unwrap(), ["default"]);
+        let cli = Cli::try_parse_from(["op", "--namespaces", "team-a,team-b"]).unwrap();
+        assert_eq!(cli.watched(&config).unwrap(), ["team-a", "team-b"]);
+        let cli = Cli::try_parse_from(["op", "--namespaces", "Team_A"]).unwrap();
+        let error = cli.watched(&config).unwrap_err().to_string();
+        assert!(error.contains("`Team_A` is not a namespace name"), "{error}");
+        let placement =
+            Cli::try_parse_from(["op", "--lease-namespace", "locks"]).unwrap().placement(&config, "ops");
+        assert_eq!(placement.unwrap().lease_namespace.as_deref(), Some("locks"));
     }
 }

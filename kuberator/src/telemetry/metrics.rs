@@ -1,6 +1,8 @@
 //! The process-wide registry and what each controller records into it.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::text;
@@ -23,6 +25,8 @@ struct Metrics {
     in_flight: Family<Labels, Gauge>,
     undecodable: Family<Labels, Counter>,
     ready: Family<Labels, Gauge>,
+    queue_depth: Family<Labels, Gauge>,
+    leader: Family<Labels, Gauge>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -40,6 +44,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         in_flight: Family::default(),
         undecodable: Family::default(),
         ready: Family::default(),
+        queue_depth: Family::default(),
+        leader: Family::default(),
     };
     registry.register("reconciles", "Reconciles finished, by result", metrics.reconciles.clone());
     registry.register("reconcile_errors", "Failed reconciles, by cause", metrics.errors.clone());
@@ -51,6 +57,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         metrics.undecodable.clone(),
     );
     registry.register("ready", "1 once the controller's initial sync is done", metrics.ready.clone());
+    registry.register(
+        "queue_depth",
+        "Objects changed and waiting for their reconcile to start (scheduled retries not counted)",
+        metrics.queue_depth.clone(),
+    );
+    registry.register(
+        "leader",
+        "1 while this process holds the lease, 0 while it stands by",
+        metrics.leader.clone(),
+    );
     Metrics { registry, ..metrics }
 });
 
@@ -61,24 +77,77 @@ pub fn encode() -> String {
     out
 }
 
-/// `Ok` once every controller in this process finished its initial sync, else the names of
-/// those that have not (also when no controller runs yet).
+/// What `/readyz` answers from: per running controller whether its initial sync is done, and
+/// how many leader elections stand by.
+#[derive(Default)]
+struct Readiness {
+    controllers: BTreeMap<String, bool>,
+    standing_by: usize,
+}
+
+static READINESS: Mutex<Readiness> = Mutex::new(Readiness { controllers: BTreeMap::new(), standing_by: 0 });
+
+fn readiness_state() -> std::sync::MutexGuard<'static, Readiness> {
+    // The state stays consistent under a panic: every update is a single assignment.
+    READINESS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `Ok` once every controller running in this process finished its initial sync, or, with
+/// none running, while a leader election stands by (a standby is ready to take over); else
+/// why not.
 ///
 /// # Errors
 ///
-/// The controllers that are not ready, as a sentence.
+/// Why the process is not ready, as a sentence.
 pub fn readiness() -> Result<(), String> {
-    let state = encode();
-    let waiting: Vec<&str> = state
-        .lines()
-        .filter(|line| line.starts_with("kuberator_ready{") && line.ends_with(" 0"))
-        .filter_map(|line| line.split("controller=\"").nth(1)?.split('"').next())
-        .collect();
-    let any = state.lines().any(|line| line.starts_with("kuberator_ready{"));
-    match (any, waiting.is_empty()) {
-        (false, _) => Err("no controller is running yet".into()),
-        (true, true) => Ok(()),
-        (true, false) => Err(format!("initial sync not done: {}", waiting.join(", "))),
+    let state = readiness_state();
+    let waiting: Vec<&str> =
+        state.controllers.iter().filter(|(_, synced)| !**synced).map(|(name, _)| name.as_str()).collect();
+    if !waiting.is_empty() {
+        return Err(format!("initial sync not done: {}", waiting.join(", ")));
+    }
+    if state.controllers.is_empty() && state.standing_by == 0 {
+        return Err("no controller is running yet".into());
+    }
+    Ok(())
+}
+
+/// A leader election's state in metrics and readiness, for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct LeaderStatus {
+    labels: Labels,
+    standing_by: std::sync::atomic::AtomicBool,
+}
+
+impl LeaderStatus {
+    /// A new election for `lease` (`namespace/name`): standing by.
+    pub(crate) fn new(lease: &str) -> Self {
+        let status = Self {
+            labels: vec![("lease".to_owned(), lease.to_owned())],
+            standing_by: std::sync::atomic::AtomicBool::new(false),
+        };
+        status.leading(false);
+        status
+    }
+
+    pub(crate) fn leading(&self, leading: bool) {
+        METRICS.leader.get_or_create(&self.labels).set(i64::from(leading));
+        let was_standing_by = self.standing_by.swap(!leading, std::sync::atomic::Ordering::SeqCst);
+        let mut state = readiness_state();
+        match (was_standing_by, leading) {
+            (false, false) => state.standing_by += 1,
+            (true, true) => state.standing_by -= 1,
+            _ => {}
+        }
+    }
+}
+
+impl Drop for LeaderStatus {
+    fn drop(&mut self) {
+        METRICS.leader.remove(&self.labels);
+        if self.standing_by.load(std::sync::atomic::Ordering::SeqCst) {
+            readiness_state().standing_by -= 1;
+        }
     }
 }
 
@@ -88,12 +157,30 @@ pub(crate) struct ControllerMetrics {
     controller: Labels,
 }
 
+/// A running controller in `/readyz`; it leaves when this is dropped, with the controller.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    controller: Labels,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        METRICS.ready.remove(&self.controller);
+        METRICS.queue_depth.remove(&self.controller);
+        if let Some((_, name)) = self.controller.first() {
+            readiness_state().controllers.remove(name);
+        }
+    }
+}
+
 impl ControllerMetrics {
-    /// Registers `controller` as not ready yet.
-    pub(crate) fn new(controller: &str) -> Self {
+    /// Registers `controller` as running and not ready yet, until the guard is dropped.
+    pub(crate) fn new(controller: &str) -> (Self, Registered) {
         let metrics = Self { controller: vec![("controller".to_owned(), controller.to_owned())] };
         METRICS.ready.get_or_create(&metrics.controller).set(0);
-        metrics
+        readiness_state().controllers.insert(controller.to_owned(), false);
+        let registered = Registered { controller: metrics.controller.clone() };
+        (metrics, registered)
     }
 
     fn with(&self, key: &str, value: &str) -> Labels {
@@ -123,6 +210,13 @@ impl ControllerMetrics {
 
     pub(crate) fn synced(&self) {
         METRICS.ready.get_or_create(&self.controller).set(1);
+        if let Some((_, name)) = self.controller.first() {
+            readiness_state().controllers.insert(name.clone(), true);
+        }
+    }
+
+    pub(crate) fn queue_depth(&self, depth: usize) {
+        METRICS.queue_depth.get_or_create(&self.controller).set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 }
 
@@ -145,15 +239,19 @@ fn kind(error: &Error) -> &'static str {
 mod tests {
     use super::*;
 
+    // One test: readiness is process-wide, and tests run in parallel.
     #[test]
-    fn records_under_the_controller_label() {
-        let metrics = ControllerMetrics::new("unit-test-operator");
+    fn records_under_the_controller_label_and_readiness_follows_controllers_and_elections() {
+        assert_eq!(readiness().unwrap_err(), "no controller is running yet");
+        let (metrics, registered) = ControllerMetrics::new("unit-test-operator");
         assert!(readiness().unwrap_err().contains("unit-test-operator"));
         metrics.started();
         metrics.finished(Duration::from_millis(20), true);
         metrics.failed(&Error::Panicked { object: "x".into(), message: "boom".into() });
         metrics.undecodable();
+        metrics.queue_depth(3);
         metrics.synced();
+        readiness().unwrap();
         let text = encode();
         for line in [
             "kuberator_reconciles_total{controller=\"unit-test-operator\",result=\"success\"} 1",
@@ -161,9 +259,29 @@ mod tests {
             "kuberator_reconciles_in_flight{controller=\"unit-test-operator\"} 0",
             "kuberator_undecodable_objects_total{controller=\"unit-test-operator\"} 1",
             "kuberator_ready{controller=\"unit-test-operator\"} 1",
+            "kuberator_queue_depth{controller=\"unit-test-operator\"} 3",
             "kuberator_reconcile_duration_seconds_count{controller=\"unit-test-operator\"} 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        drop(registered);
+        assert!(!encode().contains("kuberator_ready{"), "a stopped controller leaves readiness");
+        assert_eq!(readiness().unwrap_err(), "no controller is running yet");
+
+        // A standby is ready; a leader is ready once its controller is.
+        let election = LeaderStatus::new("ops/unit-test-lease");
+        readiness().unwrap();
+        assert!(encode().contains("kuberator_leader{lease=\"ops/unit-test-lease\"} 0"));
+        election.leading(true);
+        assert!(encode().contains("kuberator_leader{lease=\"ops/unit-test-lease\"} 1"));
+        assert_eq!(readiness().unwrap_err(), "no controller is running yet");
+        let (_metrics, registered) = ControllerMetrics::new("unit-test-operator");
+        assert!(readiness().is_err());
+        drop(registered);
+        election.leading(false);
+        readiness().unwrap();
+        drop(election);
+        assert!(!encode().contains("kuberator_leader{"));
+        assert_eq!(readiness().unwrap_err(), "no controller is running yet");
     }
 }

@@ -8,8 +8,11 @@
 //!
 //! - `/metrics`: the metrics below, in the Prometheus text format;
 //! - `/healthz`: `200 ok` while the process serves;
-//! - `/readyz`: `200 ok` once every controller in the process has listed its objects once
-//!   (its watch's initial sync), `503` naming the ones that have not before that.
+//! - `/readyz`: `200 ok` once every controller running in the process has listed its objects
+//!   once (its watch's initial sync), and while a [leader election](crate::leader) stands by
+//!   with no controller running (a standby is ready to take over: were it not ready, a
+//!   rolling update would wait on it forever); `503` with the reason otherwise, also before
+//!   anything runs.
 //!
 //! The derived operator's `run()` serves them on `--metrics-address` (default
 //! `0.0.0.0:8080`).
@@ -26,15 +29,24 @@
 //! | `kuberator_reconciles_in_flight` | gauge | | reconciles running now |
 //! | `kuberator_undecodable_objects_total` | counter | | object versions that did not decode |
 //! | `kuberator_ready` | gauge | | 1 once the initial sync is done |
+//! | `kuberator_queue_depth` | gauge | | objects changed and waiting for their reconcile to start |
+//! | `kuberator_leader` | gauge | `lease` (`namespace/name`) instead of `controller` | 1 while this process holds the lease, 0 while it stands by |
+//!
+//! A controller's series leave `kuberator_ready` and `kuberator_queue_depth` when it stops
+//! (on shutdown, or when leadership is lost); counters stay.
 //!
 //! # Caveats
 //!
-//! kube's controller does not expose its queue, so there is no queue-depth metric.
+//! kube's controller does not expose its queue, so `kuberator_queue_depth` counts what
+//! Kuberator sees: objects whose change arrived and whose reconcile has not started yet
+//! (held back by the concurrency limit, or by a reconcile of the same object still
+//! running). Retries and requeues scheduled for later are not in it.
 
 mod metrics;
 mod server;
 
 pub(crate) use self::metrics::ControllerMetrics;
+pub(crate) use self::metrics::LeaderStatus;
 pub use self::metrics::encode;
 pub use self::metrics::readiness;
 pub use self::server::Telemetry;
