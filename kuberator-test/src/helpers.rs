@@ -63,10 +63,18 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> HelperError
 ///
 /// When the apply is refused or the CRD is not established within 30 seconds.
 pub async fn install_crd<K: CustomResourceExt>(client: &Client) -> Result<(), HelperError> {
+    install_crd_object(client, &K::crd()).await
+}
+
+/// Installs `crd` (as printed by an operator's `crd` subcommand, say) like [`install_crd`].
+///
+/// # Errors
+///
+/// When the apply is refused or the CRD is not established within 30 seconds.
+pub async fn install_crd_object(client: &Client, crd: &CustomResourceDefinition) -> Result<(), HelperError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = K::crd();
     let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("kuberator-test").force(), &Patch::Apply(&crd))
+    crds.patch(&name, &PatchParams::apply("kuberator-test").force(), &Patch::Apply(crd))
         .await
         .map_err(api_error(format!("installing CRD {name}")))?;
     wait_for(&crds, &name, Duration::from_secs(30), &format!("CRD {name} to be established"), |crd| {
@@ -241,4 +249,31 @@ impl Drop for Background {
             task.abort();
         }
     }
+}
+
+/// `GET path` over plain HTTP/1.1 from `address` (an operator's `/metrics`, `/healthz` or
+/// `/readyz`): the status code and the body.
+///
+/// # Errors
+///
+/// When the connection fails or the answer is not HTTP.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::io::AsyncWriteExt as _;
+
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not HTTP: {response:?}"))
+    })?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of the series `series` (`name{labels}` exactly as printed) in Prometheus text.
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }

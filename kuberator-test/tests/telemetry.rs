@@ -10,23 +10,13 @@ use kuberator_test::Background;
 use support::ProbeSpec;
 use support::setup;
 use support::wait_observed;
-use tokio::io::AsyncReadExt as _;
-use tokio::io::AsyncWriteExt as _;
 
-/// `GET path` over plain HTTP/1.1: the status code and the body.
 async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    (status, body)
+    kuberator_test::http_get(address, path).await.unwrap()
 }
 
 fn value(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    kuberator_test::metric(metrics, series)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

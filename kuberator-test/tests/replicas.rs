@@ -1,0 +1,299 @@
+//! Two replicas of a derived operator, as separate processes with leader election on
+//! (client-go's timing, the defaults), against the real control plane: exactly one
+//! reconciles; a leader killed with SIGKILL is replaced once its lease runs out; a leader
+//! stopped with SIGTERM releases its lease and the standby takes over in under 3 s.
+//! Each test has a namespace, and so a Lease, of its own.
+
+#![allow(clippy::print_stderr)] // a failed test prints the replicas' logs
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::Client;
+use kube::api::ApiResource;
+use kube::api::DynamicObject;
+use kube::api::GroupVersionKind;
+use kube::api::PostParams;
+use kuberator_test::ControlPlane;
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_baton-operator");
+/// The derived operator's controller name, and so its Lease's.
+const LEASE: &str = "baton-operator";
+
+struct Test {
+    client: Client,
+    namespace: String,
+    kubeconfig: PathBuf,
+    batons: Api<DynamicObject>,
+    leases: Api<Lease>,
+}
+
+/// A namespace of the test's own, and the operator's CRD as its `crd` subcommand prints it.
+async fn setup(prefix: &str) -> Test {
+    kuberator_test::init_tracing();
+    let control_plane =
+        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
+    let client = control_plane.client().await.unwrap();
+    let printed = Command::new(OPERATOR).arg("crd").output().unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_slice(&printed.stdout).unwrap();
+    kuberator_test::install_crd_object(&client, &crd).await.unwrap();
+    let namespace = kuberator_test::test_namespace(&client, prefix).await.unwrap();
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("test.kuberator.dev", "v1", "Baton"),
+        "batons",
+    );
+    Test {
+        batons: Api::namespaced_with(client.clone(), &namespace, &resource),
+        leases: Api::namespaced(client.clone(), &namespace),
+        kubeconfig: control_plane.kubeconfig_path().to_owned(),
+        client,
+        namespace,
+    }
+}
+
+impl Test {
+    async fn create(&self, name: &str) {
+        let baton: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "test.kuberator.dev/v1",
+            "kind": "Baton",
+            "metadata": { "name": name, "namespace": self.namespace },
+            "spec": { "note": name },
+        }))
+        .unwrap();
+        self.batons.create(&PostParams::default(), &baton).await.unwrap();
+    }
+
+    /// Waits until `name`'s status says which replica reconciled it, and returns that.
+    async fn reconciled_by(&self, name: &str, timeout: Duration) -> String {
+        let done = |baton: Option<&DynamicObject>| {
+            baton.and_then(|baton| baton.data["status"]["reconciledBy"].as_str().map(str::to_owned))
+        };
+        let baton = kuberator_test::wait_for(&self.batons, name, timeout, "status.reconciledBy", |baton| {
+            done(baton).is_some()
+        })
+        .await
+        .unwrap();
+        done(baton.as_ref()).unwrap()
+    }
+
+    async fn holder(&self) -> Option<String> {
+        let lease = self.leases.get_opt(LEASE).await.unwrap()?;
+        lease.spec?.holder_identity
+    }
+
+    async fn wait_holder(&self, identity: &str, timeout: Duration) -> Lease {
+        kuberator_test::wait_for(
+            &self.leases,
+            LEASE,
+            timeout,
+            &format!("{identity} to hold the lease"),
+            |lease| lease.and_then(|lease| lease.spec.as_ref()?.holder_identity.as_deref()) == Some(identity),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
+    async fn cleanup(self) {
+        kuberator_test::delete_namespace(&self.client, &self.namespace).await.unwrap();
+    }
+}
+
+/// One operator process; killed when dropped, its log printed if the test failed.
+struct Replica {
+    identity: &'static str,
+    child: Child,
+    metrics: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    /// Runs the operator with default leader election timing, watching the test's namespace
+    /// and holding its Lease there.
+    fn start(test: &Test, identity: &'static str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(format!("{identity}.log"));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(OPERATOR)
+            .args(["run", "--namespaces", &test.namespace, "--lease-namespace", &test.namespace])
+            .args(["--metrics-address", &metrics.to_string()])
+            .env("KUBECONFIG", &test.kubeconfig)
+            .env("KUBERATOR_IDENTITY", identity)
+            .env("KUBERATOR_LOG", "info,kuberator=debug")
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { identity, child, metrics, log, _dir: dir }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        kuberator_test::http_get(self.metrics, path).await.ok()
+    }
+
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, metrics) = self.get("/metrics").await?;
+        kuberator_test::metric(&metrics, series)
+    }
+
+    async fn leading(&self, lease: &str) -> Option<f64> {
+        self.metric(&format!("kuberator_leader{{lease=\"{lease}\"}}")).await
+    }
+
+    async fn reconciles(&self) -> f64 {
+        self.metric("kuberator_reconciles_total{controller=\"baton-operator\",result=\"success\"}")
+            .await
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get("/readyz").await.map(|(status, _)| status) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never ready: {:?}\n{}",
+                self.identity,
+                self.get("/readyz").await,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -s {signal} {}", self.child.id());
+    }
+
+    /// Waits for the process to exit, and returns its status.
+    async fn exited(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}\n{}",
+                self.identity,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "--- log of {} ---\n{}",
+            self.identity,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log());
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Replica A leads and reconciles; replica B stands by, ready, reconciling nothing.
+async fn leader_and_standby(test: &Test) -> (Replica, Replica) {
+    let a = Replica::start(test, "replica-a");
+    test.wait_holder("replica-a", Duration::from_secs(30)).await;
+    a.wait_ready().await;
+    let b = Replica::start(test, "replica-b");
+    b.wait_ready().await;
+    let lease = format!("{}/{LEASE}", test.namespace);
+    assert_eq!(b.leading(&lease).await, Some(0.0), "{}", b.log());
+    assert_eq!(a.leading(&lease).await, Some(1.0), "{}", a.log());
+
+    test.create("first").await;
+    assert_eq!(test.reconciled_by("first", Duration::from_secs(30)).await, "replica-a");
+    assert!(a.reconciles().await >= 1.0, "{}", a.log());
+    assert_eq!(b.reconciles().await, 0.0, "the standby reconciled:\n{}", b.log());
+    assert_eq!(test.holder().await.as_deref(), Some("replica-a"));
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_once_its_lease_runs_out() {
+    let test = setup("replicas-kill").await;
+    let (mut a, b) = leader_and_standby(&test).await;
+
+    a.signal("KILL");
+    let killed = Instant::now();
+    a.exited(Duration::from_secs(10)).await;
+    test.create("second").await;
+    assert_eq!(test.reconciled_by("second", Duration::from_secs(40)).await, "replica-b");
+    let took = killed.elapsed();
+    // The standby waits out the 15 s lease from the last renewal it saw (at most one 2 s retry
+    // period before the kill), then looks within one retry period (2 s, up to 20 % later);
+    // 2 s more for starting the controller and reconciling on a busy machine.
+    assert!(took >= Duration::from_secs(12), "took over before the lease ran out: {took:?}");
+    assert!(took <= Duration::from_millis(15_000 + 2_400 + 2_000), "took {took:?}\n{}", b.log());
+    let lease = test.wait_holder("replica-b", Duration::from_secs(1)).await;
+    assert_eq!(lease.spec.unwrap().lease_transitions, Some(1));
+    assert_eq!(b.leading(&format!("{}/{LEASE}", test.namespace)).await, Some(1.0));
+    eprintln!("SIGKILL handover: {took:?}");
+
+    drop((a, b));
+    test.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_leader_hands_over_in_under_three_seconds() {
+    let test = setup("replicas-term").await;
+    let (mut a, b) = leader_and_standby(&test).await;
+    let lease = format!("{}/{LEASE}", test.namespace);
+
+    a.signal("TERM");
+    let terminated = Instant::now();
+    // Handed over: the standby holds the lease and its controller has synced, so it
+    // reconciles.
+    loop {
+        let metrics = b.get("/metrics").await.map(|(_, body)| body).unwrap_or_default();
+        let leading = kuberator_test::metric(&metrics, &format!("kuberator_leader{{lease=\"{lease}\"}}"));
+        let synced = kuberator_test::metric(&metrics, "kuberator_ready{controller=\"baton-operator\"}");
+        if leading == Some(1.0) && synced == Some(1.0) {
+            break;
+        }
+        assert!(terminated.elapsed() < Duration::from_secs(30), "no handover\n{}\n{}", a.log(), b.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = terminated.elapsed();
+    assert!(took < Duration::from_secs(3), "handover took {took:?}\n{}\n{}", a.log(), b.log());
+    eprintln!("SIGTERM handover: {took:?}");
+
+    let status = a.exited(Duration::from_secs(10)).await;
+    assert!(status.success(), "a SIGTERM is a graceful stop: {status}\n{}", a.log());
+    assert!(a.log().contains("released the lease"), "{}", a.log());
+    let held = test.wait_holder("replica-b", Duration::from_secs(1)).await;
+    assert_eq!(held.spec.unwrap().lease_transitions, Some(1));
+    test.create("second").await;
+    assert_eq!(test.reconciled_by("second", Duration::from_secs(30)).await, "replica-b");
+
+    drop((a, b));
+    test.cleanup().await;
+}
