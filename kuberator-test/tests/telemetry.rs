@@ -3,6 +3,9 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kuberator::Reconcile;
@@ -59,6 +62,35 @@ async fn metrics_count_reconciles_and_readiness_waits_for_the_initial_sync() {
     );
     assert_eq!(value(&metrics, &format!("kuberator_reconciles_in_flight{{{controller}}}")), Some(0.0));
     assert_eq!(value(&metrics, &format!("kuberator_ready{{{controller}}}")), Some(1.0));
+    let queue = format!("kuberator_queue_depth{{{controller}}}");
+    assert_eq!(value(&metrics, &queue), Some(0.0));
+
+    // Five slow objects at once, two reconciles at a time: the rest wait, and the queue
+    // depth shows them; once all are done it is back to zero.
+    let watching = Arc::new(AtomicBool::new(true));
+    let deepest = tokio::spawn({
+        let (watching, queue) = (Arc::clone(&watching), queue.clone());
+        async move {
+            let mut deepest = 0.0_f64;
+            while watching.load(Ordering::SeqCst) {
+                deepest = deepest.max(value(&get(address, "/metrics").await.1, &queue).unwrap_or(0.0));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            deepest
+        }
+    });
+    let slow = ["slow-1", "slow-2", "slow-3", "slow-4", "slow-5"];
+    for name in slow {
+        test.create(name, ProbeSpec { message: name.into(), apply_millis: 1000, ..ProbeSpec::default() })
+            .await;
+    }
+    for name in slow {
+        wait_observed(&test.api, name).await;
+    }
+    watching.store(false, Ordering::SeqCst);
+    let deepest = deepest.await.unwrap();
+    assert!(deepest >= 2.0, "at most 2 of 5 run at once, so some wait: deepest queue {deepest}");
+    assert_eq!(value(&get(address, "/metrics").await.1, &queue), Some(0.0));
 
     // A failing object shows up by cause.
     test.create("failing", ProbeSpec { fail_apply: Some("no".into()), ..ProbeSpec::default() }).await;
