@@ -1,8 +1,10 @@
 //! Two replicas of a derived operator, as separate processes with leader election on
 //! (client-go's timing, the defaults), against the real control plane: exactly one
 //! reconciles; a leader killed with SIGKILL is replaced once its lease runs out; a leader
-//! stopped with SIGTERM releases its lease and the standby takes over in under 3 s.
-//! Each test has a namespace, and so a Lease, of its own.
+//! stopped with SIGTERM releases its lease and the standby takes over in under 3 s; and a
+//! replica holding exactly the RBAC its `rbac` subcommand prints works, while one without
+//! the Lease rules exits with an error that names them. Each test has a namespace, and so a
+//! Lease, of its own.
 
 #![allow(clippy::print_stderr)] // a failed test prints the replicas' logs
 
@@ -16,6 +18,8 @@ use std::time::Duration;
 use std::time::Instant;
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::Client;
@@ -23,6 +27,7 @@ use kube::api::ApiResource;
 use kube::api::DynamicObject;
 use kube::api::GroupVersionKind;
 use kube::api::PostParams;
+use kube::config::Kubeconfig;
 use kuberator_test::ControlPlane;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_baton-operator");
@@ -122,13 +127,18 @@ impl Replica {
     /// Runs the operator with default leader election timing, watching the test's namespace
     /// and holding its Lease there.
     fn start(test: &Test, identity: &'static str) -> Self {
+        Self::start_as(test, identity, &test.kubeconfig)
+    }
+
+    /// Like [`Replica::start`], with the client that `kubeconfig` describes.
+    fn start_as(test: &Test, identity: &'static str, kubeconfig: &std::path::Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{identity}.log"));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(OPERATOR)
             .args(["run", "--namespaces", &test.namespace, "--lease-namespace", &test.namespace])
             .args(["--metrics-address", &metrics.to_string()])
-            .env("KUBECONFIG", &test.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("KUBERATOR_IDENTITY", identity)
             .env("KUBERATOR_LOG", "info,kuberator=debug")
             .stdin(Stdio::null())
@@ -295,5 +305,65 @@ async fn a_terminated_leader_hands_over_in_under_three_seconds() {
     assert_eq!(test.reconciled_by("second", Duration::from_secs(30)).await, "replica-b");
 
     drop((a, b));
+    test.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_exactly_the_printed_rbac_works_and_without_the_lease_rules_says_so() {
+    let test = setup("replicas-rbac").await;
+    let namespace = test.namespace.as_str();
+    // What `rbac` prints for this deployment: the operator's ServiceAccount lives in the
+    // test's namespace, watches it, and holds its Lease there.
+    let printed = Command::new(OPERATOR)
+        .args(["rbac", "--namespace", namespace, "--namespaces", namespace])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let documents: Vec<serde_json::Value> =
+        text.split("\n---\n").map(|document| serde_yaml_ng::from_str(document).unwrap()).collect();
+    let kinds: Vec<_> = documents.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Role", "RoleBinding", "Role", "RoleBinding"], "{text}");
+    let roles: Api<Role> = Api::namespaced(test.client.clone(), namespace);
+    let bindings: Api<RoleBinding> = Api::namespaced(test.client.clone(), namespace);
+    for pair in documents.chunks(2) {
+        roles
+            .create(&PostParams::default(), &serde_json::from_value(pair[0].clone()).unwrap())
+            .await
+            .unwrap();
+        bindings
+            .create(&PostParams::default(), &serde_json::from_value(pair[1].clone()).unwrap())
+            .await
+            .unwrap();
+    }
+
+    // A kubeconfig that acts as that ServiceAccount and nothing more.
+    let control_plane = ControlPlane::shared().await.unwrap();
+    let mut kubeconfig = Kubeconfig::read_from(control_plane.kubeconfig_path()).unwrap();
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info.as_mut().unwrap().impersonate =
+            Some(format!("system:serviceaccount:{namespace}:{LEASE}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let restricted = dir.path().join("kubeconfig");
+    std::fs::write(&restricted, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
+
+    let replica = Replica::start_as(&test, "least-privilege", &restricted);
+    test.create("first").await;
+    assert_eq!(test.reconciled_by("first", Duration::from_secs(30)).await, "least-privilege");
+    drop(replica);
+
+    // Without the Lease rules, the operator exits at once and says what to grant.
+    bindings.delete(&format!("{LEASE}-leader-election"), &Default::default()).await.unwrap();
+    let mut refused = Replica::start_as(&test, "no-lease-rules", &restricted);
+    let status = refused.exited(Duration::from_secs(30)).await;
+    assert!(!status.success());
+    let log = refused.log();
+    assert!(
+        log.contains(&format!("not allowed to use Lease {namespace}/{LEASE} for leader election")),
+        "{log}"
+    );
+    assert!(log.contains("the operator's `rbac` subcommand prints the rules"), "{log}");
+
     test.cleanup().await;
 }

@@ -45,13 +45,15 @@ pub const REQUEUE_AFTER_ERROR_SECONDS: u64 = 60;
 /// - When the shutdown future completes, no new reconcile starts, the ones in flight finish,
 ///   and then `start` returns.
 /// - A failed reconcile is logged with the object and the error chain, published as a
-///   `Warning` Event on the object, and retried after
-///   [`requeue_after_error_seconds`](Reconcile::requeue_after_error_seconds).
+///   `Warning` Event on the object, and retried with that object's own exponential backoff
+///   (see [`error_policy`](Reconcile::error_policy)); a [terminal](Error::terminal) error
+///   waits for the object's next change. A panicking handler is such a failure too.
 ///
 /// # Caveats
 ///
-/// The retry delay is the same for every error and every object. Override
-/// [`Reconcile::error_policy`] or [`Context::handle_error`] for anything smarter.
+/// Every object backs off the same way, whatever the error. Override
+/// [`Reconcile::error_policy`] or [`Context::handle_error`] to tell errors apart. For
+/// several replicas, run the controller under [`crate::leader::LeaderElection`].
 #[async_trait]
 pub trait Reconcile<R, C, F, P>: Sized + Send + 'static
 where

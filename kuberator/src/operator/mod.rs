@@ -6,7 +6,10 @@
 //! attribute and your inherent `handle_apply` / `handle_cleanup` methods, and gives the
 //! struct an inherent `run()`. `run()` reads the command line ([`run()`]: `crd`, `rbac` and
 //! `manifests` print what the operator needs in a cluster), sets up logging, connects to the
-//! cluster in `KUBECONFIG` (or in-cluster), and runs the controller until SIGINT or SIGTERM.
+//! cluster in `KUBECONFIG` (or in-cluster), serves metrics and probes
+//! ([`crate::telemetry`]), and runs the controller until SIGINT or SIGTERM; with leader
+//! election (on unless `--leader-election=false`), only while it holds the Lease
+//! ([`crate::leader`]).
 //!
 //! Handlers get a [`Ctx`]: status writes, Events, the client and the repository are one
 //! call away.
@@ -18,6 +21,8 @@
 //! | none | every namespace | compile error: list them | a fresh `Api` per lookup | each namespace cached on first use |
 //! | one | that namespace | cached | cached | cached |
 //! | several | every namespace; objects elsewhere are ignored | cached | cached | cached |
+//!
+//! `--namespaces` replaces the attribute's list when the operator starts.
 //!
 //! With no `caching`, listed namespaces mean `Strict` and none means `Extendable`. Watching
 //! several namespaces lists and watches cluster-wide, so the operator needs cluster-wide
