@@ -222,7 +222,14 @@ impl LeaderElection {
         let mut shutdown = pin!(futures::FutureExt::fuse(shutdown));
         loop {
             tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => {
+                    // A write cut off by the shutdown may have taken the lease after all.
+                    let released = tokio::time::timeout(self.retry_period, lock.release()).await;
+                    if let Ok(Err(error)) = released {
+                        tracing::debug!(lease = %self.lease(), error = %crate::error::report(&error), "could not check the lease on shutdown");
+                    }
+                    return Ok(());
+                }
                 acquired = self.acquire(&mut lock, &changed) => acquired?,
             }
             status.leading(true);
