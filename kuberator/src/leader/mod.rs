@@ -253,10 +253,15 @@ impl LeaderElection {
             status.leading(false);
             match ended {
                 Ok(joined) => {
-                    if let Err(error) = lock.release().await {
-                        tracing::warn!(lease = %self.lease(), error = %crate::error::report(&error), "could not release the lease; a standby takes over once it expires");
-                    } else {
-                        tracing::info!(lease = %self.lease(), "released the lease");
+                    // Bounded: an API server that does not answer must not hold up shutdown.
+                    match tokio::time::timeout(self.renew_deadline, lock.release()).await {
+                        Ok(Ok(())) => tracing::info!(lease = %self.lease(), "released the lease"),
+                        Ok(Err(error)) => {
+                            tracing::warn!(lease = %self.lease(), error = %crate::error::report(&error), "could not release the lease; a standby takes over once it expires");
+                        }
+                        Err(_) => {
+                            tracing::warn!(lease = %self.lease(), "the API server did not answer the release in time; a standby takes over once the lease expires");
+                        }
                     }
                     if let Err(error) = joined
                         && error.is_panic()
