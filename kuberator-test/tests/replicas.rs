@@ -135,6 +135,8 @@ impl Replica {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{identity}.log"));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // One file, one offset: stdout (the logs) and stderr (a failure) interleave, not overwrite.
+        let output = File::create(&log).unwrap();
         let child = Command::new(OPERATOR)
             .args(["run", "--namespaces", &test.namespace, "--lease-namespace", &test.namespace])
             .args(["--metrics-address", &metrics.to_string()])
@@ -142,8 +144,8 @@ impl Replica {
             .env("KUBERATOR_IDENTITY", identity)
             .env("KUBERATOR_LOG", "info,kuberator=debug")
             .stdin(Stdio::null())
-            .stdout(File::create(&log).unwrap())
-            .stderr(File::create(&log).unwrap())
+            .stderr(output.try_clone().unwrap())
+            .stdout(output)
             .spawn()
             .unwrap();
         Self { identity, child, metrics, log, _dir: dir }
