@@ -9,6 +9,7 @@ impl ::kuberator::operator::Operator for EchoOperator {
             caching: ::kuberator::cache::CachingStrategy::Adhoc,
             concurrency: ::std::option::Option::None,
             requeue_after_error: ::std::time::Duration::from_secs(5u64),
+            error_backoff_base: ::std::time::Duration::from_millis(250u64),
             labels: ::std::option::Option::Some("app=echo"),
             controller_name: "echo-operator",
         }

@@ -23,6 +23,7 @@ impl ::kuberator::operator::Operator for EchoOperator {
             caching: ::kuberator::cache::CachingStrategy::Extendable,
             concurrency: ::std::option::Option::Some(1usize),
             requeue_after_error: ::std::time::Duration::from_secs(60u64),
+            error_backoff_base: ::std::time::Duration::from_millis(1000u64),
             labels: ::std::option::Option::None,
             controller_name: {
                 static NAME: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();

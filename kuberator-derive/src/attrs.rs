@@ -46,6 +46,9 @@ pub(crate) struct OperatorAttrs {
     /// `requeue_after_error_seconds = 30`
     #[darling(default)]
     pub(crate) requeue_after_error_seconds: Option<Value>,
+    /// `error_backoff_base_millis = 500`
+    #[darling(default)]
+    pub(crate) error_backoff_base_millis: Option<Value>,
     /// `labels = "app=my-operator"`
     #[darling(default)]
     pub(crate) labels: Option<Value>,
@@ -77,6 +80,7 @@ mod tests {
                 namespaces = ["default", "production"],
                 concurrency = 4,
                 requeue_after_error_seconds = 30,
+                error_backoff_base_millis = 500,
                 labels = "app=echo",
                 repository = MyRepo,
                 controller_name = "echo-operator",
@@ -92,6 +96,7 @@ mod tests {
             &attrs.namespaces,
             &attrs.concurrency,
             &attrs.requeue_after_error_seconds,
+            &attrs.error_backoff_base_millis,
             &attrs.labels,
             &attrs.repository,
             &attrs.controller_name,

@@ -57,6 +57,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         None => quote!(::std::option::Option::None),
     };
     let requeue = model.requeue_after_error_seconds;
+    let backoff_base = model.error_backoff_base_millis;
     let labels = match &model.labels {
         Some(labels) => quote!(::std::option::Option::Some(#labels)),
         None => quote!(::std::option::Option::None),
@@ -81,6 +82,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                     caching: #caching,
                     concurrency: #concurrency,
                     requeue_after_error: ::std::time::Duration::from_secs(#requeue),
+                    error_backoff_base: ::std::time::Duration::from_millis(#backoff_base),
                     labels: #labels,
                     controller_name: #controller_name,
                 }
@@ -174,6 +176,7 @@ mod tests {
                     namespaces = ["default", "production"],
                     concurrency = 0,
                     requeue_after_error_seconds = 5,
+                    error_backoff_base_millis = 250,
                     labels = "app=echo",
                     repository = MyRepository,
                     controller_name = "echo-operator",

@@ -63,8 +63,14 @@
 //!
 //! ## `requeue_after_error_seconds = 30`
 //!
-//! The longest a failed reconcile waits before it is retried: retries back off from 1 s,
-//! doubling per failure in a row, up to this. Default: 60.
+//! The longest a failed reconcile waits before it is retried: retries back off from
+//! `error_backoff_base_millis`, doubling per failure in a row, up to this. Default: 60.
+//!
+//! ## `error_backoff_base_millis = 500`
+//!
+//! The wait before the first retry of a failed reconcile, in milliseconds; each further
+//! failure in a row doubles it, and a success starts it over. At least 1, and no longer than
+//! `requeue_after_error_seconds`. Default: 1000.
 //!
 //! ## `labels = "app=my-operator"`
 //!

@@ -31,6 +31,7 @@ pub(crate) struct Model {
     /// `None`: no limit.
     pub(crate) concurrency: Option<usize>,
     pub(crate) requeue_after_error_seconds: u64,
+    pub(crate) error_backoff_base_millis: u64,
     pub(crate) labels: Option<LitStr>,
     pub(crate) repository: Option<Path>,
     /// `None`: `<kind>-operator`, computed at run time.
@@ -110,6 +111,16 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
             )
         })
         .unwrap_or(60);
+    let error_backoff_base_millis = attrs
+        .error_backoff_base_millis
+        .as_ref()
+        .and_then(|value| {
+            let base =
+                integer::<u64>(&value.0, "error_backoff_base_millis", "error_backoff_base_millis = 500")
+                    .and_then(|base| backoff_base(&value.0, base, requeue_after_error_seconds));
+            handle(&mut errors, base)
+        })
+        .unwrap_or(1000);
     let labels = attrs
         .labels
         .as_ref()
@@ -132,6 +143,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         namespaces,
         concurrency,
         requeue_after_error_seconds,
+        error_backoff_base_millis,
         labels,
         repository,
         controller_name,
@@ -168,6 +180,26 @@ where
         Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => int.base10_parse(),
         _ => Err(syn::Error::new_spanned(expr, format!("`{key}` takes a whole number, such as `{example}`"))),
     }
+}
+
+/// The first retry's delay: more than nothing, and no longer than the longest delay.
+fn backoff_base(expr: &Expr, base: u64, cap_seconds: u64) -> syn::Result<u64> {
+    if base == 0 {
+        return Err(syn::Error::new_spanned(
+            expr,
+            "`error_backoff_base_millis` must be at least 1: it is the delay before the first retry, doubled per failure",
+        ));
+    }
+    if base > cap_seconds.saturating_mul(1000) {
+        return Err(syn::Error::new_spanned(
+            expr,
+            format!(
+                "`error_backoff_base_millis = {base}` is longer than the longest retry delay \
+                 (`requeue_after_error_seconds = {cap_seconds}`): lower it, or raise `requeue_after_error_seconds`"
+            ),
+        ));
+    }
+    Ok(base)
 }
 
 fn caching(expr: &Expr, no_namespaces: bool) -> syn::Result<Caching> {
@@ -316,6 +348,7 @@ mod tests {
         assert_eq!(model.caching, Caching::Extendable);
         assert_eq!(model.concurrency, Some(1));
         assert_eq!(model.requeue_after_error_seconds, 60);
+        assert_eq!(model.error_backoff_base_millis, 1000);
         assert!(model.finalizer.is_none());
         let model = check(quote! { #[kuberator(resource = Echo, namespaces = ["a"])] struct Op; }).unwrap();
         assert_eq!(model.caching, Caching::Strict);
@@ -379,5 +412,24 @@ mod tests {
         {
             assert!(error.contains(part), "{part}: {error}");
         }
+    }
+
+    #[test]
+    fn the_backoff_base_is_positive_and_fits_under_the_longest_delay() {
+        let error = check(quote! { #[kuberator(resource = Echo, error_backoff_base_millis = 0)] struct Op; })
+            .unwrap_err();
+        assert!(error.contains("must be at least 1"), "{error}");
+        let error = check(quote! {
+            #[kuberator(resource = Echo, requeue_after_error_seconds = 2, error_backoff_base_millis = 5000)]
+            struct Op;
+        })
+        .unwrap_err();
+        assert!(error.contains("(`requeue_after_error_seconds = 2`): lower it"), "{error}");
+        let model = check(quote! {
+            #[kuberator(resource = Echo, requeue_after_error_seconds = 2, error_backoff_base_millis = 2000)]
+            struct Op;
+        })
+        .unwrap();
+        assert_eq!(model.error_backoff_base_millis, 2000);
     }
 }

@@ -35,6 +35,7 @@ use support::wait_observed;
     caching = Extendable,
     concurrency = 4,
     requeue_after_error_seconds = 1,
+    error_backoff_base_millis = 200,
     controller_name = "derived-probe-operator"
 )]
 struct DerivedProbe {
@@ -46,6 +47,7 @@ impl DerivedProbe {
         let name = probe.name_any();
         {
             let mut journal = self.journal.lock().unwrap();
+            journal.apply_starts.entry(name.clone()).or_default().push(std::time::Instant::now());
             journal.applies.entry(name.clone()).or_default().push(probe.metadata.generation.unwrap_or(-1));
             if !probe.finalizers().iter().any(|f| f == FINALIZER) {
                 journal.applies_without_finalizer.push(name.clone());
@@ -120,6 +122,22 @@ async fn the_derived_operator_behaves_like_the_hand_written_one() {
         }
         assert!(std::time::Instant::now() < deadline, "no ApplyFailed event: {events:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its retries back off from the attribute's 200 ms, doubling (±10 %; each retry also takes
+    // the handler's own status write and the scheduler's time).
+    let starts = || journal.lock().unwrap().apply_starts.get("broken").cloned().unwrap_or_default();
+    while starts().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "only {} applies of broken", starts().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let times = starts();
+    let intervals: Vec<Duration> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    for (interval, expected) in intervals.iter().zip([200, 400, 800].map(Duration::from_millis)) {
+        assert!(
+            *interval >= expected.mul_f64(0.9)
+                && *interval <= expected.mul_f64(1.1) + Duration::from_millis(400),
+            "interval {interval:?}, expected {expected:?}; all: {intervals:?}"
+        );
     }
 
     // Cleanup holds the object until it succeeds.

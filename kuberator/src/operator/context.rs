@@ -246,6 +246,10 @@ impl<O: Operator> Reconcile<O::Resource, OperatorContext<O>, O::Repository, Stat
         Some(O::config().requeue_after_error)
     }
 
+    fn error_backoff_base() -> Duration {
+        O::config().error_backoff_base
+    }
+
     fn controller_name() -> String {
         O::config().controller_name.to_owned()
     }

@@ -276,6 +276,7 @@ mod tests {
             caching: CachingStrategy::Extendable,
             concurrency: Some(1),
             requeue_after_error: std::time::Duration::from_secs(60),
+            error_backoff_base: std::time::Duration::from_secs(1),
             labels: None,
             controller_name: "widget-operator",
         }

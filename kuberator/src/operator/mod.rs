@@ -72,8 +72,11 @@ pub struct OperatorConfig {
     pub caching: CachingStrategy,
     /// Reconciles at a time; `None` means no limit.
     pub concurrency: Option<usize>,
-    /// How long a failed reconcile waits before it is retried.
+    /// The longest a failed reconcile waits before it is retried.
     pub requeue_after_error: Duration,
+    /// The wait before the first retry; doubled per failure in a row, up to
+    /// `requeue_after_error`.
+    pub error_backoff_base: Duration,
     /// A label selector that limits the watch.
     pub labels: Option<&'static str>,
     /// The name Events are reported under.

@@ -336,6 +336,7 @@ mod tests {
             caching: crate::cache::CachingStrategy::Strict,
             concurrency: None,
             requeue_after_error: Duration::from_secs(60),
+            error_backoff_base: Duration::from_secs(1),
             labels: None,
             controller_name: "widget-operator",
         };
