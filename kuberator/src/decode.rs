@@ -9,7 +9,7 @@
 //! error, counted in `kuberator_undecodable_objects_total`, and reported once per resource version as a `DecodeFailed` Warning Event
 //! on the object. Every other object goes on as before.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -31,10 +31,29 @@ use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::telemetry::ControllerMetrics;
 
-/// The object versions (uid, resourceVersion) already reported as undecodable.
+/// Per object (by uid) that does not decode now, the resourceVersion last reported: as many
+/// entries as objects that are undecodable at the moment, not one per version ever seen.
 #[derive(Debug, Default)]
 pub(crate) struct DecodeFailures {
-    reported: Mutex<HashSet<(String, String)>>,
+    reported: Mutex<HashMap<String, String>>,
+}
+
+impl DecodeFailures {
+    /// Whether this version of the object is new to report.
+    fn first_report(&self, uid: &str, version: &str) -> bool {
+        let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        reported.insert(uid.to_owned(), version.to_owned()).as_deref() != Some(version)
+    }
+
+    /// The object decodes again, or is gone.
+    fn forget(&self, uid: Option<String>) {
+        let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(uid) = uid
+            && !reported.is_empty()
+        {
+            reported.remove(&uid);
+        }
+    }
 }
 
 /// Watches what `api` watches, decoding every object into `R` on its own.
@@ -81,7 +100,10 @@ where
     R::DynamicType: Default,
 {
     let decode_or_report = |object: DynamicObject| match decode::<R>(&object) {
-        Ok(decoded) => Some(decoded),
+        Ok(decoded) => {
+            failures.forget(object.uid());
+            Some(decoded)
+        }
         Err(error) => {
             report(&object, &error, resource, recorder, failures, telemetry);
             None
@@ -91,7 +113,10 @@ where
         watcher::Event::Apply(object) => decode_or_report(object).map(watcher::Event::Apply),
         watcher::Event::InitApply(object) => decode_or_report(object).map(watcher::Event::InitApply),
         // An undecodable object that is gone needs no report.
-        watcher::Event::Delete(object) => decode::<R>(&object).ok().map(watcher::Event::Delete),
+        watcher::Event::Delete(object) => {
+            failures.forget(object.uid());
+            decode::<R>(&object).ok().map(watcher::Event::Delete)
+        }
         watcher::Event::Init => Some(watcher::Event::Init),
         watcher::Event::InitDone => Some(watcher::Event::InitDone),
     }
@@ -113,9 +138,8 @@ fn report(
         Some(namespace) => format!("{} {namespace}/{}", resource.kind, object.name_any()),
         None => format!("{} {}", resource.kind, object.name_any()),
     };
-    let version = (object.uid().unwrap_or_default(), object.resource_version().unwrap_or_default());
-    let first = failures.reported.lock().unwrap_or_else(PoisonError::into_inner).insert(version);
-    if !first {
+    let (uid, version) = (object.uid().unwrap_or_default(), object.resource_version().unwrap_or_default());
+    if !failures.first_report(&uid, &version) {
         return;
     }
     telemetry.undecodable();
@@ -130,4 +154,23 @@ fn report(
             tracing::warn!(object = %label, error = %error.report(), "could not publish event");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_version_is_reported_once_and_only_undecodable_objects_are_kept() {
+        let failures = DecodeFailures::default();
+        assert!(failures.first_report("uid-1", "10"));
+        assert!(!failures.first_report("uid-1", "10"), "a re-list of the same version");
+        assert!(failures.first_report("uid-1", "11"), "a new version that still does not decode");
+        assert!(failures.first_report("uid-2", "5"));
+        failures.forget(Some("uid-1".into()));
+        assert_eq!(failures.reported.lock().unwrap().len(), 1, "fixed objects are forgotten");
+        assert!(failures.first_report("uid-1", "11"), "broken again: reported again");
+        failures.forget(None);
+        assert_eq!(failures.reported.lock().unwrap().len(), 2);
+    }
 }
