@@ -30,8 +30,8 @@ pub(super) struct LeaseLock {
     name: String,
     identity: String,
     lease_duration: Duration,
-    /// The last lease object read or written, and when its record last changed.
-    observed: Option<(Lease, Instant)>,
+    /// The last record read or written, and when it last changed.
+    observed: Option<(Option<LeaseSpec>, Instant)>,
 }
 
 impl LeaseLock {
@@ -43,7 +43,7 @@ impl LeaseLock {
     pub(super) fn holds(&self) -> bool {
         self.observed
             .as_ref()
-            .and_then(|(lease, _)| lease.spec.as_ref()?.holder_identity.as_deref())
+            .and_then(|(spec, _)| spec.as_ref()?.holder_identity.as_deref())
             .is_some_and(|holder| holder == self.identity)
     }
 
@@ -61,16 +61,12 @@ impl LeaseLock {
                 spec: Some(self.record(now, now, 0)),
             };
             let created = self.api.create(&PostParams::default(), &lease).await?;
-            self.observed = Some((created, Instant::now()));
+            self.observed = Some((created.spec, Instant::now()));
             return Ok(Attempt::Leading);
         };
         let spec = current.spec.clone().unwrap_or_default();
-        let changed = self.observed.as_ref().is_none_or(|(seen, _)| seen.spec != current.spec);
-        if changed {
-            self.observed = Some((current.clone(), Instant::now()));
-        } else if let Some((seen, _)) = &mut self.observed {
-            // Same record, but keep the newest resourceVersion for the write below.
-            seen.metadata.resource_version.clone_from(&current.metadata.resource_version);
+        if self.observed.as_ref().is_none_or(|(seen, _)| *seen != current.spec) {
+            self.observed = Some((current.spec.clone(), Instant::now()));
         }
         let holder = spec.holder_identity.clone().filter(|holder| !holder.is_empty());
         let since = self.observed.as_ref().map_or_else(Instant::now, |(_, since)| *since);
@@ -92,7 +88,7 @@ impl LeaseLock {
             self.record(now, now, transitions.saturating_add(1))
         };
         let replaced = self.replace(current, record).await?;
-        self.observed = Some((replaced, Instant::now()));
+        self.observed = Some((replaced.spec, Instant::now()));
         Ok(Attempt::Leading)
     }
 
@@ -119,7 +115,7 @@ impl LeaseLock {
             };
             match self.replace(current, record).await {
                 Ok(released) => {
-                    self.observed = Some((released, Instant::now()));
+                    self.observed = Some((released.spec, Instant::now()));
                     return Ok(());
                 }
                 // Someone wrote in between: look again.
