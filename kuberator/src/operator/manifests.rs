@@ -87,7 +87,7 @@ impl Placement {
     pub fn new(config: &OperatorConfig, namespace: &str) -> Self {
         Self {
             namespace: namespace.to_owned(),
-            watched: config.namespaces.iter().map(|ns| (*ns).to_owned()).collect(),
+            watched: config.watched_namespaces(),
             lease_namespace: Some(namespace.to_owned()),
         }
     }
@@ -188,8 +188,7 @@ where
         |name: &str, value: String| EnvVar { name: name.to_owned(), value: Some(value), ..EnvVar::default() };
     // The identity in the Lease, and the Lease's default namespace, come from the pod.
     let mut env = vec![field("POD_NAME", "metadata.name"), field("POD_NAMESPACE", "metadata.namespace")];
-    let default_watched: Vec<String> = config.namespaces.iter().map(|ns| (*ns).to_owned()).collect();
-    if placement.watched != default_watched {
+    if placement.watched != config.watched_namespaces() {
         env.push(value("KUBERATOR_NAMESPACES", placement.watched.join(",")));
     }
     match &placement.lease_namespace {

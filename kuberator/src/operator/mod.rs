@@ -83,6 +83,13 @@ pub struct OperatorConfig {
     pub controller_name: &'static str,
 }
 
+impl OperatorConfig {
+    /// The attribute's namespaces, owned, as the runtime takes them.
+    pub fn watched_namespaces(&self) -> Vec<String> {
+        self.namespaces.iter().map(|ns| (*ns).to_owned()).collect()
+    }
+}
+
 /// A whole operator; implemented by `#[derive(Operator)]`.
 pub trait Operator: Sized + Send + Sync + 'static {
     /// The custom resource it reconciles.
@@ -121,8 +128,7 @@ pub trait Operator: Sized + Send + Sync + 'static {
 
     /// The [`Reconcile`](crate::Reconcile) implementation of this operator, on `client`.
     fn into_reconciler(self, client: Client) -> OperatorReconciler<Self> {
-        let namespaces = Self::config().namespaces.iter().map(|ns| (*ns).to_owned()).collect();
-        OperatorReconciler::new(self, client, namespaces)
+        OperatorReconciler::new(self, client, Self::config().watched_namespaces())
     }
 
     /// Like [`into_reconciler`](Operator::into_reconciler), but watching `namespaces`

@@ -155,7 +155,7 @@ impl Cli {
     /// The namespaces to watch: `--namespaces`, else the attribute's.
     fn watched(&self, config: &OperatorConfig) -> anyhow::Result<Vec<String>> {
         if self.namespaces.is_empty() {
-            return Ok(config.namespaces.iter().map(|ns| (*ns).to_owned()).collect());
+            return Ok(config.watched_namespaces());
         }
         if let Some(bad) = self.namespaces.iter().find(|ns| !is_dns_label(ns)) {
             anyhow::bail!(
