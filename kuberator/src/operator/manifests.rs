@@ -186,8 +186,9 @@ where
     };
     let value =
         |name: &str, value: String| EnvVar { name: name.to_owned(), value: Some(value), ..EnvVar::default() };
-    // The identity in the Lease, and the Lease's default namespace, come from the pod.
-    let mut env = vec![field("POD_NAME", "metadata.name"), field("POD_NAMESPACE", "metadata.namespace")];
+    // The identity in the Lease comes from the pod's name. (The Lease's default namespace is
+    // the pod's own, which the client reads from its service account.)
+    let mut env = vec![field("POD_NAME", "metadata.name")];
     if placement.watched != config.watched_namespaces() {
         env.push(value("KUBERATOR_NAMESPACES", placement.watched.join(",")));
     }
@@ -366,7 +367,7 @@ mod tests {
         );
         let env: Vec<_> =
             container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "KUBERATOR_METRICS_ADDRESS"]);
+        assert_eq!(env, ["POD_NAME", "KUBERATOR_METRICS_ADDRESS"]);
         assert_eq!(container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
         let yaml = to_yaml(&objects);
         assert_eq!(yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")), 6, "{yaml}");
