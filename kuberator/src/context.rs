@@ -1,18 +1,14 @@
 //! [`Context`]: your operator's logic for one resource type.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::NamespaceResourceScope;
-use kube::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::Finalize;
+use crate::NamespacedResource;
 use crate::cache::ProvideApi;
 use crate::error::Error;
 use crate::error::Result;
@@ -37,15 +33,7 @@ use crate::object::describe;
 #[async_trait]
 pub trait Context<R, F, P>: Send + Sync
 where
-    R: Resource<Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    R::DynamicType: Default,
+    R: NamespacedResource,
     F: Finalize<R, P>,
     P: ProvideApi<R>,
 {
@@ -98,15 +86,7 @@ where
 /// [`Context::handle_reconciliation`] does unless overridden, for overrides that add to it.
 pub(crate) async fn finalize_with_handlers<R, F, P, C>(context: &C, object: Arc<R>) -> Result<Action>
 where
-    R: Resource<Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    R::DynamicType: Default,
+    R: NamespacedResource,
     F: Finalize<R, P>,
     P: ProvideApi<R>,
     C: Context<R, F, P> + ?Sized,

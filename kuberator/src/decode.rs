@@ -134,10 +134,7 @@ fn report(
     failures: &Arc<DecodeFailures>,
     telemetry: &ControllerMetrics,
 ) {
-    let label = match object.namespace() {
-        Some(namespace) => format!("{} {namespace}/{}", resource.kind, object.name_any()),
-        None => format!("{} {}", resource.kind, object.name_any()),
-    };
+    let label = crate::object::label(&resource.kind, object.metadata.namespace.as_deref(), object.metadata.name.as_deref());
     let (uid, version) = (object.uid().unwrap_or_default(), object.resource_version().unwrap_or_default());
     if !failures.first_report(&uid, &version) {
         return;

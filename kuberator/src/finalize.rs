@@ -1,20 +1,17 @@
 //! [`Finalize`]: finalizers and status writes for one resource type.
 
-use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use k8s_openapi::NamespaceResourceScope;
-use kube::Resource;
 use kube::api::Patch;
 use kube::api::PatchParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer;
 use kube::runtime::finalizer::Event;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
+use crate::NamespacedResource;
 use crate::cache::ProvideApi;
 use crate::error::Error;
 use crate::error::Result;
@@ -60,15 +57,7 @@ use crate::status::WithStatusError;
 #[async_trait]
 pub trait Finalize<R, P>: Send + Sync
 where
-    R: Resource<Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    R::DynamicType: Default,
+    R: NamespacedResource,
     P: ProvideApi<R>,
 {
     /// The provider of the `Api` for each namespace.

@@ -4,12 +4,9 @@ use std::fmt;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 
-use k8s_openapi::NamespaceResourceScope;
-use kube::Resource;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::Finalize;
+use crate::NamespacedResource;
 use crate::cache::ProvideApi;
 
 /// A repository that implements [`Finalize`] with the provider it holds.
@@ -41,15 +38,7 @@ impl<R, P> K8sRepository<R, P> {
 
 impl<R, P> Finalize<R, P> for K8sRepository<R, P>
 where
-    R: Resource<Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    R::DynamicType: Default,
+    R: NamespacedResource,
     P: ProvideApi<R>,
 {
     fn api_provider(&self) -> &P {

@@ -42,6 +42,8 @@ pub use crate::context::Context;
 pub use crate::error::Error;
 pub use crate::error::Result;
 pub use crate::finalize::Finalize;
+pub use crate::object::NamespacedResource;
+pub use crate::object::TryResource;
 pub use crate::operator::Operator;
 pub use crate::reconcile::REQUEUE_AFTER_ERROR_SECONDS;
 pub use crate::reconcile::Reconcile;
@@ -105,6 +107,7 @@ pub mod prelude {
     pub use crate::Finalize;
     pub use crate::NoShutdown;
     pub use crate::ObserveGeneration;
+    pub use crate::TryResource;
     #[cfg(feature = "derive")]
     pub use crate::Operator;
     pub use crate::Reconcile;

@@ -1,24 +1,116 @@
-//! How Kuberator names objects in errors, logs and Events.
+//! Objects as Kuberator sees them: the [`NamespacedResource`] bound every trait shares, how an
+//! object is named in messages, and [`TryResource`] to read its name and namespace.
+
+use std::fmt::Debug;
+use std::hash::Hash;
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::Resource;
 use kube::ResourceExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::error::Result;
 
-/// `Kind namespace/name`, the way an object is named in every message Kuberator writes.
+/// A namespaced Kubernetes resource that Kuberator can reconcile: what every trait of the crate
+/// asks of its `R`. Custom resources from `#[derive(CustomResource)]` with `namespaced`, and
+/// namespaced `k8s-openapi` types such as `ConfigMap`, implement it through the blanket
+/// implementation; there is nothing to implement by hand.
+pub trait NamespacedResource:
+    Resource<Scope = NamespaceResourceScope, DynamicType: Default + Eq + Hash + Clone + Debug + Unpin>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<R> NamespacedResource for R where
+    R: Resource<Scope = NamespaceResourceScope, DynamicType: Default + Eq + Hash + Clone + Debug + Unpin>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// `Kind namespace/name` (or `Kind name` without a namespace), the way every message Kuberator
+/// writes names an object; the one place that format is written.
+pub(crate) fn label(kind: &str, namespace: Option<&str>, name: Option<&str>) -> String {
+    let name = name.unwrap_or("<unnamed>");
+    match namespace {
+        Some(namespace) => format!("{kind} {namespace}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// [`label`] of a typed object.
 pub(crate) fn describe<K>(object: &K) -> String
 where
     K: Resource,
     K::DynamicType: Default,
 {
-    let dynamic_type = K::DynamicType::default();
-    let kind = K::kind(&dynamic_type);
-    let name = object.meta().name.as_deref().unwrap_or("<unnamed>");
-    match object.meta().namespace.as_deref() {
-        Some(namespace) => format!("{kind} {namespace}/{name}"),
-        None => format!("{kind} {name}"),
+    let meta = object.meta();
+    label(&K::kind(&K::DynamicType::default()), meta.namespace.as_deref(), meta.name.as_deref())
+}
+
+/// Reads an object's name and namespace, or says which is missing: `try_name()?` and
+/// `try_namespace()?` in a handler instead of `unwrap()`.
+///
+/// Implemented for every [`Resource`].
+///
+/// ```
+/// use k8s_openapi::api::core::v1::ConfigMap;
+/// use kuberator::TryResource;
+///
+/// let mut map = ConfigMap::default();
+/// map.metadata.name = Some("settings".into());
+/// assert_eq!(map.try_name().unwrap(), "settings");
+/// assert_eq!(
+///     map.try_namespace().unwrap_err().to_string(),
+///     "ConfigMap settings has no metadata.namespace, but ConfigMap is namespaced"
+/// );
+/// ```
+pub trait TryResource {
+    /// `metadata.name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnnamedObject`], naming the kind, when the object has no name.
+    fn try_name(&self) -> Result<&str>;
+
+    /// `metadata.namespace`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingNamespace`], naming the object, when it has no namespace.
+    fn try_namespace(&self) -> Result<String>;
+}
+
+impl<K> TryResource for K
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    fn try_name(&self) -> Result<&str> {
+        self.meta()
+            .name
+            .as_deref()
+            .ok_or_else(|| Error::UnnamedObject { kind: K::kind(&K::DynamicType::default()).into_owned() })
+    }
+
+    fn try_namespace(&self) -> Result<String> {
+        self.namespace().ok_or_else(|| Error::MissingNamespace {
+            kind: K::kind(&K::DynamicType::default()).into_owned(),
+            name: self.name_any(),
+        })
     }
 }
 
@@ -28,13 +120,11 @@ where
     K: Resource<Scope = NamespaceResourceScope>,
     K::DynamicType: Default,
 {
-    let kind = || K::kind(&K::DynamicType::default()).into_owned();
-    let name = object.meta().name.as_deref().ok_or_else(|| Error::UnnamedObject { kind: kind() })?;
-    let namespace = object
-        .meta()
-        .namespace
-        .as_deref()
-        .ok_or_else(|| Error::MissingNamespace { kind: kind(), name: object.name_any() })?;
+    let name = object.try_name()?;
+    let namespace = object.meta().namespace.as_deref().ok_or_else(|| Error::MissingNamespace {
+        kind: K::kind(&K::DynamicType::default()).into_owned(),
+        name: name.to_owned(),
+    })?;
     Ok((name, namespace))
 }
 
@@ -60,6 +150,7 @@ mod tests {
     fn objects_are_named_kind_namespace_name() {
         assert_eq!(describe(&config_map(Some("demo"), Some("team-a"))), "ConfigMap team-a/demo");
         assert_eq!(describe(&config_map(Some("demo"), None)), "ConfigMap demo");
+        assert_eq!(label("Namespace", None, Some("team-a")), "Namespace team-a");
     }
 
     #[test]
@@ -72,5 +163,14 @@ mod tests {
         let error = name_and_namespace(&config_map(None, Some("default"))).unwrap_err();
         assert_eq!(error.to_string(), "a ConfigMap object has no metadata.name");
         assert_eq!(name_and_namespace(&config_map(Some("a"), Some("b"))).unwrap(), ("a", "b"));
+    }
+
+    #[test]
+    fn try_resource_reads_name_and_namespace_or_names_what_is_missing() {
+        let map = config_map(Some("demo"), Some("team-a"));
+        assert_eq!(map.try_name().unwrap(), "demo");
+        assert_eq!(map.try_namespace().unwrap(), "team-a");
+        let error = config_map(None, None).try_name().unwrap_err();
+        assert!(matches!(error, Error::UnnamedObject { ref kind } if kind == "ConfigMap"), "{error}");
     }
 }

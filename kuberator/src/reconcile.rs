@@ -1,22 +1,17 @@
 //! [`Reconcile`]: starts the controller and drives the reconcile loop.
 
-use std::fmt::Debug;
 use std::future::Future;
-use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::NamespaceResourceScope;
 use kube::Api;
-use kube::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::watcher::Config;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::Context;
 use crate::Finalize;
+use crate::NamespacedResource;
 use crate::cache::ProvideApi;
 use crate::controller;
 use crate::error::Error;
@@ -57,15 +52,7 @@ pub const REQUEUE_AFTER_ERROR_SECONDS: u64 = 60;
 #[async_trait]
 pub trait Reconcile<R, C, F, P>: Sized + Send + 'static
 where
-    R: Resource<Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    R::DynamicType: Default + Eq + Hash + Clone + Debug + Unpin,
+    R: NamespacedResource,
     C: Context<R, F, P> + 'static,
     F: Finalize<R, P> + 'static,
     P: ProvideApi<R> + 'static,

@@ -58,11 +58,10 @@ impl EventRecorder {
         reference: ObjectReference,
         event: EventData<R>,
     ) -> Result<()> {
-        let object = format!(
-            "{} {}/{}",
+        let object = crate::object::label(
             reference.kind.as_deref().unwrap_or_default(),
-            reference.namespace.as_deref().unwrap_or_default(),
-            reference.name.as_deref().unwrap_or_default()
+            reference.namespace.as_deref(),
+            reference.name.as_deref(),
         );
         self.publish(reference, object, event).await
     }

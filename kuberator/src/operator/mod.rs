@@ -43,13 +43,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::NamespaceResourceScope;
 use kube::Client;
 use kube::CustomResourceExt;
-use kube::Resource;
 use kube::runtime::controller::Action;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 pub use self::context::Ctx;
 pub use self::context::OperatorContext;
@@ -57,6 +53,7 @@ pub use self::context::OperatorReconciler;
 pub use self::run::Program;
 pub use self::run::run;
 use crate::Finalize;
+use crate::NamespacedResource;
 use crate::cache::CachingStrategy;
 use crate::cache::StaticApiProvider;
 use crate::error::Result;
@@ -93,15 +90,7 @@ impl OperatorConfig {
 /// A whole operator; implemented by `#[derive(Operator)]`.
 pub trait Operator: Sized + Send + Sync + 'static {
     /// The custom resource it reconciles.
-    type Resource: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + CustomResourceExt
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static;
+    type Resource: NamespacedResource<DynamicType = ()> + CustomResourceExt;
 
     /// The repository that finalizes and writes status: [`K8sRepository`](crate::k8s::K8sRepository)
     /// unless `repository = ...` names another.
