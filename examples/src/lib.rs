@@ -17,20 +17,22 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
+use kuberator::Reconcile as _;
+use kuberator_test::Background;
+pub use kuberator_test::Shutdown;
+pub use kuberator_test::init_tracing;
+pub use kuberator_test::install_crd;
+use kuberator_test::wait_for;
+
 use anyhow::Context as _;
 use anyhow::bail;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::Client;
 use kube::CustomResourceExt;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::api::DeleteParams;
-use kube::api::Patch;
-use kube::api::PatchParams;
 use kube::api::PostParams;
-use kube::runtime::conditions;
-use kube::runtime::wait::await_condition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -62,13 +64,6 @@ impl Command {
     }
 }
 
-/// Logs to stderr at `info`, or as `RUST_LOG` says.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
 /// The CRD of `K` as YAML.
 ///
 /// # Errors
@@ -76,57 +71,6 @@ pub fn init_tracing() {
 /// When the CRD does not serialize, which would be a bug in its schema.
 pub fn crd_yaml<K: CustomResourceExt>() -> anyhow::Result<String> {
     serde_yaml_ng::to_string(&K::crd()).context("serializing the CRD")
-}
-
-/// Applies the CRD of `K` (server-side apply) and waits until the API server serves it.
-///
-/// # Errors
-///
-/// When the apply is refused or the CRD is not established within 30 seconds.
-pub async fn install_crd<K: CustomResourceExt>(client: &Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = K::crd();
-    let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("kuberator-examples").force(), &Patch::Apply(&crd))
-        .await
-        .with_context(|| format!("installing CRD {name}"))?;
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .with_context(|| format!("CRD {name} not established after 30 s"))??;
-    tracing::info!(crd = %name, "CRD installed");
-    Ok(())
-}
-
-/// Polls `get` until `done` holds, for at most `timeout`; the error shows the last value seen.
-///
-/// # Errors
-///
-/// On timeout, with the last object seen.
-pub async fn poll<K, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut get: F,
-    done: impl Fn(&Option<K>) -> bool,
-) -> anyhow::Result<Option<K>>
-where
-    K: Debug,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<K>, kube::Error>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let seen = get().await?;
-        if done(&seen) {
-            return Ok(seen);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}; last seen: {seen:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Creates `object`, waits until `reconciled` holds for it, prints it, deletes it, and waits
@@ -141,23 +85,19 @@ where
     K::DynamicType: Default,
 {
     let name = object.name_any();
+    let minute = Duration::from_secs(60);
     // A leftover from an interrupted run would make `create` fail.
     if api.get_opt(&name).await?.is_some() {
         api.delete(&name, &DeleteParams::default()).await?;
-        poll("the leftover object to go", Duration::from_secs(60), || api.get_opt(&name), Option::is_none)
-            .await?;
+        wait_for(api, &name, minute, "the leftover object to go", |seen| seen.is_none()).await?;
     }
     api.create(&PostParams::default(), &object).await.with_context(|| format!("creating {name}"))?;
     println!("created {name}");
 
-    let seen = poll(
-        "the object to be reconciled",
-        Duration::from_secs(60),
-        || api.get_opt(&name),
-        |seen| seen.as_ref().is_some_and(&reconciled),
-    )
-    .await?
-    .expect("reconciled objects exist");
+    let seen =
+        wait_for(api, &name, minute, "the object to be reconciled", |seen| seen.is_some_and(&reconciled))
+            .await?
+            .expect("reconciled objects exist");
     println!("reconciled {name}:");
     println!("  finalizers: {:?}", seen.finalizers());
     if let Some(status) = serde_json::to_value(&seen)?.get("status") {
@@ -166,14 +106,10 @@ where
 
     api.delete(&name, &DeleteParams::default()).await.with_context(|| format!("deleting {name}"))?;
     println!("deleting {name}: the finalizer holds it until cleanup succeeds");
-    poll("cleanup to release the object", Duration::from_secs(60), || api.get_opt(&name), Option::is_none)
-        .await?;
+    wait_for(api, &name, minute, "cleanup to release the object", |seen| seen.is_none()).await?;
     println!("cleaned up and gone: {name}");
     Ok(())
 }
-
-/// The shutdown future an example hands to `Reconcile::start`.
-pub type Shutdown = futures::future::BoxFuture<'static, ()>;
 
 /// Runs an example as `command` says: prints the CRD of `K`, or installs it and runs the
 /// operator that `start` starts until Ctrl-C, or runs it for the [`demo`] of `sample` and stops it.
@@ -198,8 +134,6 @@ where
     S: FnOnce(Client, Shutdown) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    use futures::FutureExt as _;
-
     if command == Command::Crd {
         print!("{}", crd_yaml::<K>()?);
         return Ok(());
@@ -207,23 +141,15 @@ where
     let (client, _local_control_plane) = client().await?;
     install_crd::<K>(&client).await?;
     if command == Command::Run {
-        start(client, kuberator::shutdown::signal().boxed()).await;
+        start(client, Box::pin(kuberator::shutdown::signal())).await;
         return Ok(());
     }
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(start(
-        client.clone(),
-        async move {
-            let _ = stopped.await;
-        }
-        .boxed(),
-    ));
+    let operator = Background::spawn(|shutdown| start(client.clone(), shutdown));
     let namespace = sample.namespace().unwrap_or_else(|| "default".into());
     let api: Api<K> = Api::namespaced(client, &namespace);
     let outcome = demo(&api, sample, reconciled).await;
-    let _ = stop.send(());
-    operator.await.context("the operator task panicked")?;
+    operator.stop(Duration::from_secs(30)).await;
     outcome
 }
 
@@ -281,7 +207,7 @@ pub async fn demo_operator<O: kuberator::operator::Operator>(
 ) -> anyhow::Result<()> {
     init_tracing();
     serve(Command::Demo, sample, reconciled, |client, shutdown| {
-        operator.into_reconciler(client).start_configured(Some(shutdown))
+        operator.into_reconciler(client).start(Some(shutdown))
     })
     .await
 }

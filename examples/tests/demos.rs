@@ -8,7 +8,6 @@ use std::time::Duration;
 use kube::Api;
 use kuberator::Reconcile;
 use kuberator_test::Background;
-use kuberator_test::ControlPlane;
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../basic_operator.rs"]
@@ -24,11 +23,7 @@ mod error_handling;
 
 /// A client and a namespace of this test's own.
 async fn setup(prefix: &str) -> (kube::Client, String) {
-    kuberator_test::init_tracing();
-    let control_plane =
-        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    let client = control_plane.client().await.unwrap();
-    let namespace = kuberator_test::test_namespace(&client, prefix).await.unwrap();
+    let (client, namespace) = kuberator_test::test_env(prefix).await;
     (client, namespace)
 }
 

@@ -1,42 +1,85 @@
-#[automatically_derived]
-impl ::kuberator::operator::Operator for EchoOperator {
-    type Resource = <crate::Echo as ::kuberator::__private::Checked>::Resource;
-    type Repository = MyRepository;
-    fn config() -> ::kuberator::operator::OperatorConfig {
-        ::kuberator::operator::OperatorConfig {
-            finalizer: "echoes.example.com/cleanup",
-            namespaces: &["default", "production"],
-            caching: ::kuberator::cache::CachingStrategy::Adhoc,
-            concurrency: ::std::option::Option::None,
-            requeue_after_error: ::std::time::Duration::from_secs(5u64),
-            error_backoff_base: ::std::time::Duration::from_millis(250u64),
-            labels: ::std::option::Option::Some("app=echo"),
-            controller_name: "echo-operator",
+const _: () = {
+    /// Stands in for a handler the struct lacks, so that the only error is the one that
+    /// shows the handler to write. An inherent method of the same name always wins.
+    #[allow(dead_code)]
+    trait MissingHandlers {
+        fn handle_apply(
+            &self,
+            object: ::std::sync::Arc<crate::Echo>,
+            ctx: &::kuberator::operator::Ctx<EchoOperator>,
+        ) -> ::std::future::Ready<
+            ::kuberator::error::Result<
+                ::kuberator::__private::kube::runtime::controller::Action,
+            >,
+        >
+        where
+            Self: ::kuberator::__private::HandleApplyMissing<crate::Echo>,
+        {
+            ::std::unreachable!()
+        }
+        fn handle_cleanup(
+            &self,
+            object: ::std::sync::Arc<crate::Echo>,
+            ctx: &::kuberator::operator::Ctx<EchoOperator>,
+        ) -> ::std::future::Ready<
+            ::kuberator::error::Result<
+                ::kuberator::__private::kube::runtime::controller::Action,
+            >,
+        >
+        where
+            Self: ::kuberator::__private::HandleCleanupMissing<crate::Echo>,
+        {
+            ::std::unreachable!()
         }
     }
-    fn apply(
-        &self,
-        object: ::std::sync::Arc<crate::Echo>,
-        ctx: &::kuberator::operator::Ctx<Self>,
-    ) -> impl ::std::future::Future<
-        Output = ::kuberator::error::Result<
-            ::kuberator::__private::kube::runtime::controller::Action,
-        >,
-    > + ::std::marker::Send {
-        EchoOperator::handle_apply(self, object, ctx)
+    impl MissingHandlers for EchoOperator {}
+    #[automatically_derived]
+    impl ::kuberator::operator::Operator for EchoOperator {
+        type Resource = <crate::Echo as ::kuberator::__private::Checked>::Resource;
+        type Repository = MyRepository;
+        fn config() -> ::kuberator::operator::OperatorConfig {
+            ::kuberator::operator::OperatorConfig {
+                finalizer: ::std::option::Option::Some("echoes.example.com/cleanup"),
+                namespaces: &["default", "production"],
+                caching: ::std::option::Option::Some(
+                    ::kuberator::cache::CachingStrategy::Adhoc,
+                ),
+                concurrency: ::std::option::Option::Some(0usize),
+                requeue_after_error: ::std::option::Option::Some(
+                    ::std::time::Duration::from_secs(5u64),
+                ),
+                error_backoff_base: ::std::option::Option::Some(
+                    ::std::time::Duration::from_millis(250u64),
+                ),
+                labels: ::std::option::Option::Some("app=echo"),
+                controller_name: ::std::option::Option::Some("echo-operator"),
+                ..::std::default::Default::default()
+            }
+        }
+        fn __handle_apply<'a>(
+            &'a self,
+            object: ::std::sync::Arc<crate::Echo>,
+            ctx: &'a ::kuberator::operator::Ctx<EchoOperator>,
+        ) -> impl ::std::future::Future<
+            Output = ::kuberator::error::Result<
+                ::kuberator::__private::kube::runtime::controller::Action,
+            >,
+        > + ::std::marker::Send + 'a {
+            ::kuberator::__private::call_handler(Self::handle_apply, self, object, ctx)
+        }
+        fn __handle_cleanup<'a>(
+            &'a self,
+            object: ::std::sync::Arc<crate::Echo>,
+            ctx: &'a ::kuberator::operator::Ctx<EchoOperator>,
+        ) -> impl ::std::future::Future<
+            Output = ::kuberator::error::Result<
+                ::kuberator::__private::kube::runtime::controller::Action,
+            >,
+        > + ::std::marker::Send + 'a {
+            ::kuberator::__private::call_handler(Self::handle_cleanup, self, object, ctx)
+        }
     }
-    fn cleanup(
-        &self,
-        object: ::std::sync::Arc<crate::Echo>,
-        ctx: &::kuberator::operator::Ctx<Self>,
-    ) -> impl ::std::future::Future<
-        Output = ::kuberator::error::Result<
-            ::kuberator::__private::kube::runtime::controller::Action,
-        >,
-    > + ::std::marker::Send {
-        EchoOperator::handle_cleanup(self, object, ctx)
-    }
-}
+};
 #[automatically_derived]
 impl EchoOperator {
     /// Runs this operator as a program: `run` (the default) reconciles until SIGINT

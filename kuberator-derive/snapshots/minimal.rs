@@ -1,64 +1,74 @@
-#[automatically_derived]
-impl ::kuberator::operator::Operator for EchoOperator {
-    type Resource = <Echo as ::kuberator::__private::Checked>::Resource;
-    type Repository = ::kuberator::k8s::K8sRepository<
-        Echo,
-        ::kuberator::cache::StaticApiProvider<Echo>,
-    >;
-    fn config() -> ::kuberator::operator::OperatorConfig {
-        ::kuberator::operator::OperatorConfig {
-            finalizer: {
-                static FINALIZER: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
-                FINALIZER
-                    .get_or_init(|| {
-                        ::std::format!(
-                            "{}.{}/finalizer", < Echo as
-                            ::kuberator::__private::kube::Resource > ::plural(& ()), <
-                            Echo as ::kuberator::__private::kube::Resource > ::group(&
-                            ()),
-                        )
-                    })
-            },
-            namespaces: &[],
-            caching: ::kuberator::cache::CachingStrategy::Extendable,
-            concurrency: ::std::option::Option::Some(1usize),
-            requeue_after_error: ::std::time::Duration::from_secs(60u64),
-            error_backoff_base: ::std::time::Duration::from_millis(1000u64),
-            labels: ::std::option::Option::None,
-            controller_name: {
-                static NAME: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
-                NAME.get_or_init(|| {
-                    ::std::format!(
-                        "{}-operator", < Echo as ::kuberator::__private::kube::Resource >
-                        ::kind(& ()).to_lowercase(),
-                    )
-                })
-            },
+const _: () = {
+    /// Stands in for a handler the struct lacks, so that the only error is the one that
+    /// shows the handler to write. An inherent method of the same name always wins.
+    #[allow(dead_code)]
+    trait MissingHandlers {
+        fn handle_apply(
+            &self,
+            object: ::std::sync::Arc<Echo>,
+            ctx: &::kuberator::operator::Ctx<EchoOperator>,
+        ) -> ::std::future::Ready<
+            ::kuberator::error::Result<
+                ::kuberator::__private::kube::runtime::controller::Action,
+            >,
+        >
+        where
+            Self: ::kuberator::__private::HandleApplyMissing<Echo>,
+        {
+            ::std::unreachable!()
+        }
+        fn handle_cleanup(
+            &self,
+            object: ::std::sync::Arc<Echo>,
+            ctx: &::kuberator::operator::Ctx<EchoOperator>,
+        ) -> ::std::future::Ready<
+            ::kuberator::error::Result<
+                ::kuberator::__private::kube::runtime::controller::Action,
+            >,
+        >
+        where
+            Self: ::kuberator::__private::HandleCleanupMissing<Echo>,
+        {
+            ::std::unreachable!()
         }
     }
-    fn apply(
-        &self,
-        object: ::std::sync::Arc<Echo>,
-        ctx: &::kuberator::operator::Ctx<Self>,
-    ) -> impl ::std::future::Future<
-        Output = ::kuberator::error::Result<
-            ::kuberator::__private::kube::runtime::controller::Action,
-        >,
-    > + ::std::marker::Send {
-        EchoOperator::handle_apply(self, object, ctx)
+    impl MissingHandlers for EchoOperator {}
+    #[automatically_derived]
+    impl ::kuberator::operator::Operator for EchoOperator {
+        type Resource = <Echo as ::kuberator::__private::Checked>::Resource;
+        type Repository = ::kuberator::k8s::K8sRepository<
+            Echo,
+            ::kuberator::cache::StaticApiProvider<Echo>,
+        >;
+        fn config() -> ::kuberator::operator::OperatorConfig {
+            ::kuberator::operator::OperatorConfig {
+                ..::std::default::Default::default()
+            }
+        }
+        fn __handle_apply<'a>(
+            &'a self,
+            object: ::std::sync::Arc<Echo>,
+            ctx: &'a ::kuberator::operator::Ctx<EchoOperator>,
+        ) -> impl ::std::future::Future<
+            Output = ::kuberator::error::Result<
+                ::kuberator::__private::kube::runtime::controller::Action,
+            >,
+        > + ::std::marker::Send + 'a {
+            ::kuberator::__private::call_handler(Self::handle_apply, self, object, ctx)
+        }
+        fn __handle_cleanup<'a>(
+            &'a self,
+            object: ::std::sync::Arc<Echo>,
+            ctx: &'a ::kuberator::operator::Ctx<EchoOperator>,
+        ) -> impl ::std::future::Future<
+            Output = ::kuberator::error::Result<
+                ::kuberator::__private::kube::runtime::controller::Action,
+            >,
+        > + ::std::marker::Send + 'a {
+            ::kuberator::__private::call_handler(Self::handle_cleanup, self, object, ctx)
+        }
     }
-    fn cleanup(
-        &self,
-        object: ::std::sync::Arc<Echo>,
-        ctx: &::kuberator::operator::Ctx<Self>,
-    ) -> impl ::std::future::Future<
-        Output = ::kuberator::error::Result<
-            ::kuberator::__private::kube::runtime::controller::Action,
-        >,
-    > + ::std::marker::Send {
-        EchoOperator::handle_cleanup(self, object, ctx)
-    }
-}
+};
 #[automatically_derived]
 impl EchoOperator {
     /// Runs this operator as a program: `run` (the default) reconciles until SIGINT

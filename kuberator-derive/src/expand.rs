@@ -15,95 +15,118 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let Model { ident, resource, .. } = model;
     let kuberator = quote!(::kuberator);
     let private = quote!(#kuberator::__private);
+    let some = quote!(::std::option::Option::Some);
     let repository = match &model.repository {
         Some(repository) => quote!(#repository),
         None => {
             quote!(#kuberator::k8s::K8sRepository<#resource, #kuberator::cache::StaticApiProvider<#resource>>)
         }
     };
-    let finalizer = match &model.finalizer {
-        Some(finalizer) => quote!(#finalizer),
-        None => quote!({
-            static FINALIZER: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
-            FINALIZER.get_or_init(|| {
-                ::std::format!(
-                    "{}.{}/finalizer",
-                    <#resource as #private::kube::Resource>::plural(&()),
-                    <#resource as #private::kube::Resource>::group(&()),
-                )
-            })
-        }),
-    };
-    let controller_name = match &model.controller_name {
-        Some(name) => quote!(#name),
-        None => quote!({
-            static NAME: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
-            NAME.get_or_init(|| {
-                ::std::format!(
-                    "{}-operator",
-                    <#resource as #private::kube::Resource>::kind(&()).to_lowercase(),
-                )
-            })
-        }),
-    };
-    let caching = match model.caching {
-        Caching::Strict => quote!(#kuberator::cache::CachingStrategy::Strict),
-        Caching::Adhoc => quote!(#kuberator::cache::CachingStrategy::Adhoc),
-        Caching::Extendable => quote!(#kuberator::cache::CachingStrategy::Extendable),
-    };
-    let namespaces = &model.namespaces;
-    let concurrency = match model.concurrency {
-        Some(limit) => quote!(::std::option::Option::Some(#limit)),
-        None => quote!(::std::option::Option::None),
-    };
-    let requeue = model.requeue_after_error_seconds;
-    let backoff_base = model.error_backoff_base_millis;
-    let labels = match &model.labels {
-        Some(labels) => quote!(::std::option::Option::Some(#labels)),
-        None => quote!(::std::option::Option::None),
-    };
+
+    // Only what the attribute says; `OperatorConfig::resolve` applies the defaults.
+    let mut config = Vec::new();
+    if let Some(finalizer) = &model.finalizer {
+        config.push(quote!(finalizer: #some(#finalizer)));
+    }
+    if !model.namespaces.is_empty() {
+        let namespaces = &model.namespaces;
+        config.push(quote!(namespaces: &[#(#namespaces),*]));
+    }
+    if let Some(caching) = model.caching {
+        let caching = match caching {
+            Caching::Strict => quote!(#kuberator::cache::CachingStrategy::Strict),
+            Caching::Adhoc => quote!(#kuberator::cache::CachingStrategy::Adhoc),
+            Caching::Extendable => quote!(#kuberator::cache::CachingStrategy::Extendable),
+        };
+        config.push(quote!(caching: #some(#caching)));
+    }
+    if let Some(limit) = model.concurrency {
+        config.push(quote!(concurrency: #some(#limit)));
+    }
+    if let Some(seconds) = model.requeue_after_error_seconds {
+        config.push(quote!(requeue_after_error: #some(::std::time::Duration::from_secs(#seconds))));
+    }
+    let mut checks = Vec::new();
+    if let Some((millis, written)) = &model.error_backoff_base_millis {
+        config.push(quote!(error_backoff_base: #some(::std::time::Duration::from_millis(#millis))));
+        if model.requeue_after_error_seconds.is_none() {
+            // Spanned at the value: a base over the default longest delay fails to compile there.
+            checks.push(quote_spanned!(written.span()=>
+                const _: () = #private::backoff_base_within_default_cap(#millis);
+            ));
+        }
+    }
+    if let Some(labels) = &model.labels {
+        config.push(quote!(labels: #some(#labels)));
+    }
+    if let Some(name) = &model.controller_name {
+        config.push(quote!(controller_name: #some(#name)));
+    }
+
     let result = quote!(#kuberator::error::Result<#private::kube::runtime::controller::Action>);
+    let ctx = quote!(#kuberator::operator::Ctx<#ident>);
+    let arc = quote!(::std::sync::Arc<#resource>);
     // Spanned at the struct's name: a missing or mistyped handler is reported there.
-    let apply = quote_spanned!(ident.span()=> #ident::handle_apply(self, object, ctx));
-    let cleanup = quote_spanned!(ident.span()=> #ident::handle_cleanup(self, object, ctx));
+    let apply = quote_spanned!(ident.span()=> #private::call_handler(Self::handle_apply, self, object, ctx));
+    let cleanup =
+        quote_spanned!(ident.span()=> #private::call_handler(Self::handle_cleanup, self, object, ctx));
     // Spanned at the resource: "must be a namespaced custom resource" points at it.
     let checked = quote_spanned!(resource.span()=> <#resource as #private::Checked>::Resource);
 
     quote! {
-        #[automatically_derived]
-        impl #kuberator::operator::Operator for #ident {
-            type Resource = #checked;
-            type Repository = #repository;
+        #(#checks)*
 
-            fn config() -> #kuberator::operator::OperatorConfig {
-                #kuberator::operator::OperatorConfig {
-                    finalizer: #finalizer,
-                    namespaces: &[#(#namespaces),*],
-                    caching: #caching,
-                    concurrency: #concurrency,
-                    requeue_after_error: ::std::time::Duration::from_secs(#requeue),
-                    error_backoff_base: ::std::time::Duration::from_millis(#backoff_base),
-                    labels: #labels,
-                    controller_name: #controller_name,
+        const _: () = {
+            /// Stands in for a handler the struct lacks, so that the only error is the one that
+            /// shows the handler to write. An inherent method of the same name always wins.
+            #[allow(dead_code)]
+            trait MissingHandlers {
+                fn handle_apply(&self, object: #arc, ctx: &#ctx) -> ::std::future::Ready<#result>
+                where
+                    Self: #private::HandleApplyMissing<#resource>,
+                {
+                    ::std::unreachable!()
+                }
+
+                fn handle_cleanup(&self, object: #arc, ctx: &#ctx) -> ::std::future::Ready<#result>
+                where
+                    Self: #private::HandleCleanupMissing<#resource>,
+                {
+                    ::std::unreachable!()
                 }
             }
 
-            fn apply(
-                &self,
-                object: ::std::sync::Arc<#resource>,
-                ctx: &#kuberator::operator::Ctx<Self>,
-            ) -> impl ::std::future::Future<Output = #result> + ::std::marker::Send {
-                #apply
-            }
+            impl MissingHandlers for #ident {}
 
-            fn cleanup(
-                &self,
-                object: ::std::sync::Arc<#resource>,
-                ctx: &#kuberator::operator::Ctx<Self>,
-            ) -> impl ::std::future::Future<Output = #result> + ::std::marker::Send {
-                #cleanup
+            #[automatically_derived]
+            impl #kuberator::operator::Operator for #ident {
+                type Resource = #checked;
+                type Repository = #repository;
+
+                fn config() -> #kuberator::operator::OperatorConfig {
+                    #kuberator::operator::OperatorConfig {
+                        #(#config,)*
+                        ..::std::default::Default::default()
+                    }
+                }
+
+                fn __handle_apply<'a>(
+                    &'a self,
+                    object: #arc,
+                    ctx: &'a #ctx,
+                ) -> impl ::std::future::Future<Output = #result> + ::std::marker::Send + 'a {
+                    #apply
+                }
+
+                fn __handle_cleanup<'a>(
+                    &'a self,
+                    object: #arc,
+                    ctx: &'a #ctx,
+                ) -> impl ::std::future::Future<Output = #result> + ::std::marker::Send + 'a {
+                    #cleanup
+                }
             }
-        }
+        };
 
         #[automatically_derived]
         impl #ident {

@@ -24,17 +24,18 @@ pub(crate) enum Caching {
 pub(crate) struct Model {
     pub(crate) ident: Ident,
     pub(crate) resource: Path,
-    /// `None`: `<plural>.<group>/finalizer`, computed at run time.
+    /// Every `None` is a default the runtime applies (`OperatorConfig::resolve`); the derive
+    /// emits only what the attribute says.
     pub(crate) finalizer: Option<LitStr>,
-    pub(crate) caching: Caching,
+    pub(crate) caching: Option<Caching>,
     pub(crate) namespaces: Vec<LitStr>,
-    /// `None`: no limit.
+    /// As written: `0` means no limit.
     pub(crate) concurrency: Option<usize>,
-    pub(crate) requeue_after_error_seconds: u64,
-    pub(crate) error_backoff_base_millis: u64,
+    pub(crate) requeue_after_error_seconds: Option<u64>,
+    /// With the expression it was written as, to point a compile-time check at it.
+    pub(crate) error_backoff_base_millis: Option<(u64, Expr)>,
     pub(crate) labels: Option<LitStr>,
     pub(crate) repository: Option<Path>,
-    /// `None`: `<kind>-operator`, computed at run time.
     pub(crate) controller_name: Option<LitStr>,
 }
 
@@ -89,38 +90,26 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .as_ref()
         .and_then(|value| handle(&mut errors, namespace_list(&value.0)))
         .unwrap_or_default();
-    let caching = match &attrs.caching {
-        Some(value) => handle(&mut errors, caching(&value.0, namespaces.is_empty())),
-        None if namespaces.is_empty() => Some(Caching::Extendable),
-        None => Some(Caching::Strict),
-    };
-    let concurrency = attrs
-        .concurrency
+    let caching = attrs
+        .caching
         .as_ref()
-        .and_then(|value| {
-            handle(&mut errors, integer::<usize>(&value.0, "concurrency", "concurrency = 4 (0 for no limit)"))
-        })
-        .map_or(Some(1), |limit| (limit > 0).then_some(limit));
-    let requeue_after_error_seconds = attrs
-        .requeue_after_error_seconds
-        .as_ref()
-        .and_then(|value| {
-            handle(
-                &mut errors,
-                integer::<u64>(&value.0, "requeue_after_error_seconds", "requeue_after_error_seconds = 30"),
-            )
-        })
-        .unwrap_or(60);
-    let error_backoff_base_millis = attrs
-        .error_backoff_base_millis
-        .as_ref()
-        .and_then(|value| {
-            let base =
-                integer::<u64>(&value.0, "error_backoff_base_millis", "error_backoff_base_millis = 500")
-                    .and_then(|base| backoff_base(&value.0, base, requeue_after_error_seconds));
-            handle(&mut errors, base)
-        })
-        .unwrap_or(1000);
+        .and_then(|value| handle(&mut errors, caching(&value.0, namespaces.is_empty())));
+    let concurrency = attrs.concurrency.as_ref().and_then(|value| {
+        handle(&mut errors, integer::<usize>(&value.0, "concurrency", "concurrency = 4 (0 for no limit)"))
+    });
+    let requeue_after_error_seconds = attrs.requeue_after_error_seconds.as_ref().and_then(|value| {
+        handle(
+            &mut errors,
+            integer::<u64>(&value.0, "requeue_after_error_seconds", "requeue_after_error_seconds = 30"),
+        )
+    });
+    // Checked against the longest delay here when both are written; against the runtime's
+    // default longest delay by a constant the expansion emits otherwise.
+    let error_backoff_base_millis = attrs.error_backoff_base_millis.as_ref().and_then(|value| {
+        let base = integer::<u64>(&value.0, "error_backoff_base_millis", "error_backoff_base_millis = 500")
+            .and_then(|base| backoff_base(&value.0, base, requeue_after_error_seconds));
+        handle(&mut errors, base).map(|base| (base, value.0.clone()))
+    });
     let labels = attrs
         .labels
         .as_ref()
@@ -139,7 +128,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         ident: attrs.ident,
         resource: resource.expect("no errors means a resource"),
         finalizer,
-        caching: caching.expect("no errors means a caching strategy"),
+        caching,
         namespaces,
         concurrency,
         requeue_after_error_seconds,
@@ -182,15 +171,18 @@ where
     }
 }
 
-/// The first retry's delay: more than nothing, and no longer than the longest delay.
-fn backoff_base(expr: &Expr, base: u64, cap_seconds: u64) -> syn::Result<u64> {
+/// The first retry's delay: more than nothing, and no longer than the longest delay when that
+/// is written too.
+fn backoff_base(expr: &Expr, base: u64, cap_seconds: Option<u64>) -> syn::Result<u64> {
     if base == 0 {
         return Err(syn::Error::new_spanned(
             expr,
             "`error_backoff_base_millis` must be at least 1: it is the delay before the first retry, doubled per failure",
         ));
     }
-    if base > cap_seconds.saturating_mul(1000) {
+    if let Some(cap_seconds) = cap_seconds
+        && base > cap_seconds.saturating_mul(1000)
+    {
         return Err(syn::Error::new_spanned(
             expr,
             format!(
@@ -343,21 +335,20 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_namespaces() {
+    fn what_the_attribute_does_not_say_stays_unsaid() {
         let model = check(quote! { #[kuberator(resource = Echo)] struct Op; }).unwrap();
-        assert_eq!(model.caching, Caching::Extendable);
-        assert_eq!(model.concurrency, Some(1));
-        assert_eq!(model.requeue_after_error_seconds, 60);
-        assert_eq!(model.error_backoff_base_millis, 1000);
+        assert_eq!(model.caching, None);
+        assert_eq!(model.concurrency, None);
+        assert_eq!(model.requeue_after_error_seconds, None);
+        assert!(model.error_backoff_base_millis.is_none());
         assert!(model.finalizer.is_none());
-        let model = check(quote! { #[kuberator(resource = Echo, namespaces = ["a"])] struct Op; }).unwrap();
-        assert_eq!(model.caching, Caching::Strict);
+        assert!(model.controller_name.is_none());
     }
 
     #[test]
-    fn concurrency_zero_means_no_limit() {
+    fn concurrency_is_kept_as_written() {
         let model = check(quote! { #[kuberator(resource = Echo, concurrency = 0)] struct Op; }).unwrap();
-        assert_eq!(model.concurrency, None);
+        assert_eq!(model.concurrency, Some(0));
     }
 
     #[test]
@@ -430,6 +421,14 @@ mod tests {
             struct Op;
         })
         .unwrap();
-        assert_eq!(model.error_backoff_base_millis, 2000);
+        assert_eq!(model.error_backoff_base_millis.map(|(base, _)| base), Some(2000));
+        let model =
+            check(quote! { #[kuberator(resource = Echo, error_backoff_base_millis = 90000)] struct Op; })
+                .unwrap();
+        assert_eq!(
+            model.error_backoff_base_millis.map(|(base, _)| base),
+            Some(90000),
+            "checked against the default longest delay by the expansion, which knows it"
+        );
     }
 }

@@ -121,6 +121,30 @@ where
     }
 }
 
+/// The opening of an integration test: logs ([`crate::init_tracing`]), the
+/// [shared](crate::ControlPlane::shared) control plane, and an admin client for it.
+///
+/// # Panics
+///
+/// When the control plane does not start or answer: a test never skips.
+pub async fn admin_client() -> Client {
+    crate::init_tracing();
+    let control_plane =
+        crate::ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
+    control_plane.client().await.expect("a client for the control plane")
+}
+
+/// [`admin_client`], and a namespace of the test's own ([`test_namespace`]).
+///
+/// # Panics
+///
+/// When the control plane does not start or the namespace cannot be created.
+pub async fn test_env(prefix: &str) -> (Client, String) {
+    let client = admin_client().await;
+    let namespace = test_namespace(&client, prefix).await.expect("a namespace for the test");
+    (client, namespace)
+}
+
 /// A namespace of its own for one test, named `<prefix>-<random>`.
 ///
 /// # Errors

@@ -4,7 +4,8 @@
 //!   modules and started on loopback with generated certificates and RBAC on, like
 //!   controller-runtime's envtest. `cargo run -p kuberator-test --bin control-plane` starts
 //!   one for people.
-//! - Helpers: [`install_crd`], [`test_namespace`], [`wait_for`], [`events_for`],
+//! - Helpers: [`test_env`] (the opening of a test: logs, control plane, client, namespace),
+//!   [`install_crd`], [`test_namespace`], [`wait_for`], [`events_for`],
 //!   [`Background`] to run an operator in a test and stop it, and [`http_get`] and
 //!   [`metric`] to read an operator's `/metrics`, `/healthz` and `/readyz`.
 //!
@@ -30,12 +31,14 @@ pub use crate::control_plane::KUBECONFIG_ENV;
 pub use crate::helpers::Background;
 pub use crate::helpers::HelperError;
 pub use crate::helpers::Shutdown;
+pub use crate::helpers::admin_client;
 pub use crate::helpers::delete_namespace;
 pub use crate::helpers::events_for;
 pub use crate::helpers::http_get;
 pub use crate::helpers::install_crd;
 pub use crate::helpers::install_crd_object;
 pub use crate::helpers::metric;
+pub use crate::helpers::test_env;
 pub use crate::helpers::test_namespace;
 pub use crate::helpers::wait_for;
 

@@ -8,10 +8,8 @@ use kuberator_test::ControlPlane;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_the_pinned_version_and_enforces_rbac() {
-    kuberator_test::init_tracing();
-    let control_plane =
-        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    let client = control_plane.client().await.unwrap();
+    let client = kuberator_test::admin_client().await;
+    let control_plane = ControlPlane::shared().await.unwrap();
     let version = client.apiserver_version().await.unwrap();
     if control_plane.is_local() {
         assert_eq!(version.git_version, "v1.36.3");

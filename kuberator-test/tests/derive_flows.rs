@@ -87,7 +87,7 @@ async fn the_derived_operator_behaves_like_the_hand_written_one() {
     let journal = Arc::new(Mutex::new(Journal::default()));
     let operator = DerivedProbe { journal: Arc::clone(&journal) };
     let reconciler = operator.into_reconciler(test.client.clone());
-    let running = Background::spawn(|shutdown| reconciler.start_configured(Some(shutdown)));
+    let running = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
 
     // Finalizer first, status with the observed generation, one apply per generation.
     test.create("plain", spec("hello")).await;

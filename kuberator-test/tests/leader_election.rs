@@ -105,11 +105,7 @@ fn work(
 }
 
 async fn setup(prefix: &str) -> (Client, String) {
-    kuberator_test::init_tracing();
-    let control_plane =
-        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    let client = control_plane.client().await.unwrap();
-    let namespace = kuberator_test::test_namespace(&client, prefix).await.unwrap();
+    let (client, namespace) = kuberator_test::test_env(prefix).await;
     (client, namespace)
 }
 

@@ -18,11 +18,8 @@ const OPERATOR: &str = env!("CARGO_BIN_EXE_baton-operator");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_printed_manifests_apply_with_kubectl() {
-    kuberator_test::init_tracing();
-    let control_plane =
-        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    let client = control_plane.client().await.unwrap();
-    let namespace = kuberator_test::test_namespace(&client, "manifests").await.unwrap();
+    let (client, namespace) = kuberator_test::test_env("manifests").await;
+    let control_plane = ControlPlane::shared().await.unwrap();
 
     let printed = Command::new(OPERATOR)
         .args(["manifests", "--image", "registry.example/baton-operator:1.0", "--namespace", &namespace])

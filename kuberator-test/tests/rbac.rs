@@ -50,10 +50,8 @@ impl LeaseholdingPrivilege {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_printed_rbac_is_enough_and_a_missing_rule_is_named() {
-    kuberator_test::init_tracing();
-    let control_plane =
-        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    let admin = control_plane.client().await.unwrap();
+    let admin = kuberator_test::admin_client().await;
+    let control_plane = ControlPlane::shared().await.unwrap();
     kuberator_test::install_crd::<Probe>(&admin).await.unwrap();
     let namespace = Namespace {
         metadata: ObjectMeta { name: Some(NAMESPACE.into()), ..Default::default() },
@@ -63,7 +61,7 @@ async fn the_printed_rbac_is_enough_and_a_missing_rule_is_named() {
 
     // What `rbac --namespace rbac-probe` prints: a Role and a RoleBinding to the
     // ServiceAccount `probe-operator`, and the same for its Lease.
-    let config = LeaseholdingPrivilege::config();
+    let config = LeaseholdingPrivilege::settings();
     let objects = manifests::rbac::<Probe>(&config, &manifests::Placement::new(&config, NAMESPACE));
     let kinds: Vec<_> = objects.iter().map(|object| object["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["Role", "RoleBinding", "Role", "RoleBinding"]);
@@ -87,10 +85,7 @@ async fn the_printed_rbac_is_enough_and_a_missing_rule_is_named() {
         let (client, election) = (operator_client.clone(), election.clone());
         let reconciler = LeaseholdingPrivilege.into_reconciler(operator_client.clone());
         move |shutdown| async move {
-            election
-                .run(client, shutdown, move |stop| reconciler.clone().start_configured(Some(stop)))
-                .await
-                .unwrap();
+            election.run(client, shutdown, move |stop| reconciler.clone().start(Some(stop))).await.unwrap();
         }
     });
 

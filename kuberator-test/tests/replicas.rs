@@ -44,10 +44,8 @@ struct Test {
 
 /// A namespace of the test's own, and the operator's CRD as its `crd` subcommand prints it.
 async fn setup(prefix: &str) -> Test {
-    kuberator_test::init_tracing();
-    let control_plane =
-        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    let client = control_plane.client().await.unwrap();
+    let client = kuberator_test::admin_client().await;
+    let control_plane = ControlPlane::shared().await.unwrap();
     let printed = Command::new(OPERATOR).arg("crd").output().unwrap();
     assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
     let crd: CustomResourceDefinition = serde_yaml_ng::from_slice(&printed.stdout).unwrap();

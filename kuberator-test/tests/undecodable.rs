@@ -18,7 +18,6 @@ use kube::api::PatchParams;
 use kube::api::PostParams;
 use kuberator::Reconcile;
 use kuberator_test::Background;
-use kuberator_test::ControlPlane;
 use kuberator_test::events_for;
 use support::Probe;
 use support::ProbeSpec;
@@ -26,10 +25,7 @@ use support::wait_observed;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_that_does_not_decode_is_reported_and_the_others_go_on() {
-    kuberator_test::init_tracing();
-    let control_plane =
-        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    let client = control_plane.client().await.unwrap();
+    let client = kuberator_test::admin_client().await;
 
     // The Probe CRD, with a spec the API server does not check: schema drift, as when a
     // newer CRD version is installed under an older operator.

@@ -23,6 +23,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+/// The wait before the first retry of a failed reconcile, unless configured otherwise.
+pub const DEFAULT_BASE: Duration = Duration::from_secs(1);
+
 tokio::task_local! {
     static FAILURES: Arc<Failures>;
 }

@@ -9,7 +9,9 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt as _;
+use futures::Stream;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use kube::Api;
 use kube::Resource;
 use kube::runtime::Controller;
@@ -34,23 +36,24 @@ use crate::object::describe;
 use crate::telemetry::ControllerMetrics;
 
 /// Everything [`drive`] needs.
-pub(crate) struct Settings<R, C, G, Rec, Pol> {
+pub(crate) struct Setup<R, C, G, Rec, Pol> {
     pub(crate) api: Api<R>,
     pub(crate) watcher: watcher::Config,
+    /// Only objects in these namespaces are reconciled; empty: every namespace `api` sees.
+    pub(crate) namespaces: Vec<String>,
     pub(crate) context: Arc<C>,
     pub(crate) limit: Option<usize>,
     pub(crate) shutdown: Option<G>,
-    pub(crate) controller_name: String,
+    /// Publishes the failure Events; its controller name labels the metrics.
+    pub(crate) recorder: EventRecorder,
     pub(crate) reconcile: Rec,
     pub(crate) error_policy: Pol,
 }
 
-/// Runs a controller until its shutdown future completes.
-///
-/// Objects come from a watch that decodes each object on its own (see [`crate::decode`]),
-/// filtered to generation and finalizer changes, so status writes do not trigger
-/// reconciles; requeues bypass the filter.
-pub(crate) async fn drive<R, C, G, Rec, RecFut, Pol>(settings: Settings<R, C, G, Rec, Pol>)
+/// Runs a controller until its shutdown future completes: the [watch stream](changes) feeds
+/// kube's `Controller`, each reconcile runs [isolated](isolate), and each failure is
+/// [reported](report_failure) before the error policy decides on the retry.
+pub(crate) async fn drive<R, C, G, Rec, RecFut, Pol>(setup: Setup<R, C, G, Rec, Pol>)
 where
     R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     R::DynamicType: Default + Eq + Hash + Clone + Debug + Unpin,
@@ -60,117 +63,174 @@ where
     RecFut: Future<Output = Result<Action>> + Send + 'static,
     Pol: Fn(Arc<R>, &Error, Arc<C>) -> Action,
 {
-    let Settings {
-        api,
-        watcher: watcher_config,
-        context,
-        limit,
-        shutdown,
-        controller_name,
-        reconcile,
-        error_policy,
-    } = settings;
-    let (telemetry, _registered) = ControllerMetrics::new(&controller_name);
-    let recorder = EventRecorder::new(api.clone().into_client(), controller_name);
+    let Setup { api, watcher, namespaces, context, limit, shutdown, recorder, reconcile, error_policy } =
+        setup;
+    let (telemetry, _registered) = ControllerMetrics::new(recorder.controller());
+    let waiting = Arc::new(Waiting::default());
+    let failures = Arc::new(Failures::default());
 
     let (reader, writer) = reflector::store();
-    let undecodable = Arc::new(DecodeFailures::default());
-    // Objects whose change arrived and whose reconcile has not started: the queue depth.
-    let waiting = Arc::new(Waiting::default());
-    let changes = decoded_watch(&api, watcher_config, recorder.clone(), undecodable, telemetry.clone())
-        .reflect(writer)
-        .touched_objects()
-        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
-        .inspect({
-            let (waiting, telemetry) = (Arc::clone(&waiting), telemetry.clone());
-            move |change| {
-                if let Ok(object) = change {
-                    telemetry.queue_depth(
-                        waiting.add(object.meta().namespace.clone(), object.meta().name.clone()),
-                    );
-                }
-            }
-        });
-
+    let changes = changes(&api, watcher, namespaces, writer, &recorder, &telemetry, &waiting);
     let concurrency = match limit {
         None | Some(0) => 0,
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
     };
-    let mut controller = Controller::for_stream(changes, reader)
+    let controller = Controller::for_stream(changes, reader)
         .with_config(controller::Config::default().concurrency(concurrency));
+    let (controller, _signal) = stop_on(controller, shutdown);
 
-    // kube wants a `Sync` shutdown future; the user's needs only be `Send`, so it runs in a
-    // task of its own and signals through a channel.
-    let mut signal_task = None;
-    if let Some(shutdown) = shutdown {
-        let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
-        signal_task = Some(tokio::spawn(async move {
-            shutdown.await;
-            let _ = fired.send(());
-        }));
-        controller = controller.graceful_shutdown_on(async move {
-            let _ = on_fire.await;
-        });
-    }
-
-    // A panic in a handler must not take the controller, and every other object, down with
-    // it: it becomes an error of that object, reported and retried like any other.
-    let mut reconcile = reconcile;
-    let failures = Arc::new(Failures::default());
-    let isolated = {
-        let failures = Arc::clone(&failures);
-        let telemetry = telemetry.clone();
-        let waiting = Arc::clone(&waiting);
-        move |object: Arc<R>, context: Arc<C>| {
-            let depth = waiting.remove(object.meta().namespace.clone(), object.meta().name.clone());
-            telemetry.queue_depth(depth);
-            let label = describe(&*object);
-            let reconciling = AssertUnwindSafe(reconcile(object, context)).catch_unwind();
-            let failures = Arc::clone(&failures);
-            let telemetry = telemetry.clone();
-            async move {
-                telemetry.started();
-                let started = std::time::Instant::now();
-                let result = reconciling.await.unwrap_or_else(|payload| {
-                    Err(Error::Panicked { object: label.clone(), message: panic_message(payload.as_ref()) })
-                });
-                telemetry.finished(started.elapsed(), result.is_ok());
-                if result.is_ok() {
-                    failures.succeeded(&label);
-                }
-                result
-            }
-        }
-    };
-    let gone = telemetry.clone();
-    let report_and_decide = move |object: Arc<R>, error: &Error, context: Arc<C>| {
-        telemetry.failed(error);
-        publish_failure(&recorder, &object, error);
-        error_policy(object, error, context)
-    };
-    let running = controller.run(isolated, report_and_decide, context).for_each(move |result| {
-        match result {
-            Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
-            // Already logged by the error policy, with the whole error chain.
-            Err(controller::Error::ReconcilerFailed(_, object)) => {
-                tracing::debug!(object = %object, "reconcile failed");
-            }
-            // Deleted before its turn came: it waits no more.
-            Err(controller::Error::ObjectNotFound(object)) => {
-                tracing::debug!(object = %object, "gone before its reconcile");
-                gone.queue_depth(waiting.remove(object.namespace.clone(), Some(object.name.clone())));
-            }
-            Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
-        }
+    let reconcile = isolate(reconcile, Arc::clone(&failures), telemetry.clone(), Arc::clone(&waiting));
+    let on_error = report_failure(recorder, telemetry.clone(), error_policy);
+    let running = controller.run(reconcile, on_error, context).for_each(move |result| {
+        log_outcome(result, &telemetry, &waiting);
         futures::future::ready(())
     });
     // The error policy runs while this future is polled, and finds the failure counts here.
     failures.scope(running).await;
-
-    if let Some(task) = signal_task {
-        task.abort();
-    }
     tracing::info!("controller stopped");
+}
+
+/// The watch stream: every object decoded on its own (see [`crate::decode`]) and kept in the
+/// controller's store, only the watched namespaces, only generation and finalizer changes (so
+/// status writes do not trigger reconciles; requeues bypass this), each change counted in the
+/// queue depth until its reconcile starts.
+fn changes<R>(
+    api: &Api<R>,
+    config: watcher::Config,
+    namespaces: Vec<String>,
+    store: reflector::store::Writer<R>,
+    recorder: &EventRecorder,
+    telemetry: &ControllerMetrics,
+    waiting: &Arc<Waiting>,
+) -> impl Stream<Item = Result<R, watcher::Error>> + Send + 'static
+where
+    R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    R::DynamicType: Default + Eq + Hash + Clone,
+{
+    let undecodable = Arc::new(DecodeFailures::default());
+    let (waiting, counted) = (Arc::clone(waiting), telemetry.clone());
+    decoded_watch(api, config, namespaces, recorder.clone(), undecodable, telemetry.clone())
+        .reflect(store)
+        .touched_objects()
+        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
+        .inspect(move |change| {
+            if let Ok(object) = change {
+                counted.queue_depth(waiting.add(object.meta().namespace.clone(), object.meta().name.clone()));
+            }
+        })
+}
+
+/// Stops `controller` gracefully when `shutdown` completes. kube wants a `Sync` shutdown
+/// future; the user's needs only be `Send`, so it runs in a task of its own (aborted when the
+/// returned guard drops) and signals through a channel.
+fn stop_on<R, G>(controller: Controller<R>, shutdown: Option<G>) -> (Controller<R>, Option<AbortOnDrop>)
+where
+    R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    R::DynamicType: Eq + Hash + Clone,
+    G: Future<Output = ()> + Send + 'static,
+{
+    let Some(shutdown) = shutdown else {
+        return (controller, None);
+    };
+    let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        shutdown.await;
+        let _ = fired.send(());
+    });
+    let controller = controller.graceful_shutdown_on(async move {
+        let _ = on_fire.await;
+    });
+    (controller, Some(AbortOnDrop(task)))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One reconcile, isolated: a panic in a handler must not take the controller, and every
+/// other object, down with it. It becomes an error of that object, reported and retried like
+/// any other. Also counts the reconcile in the metrics and resets the object's backoff on
+/// success.
+fn isolate<R, C, Rec, RecFut>(
+    mut reconcile: Rec,
+    failures: Arc<Failures>,
+    telemetry: ControllerMetrics,
+    waiting: Arc<Waiting>,
+) -> impl FnMut(Arc<R>, Arc<C>) -> BoxFuture<'static, Result<Action>>
+where
+    R: Resource + 'static,
+    R::DynamicType: Default,
+    Rec: FnMut(Arc<R>, Arc<C>) -> RecFut,
+    RecFut: Future<Output = Result<Action>> + Send + 'static,
+{
+    move |object: Arc<R>, context: Arc<C>| {
+        telemetry.queue_depth(waiting.remove(object.meta().namespace.clone(), object.meta().name.clone()));
+        let label = describe(&*object);
+        let reconciling = AssertUnwindSafe(reconcile(object, context)).catch_unwind();
+        let (failures, telemetry) = (Arc::clone(&failures), telemetry.clone());
+        async move {
+            telemetry.started();
+            let started = std::time::Instant::now();
+            let result = reconciling.await.unwrap_or_else(|payload| {
+                Err(Error::Panicked { object: label.clone(), message: panic_message(payload.as_ref()) })
+            });
+            telemetry.finished(started.elapsed(), result.is_ok());
+            if result.is_ok() {
+                failures.succeeded(&label);
+            }
+            result
+        }
+        .boxed()
+    }
+}
+
+/// Failure reporting: counts the failure, publishes it as a `Warning` Event, then lets
+/// `error_policy` decide on the retry.
+fn report_failure<R, C, Pol>(
+    recorder: EventRecorder,
+    telemetry: ControllerMetrics,
+    error_policy: Pol,
+) -> impl Fn(Arc<R>, &Error, Arc<C>) -> Action
+where
+    R: Resource + Send + Sync + 'static,
+    R::DynamicType: Default,
+    Pol: Fn(Arc<R>, &Error, Arc<C>) -> Action,
+{
+    move |object: Arc<R>, error: &Error, context: Arc<C>| {
+        telemetry.failed(error);
+        publish_failure(&recorder, &object, error);
+        error_policy(object, error, context)
+    }
+}
+
+/// Logs what became of one reconcile; failures were logged by the error policy already.
+fn log_outcome<R, QErr>(
+    result: std::result::Result<(reflector::ObjectRef<R>, Action), controller::Error<Error, QErr>>,
+    telemetry: &ControllerMetrics,
+    waiting: &Waiting,
+) where
+    R: Resource,
+    R::DynamicType: Eq + Hash + Clone + Debug,
+    QErr: std::error::Error + 'static,
+    controller::Error<Error, QErr>: std::error::Error + 'static,
+{
+    match result {
+        Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+        Err(controller::Error::ReconcilerFailed(_, object)) => {
+            tracing::debug!(object = %object, "reconcile failed");
+        }
+        // Deleted before its turn came: it waits no more.
+        Err(controller::Error::ObjectNotFound(object)) => {
+            tracing::debug!(object = %object, "gone before its reconcile");
+            telemetry.queue_depth(waiting.remove(object.namespace.clone(), Some(object.name.clone())));
+        }
+        Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
+    }
 }
 
 /// The objects that changed and wait for their reconcile to start, by namespace and name.
@@ -198,12 +258,7 @@ where
     R: Resource + Send + Sync + 'static,
     R::DynamicType: Default,
 {
-    let reason = match error {
-        Error::ApplyFailed { .. } => "ApplyFailed",
-        Error::CleanupFailed { .. } => "CleanupFailed",
-        Error::Panicked { .. } => "ReconcilePanicked",
-        _ => "ReconcileFailed",
-    };
+    let reason = error.event_reason();
     let note = error.report();
     let recorder = recorder.clone();
     let object = Arc::clone(object);

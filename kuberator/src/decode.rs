@@ -56,10 +56,12 @@ impl DecodeFailures {
     }
 }
 
-/// Watches what `api` watches, decoding every object into `R` on its own.
+/// Watches what `api` watches, decoding every object into `R` on its own; with `namespaces`
+/// listed, objects in other namespaces are left out before they are decoded.
 pub(crate) fn decoded_watch<R>(
     api: &Api<R>,
     config: watcher::Config,
+    namespaces: Vec<String>,
     recorder: EventRecorder,
     failures: Arc<DecodeFailures>,
     telemetry: ControllerMetrics,
@@ -80,7 +82,11 @@ where
                 if matches!(event, watcher::Event::InitDone) {
                     telemetry.synced();
                 }
-                decode_event::<R>(event, &resource, &recorder, &failures, &telemetry).map(Ok)
+                let watched = |object: &DynamicObject| {
+                    namespaces.is_empty()
+                        || object.metadata.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns))
+                };
+                decode_event::<R>(event, watched, &resource, &recorder, &failures, &telemetry).map(Ok)
             }
             Err(error) => Some(Err(error)),
         };
@@ -90,6 +96,7 @@ where
 
 fn decode_event<R>(
     event: watcher::Event<DynamicObject>,
+    watched: impl Fn(&DynamicObject) -> bool,
     resource: &ApiResource,
     recorder: &EventRecorder,
     failures: &Arc<DecodeFailures>,
@@ -110,6 +117,13 @@ where
         }
     };
     match event {
+        watcher::Event::Apply(object)
+        | watcher::Event::InitApply(object)
+        | watcher::Event::Delete(object)
+            if !watched(&object) =>
+        {
+            None
+        }
         watcher::Event::Apply(object) => decode_or_report(object).map(watcher::Event::Apply),
         watcher::Event::InitApply(object) => decode_or_report(object).map(watcher::Event::InitApply),
         // An undecodable object that is gone needs no report.
@@ -134,7 +148,11 @@ fn report(
     failures: &Arc<DecodeFailures>,
     telemetry: &ControllerMetrics,
 ) {
-    let label = crate::object::label(&resource.kind, object.metadata.namespace.as_deref(), object.metadata.name.as_deref());
+    let label = crate::object::label(
+        &resource.kind,
+        object.metadata.namespace.as_deref(),
+        object.metadata.name.as_deref(),
+    );
     let (uid, version) = (object.uid().unwrap_or_default(), object.resource_version().unwrap_or_default());
     if !failures.first_report(&uid, &version) {
         return;

@@ -2,17 +2,28 @@
 //!
 //! # Expected flow
 //!
-//! Handlers return [`Result<Action>`](Result). Errors of your own convert into
-//! [`Error::Anyhow`] (implement `From<YourError> for kuberator::error::Error`, as the crate
-//! docs show), `kube::Error` converts through [`From`] into [`Error::Kube`], so `?` works on
-//! both.
+//! Handlers return [`Result<Action>`](Result). `?` converts `kube::Error` into
+//! [`Error::Kube`] and `anyhow::Error` into [`Error::Anyhow`]; [`Error::other`] takes any
+//! other error. A derived operator's handlers may also return `Result<Action, E>` for any
+//! `std::error::Error` (or `anyhow::Result<Action>`), so `?` works on every error with no
+//! wrapping; the runtime converts with [`Error::other`]. Code written for the trait-level API
+//! can keep its `From<YourError> for kuberator::error::Error`, wrapping into
+//! [`Error::Anyhow`].
 //!
 //! # Guarantees
 //!
 //! - Every variant that concerns one object names it as `Kind namespace/name`, so a log line
 //!   or an Event is enough to find the object with `kubectl`.
 //! - Wrapped errors are kept as [`source`](std::error::Error::source); [`Error::report`]
-//!   renders the whole chain on one line, which is what logs, Events and status errors show.
+//!   renders the whole chain on one line, each error once, which is what logs, Events and
+//!   status errors show.
+//!
+//! # Caveats
+//!
+//! [`Error::report`] prints every error of the chain. An error type whose message already
+//! prints its source (`#[error("storage failed: {0}")] Storage(#[source] io::Error)`) shows
+//! that source twice; write `#[error("storage failed")]` instead, as the Rust API guidelines
+//! advise. kube's own errors print their direct source, and the report knows that.
 
 use std::error::Error as StdError;
 use std::fmt::Write as _;
@@ -33,8 +44,8 @@ pub enum Error {
 
     /// An error that retrying cannot fix (an invalid spec, say): reported like any other,
     /// but the object is not retried until it changes. Build it with [`Error::terminal`].
-    #[error("{0}")]
-    Terminal(#[source] anyhow::Error),
+    #[error(transparent)]
+    Terminal(anyhow::Error),
 
     /// A call to the Kubernetes API failed.
     ///
@@ -204,6 +215,30 @@ impl Error {
         report(self)
     }
 
+    /// Any error as a Kuberator error: a Kuberator error as it is, a `kube::Error` as
+    /// [`Error::Kube`], anything else (a `std::error::Error`, an `anyhow::Error`, a message)
+    /// as [`Error::Anyhow`], with its chain of sources kept.
+    ///
+    /// ```
+    /// use kuberator::error::Error;
+    ///
+    /// let io = std::io::Error::other("disk full");
+    /// assert_eq!(Error::other(io).report(), "disk full");
+    /// let terminal = Error::other(anyhow::Error::new(Error::terminal(anyhow::anyhow!("bad spec"))));
+    /// assert!(terminal.is_terminal());
+    /// ```
+    pub fn other(error: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+        let boxed = error.into();
+        let boxed = match boxed.downcast::<Error>() {
+            Ok(error) => return *error,
+            Err(boxed) => boxed,
+        };
+        match boxed.downcast::<kube::Error>() {
+            Ok(error) => Error::Kube(error),
+            Err(boxed) => Error::Anyhow(anyhow::Error::from_boxed(boxed)),
+        }
+    }
+
     /// An error that retrying cannot fix: the object is not retried until it changes.
     ///
     /// ```
@@ -230,6 +265,34 @@ impl Error {
         }
     }
 
+    /// The reason of the `Warning` Event that reports this error as a failed reconcile.
+    pub(crate) fn event_reason(&self) -> &'static str {
+        self.classify().0
+    }
+
+    /// The `kind` label of `kuberator_reconcile_errors_total` for this error.
+    pub(crate) fn metric_kind(&self) -> &'static str {
+        self.classify().1
+    }
+
+    /// Event reason and metric kind, in one table so the two cannot drift apart.
+    fn classify(&self) -> (&'static str, &'static str) {
+        match self {
+            Error::ApplyFailed { .. } => ("ApplyFailed", "apply"),
+            Error::CleanupFailed { .. } => ("CleanupFailed", "cleanup"),
+            Error::Panicked { .. } => ("ReconcilePanicked", "panic"),
+            Error::AddFinalizer { .. } | Error::RemoveFinalizer { .. } | Error::InvalidFinalizer { .. } => {
+                ("ReconcileFailed", "finalizer")
+            }
+            Error::UpdateStatus { .. } | Error::SerializeStatus { .. } => ("ReconcileFailed", "status"),
+            Error::UncachedNamespace { .. } | Error::MissingNamespace { .. } => {
+                ("ReconcileFailed", "namespace")
+            }
+            Error::Kube(_) => ("ReconcileFailed", "api"),
+            _ => ("ReconcileFailed", "other"),
+        }
+    }
+
     /// Whether this error came from the user's `handle_apply` or `handle_cleanup` rather than
     /// from Kuberator or the API server.
     #[must_use]
@@ -238,19 +301,31 @@ impl Error {
     }
 }
 
-/// Renders an error and its sources on one line, skipping a source whose message the
-/// previous one already ends with (wrappers that print their source inline).
+/// Renders an error and its sources on one line, outermost first, each once.
+///
+/// kube's errors print their direct source in their own message (`ApiError: {0}`), so after
+/// one of them the next message is left out and the chain goes on from there.
 pub(crate) fn report(error: &(dyn StdError + 'static)) -> String {
     let mut out = error.to_string();
+    let mut embeds_next = prints_its_source(error);
     let mut current = error.source();
     while let Some(source) = current {
-        let message = source.to_string();
-        if !message.is_empty() && !out.ends_with(&message) {
-            let _ = write!(out, ": {message}");
+        if !embeds_next {
+            let _ = write!(out, ": {source}");
         }
+        embeds_next = prints_its_source(source);
         current = source.source();
     }
     out
+}
+
+/// Whether `error` is of a type whose message includes its direct source's. (Our variants
+/// hold kube's errors boxed, so a source may be the `Box`.)
+fn prints_its_source(error: &(dyn StdError + 'static)) -> bool {
+    error.is::<kube::Error>()
+        || error.is::<Box<kube::Error>>()
+        || error.is::<kube::runtime::watcher::Error>()
+        || error.is::<kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>>()
 }
 
 #[cfg(test)]
@@ -332,6 +407,36 @@ mod tests {
         assert!(error.is_terminal());
         assert_eq!(error.report(), "handle_apply failed for MyCrd default/demo: size 500 is over the quota");
         assert!(!Error::Anyhow(anyhow::anyhow!("flaky")).is_terminal());
+    }
+
+    #[test]
+    fn every_error_of_a_chain_is_reported_once() {
+        let error = Error::RemoveFinalizer {
+            object: "MyCrd default/demo".into(),
+            finalizer: "mycrds.example.com/finalizer".into(),
+            source: Box::new(not_found()),
+        };
+        let report = error.report();
+        assert_eq!(report.matches("not found").count(), 2, "message and Debug of the Status: {report}");
+        assert!(report.starts_with(
+            "could not remove finalizer `mycrds.example.com/finalizer` from MyCrd default/demo: ApiError: "
+        ));
+        let terminal = Error::terminal(anyhow::anyhow!("size 500 is over the quota"));
+        assert_eq!(terminal.report(), "size 500 is over the quota");
+        let context =
+            Error::Anyhow(anyhow::Error::new(std::io::Error::other("disk full")).context("writing"));
+        assert_eq!(context.report(), "writing: disk full");
+    }
+
+    #[test]
+    fn other_keeps_kuberator_and_kube_errors_and_wraps_the_rest() {
+        assert!(matches!(Error::other(not_found()), Error::Kube(_)));
+        let inner = Error::UnnamedObject { kind: "MyCrd".into() };
+        assert!(matches!(Error::other(inner), Error::UnnamedObject { .. }));
+        let wrapped = Error::other(anyhow::Error::new(std::io::Error::other("disk full")).context("writing"));
+        assert!(matches!(wrapped, Error::Anyhow(_)));
+        assert_eq!(wrapped.report(), "writing: disk full");
+        assert_eq!(Error::other("plain message").report(), "plain message");
     }
 
     #[test]

@@ -21,6 +21,15 @@ use crate::status::AsStatusError;
 use crate::status::ObserveGeneration;
 use crate::status::WithStatusError;
 
+/// The finalizer of an operator of `R` unless configured otherwise: `<plural>.<group>/finalizer`.
+pub(crate) fn default_finalizer<R: kube::Resource>() -> String
+where
+    R::DynamicType: Default,
+{
+    let resource = R::DynamicType::default();
+    format!("{}.{}/finalizer", R::plural(&resource), R::group(&resource))
+}
+
 /// Finalizers and status writes for objects of type `R`, through the [`Api`](kube::Api)s of
 /// a provider `P`.
 ///

@@ -4,7 +4,6 @@ use std::fmt;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 
-
 use crate::Finalize;
 use crate::NamespacedResource;
 use crate::cache::ProvideApi;

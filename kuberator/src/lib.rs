@@ -20,6 +20,8 @@
 //!
 //! The repository README walks through a complete operator; `examples/` has runnable ones.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod context;
 mod controller;
 mod decode;
@@ -51,8 +53,8 @@ pub use crate::shutdown::NoShutdown;
 pub use crate::status::AsStatusError;
 pub use crate::status::ObserveGeneration;
 pub use crate::status::WithStatusError;
-/// Derives [`operator::Operator`] for a struct: a whole operator; see [`operator`].
 #[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use kuberator_derive::Operator;
 
 /// What the code `#[derive(Operator)]` generates refers to. Not a public API.
@@ -61,6 +63,11 @@ pub mod __private {
     pub use anyhow;
     pub use k8s_openapi::NamespaceResourceScope;
     pub use kube;
+
+    pub use crate::operator::handler::HandleApplyMissing;
+    pub use crate::operator::handler::HandleCleanupMissing;
+    pub use crate::operator::handler::backoff_base_within_default_cap;
+    pub use crate::operator::handler::call_handler;
 
     /// Implemented by the scope of namespaced resources only, so that the derive's
     /// assertion on `resource` fails with a message that says what to do.
@@ -107,10 +114,10 @@ pub mod prelude {
     pub use crate::Finalize;
     pub use crate::NoShutdown;
     pub use crate::ObserveGeneration;
-    pub use crate::TryResource;
     #[cfg(feature = "derive")]
     pub use crate::Operator;
     pub use crate::Reconcile;
+    pub use crate::TryResource;
     pub use crate::WithStatusError;
     pub use crate::cache::CachedApiProvider;
     pub use crate::cache::CachingStrategy;

@@ -16,10 +16,23 @@ use crate::cache::ProvideApi;
 use crate::controller;
 use crate::error::Error;
 use crate::error::Result;
+use crate::events::EventRecorder;
 use crate::object::describe;
 
-/// How long a failed reconcile waits before it is retried, unless overridden.
+/// The longest a failed reconcile waits before it is retried, unless overridden.
 pub const REQUEUE_AFTER_ERROR_SECONDS: u64 = 60;
+
+/// Reconciles at a time when nothing else is said: one, as [`Reconcile::start`] runs.
+pub(crate) const DEFAULT_CONCURRENCY: usize = 1;
+
+/// The name Events are reported under unless configured otherwise: `<kind>-operator`, in
+/// lower case.
+pub(crate) fn default_controller_name<R: kube::Resource>() -> String
+where
+    R::DynamicType: Default,
+{
+    format!("{}-operator", R::kind(&R::DynamicType::default()).to_lowercase())
+}
 
 /// Starts the controller for objects of type `R` with the context `C`.
 ///
@@ -69,7 +82,7 @@ where
     where
         G: Future<Output = ()> + Send + 'static,
     {
-        self.start_concurrent(Some(1), shutdown).await;
+        self.start_concurrent(Some(DEFAULT_CONCURRENCY), shutdown).await;
     }
 
     /// Runs the controller with up to `limit` reconciles at a time (`None` or `Some(0)`: no
@@ -79,20 +92,22 @@ where
         G: Future<Output = ()> + Send + 'static,
     {
         let (api, config, context) = self.destruct();
-        controller::drive(controller::Settings {
+        let recorder = EventRecorder::new(api.clone().into_client(), Self::controller_name());
+        controller::drive(controller::Setup {
             api,
             watcher: config,
+            namespaces: Vec::new(),
             context,
             limit,
             shutdown,
-            controller_name: Self::controller_name(),
+            recorder,
             reconcile: Self::reconcile,
             error_policy: Self::error_policy,
         })
         .await;
     }
 
-    /// Runs the controller, one reconcile at a time, until SIGINT or SIGTERM.
+    /// Runs the controller as [`start`](Reconcile::start) does, until SIGINT or SIGTERM.
     async fn run(self) {
         self.start(Some(crate::shutdown::signal())).await;
     }
@@ -113,12 +128,7 @@ where
     /// A [terminal](Error::terminal) error is not retried: the object waits for its next
     /// change.
     fn error_policy(object: Arc<R>, error: &Error, context: Arc<C>) -> Action {
-        if error.is_terminal() {
-            return context.handle_error(object, error, None);
-        }
-        let requeue = Self::requeue_after_error_seconds()
-            .map(|cap| crate::backoff::next_delay(&describe(&*object), Self::error_backoff_base(), cap));
-        context.handle_error(object, error, requeue)
+        back_off(object, error, &*context, Self::requeue_after_error_seconds(), Self::error_backoff_base())
     }
 
     /// The longest wait before retrying a failed reconcile (retries back off exponentially
@@ -131,12 +141,33 @@ where
     /// The wait before the first retry of a failed reconcile; each further failure in a row
     /// doubles it. 1 second unless overridden.
     fn error_backoff_base() -> Duration {
-        Duration::from_secs(1)
+        crate::backoff::DEFAULT_BASE
     }
 
     /// The name Events are reported under (`reportingController`): `<kind>-operator` in
     /// lower case unless overridden.
     fn controller_name() -> String {
-        format!("{}-operator", R::kind(&R::DynamicType::default()).to_lowercase())
+        default_controller_name::<R>()
     }
+}
+
+/// [`Reconcile::error_policy`] with a given cap (`None`: no retry) and base.
+pub(crate) fn back_off<R, C, F, P>(
+    object: Arc<R>,
+    error: &Error,
+    context: &C,
+    cap: Option<Duration>,
+    base: Duration,
+) -> Action
+where
+    R: NamespacedResource,
+    C: Context<R, F, P> + ?Sized,
+    F: Finalize<R, P>,
+    P: ProvideApi<R>,
+{
+    if error.is_terminal() {
+        return context.handle_error(object, error, None);
+    }
+    let requeue = cap.map(|cap| crate::backoff::next_delay(&describe(&*object), base, cap));
+    context.handle_error(object, error, requeue)
 }

@@ -54,21 +54,24 @@ impl MinimalOperator {
 }
 
 #[test]
-fn defaults_are_computed_from_the_resource() {
+fn the_derive_says_what_the_attribute_says_and_the_runtime_fills_in_the_defaults() {
     use kuberator::operator::Operator as _;
-    let config = MinimalOperator::config();
-    assert_eq!(config.finalizer, "lints.example.com/finalizer");
-    assert_eq!(config.controller_name, "lint-operator");
-    assert_eq!(config.caching, CachingStrategy::Extendable);
-    assert_eq!(config.concurrency, Some(1));
-    assert!(config.namespaces.is_empty());
+    assert_eq!(MinimalOperator::config(), kuberator::operator::OperatorConfig::default());
+    let settings = MinimalOperator::settings();
+    assert_eq!(settings.finalizer, "lints.example.com/finalizer");
+    assert_eq!(settings.controller_name, "lint-operator");
+    assert_eq!(settings.caching, CachingStrategy::Extendable);
+    assert_eq!(settings.concurrency, Some(1));
+    assert_eq!(settings.requeue_after_error, std::time::Duration::from_mins(1));
+    assert_eq!(settings.error_backoff_base, std::time::Duration::from_secs(1));
+    assert!(settings.namespaces.is_empty());
 
-    let config = FullOperator::config();
-    assert_eq!(config.namespaces, ["default", "production"]);
-    assert_eq!(config.caching, CachingStrategy::Adhoc);
-    assert_eq!(config.concurrency, None);
-    assert_eq!(config.requeue_after_error, std::time::Duration::from_secs(5));
-    assert_eq!(config.labels, Some("app=lint"));
+    let settings = FullOperator::settings();
+    assert_eq!(settings.namespaces, ["default", "production"]);
+    assert_eq!(settings.caching, CachingStrategy::Adhoc);
+    assert_eq!(settings.concurrency, None);
+    assert_eq!(settings.requeue_after_error, std::time::Duration::from_secs(5));
+    assert_eq!(settings.labels, Some("app=lint"));
     let _ = FullOperator { greeting: String::new() }.greeting;
 }
 

@@ -20,6 +20,14 @@ pub enum CachingStrategy {
     Extendable,
 }
 
+impl CachingStrategy {
+    /// The strategy when none is chosen: `Strict` for a fixed list of namespaces, `Extendable`
+    /// when every namespace is watched (an empty list).
+    pub fn for_namespaces<S>(namespaces: &[S]) -> Self {
+        if namespaces.is_empty() { CachingStrategy::Extendable } else { CachingStrategy::Strict }
+    }
+}
+
 impl std::fmt::Display for CachingStrategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -95,7 +95,10 @@ pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
 pub enum ElectionError {
     /// The durations contradict each other.
     #[error(
-        "invalid leader election timing: {0} (the defaults are a 15s lease, a 10s renew deadline and a 2s retry period)"
+        "invalid leader election timing: {0} (the defaults are a {lease:?} lease, a {renew:?} renew deadline and a {retry:?} retry period)",
+        lease = DEFAULT_LEASE_DURATION,
+        renew = DEFAULT_RENEW_DEADLINE,
+        retry = DEFAULT_RETRY_PERIOD
     )]
     InvalidTiming(String),
     /// The lease name or namespace is empty.

@@ -1,20 +1,20 @@
-//! [`Ctx`], [`OperatorContext`] and [`OperatorReconciler`]: the derive's `Context` and
-//! `Reconcile`.
+//! [`Ctx`], what handlers get and the derive's [`Context`], and [`OperatorReconciler`], the
+//! derive's [`Reconcile`].
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kube::Api;
 use kube::Client;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::watcher::Config;
 use serde::Serialize;
 
 use super::Operator;
-use super::OperatorConfig;
+use super::Settings;
 use crate::AsStatusError;
 use crate::Context;
 use crate::Finalize;
@@ -24,6 +24,8 @@ use crate::WithStatusError;
 use crate::cache::ApiRef;
 use crate::cache::ProvideApi;
 use crate::cache::StaticApiProvider;
+use crate::controller;
+use crate::error::Error;
 use crate::error::Result;
 use crate::events::EmitEvent;
 use crate::events::EventData;
@@ -32,10 +34,14 @@ use crate::events::Reason;
 
 /// What a handler of a derived operator can reach: status writes, Events, the client, the
 /// repository and the `Api` of any namespace.
+///
+/// It is also the operator's [`Context`]: `finalizer()` names the finalizer it uses.
 pub struct Ctx<O: Operator> {
+    operator: O,
     client: Client,
     repository: Arc<O::Repository>,
     events: EventRecorder,
+    settings: Settings,
 }
 
 impl<O: Operator> Ctx<O> {
@@ -105,9 +111,9 @@ impl<O: Operator> Ctx<O> {
         self.repository.api_provider().get(namespace)
     }
 
-    /// The Event recorder.
-    pub fn events(&self) -> &EventRecorder {
-        &self.events
+    /// The settings the operator runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 }
 
@@ -117,70 +123,32 @@ impl<O: Operator> fmt::Debug for Ctx<O> {
     }
 }
 
-/// The [`Context`] of a derived operator: your struct and its [`Ctx`].
-pub struct OperatorContext<O: Operator> {
-    operator: O,
-    ctx: Ctx<O>,
-    config: OperatorConfig,
-    /// The namespaces watched: the attribute's, unless overridden at start.
-    namespaces: Vec<String>,
-}
-
-impl<O: Operator> OperatorContext<O> {
-    /// Your operator struct.
-    pub fn operator(&self) -> &O {
-        &self.operator
-    }
-
-    /// What its handlers get.
-    pub fn ctx(&self) -> &Ctx<O> {
-        &self.ctx
-    }
-
-    /// The namespaces it watches; empty means every namespace.
-    pub fn namespaces(&self) -> &[String] {
-        &self.namespaces
-    }
-
-    fn watches(&self, namespace: Option<&str>) -> bool {
-        self.namespaces.is_empty()
-            || namespace.is_some_and(|ns| self.namespaces.iter().any(|listed| listed == ns))
-    }
-}
-
 #[async_trait]
-impl<O: Operator> Context<O::Resource, O::Repository, StaticApiProvider<O::Resource>> for OperatorContext<O> {
+impl<O: Operator> Context<O::Resource, O::Repository, StaticApiProvider<O::Resource>> for Ctx<O> {
     fn k8s_repository(&self) -> Arc<O::Repository> {
-        Arc::clone(&self.ctx.repository)
+        Arc::clone(&self.repository)
     }
 
     fn finalizer(&self) -> &'static str {
-        self.config.finalizer
+        self.settings.finalizer
     }
 
     async fn handle_apply(&self, object: Arc<O::Resource>) -> Result<Action> {
-        self.operator.apply(object, &self.ctx).await
+        self.operator.__handle_apply(object, self).await
     }
 
     async fn handle_cleanup(&self, object: Arc<O::Resource>) -> Result<Action> {
-        self.operator.cleanup(object, &self.ctx).await
-    }
-
-    async fn handle_reconciliation(&self, object: Arc<O::Resource>) -> Result<Action> {
-        // Several namespaces are watched cluster-wide; the others are none of our business.
-        if !self.watches(object.namespace().as_deref()) {
-            tracing::debug!(object = %crate::object::describe(&*object), "not in a watched namespace; ignored");
-            return Ok(Action::await_change());
-        }
-        crate::context::finalize_with_handlers(self, object).await
+        self.operator.__handle_cleanup(object, self).await
     }
 }
 
-/// The [`Reconcile`] of a derived operator.
+/// The [`Reconcile`] of a derived operator: [`start`](Reconcile::start) and
+/// [`run`](Reconcile::run) use the operator's [`Settings`] (its concurrency, backoff and
+/// namespaces); [`start_concurrent`](Reconcile::start_concurrent) takes its limit from you.
 pub struct OperatorReconciler<O: Operator> {
     api: Api<O::Resource>,
     watcher: Config,
-    context: Arc<OperatorContext<O>>,
+    context: Arc<Ctx<O>>,
 }
 
 impl<O: Operator> Clone for OperatorReconciler<O> {
@@ -192,65 +160,88 @@ impl<O: Operator> Clone for OperatorReconciler<O> {
 }
 
 impl<O: Operator> OperatorReconciler<O> {
-    /// Watches `namespaces` (empty: every namespace) instead of the attribute's.
-    pub(super) fn new(operator: O, client: Client, namespaces: Vec<String>) -> Self {
-        let config = O::config();
-        let provider = StaticApiProvider::new(client.clone(), namespaces.iter().cloned(), config.caching);
-        let ctx = Ctx {
-            client: client.clone(),
-            repository: Arc::new(O::Repository::from(provider)),
-            events: EventRecorder::new(client.clone(), config.controller_name),
+    pub(super) fn new(operator: O, client: Client, settings: Settings) -> Self {
+        let provider =
+            StaticApiProvider::new(client.clone(), settings.namespaces.iter().cloned(), settings.caching);
+        let api = match settings.namespaces.as_slice() {
+            [only] => Api::namespaced(client.clone(), only),
+            _ => Api::all(client.clone()),
         };
-        let api = match namespaces.as_slice() {
-            [only] => Api::namespaced(client, only),
-            _ => Api::all(client),
-        };
-        let watcher = match config.labels {
+        let watcher = match settings.labels {
             Some(selector) => Config::default().labels(selector),
             None => Config::default(),
         };
-        Self { api, watcher, context: Arc::new(OperatorContext { operator, ctx, config, namespaces }) }
+        let ctx = Ctx {
+            operator,
+            repository: Arc::new(O::Repository::from(provider)),
+            events: EventRecorder::new(client.clone(), settings.controller_name),
+            client,
+            settings,
+        };
+        Self { api, watcher, context: Arc::new(ctx) }
     }
 
-    /// The context the controller runs with.
-    pub fn context(&self) -> &Arc<OperatorContext<O>> {
-        &self.context
-    }
-
-    /// Runs the controller with the attribute's concurrency until `shutdown` completes.
-    pub async fn start_configured<G>(self, shutdown: Option<G>)
-    where
-        G: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.start_with(O::config().concurrency, shutdown).await;
-    }
-
-    /// Runs the controller with up to `concurrency` reconciles at a time (`None`: no limit)
-    /// until `shutdown` completes.
-    pub async fn start_with<G>(self, concurrency: Option<usize>, shutdown: Option<G>)
-    where
-        G: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.start_concurrent(concurrency, shutdown).await;
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.context.settings
     }
 }
 
-impl<O: Operator> Reconcile<O::Resource, OperatorContext<O>, O::Repository, StaticApiProvider<O::Resource>>
+#[async_trait]
+impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvider<O::Resource>>
     for OperatorReconciler<O>
 {
-    fn destruct(self) -> (Api<O::Resource>, Config, Arc<OperatorContext<O>>) {
+    fn destruct(self) -> (Api<O::Resource>, Config, Arc<Ctx<O>>) {
         (self.api, self.watcher, self.context)
     }
 
+    /// Runs the controller with the operator's concurrency until `shutdown` completes.
+    async fn start<G>(self, shutdown: Option<G>)
+    where
+        G: Future<Output = ()> + Send + 'static,
+    {
+        let limit = self.context.settings.concurrency;
+        self.start_concurrent(limit, shutdown).await;
+    }
+
+    async fn start_concurrent<G>(self, limit: Option<usize>, shutdown: Option<G>)
+    where
+        G: Future<Output = ()> + Send + 'static,
+    {
+        // Several namespaces are watched cluster-wide; the others are none of our business.
+        let namespaces = match self.context.settings.namespaces.as_slice() {
+            [] | [_] => Vec::new(),
+            several => several.to_vec(),
+        };
+        controller::drive(controller::Setup {
+            recorder: self.context.events.clone(),
+            api: self.api,
+            watcher: self.watcher,
+            namespaces,
+            context: self.context,
+            limit,
+            shutdown,
+            reconcile: Self::reconcile,
+            error_policy: Self::error_policy,
+        })
+        .await;
+    }
+
+    fn error_policy(object: Arc<O::Resource>, error: &Error, context: Arc<Ctx<O>>) -> Action {
+        let settings = &context.settings;
+        let (cap, base) = (settings.requeue_after_error, settings.error_backoff_base);
+        crate::reconcile::back_off(object, error, &*context, Some(cap), base)
+    }
+
     fn requeue_after_error_seconds() -> Option<Duration> {
-        Some(O::config().requeue_after_error)
+        Some(O::settings().requeue_after_error)
     }
 
     fn error_backoff_base() -> Duration {
-        O::config().error_backoff_base
+        O::settings().error_backoff_base
     }
 
     fn controller_name() -> String {
-        O::config().controller_name.to_owned()
+        O::settings().controller_name.to_owned()
     }
 }

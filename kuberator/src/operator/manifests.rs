@@ -33,7 +33,7 @@ use kube::Resource;
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
-use super::OperatorConfig;
+use super::Settings;
 
 /// The rules for exactly the calls a derived operator makes on `R`:
 ///
@@ -84,10 +84,10 @@ pub struct Placement {
 impl Placement {
     /// Runs in `namespace`, watches what the attribute says, and holds its Lease in
     /// `namespace`.
-    pub fn new(config: &OperatorConfig, namespace: &str) -> Self {
+    pub fn new(settings: &Settings, namespace: &str) -> Self {
         Self {
             namespace: namespace.to_owned(),
-            watched: config.watched_namespaces(),
+            watched: settings.namespaces.clone(),
             lease_namespace: Some(namespace.to_owned()),
         }
     }
@@ -97,10 +97,10 @@ impl Placement {
 /// controller: a Role and RoleBinding when it watches one namespace, else a ClusterRole and
 /// ClusterRoleBinding; with leader election, a Role and RoleBinding for its Lease too.
 pub fn rbac<R: Resource<DynamicType = ()>>(
-    config: &OperatorConfig,
+    settings: &Settings,
     placement: &Placement,
 ) -> Vec<serde_json::Value> {
-    let name = config.controller_name.to_owned();
+    let name = settings.controller_name.to_owned();
     let subject = Subject {
         kind: "ServiceAccount".into(),
         name: name.clone(),
@@ -110,7 +110,7 @@ pub fn rbac<R: Resource<DynamicType = ()>>(
     let meta = |name: &str, namespace: Option<&str>| ObjectMeta {
         name: Some(name.to_owned()),
         namespace: namespace.map(str::to_owned),
-        labels: Some(labels(config)),
+        labels: Some(labels(settings)),
         ..ObjectMeta::default()
     };
     let role_ref = |kind: &str, name: &str| RoleRef {
@@ -158,7 +158,7 @@ pub fn rbac<R: Resource<DynamicType = ()>>(
 /// Everything to `kubectl apply`: the CRD, a ServiceAccount, the RBAC, and a Deployment of
 /// `image` with its metrics port and probes on `metrics_port`.
 pub fn manifests<R>(
-    config: &OperatorConfig,
+    settings: &Settings,
     placement: &Placement,
     image: &str,
     metrics_port: u16,
@@ -166,11 +166,11 @@ pub fn manifests<R>(
 where
     R: Resource<DynamicType = ()> + CustomResourceExt,
 {
-    let name = config.controller_name.to_owned();
+    let name = settings.controller_name.to_owned();
     let meta = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(placement.namespace.clone()),
-        labels: Some(labels(config)),
+        labels: Some(labels(settings)),
         ..ObjectMeta::default()
     };
     let field = |name: &str, path: &str| EnvVar {
@@ -189,7 +189,7 @@ where
     // The identity in the Lease comes from the pod's name. (The Lease's default namespace is
     // the pod's own, which the client reads from its service account.)
     let mut env = vec![field("POD_NAME", "metadata.name")];
-    if placement.watched != config.watched_namespaces() {
+    if placement.watched != settings.namespaces {
         env.push(value("KUBERATOR_NAMESPACES", placement.watched.join(",")));
     }
     match &placement.lease_namespace {
@@ -225,9 +225,9 @@ where
         metadata: meta.clone(),
         spec: DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(labels(config)), ..LabelSelector::default() },
+            selector: LabelSelector { match_labels: Some(labels(settings)), ..LabelSelector::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(config)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta { labels: Some(labels(settings)), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
                     service_account_name: Some(name),
                     containers: vec![container],
@@ -240,13 +240,13 @@ where
     };
     let mut all =
         vec![json(&R::crd()), json(&ServiceAccount { metadata: meta, ..ServiceAccount::default() })];
-    all.extend(rbac::<R>(config, placement));
+    all.extend(rbac::<R>(settings, placement));
     all.push(json(&deployment));
     all
 }
 
-fn labels(config: &OperatorConfig) -> BTreeMap<String, String> {
-    BTreeMap::from([("app.kubernetes.io/name".to_owned(), config.controller_name.to_owned())])
+fn labels(settings: &Settings) -> BTreeMap<String, String> {
+    BTreeMap::from([("app.kubernetes.io/name".to_owned(), settings.controller_name.to_owned())])
 }
 
 /// A k8s-openapi object as JSON, with its `apiVersion` and `kind`.
@@ -269,21 +269,17 @@ mod tests {
     use crate::cache::CachingStrategy;
     use crate::cache::test_support::Widget;
 
-    fn config(namespaces: &'static [&'static str]) -> OperatorConfig {
-        OperatorConfig {
-            finalizer: "widgets.example.com/finalizer",
+    fn config(namespaces: &'static [&'static str]) -> Settings {
+        let config = super::super::OperatorConfig {
             namespaces,
-            caching: CachingStrategy::Extendable,
-            concurrency: Some(1),
-            requeue_after_error: std::time::Duration::from_secs(60),
-            error_backoff_base: std::time::Duration::from_secs(1),
-            labels: None,
-            controller_name: "widget-operator",
-        }
+            caching: Some(CachingStrategy::Extendable),
+            ..Default::default()
+        };
+        config.resolve::<Widget>()
     }
 
-    fn placement(config: &OperatorConfig, lease: bool) -> Placement {
-        Placement { lease_namespace: lease.then(|| "ops".to_owned()), ..Placement::new(config, "ops") }
+    fn placement(settings: &Settings, lease: bool) -> Placement {
+        Placement { lease_namespace: lease.then(|| "ops".to_owned()), ..Placement::new(settings, "ops") }
     }
 
     #[test]

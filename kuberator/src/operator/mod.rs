@@ -30,64 +30,133 @@
 //!
 //! # Lower-level pieces
 //!
-//! [`Operator::into_reconciler`] gives the [`Reconcile`](crate::Reconcile) implementation
-//! (start it yourself, with your own client or shutdown future), and
-//! [`OperatorReconciler::context`] the [`Context`](crate::Context).
+//! [`Operator::into_reconciler`] gives the [`Reconcile`](crate::Reconcile) implementation:
+//! start it yourself, with your own client or shutdown future; it runs with the operator's
+//! [`Settings`] whichever way it is started. Its [`Context`](crate::Context) is the [`Ctx`]
+//! your handlers get.
 
 mod context;
+pub(crate) mod handler;
+#[cfg(feature = "app")]
+#[cfg_attr(docsrs, doc(cfg(feature = "app")))]
 pub mod manifests;
+#[cfg(feature = "app")]
 mod run;
 
-use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::Client;
 use kube::CustomResourceExt;
+use kube::Resource;
 use kube::runtime::controller::Action;
 
 pub use self::context::Ctx;
-pub use self::context::OperatorContext;
 pub use self::context::OperatorReconciler;
+#[cfg(feature = "app")]
+#[cfg_attr(docsrs, doc(cfg(feature = "app")))]
 pub use self::run::Program;
+#[cfg(feature = "app")]
+#[cfg_attr(docsrs, doc(cfg(feature = "app")))]
 pub use self::run::run;
 use crate::Finalize;
 use crate::NamespacedResource;
+use crate::REQUEUE_AFTER_ERROR_SECONDS;
 use crate::cache::CachingStrategy;
 use crate::cache::StaticApiProvider;
 use crate::error::Result;
+use crate::reconcile::DEFAULT_CONCURRENCY;
 
-/// What `#[kuberator(...)]` said, beyond the types.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `#[kuberator(...)]` says, beyond the types: `None` (or an empty list) where the
+/// attribute is silent. [`OperatorConfig::resolve`] fills in the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OperatorConfig {
-    /// The finalizer put on every object.
-    pub finalizer: &'static str,
-    /// The namespaces to watch; empty means every namespace.
+    /// `finalizer = "..."`.
+    pub finalizer: Option<&'static str>,
+    /// `namespaces = [...]`; empty means every namespace.
     pub namespaces: &'static [&'static str],
-    /// What the API provider does with other namespaces.
-    pub caching: CachingStrategy,
-    /// Reconciles at a time; `None` means no limit.
+    /// `caching = ...`.
+    pub caching: Option<CachingStrategy>,
+    /// `concurrency = N`; `Some(0)` means no limit.
     pub concurrency: Option<usize>,
-    /// The longest a failed reconcile waits before it is retried.
-    pub requeue_after_error: Duration,
-    /// The wait before the first retry; doubled per failure in a row, up to
-    /// `requeue_after_error`.
-    pub error_backoff_base: Duration,
-    /// A label selector that limits the watch.
+    /// `requeue_after_error_seconds = N`.
+    pub requeue_after_error: Option<Duration>,
+    /// `error_backoff_base_millis = N`.
+    pub error_backoff_base: Option<Duration>,
+    /// `labels = "..."`.
     pub labels: Option<&'static str>,
-    /// The name Events are reported under.
-    pub controller_name: &'static str,
+    /// `controller_name = "..."`.
+    pub controller_name: Option<&'static str>,
 }
 
 impl OperatorConfig {
-    /// The attribute's namespaces, owned, as the runtime takes them.
-    pub fn watched_namespaces(&self) -> Vec<String> {
-        self.namespaces.iter().map(|ns| (*ns).to_owned()).collect()
+    /// The settings an operator of `R` runs with: what the attribute says, and the default
+    /// wherever it is silent.
+    pub fn resolve<R: Resource<DynamicType = ()>>(&self) -> Settings {
+        let namespaces: Vec<String> = self.namespaces.iter().map(|ns| (*ns).to_owned()).collect();
+        Settings {
+            finalizer: self.finalizer.unwrap_or_else(|| intern(crate::finalize::default_finalizer::<R>())),
+            caching: self.caching.unwrap_or_else(|| CachingStrategy::for_namespaces(&namespaces)),
+            namespaces,
+            concurrency: match self.concurrency {
+                None => Some(DEFAULT_CONCURRENCY),
+                Some(0) => None,
+                Some(limit) => Some(limit),
+            },
+            requeue_after_error: self
+                .requeue_after_error
+                .unwrap_or(Duration::from_secs(REQUEUE_AFTER_ERROR_SECONDS)),
+            error_backoff_base: self.error_backoff_base.unwrap_or(crate::backoff::DEFAULT_BASE),
+            labels: self.labels,
+            controller_name: self
+                .controller_name
+                .unwrap_or_else(|| intern(crate::reconcile::default_controller_name::<R>())),
+        }
     }
 }
 
-/// A whole operator; implemented by `#[derive(Operator)]`.
+/// What a derived operator runs with: its [`OperatorConfig`] with every default applied,
+/// and changed by the command line (`--namespaces`, `--concurrency`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The finalizer put on every object: `<plural>.<group>/finalizer` by default.
+    pub finalizer: &'static str,
+    /// The namespaces to watch; empty means every namespace.
+    pub namespaces: Vec<String>,
+    /// What the API provider does with other namespaces: `Strict` for listed namespaces,
+    /// `Extendable` for all, by default.
+    pub caching: CachingStrategy,
+    /// Reconciles at a time; `None` means no limit. One by default.
+    pub concurrency: Option<usize>,
+    /// The longest a failed reconcile waits before it is retried: 60 s by default.
+    pub requeue_after_error: Duration,
+    /// The wait before the first retry, doubled per failure in a row up to
+    /// `requeue_after_error`: 1 s by default.
+    pub error_backoff_base: Duration,
+    /// A label selector that limits the watch.
+    pub labels: Option<&'static str>,
+    /// The name Events are reported under: `<kind>-operator` by default.
+    pub controller_name: &'static str,
+}
+
+/// A `'static` copy of `text`, made once per distinct text: the computed default names live
+/// as long as the process, as the attribute's literals do.
+fn intern(text: String) -> &'static str {
+    static INTERNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut interned = INTERNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = interned.iter().find(|known| **known == text) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(text.into_boxed_str());
+    interned.push(leaked);
+    leaked
+}
+
+/// A whole operator; implemented by `#[derive(Operator)]`, which documents the attribute and
+/// the handlers you write.
 pub trait Operator: Sized + Send + Sync + 'static {
     /// The custom resource it reconciles.
     type Resource: NamespacedResource<DynamicType = ()> + CustomResourceExt;
@@ -98,31 +167,41 @@ pub trait Operator: Sized + Send + Sync + 'static {
         + From<StaticApiProvider<Self::Resource>>
         + 'static;
 
-    /// The attribute's settings.
+    /// What the attribute says.
     fn config() -> OperatorConfig;
 
-    /// Calls your `handle_apply`.
-    fn apply(
-        &self,
-        object: Arc<Self::Resource>,
-        ctx: &Ctx<Self>,
-    ) -> impl Future<Output = Result<Action>> + Send;
-
-    /// Calls your `handle_cleanup`.
-    fn cleanup(
-        &self,
-        object: Arc<Self::Resource>,
-        ctx: &Ctx<Self>,
-    ) -> impl Future<Output = Result<Action>> + Send;
-
-    /// The [`Reconcile`](crate::Reconcile) implementation of this operator, on `client`.
-    fn into_reconciler(self, client: Client) -> OperatorReconciler<Self> {
-        OperatorReconciler::new(self, client, Self::config().watched_namespaces())
+    /// The settings it runs with: [`config`](Operator::config) with the defaults applied.
+    fn settings() -> Settings {
+        Self::config().resolve::<Self::Resource>()
     }
 
-    /// Like [`into_reconciler`](Operator::into_reconciler), but watching `namespaces`
-    /// instead of the attribute's (empty: every namespace); what `--namespaces` does.
-    fn into_reconciler_in(self, client: Client, namespaces: Vec<String>) -> OperatorReconciler<Self> {
-        OperatorReconciler::new(self, client, namespaces)
+    /// Calls your `handle_apply`. Not part of the API: the derive writes it.
+    #[doc(hidden)]
+    fn __handle_apply<'a>(
+        &'a self,
+        object: Arc<Self::Resource>,
+        ctx: &'a Ctx<Self>,
+    ) -> impl Future<Output = Result<Action>> + Send + 'a;
+
+    /// Calls your `handle_cleanup`. Not part of the API: the derive writes it.
+    #[doc(hidden)]
+    fn __handle_cleanup<'a>(
+        &'a self,
+        object: Arc<Self::Resource>,
+        ctx: &'a Ctx<Self>,
+    ) -> impl Future<Output = Result<Action>> + Send + 'a;
+
+    /// The [`Reconcile`](crate::Reconcile) implementation of this operator on `client`, with
+    /// its [`settings`](Operator::settings). Every way of starting it (`start`, `run`, or
+    /// under a [`LeaderElection`](crate::leader::LeaderElection)) honours them.
+    fn into_reconciler(self, client: Client) -> OperatorReconciler<Self> {
+        OperatorReconciler::new(self, client, Self::settings())
+    }
+
+    /// Like [`into_reconciler`](Operator::into_reconciler), with settings changed by hand
+    /// (start from [`Operator::settings`]); what the command line's `--namespaces` and
+    /// `--concurrency` do.
+    fn into_reconciler_with(self, client: Client, settings: Settings) -> OperatorReconciler<Self> {
+        OperatorReconciler::new(self, client, settings)
     }
 }

@@ -16,8 +16,10 @@ use kube::Client;
 use kube::CustomResourceExt;
 
 use super::Operator;
-use super::OperatorConfig;
+use super::Settings;
 use super::manifests;
+use crate::Reconcile as _;
+use crate::leader;
 use crate::leader::LeaderElection;
 
 /// The operator program's own name for `--help` and `--version`: the derive fills it from
@@ -91,16 +93,16 @@ struct ElectionArgs {
     identity: Option<String>,
 
     /// How long a Lease that is no longer renewed keeps the standbys out
-    #[arg(long, env = "KUBERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_duration, global = true)]
-    lease_duration: Duration,
+    #[arg(long, env = "KUBERATOR_LEASE_DURATION", default_value_t = CliDuration(leader::DEFAULT_LEASE_DURATION), global = true)]
+    lease_duration: CliDuration,
 
     /// How long the leader keeps trying to renew before it stops reconciling
-    #[arg(long, env = "KUBERATOR_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration, global = true)]
-    renew_deadline: Duration,
+    #[arg(long, env = "KUBERATOR_RENEW_DEADLINE", default_value_t = CliDuration(leader::DEFAULT_RENEW_DEADLINE), global = true)]
+    renew_deadline: CliDuration,
 
     /// How often the leader renews and a standby looks
-    #[arg(long, env = "KUBERATOR_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration, global = true)]
-    retry_period: Duration,
+    #[arg(long, env = "KUBERATOR_RETRY_PERIOD", default_value_t = CliDuration(leader::DEFAULT_RETRY_PERIOD), global = true)]
+    retry_period: CliDuration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,28 +136,46 @@ enum LogFormat {
     Json,
 }
 
-/// A duration as `500ms`, `15s`, `1.5s` or `2m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        _ => return Err(format!("`{text}` is not a duration: write it like 500ms, 15s or 2m")),
-    };
-    number
-        .parse::<f64>()
-        .ok()
-        .and_then(|number| Duration::try_from_secs_f64(number * scale).ok())
-        .ok_or_else(|| format!("`{text}` is not a duration: write it like 500ms, 15s or 2m"))
+/// A duration on the command line: `500ms`, `15s`, `1.5s` or `2m`; shown in `--help` the
+/// way it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CliDuration(Duration);
+
+impl std::str::FromStr for CliDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            _ => return Err(format!("`{text}` is not a duration: write it like 500ms, 15s or 2m")),
+        };
+        number
+            .parse::<f64>()
+            .ok()
+            .and_then(|number| Duration::try_from_secs_f64(number * scale).ok())
+            .map(CliDuration)
+            .ok_or_else(|| format!("`{text}` is not a duration: write it like 500ms, 15s or 2m"))
+    }
+}
+
+impl std::fmt::Display for CliDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.as_secs(), self.0.subsec_millis()) {
+            (seconds, 0) => write!(f, "{seconds}s"),
+            _ => write!(f, "{}ms", self.0.as_millis()),
+        }
+    }
 }
 
 impl Cli {
     /// The namespaces to watch: `--namespaces`, else the attribute's.
-    fn watched(&self, config: &OperatorConfig) -> anyhow::Result<Vec<String>> {
+    fn watched(&self, settings: &Settings) -> anyhow::Result<Vec<String>> {
         if self.namespaces.is_empty() {
-            return Ok(config.watched_namespaces());
+            return Ok(settings.namespaces.clone());
         }
         if let Some(bad) = self.namespaces.iter().find(|ns| !is_dns_label(ns)) {
             anyhow::bail!(
@@ -165,11 +185,21 @@ impl Cli {
         Ok(self.namespaces.clone())
     }
 
-    fn placement(&self, config: &OperatorConfig, namespace: &str) -> anyhow::Result<manifests::Placement> {
+    /// The settings to run with: the operator's, with `--namespaces` and `--concurrency`.
+    fn settings(&self, settings: &Settings) -> anyhow::Result<Settings> {
+        let mut settings = settings.clone();
+        settings.namespaces = self.watched(&settings)?;
+        if let Some(limit) = self.concurrency {
+            settings.concurrency = (limit > 0).then_some(limit);
+        }
+        Ok(settings)
+    }
+
+    fn placement(&self, settings: &Settings, namespace: &str) -> anyhow::Result<manifests::Placement> {
         let lease_namespace = self.election.lease_namespace.clone().unwrap_or_else(|| namespace.to_owned());
         Ok(manifests::Placement {
             namespace: namespace.to_owned(),
-            watched: self.watched(config)?,
+            watched: self.watched(settings)?,
             lease_namespace: self.election.leader_election.then_some(lease_namespace),
         })
     }
@@ -198,7 +228,7 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
         if program.about.is_empty() { "A Kubernetes operator built with Kuberator" } else { program.about };
     let matches = Cli::command().name(program.name).version(program.version).about(about).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    let config = O::config();
+    let defaults = O::settings();
     let print = |text: String| std::io::stdout().write_all(text.as_bytes()).context("writing to stdout");
     match &cli.command {
         Some(Command::Crd) => {
@@ -206,33 +236,34 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
         }
         Some(Command::Rbac { namespace }) => {
             return print(manifests::to_yaml(&manifests::rbac::<O::Resource>(
-                &config,
-                &cli.placement(&config, namespace)?,
+                &defaults,
+                &cli.placement(&defaults, namespace)?,
             )));
         }
         Some(Command::Manifests { namespace, image }) => {
             return print(manifests::to_yaml(&manifests::manifests::<O::Resource>(
-                &config,
-                &cli.placement(&config, namespace)?,
+                &defaults,
+                &cli.placement(&defaults, namespace)?,
                 image,
                 cli.metrics_address.port(),
             )));
         }
         Some(Command::Run) | None => {}
     }
-    let namespaces = cli.watched(&config)?;
+    let settings = cli.settings(&defaults)?;
     let election = &cli.election;
     init_tracing(cli.log_format, &cli.log)?;
     let client = Client::try_default()
         .await
         .context("no Kubernetes cluster reachable: set KUBECONFIG, or run in a pod with a service account")?;
-    let concurrency = cli.concurrency.map_or(config.concurrency, |limit| (limit > 0).then_some(limit));
     let leader_election = election.leader_election.then(|| {
         let namespace =
             election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
-        let lease =
-            LeaderElection::new(election.lease_name.as_deref().unwrap_or(config.controller_name), namespace)
-                .timing(election.lease_duration, election.renew_deadline, election.retry_period);
+        let lease = LeaderElection::new(
+            election.lease_name.as_deref().unwrap_or(settings.controller_name),
+            namespace,
+        )
+        .timing(election.lease_duration.0, election.renew_deadline.0, election.retry_period.0);
         match &election.identity {
             Some(identity) => lease.identity(identity),
             None => lease,
@@ -245,25 +276,23 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
         format!("serving metrics on {} (change it with --metrics-address)", cli.metrics_address)
     })?;
     tracing::info!(
-        controller = config.controller_name,
-        finalizer = config.finalizer,
-        ?namespaces,
-        caching = %config.caching,
-        ?concurrency,
+        controller = settings.controller_name,
+        finalizer = settings.finalizer,
+        namespaces = ?settings.namespaces,
+        caching = %settings.caching,
+        concurrency = ?settings.concurrency,
         lease = ?leader_election.as_ref().map(|lease| format!("{}/{}", lease.lease_namespace, lease.lease_name)),
         identity = ?leader_election.as_ref().map(|lease| &lease.identity),
         "starting"
     );
-    let reconciler = operator.into_reconciler_in(client.clone(), namespaces);
+    let reconciler = operator.into_reconciler_with(client.clone(), settings);
     match leader_election {
         Some(lease) => {
             lease
-                .run(client, crate::shutdown::signal(), move |stop| {
-                    reconciler.clone().start_with(concurrency, Some(stop))
-                })
+                .run(client, crate::shutdown::signal(), move |stop| reconciler.clone().start(Some(stop)))
                 .await?;
         }
-        None => reconciler.start_with(concurrency, Some(crate::shutdown::signal())).await,
+        None => reconciler.start(Some(crate::shutdown::signal())).await,
     }
     Ok(())
 }
@@ -310,6 +339,15 @@ mod tests {
         assert_eq!(cli.namespaces, ["a", "b"]);
         assert!(!cli.election.leader_election);
         assert!(matches!(&cli.command, Some(Command::Rbac { namespace }) if namespace == "ops"));
+        let defaults =
+            super::super::OperatorConfig::default().resolve::<crate::cache::test_support::Widget>();
+        assert_eq!(defaults.concurrency, Some(1));
+        let settings = cli.settings(&defaults).unwrap();
+        assert_eq!(settings.concurrency, Some(4));
+        assert_eq!(settings.namespaces, ["a", "b"]);
+        let unlimited =
+            Cli::try_parse_from(["op", "--concurrency", "0"]).unwrap().settings(&defaults).unwrap();
+        assert_eq!(unlimited.concurrency, None);
         let error = Cli::try_parse_from(["op", "manifests"]).unwrap_err();
         assert!(error.to_string().contains("--image"), "{error}");
     }
@@ -318,28 +356,25 @@ mod tests {
     fn leader_election_is_on_with_client_go_timing_unless_told_otherwise() {
         let cli = Cli::try_parse_from(["op"]).unwrap();
         assert!(cli.election.leader_election);
-        assert_eq!(cli.election.lease_duration, Duration::from_secs(15));
-        assert_eq!(cli.election.renew_deadline, Duration::from_secs(10));
-        assert_eq!(cli.election.retry_period, Duration::from_secs(2));
+        assert_eq!(cli.election.lease_duration.0, Duration::from_secs(15));
+        assert_eq!(cli.election.renew_deadline.0, Duration::from_secs(10));
+        assert_eq!(cli.election.retry_period.0, Duration::from_secs(2));
+        let help = Cli::command().render_long_help().to_string();
+        for default in ["[default: 15s]", "[default: 10s]", "[default: 2s]"] {
+            assert!(help.contains(default), "{default} in\n{help}");
+        }
         let cli = Cli::try_parse_from(["op", "--retry-period", "500ms", "--lease-duration", "1m"]).unwrap();
-        assert_eq!(cli.election.retry_period, Duration::from_millis(500));
-        assert_eq!(cli.election.lease_duration, Duration::from_secs(60));
+        assert_eq!(cli.election.retry_period.0, Duration::from_millis(500));
+        assert_eq!(cli.election.retry_period.to_string(), "500ms");
+        assert_eq!(cli.election.lease_duration.0, Duration::from_secs(60));
         let error = Cli::try_parse_from(["op", "--renew-deadline", "10"]).unwrap_err();
         assert!(error.to_string().contains("write it like 500ms, 15s or 2m"), "{error}");
     }
 
     #[test]
     fn namespaces_from_the_command_line_replace_the_attributes_and_are_checked() {
-        let config = OperatorConfig {
-            finalizer: "widgets.example.com/finalizer",
-            namespaces: &["default"],
-            caching: crate::cache::CachingStrategy::Strict,
-            concurrency: None,
-            requeue_after_error: Duration::from_secs(60),
-            error_backoff_base: Duration::from_secs(1),
-            labels: None,
-            controller_name: "widget-operator",
-        };
+        let config = super::super::OperatorConfig { namespaces: &["default"], ..Default::default() }
+            .resolve::<crate::cache::test_support::Widget>();
         let cli = Cli::try_parse_from(["op"]).unwrap();
         assert_eq!(cli.watched(&config).unwrap(), ["default"]);
         let cli = Cli::try_parse_from(["op", "--namespaces", "team-a,team-b"]).unwrap();

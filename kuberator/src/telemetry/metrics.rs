@@ -201,7 +201,7 @@ impl ControllerMetrics {
     }
 
     pub(crate) fn failed(&self, error: &Error) {
-        METRICS.errors.get_or_create(&self.with("kind", kind(error))).inc();
+        METRICS.errors.get_or_create(&self.with("kind", error.metric_kind())).inc();
     }
 
     pub(crate) fn undecodable(&self) {
@@ -217,21 +217,6 @@ impl ControllerMetrics {
 
     pub(crate) fn queue_depth(&self, depth: usize) {
         METRICS.queue_depth.get_or_create(&self.controller).set(i64::try_from(depth).unwrap_or(i64::MAX));
-    }
-}
-
-fn kind(error: &Error) -> &'static str {
-    match error {
-        Error::ApplyFailed { .. } => "apply",
-        Error::CleanupFailed { .. } => "cleanup",
-        Error::Panicked { .. } => "panic",
-        Error::AddFinalizer { .. } | Error::RemoveFinalizer { .. } | Error::InvalidFinalizer { .. } => {
-            "finalizer"
-        }
-        Error::UpdateStatus { .. } | Error::SerializeStatus { .. } => "status",
-        Error::UncachedNamespace { .. } | Error::MissingNamespace { .. } => "namespace",
-        Error::Kube(_) => "api",
-        _ => "other",
     }
 }
 

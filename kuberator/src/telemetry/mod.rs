@@ -43,11 +43,16 @@
 //! running). Retries and requeues scheduled for later are not in it.
 
 mod metrics;
+#[cfg(feature = "server")]
 mod server;
 
 pub(crate) use self::metrics::ControllerMetrics;
 pub(crate) use self::metrics::LeaderStatus;
 pub use self::metrics::encode;
 pub use self::metrics::readiness;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use self::server::Telemetry;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use self::server::serve;

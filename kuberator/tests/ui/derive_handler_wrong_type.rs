@@ -1,0 +1,24 @@
+use kuberator::prelude::*;
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+#[kube(group = "example.com", version = "v1", kind = "Echo", namespaced)]
+pub struct EchoSpec {
+    pub message: String,
+}
+
+#[derive(Operator)]
+#[kuberator(resource = Echo)]
+struct EchoOperator;
+
+impl EchoOperator {
+    // The object by value instead of in an `Arc`.
+    async fn handle_apply(&self, _echo: Echo, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+
+    async fn handle_cleanup(&self, _echo: Arc<Echo>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+}
+
+fn main() {}
