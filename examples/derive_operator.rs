@@ -28,7 +28,6 @@ impl ShoutOperator {
     async fn handle_apply(&self, shout: Arc<Shout>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
         let status = ShoutStatus { shouted: Some(shout.spec.message.to_uppercase()), ..Default::default() };
         ctx.update_status(&shout, status).await?;
-        ctx.emit(&shout, EventData::normal("Shouted", "message shouted into status")).await;
         Ok(Action::await_change())
     }
 
@@ -42,8 +41,7 @@ impl ShoutOperator {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("demo") {
         // Create a Shout in `default`, show it reconciled, delete it, show cleanup ran.
-        let mut shout = Shout::new("hello", ShoutSpec { message: "hello, operator".into() });
-        shout.metadata.namespace = Some("default".into());
+        let shout = Shout::new("hello", ShoutSpec { message: "hello, operator".into() });
         let reconciled = |s: &Shout| s.status.as_ref().is_some_and(|st| st.observed_generation.is_some());
         return kuberator_examples::demo_operator(ShoutOperator, shout, reconciled).await;
     }

@@ -53,6 +53,8 @@ use kube::Config;
 use kube::config::KubeConfigOptions;
 use kube::config::Kubeconfig;
 use tokio::sync::OnceCell;
+use tracing::instrument::WithSubscriber as _;
+use tracing::subscriber::NoSubscriber;
 
 use crate::certs::Pki;
 
@@ -275,7 +277,10 @@ impl ControlPlane {
                 }
             }
             let request = http::Request::get("/readyz").body(Vec::new()).expect("a static request is valid");
-            let last = match client.request_text(request).await {
+            // kube logs a refused request as an ERROR; while starting, a 500 from /readyz is
+            // expected, so the poll runs unheard and only a timeout says what went wrong.
+            let answer = client.request_text(request).with_subscriber(NoSubscriber::default()).await;
+            let last = match answer {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
                 Ok(body) => body,
                 Err(error) => error.to_string(),

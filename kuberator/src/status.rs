@@ -1,6 +1,8 @@
-//! Status helpers.
+//! Status helpers: the observed-generation pattern ([`ObserveGeneration`]) and errors in status
+//! ([`AsStatusError`], [`WithStatusError`]). The module is private; its items are documented
+//! where users find them, at the crate root.
 
-/// Status helpers: the observed-generation pattern and errors in status.
+/// A status that records the generation of the spec it describes.
 ///
 /// # Expected flow
 ///
@@ -19,7 +21,7 @@
 /// implements both needs the trait named to call either by hand:
 /// `ObserveGeneration::add(&mut status, 3)`.
 ///
-/// A status that records the generation of the spec it describes.
+/// # Example
 ///
 /// ```
 /// use kuberator::ObserveGeneration;

@@ -14,19 +14,8 @@
 //! Handlers get a [`Ctx`]: status writes, Events, the client and the repository are one
 //! call away.
 //!
-//! # Namespaces
-//!
-//! | `namespaces` | watched | `Strict` | `Adhoc` | `Extendable` |
-//! | --- | --- | --- | --- | --- |
-//! | none | every namespace | compile error: list them | a fresh `Api` per lookup | each namespace cached on first use |
-//! | one | that namespace | cached | cached | cached |
-//! | several | every namespace; objects elsewhere are ignored | cached | cached | cached |
-//!
-//! `--namespaces` replaces the attribute's list when the operator starts.
-//!
-//! With no `caching`, listed namespaces mean `Strict` and none means `Extendable`. Watching
-//! several namespaces lists and watches cluster-wide, so the operator needs cluster-wide
-//! `list` and `watch` on its resource.
+//! The attribute, the handler signatures and how namespaces and caching combine are
+//! documented once, on the derive: [`Operator`](macro@crate::Operator) (`kuberator-derive/README.md`).
 //!
 //! # Lower-level pieces
 //!
