@@ -206,7 +206,7 @@ pub(crate) fn reconciled(bucket: &Bucket) -> bool {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kuberator_examples::init_tracing();
+    kuberator_test::init_tracing();
     let command = Command::from_args()?;
     kuberator_examples::serve(command, sample("default"), reconciled, |client, shutdown| {
         reconciler(client, "default").start(Some(shutdown))

@@ -18,10 +18,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use kuberator::Reconcile as _;
+use kuberator::shutdown::Shutdown;
 use kuberator_test::Background;
-pub use kuberator_test::Shutdown;
-pub use kuberator_test::init_tracing;
-pub use kuberator_test::install_crd;
+use kuberator_test::init_tracing;
+use kuberator_test::install_crd;
 use kuberator_test::wait_for;
 
 use anyhow::Context as _;
@@ -141,7 +141,7 @@ where
     let (client, _local_control_plane) = client().await?;
     install_crd::<K>(&client).await?;
     if command == Command::Run {
-        start(client, Box::pin(kuberator::shutdown::signal())).await;
+        start(client, Shutdown::new(kuberator::shutdown::signal())).await;
         return Ok(());
     }
 

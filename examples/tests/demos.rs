@@ -32,7 +32,7 @@ const STOP: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_operator_demo() {
     let (client, namespace) = setup("demo").await;
-    kuberator_examples::install_crd::<basic_operator::Greeting>(&client).await.unwrap();
+    kuberator_test::install_crd::<basic_operator::Greeting>(&client).await.unwrap();
     let operator = Background::spawn({
         let (client, namespace) = (client.clone(), namespace.clone());
         move |shutdown| basic_operator::reconciler(client, &namespace).start(Some(shutdown))
@@ -48,7 +48,7 @@ async fn basic_operator_demo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_status_demo() {
     let (client, namespace) = setup("demo").await;
-    kuberator_examples::install_crd::<with_status::Echo>(&client).await.unwrap();
+    kuberator_test::install_crd::<with_status::Echo>(&client).await.unwrap();
     let operator = Background::spawn({
         let (client, namespace) = (client.clone(), namespace.clone());
         move |shutdown| with_status::reconciler(client, &namespace).start_concurrent(Some(4), Some(shutdown))
@@ -62,7 +62,7 @@ async fn with_status_demo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_handling_demo() {
     let (client, namespace) = setup("demo").await;
-    kuberator_examples::install_crd::<error_handling::Bucket>(&client).await.unwrap();
+    kuberator_test::install_crd::<error_handling::Bucket>(&client).await.unwrap();
     let operator = Background::spawn({
         let (client, namespace) = (client.clone(), namespace.clone());
         move |shutdown| error_handling::reconciler(client, &namespace).start(Some(shutdown))

@@ -6,8 +6,6 @@ use std::future::Future;
 use std::time::Duration;
 use std::time::Instant;
 
-use futures::FutureExt as _;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,6 +20,7 @@ use kube::api::ObjectMeta;
 use kube::api::Patch;
 use kube::api::PatchParams;
 use kube::api::PostParams;
+use kuberator::shutdown::Shutdown;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -225,9 +224,6 @@ pub struct Background {
     task: Option<JoinHandle<()>>,
 }
 
-/// The shutdown future a [`Background`] operator gets.
-pub type Shutdown = BoxFuture<'static, ()>;
-
 impl Background {
     /// Spawns `start(shutdown)`; `shutdown` completes when [`Background::stop`] is called or
     /// the value is dropped.
@@ -237,10 +233,9 @@ impl Background {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
+        let shutdown = Shutdown::new(async move {
             let _ = stopped.await;
-        }
-        .boxed();
+        });
         Self { stop: Some(stop), task: Some(tokio::spawn(start(shutdown))) }
     }
 

@@ -30,7 +30,6 @@ pub use crate::control_plane::Error;
 pub use crate::control_plane::KUBECONFIG_ENV;
 pub use crate::helpers::Background;
 pub use crate::helpers::HelperError;
-pub use crate::helpers::Shutdown;
 pub use crate::helpers::admin_client;
 pub use crate::helpers::delete_namespace;
 pub use crate::helpers::events_for;

@@ -22,7 +22,7 @@ use kube::api::ObjectMeta;
 use kube::api::PostParams;
 use kuberator::leader::ElectionError;
 use kuberator::leader::LeaderElection;
-use kuberator::leader::Stop;
+use kuberator::shutdown::Shutdown;
 use kuberator_test::Background;
 use kuberator_test::ControlPlane;
 
@@ -35,7 +35,7 @@ const RETRY: Duration = Duration::from_millis(500);
 enum Ending {
     /// Still running.
     Running,
-    /// Its `Stop` fired and it returned.
+    /// Its shutdown future fired and it returned.
     Stopped,
     /// It was dropped in the middle: cancelled.
     Cancelled,
@@ -90,7 +90,7 @@ impl Drop for TermGuard {
 fn work(
     terms: &Arc<Terms>,
     drain: Duration,
-) -> impl FnMut(Stop) -> futures::future::BoxFuture<'static, ()> + use<> {
+) -> impl FnMut(Shutdown) -> futures::future::BoxFuture<'static, ()> + use<> {
     let terms = Arc::clone(terms);
     move |stop| {
         let guard = terms.started();

@@ -25,6 +25,7 @@
 //! that source twice; write `#[error("storage failed")]` instead, as the Rust API guidelines
 //! advise. kube's own errors print their direct source, and the report knows that.
 
+use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 
@@ -227,8 +228,24 @@ impl Error {
     /// let terminal = Error::other(anyhow::Error::new(Error::terminal(anyhow::anyhow!("bad spec"))));
     /// assert!(terminal.is_terminal());
     /// ```
-    pub fn other(error: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
-        let boxed = error.into();
+    pub fn other<E>(error: E) -> Self
+    where
+        E: Into<Box<dyn StdError + Send + Sync + 'static>> + 'static,
+    {
+        // An anyhow::Error is looked into as anyhow sees it: the error it was made from,
+        // through any context added since.
+        let mut error = Some(error);
+        if let Some(anyhow) = (&mut error as &mut dyn Any).downcast_mut::<Option<anyhow::Error>>() {
+            let anyhow = anyhow.take().expect("taken once");
+            return match anyhow.downcast::<Error>() {
+                Ok(error) => error,
+                Err(anyhow) => match anyhow.downcast::<kube::Error>() {
+                    Ok(error) => Error::Kube(Box::new(error)),
+                    Err(anyhow) => Error::Anyhow(anyhow),
+                },
+            };
+        }
+        let boxed = error.take().expect("taken once").into();
         let boxed = match boxed.downcast::<Error>() {
             Ok(error) => return *error,
             Err(boxed) => boxed,
@@ -291,13 +308,6 @@ impl Error {
             Error::Kube(_) => ("ReconcileFailed", "api"),
             _ => ("ReconcileFailed", "other"),
         }
-    }
-
-    /// Whether this error came from the user's `handle_apply` or `handle_cleanup` rather than
-    /// from Kuberator or the API server.
-    #[must_use]
-    pub fn is_handler_error(&self) -> bool {
-        matches!(self, Error::ApplyFailed { .. } | Error::CleanupFailed { .. })
     }
 }
 
@@ -384,7 +394,6 @@ mod tests {
             "handle_cleanup failed for MyCrd team-a/demo; the finalizer stays until cleanup \
              succeeds: bucket photos is not empty"
         );
-        assert!(error.is_handler_error());
         assert!(StdError::source(&error).is_some());
     }
 

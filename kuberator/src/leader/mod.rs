@@ -31,7 +31,7 @@
 //!   reconciles at their next `.await`) and the process stands by again. Since
 //!   `renew_deadline` < `lease_duration`, it stops before any other candidate may take over.
 //! - On graceful shutdown (the `shutdown` future completes) while leading, the work is asked
-//!   to stop through its [`Stop`] future and the Lease is still renewed while it drains; then
+//!   to stop through its [`Shutdown`] future and the Lease is still renewed while it drains; then
 //!   the Lease is released (no holder, one-second duration) so that a standby takes over at
 //!   once instead of waiting for it to expire.
 //! - A standby watches the Lease, so it notices a release within a round trip; it also
@@ -63,10 +63,8 @@ mod lease;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::BuildHasher as _;
-use std::pin::Pin;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -82,6 +80,7 @@ use tokio::task::JoinHandle;
 
 use self::lease::Attempt;
 use self::lease::LeaseLock;
+use crate::shutdown::Shutdown;
 
 /// client-go's lease duration.
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -200,7 +199,7 @@ impl LeaderElection {
     /// Runs `work` whenever this process holds the Lease, until `shutdown` completes; see
     /// the [module docs](self) for what happens when.
     ///
-    /// `work` is called once per term of leadership with a [`Stop`] future that completes on
+    /// `work` is called once per term of leadership with a [`Shutdown`] future that completes on
     /// graceful shutdown; the future it returns runs in a task of its own.
     ///
     /// # Errors
@@ -213,7 +212,7 @@ impl LeaderElection {
     pub async fn run<S, W, F>(self, client: Client, shutdown: S, mut work: W) -> Result<(), ElectionError>
     where
         S: Future<Output = ()>,
-        W: FnMut(Stop) -> F,
+        W: FnMut(Shutdown) -> F,
         F: Future<Output = ()> + Send + 'static,
     {
         self.validate()?;
@@ -239,7 +238,10 @@ impl LeaderElection {
             tracing::info!(lease = %self.lease(), identity = %self.identity, "leading: reconciling starts");
             let (stop, stopped) = oneshot::channel();
             let mut stop = Some(stop);
-            let mut task = AbortOnDrop(tokio::spawn(work(Stop(stopped))));
+            let mut task = AbortOnDrop(tokio::spawn(work(Shutdown::new(async move {
+                // A dropped sender means the election is gone: stop too.
+                let _ = stopped.await;
+            }))));
             let ended = {
                 let mut renewing = pin!(self.keep_renewing(&mut lock));
                 loop {
@@ -355,20 +357,6 @@ impl LeaderElection {
                     .await;
             }
         }
-    }
-}
-
-/// Completes when the work should stop gracefully: let in-flight reconciles finish, start
-/// no new ones. Pass it to `start` as the shutdown future.
-#[derive(Debug)]
-pub struct Stop(oneshot::Receiver<()>);
-
-impl Future for Stop {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        // A dropped sender means the election is gone: stop too.
-        Pin::new(&mut self.0).poll(cx).map(|_| ())
     }
 }
 

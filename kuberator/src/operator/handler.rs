@@ -73,7 +73,7 @@ pub trait HandlerError {
     fn into_error(self) -> Error;
 }
 
-impl<E: Into<Box<dyn StdError + Send + Sync + 'static>>> HandlerError for E {
+impl<E: Into<Box<dyn StdError + Send + Sync + 'static>> + 'static> HandlerError for E {
     fn into_error(self) -> Error {
         Error::other(self)
     }
