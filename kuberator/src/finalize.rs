@@ -1,6 +1,7 @@
 //! [`Finalize`]: finalizers and status writes for one resource type.
 
-use std::future::Future;
+use futures::TryFuture;
+use futures::TryFutureExt as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -73,7 +74,8 @@ where
     fn api_provider(&self) -> &P;
 
     /// Runs `reconcile` under the finalizer `finalizer_name`, as the
-    /// [trait documentation](Finalize) describes.
+    /// [trait documentation](Finalize) describes. `reconcile` may fail with any error
+    /// ([`Error::other`] converts it).
     ///
     /// # Errors
     ///
@@ -86,8 +88,10 @@ where
         reconcile: impl FnOnce(Event<R>) -> Fut + Send,
     ) -> Result<Action>
     where
-        Fut: Future<Output = Result<Action>> + Send,
+        Fut: TryFuture<Ok = Action> + Send,
+        Fut::Error: Into<Box<dyn std::error::Error + Send + Sync + 'static>> + 'static,
     {
+        let reconcile = |event| reconcile(event).map_err(Error::other);
         let (_, namespace) = name_and_namespace(&*object)?;
         let api = self.api_provider().get(namespace)?;
         let label = describe(&*object);

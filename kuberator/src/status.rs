@@ -45,6 +45,13 @@ pub trait ObserveGeneration {
     /// Stores `observed_generation`, the object's `metadata.generation` at the time the status
     /// was computed.
     fn add(&mut self, observed_generation: i64);
+
+    /// Stores the generation in `meta` (an object's `metadata`), if it has one.
+    fn with_observed_gen(&mut self, meta: &kube::api::ObjectMeta) {
+        if let Some(generation) = meta.generation {
+            self.add(generation);
+        }
+    }
 }
 
 /// Converts your error into the error type your status carries.
@@ -66,6 +73,11 @@ where
 {
     /// Stores the status error.
     fn add(&mut self, error: E);
+
+    /// Stores the status error that `error` shows as.
+    fn with_status_error(&mut self, error: &A) {
+        self.add(error.as_status_error());
+    }
 }
 
 #[cfg(test)]
@@ -108,5 +120,11 @@ mod tests {
         ObserveGeneration::add(&mut status, 7);
         WithStatusError::<MyError, String>::add(&mut status, MyError::NotFound.as_status_error());
         assert_eq!(status, Status { observed_generation: Some(7), error: Some("resource not found".into()) });
+
+        let mut status = Status::default();
+        let meta = kube::api::ObjectMeta { generation: Some(3), ..Default::default() };
+        status.with_observed_gen(&meta);
+        status.with_status_error(&MyError::NotFound);
+        assert_eq!(status, Status { observed_generation: Some(3), error: Some("resource not found".into()) });
     }
 }
