@@ -33,6 +33,7 @@ use crate::events::EmitEvent;
 use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::object::describe;
+use crate::shutdown::AbortOnDrop;
 use crate::telemetry::ControllerMetrics;
 
 /// Everything [`drive`] needs.
@@ -123,7 +124,7 @@ where
 /// Stops `controller` gracefully when `shutdown` completes. kube wants a `Sync` shutdown
 /// future; the user's needs only be `Send`, so it runs in a task of its own (aborted when the
 /// returned guard drops) and signals through a channel.
-fn stop_on<R, G>(controller: Controller<R>, shutdown: Option<G>) -> (Controller<R>, Option<AbortOnDrop>)
+fn stop_on<R, G>(controller: Controller<R>, shutdown: Option<G>) -> (Controller<R>, Option<AbortOnDrop<()>>)
 where
     R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     R::DynamicType: Eq + Hash + Clone,
@@ -141,15 +142,6 @@ where
         let _ = on_fire.await;
     });
     (controller, Some(AbortOnDrop(task)))
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// One reconcile, isolated: a panic in a handler must not take the controller, and every

@@ -42,6 +42,16 @@ impl fmt::Debug for Shutdown {
     }
 }
 
+/// A task that is aborted when this is dropped: the leader election's work and Lease watch,
+/// and the controller's shutdown bridge, end with the scope that started them.
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM, and logs which one arrived.
 ///
 /// # Panics

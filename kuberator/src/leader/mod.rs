@@ -80,6 +80,7 @@ use tokio::task::JoinHandle;
 
 use self::lease::Attempt;
 use self::lease::LeaseLock;
+use crate::shutdown::AbortOnDrop;
 use crate::shutdown::Shutdown;
 
 /// client-go's lease duration.
@@ -397,15 +398,6 @@ fn watch_lease(api: Api<Lease>, name: &str, changed: Arc<Notify>) -> JoinHandle<
             }
         }
     })
-}
-
-/// A task that is aborted when this is dropped.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]
