@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, etcd and kubectl from the Go modules pinned in go.mod, into a cache
+# Builds kube-apiserver, kube-controller-manager, etcd and kubectl from the Go modules pinned in go.mod, into a cache
 # directory outside the clone. Progress goes to stderr; stdout gets only that directory.
 #
 # A cold build compiles Kubernetes and etcd from source: expect 10 to 20 minutes on 2 cores,
@@ -23,8 +23,11 @@ out="$cache_root/kubernetes-$kubernetes-etcd-$etcd-$sum"
 
 say() { echo "control plane: $*" >&2; }
 
-if [[ -x $out/kube-apiserver && -x $out/etcd && -x $out/kubectl ]]; then
-  say "kube-apiserver $kubernetes, etcd $etcd and kubectl already built in $out"
+binaries=(kube-apiserver kube-controller-manager etcd kubectl)
+built=true
+for binary in "${binaries[@]}"; do [[ -x $out/$binary ]] || built=false; done
+if $built; then
+  say "kube-apiserver, kube-controller-manager and kubectl $kubernetes and etcd $etcd already built in $out"
   echo "$out"
   exit 0
 fi
@@ -46,12 +49,19 @@ export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 started=$(date +%s)
 say "downloading Go modules (first run only)"
 go mod download
-say "building kube-apiserver $kubernetes (a cold build takes 5 to 15 minutes on 2 cores)"
-go build -trimpath -ldflags "-s -w $version_flags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-say "kube-apiserver built after $(( $(date +%s) - started )) s; building etcd $etcd"
-go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
-say "etcd built after $(( $(date +%s) - started )) s; building kubectl $kubernetes"
-go build -trimpath -ldflags "-s -w $version_flags" -o "$tmp/kubectl" k8s.io/kubernetes/cmd/kubectl
-mv "$tmp/kube-apiserver" "$tmp/etcd" "$tmp/kubectl" "$out/"
+# Each binary is built once and kept, so an interrupted build resumes where it stopped.
+build() {
+  local name=$1 package=$2 flags=$3
+  if [[ -x $out/$name ]]; then return; fi
+  say "building $name (after $(( $(date +%s) - started )) s)"
+  go build -trimpath -ldflags "-s -w $flags" -o "$tmp/$name" "$package"
+  mv "$tmp/$name" "$out/$name"
+}
+say "a cold build of Kubernetes takes 10 to 20 minutes on 2 cores"
+build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
+build etcd go.etcd.io/etcd/server/v3 ""
+build kubectl k8s.io/kubernetes/cmd/kubectl "$version_flags"
+# The garbage collector and namespace controller: cascade deletion and namespace removal.
+build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$version_flags"
 say "built $("$out/kube-apiserver" --version) in $(( $(date +%s) - started )) s"
 echo "$out"

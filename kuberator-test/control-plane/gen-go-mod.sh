@@ -43,6 +43,7 @@ echo "$(wc -l <<<"$staging") staging modules at $staging_version, etcd server $e
 rm -f go.sum
 
 go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$version" "k8s.io/kubernetes/cmd/kubectl@v$version" \
+  "k8s.io/kubernetes/cmd/kube-controller-manager@v$version" \
   "go.etcd.io/etcd/server/v3@$etcd"
 go mod tidy
 echo "go.mod and go.sum now pin Kubernetes v$version and etcd $etcd"

@@ -1,5 +1,5 @@
-//! [`ControlPlane`]: a real kube-apiserver and etcd on loopback, as controller-runtime's
-//! envtest starts them.
+//! [`ControlPlane`]: a real kube-apiserver, etcd and kube-controller-manager on loopback, as
+//! controller-runtime's envtest starts the first two.
 //!
 //! # Expected flow
 //!
@@ -10,8 +10,12 @@
 //!
 //! # Guarantees
 //!
-//! - Both binaries are built from source by `control-plane/build.sh` the first time (5 to
-//!   15 minutes on 2 cores) and reused from `~/.cache/kuberator/control-plane` after that.
+//! - The binaries are built from source by `control-plane/build.sh` the first time (10 to
+//!   20 minutes on 2 cores) and reused from `~/.cache/kuberator/control-plane` after that.
+//! - kube-controller-manager runs only its garbage collector and namespace controller: an
+//!   object whose owners are all gone is deleted (cascading deletion through
+//!   `ownerReferences`), and a deleted namespace is emptied and removed, as in a real
+//!   cluster. Nothing else runs: no Deployment makes Pods, no Pod is scheduled.
 //! - etcd and kube-apiserver listen on free loopback ports only, with certificates made for
 //!   this start: a serving certificate, a client CA, an admin client certificate in group
 //!   `system:masters`, and a service-account signer. Authorization is RBAC.
@@ -25,8 +29,8 @@
 //!
 //! - `KUBERATOR_TEST_KUBECONFIG`: use the cluster of this kubeconfig instead of starting
 //!   one. Tests then create and delete namespaces there.
-//! - `KUBERATOR_CONTROL_PLANE_BIN`: a directory holding `kube-apiserver` and `etcd`,
-//!   instead of building them.
+//! - `KUBERATOR_CONTROL_PLANE_BIN`: a directory holding `kube-apiserver`,
+//!   `kube-controller-manager` and `etcd`, instead of building them.
 //!
 //! # Errors
 //!
@@ -60,7 +64,8 @@ use crate::certs::Pki;
 
 /// The variable that points the tests at an existing cluster.
 pub const KUBECONFIG_ENV: &str = "KUBERATOR_TEST_KUBECONFIG";
-/// The variable that names a directory with prebuilt `kube-apiserver` and `etcd`.
+/// The variable that names a directory with prebuilt `kube-apiserver`,
+/// `kube-controller-manager` and `etcd`.
 pub const BIN_ENV: &str = "KUBERATOR_CONTROL_PLANE_BIN";
 
 /// How long kube-apiserver may take to report ready.
@@ -90,7 +95,7 @@ pub enum Error {
     /// A process exited while the control plane was starting.
     #[error("{process} exited during start ({status}); the end of its log:\n{log}")]
     Exited {
-        /// `etcd` or `kube-apiserver`.
+        /// `etcd`, `kube-apiserver` or `kube-controller-manager`.
         process: &'static str,
         /// How it exited.
         status: ExitStatus,
@@ -149,6 +154,7 @@ struct Processes {
     binaries: PathBuf,
     apiserver: Supervised,
     etcd: Supervised,
+    controller_manager: Supervised,
 }
 
 static SHARED: OnceCell<ControlPlane> = OnceCell::const_new();
@@ -226,6 +232,10 @@ impl ControlPlane {
             // etcd's supervisor removes the whole directory once both are asked to stop.
             true,
         )?;
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let kubeconfig = kubeconfig_yaml(&server, &pki);
+        let kubeconfig_path = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig_path, &kubeconfig).map_err(io_error("writing the kubeconfig"))?;
         let apiserver = Supervised::spawn(
             "kube-apiserver",
             &binaries.join("kube-apiserver"),
@@ -250,15 +260,34 @@ impl ControlPlane {
             false,
         )?;
 
-        let server = format!("https://127.0.0.1:{apiserver_port}");
-        let kubeconfig = kubeconfig_yaml(&server, &pki);
-        let kubeconfig_path = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig_path, &kubeconfig).map_err(io_error("writing the kubeconfig"))?;
+        // It waits for the API server on its own; only the garbage collector and the namespace
+        // controller run, with the admin identity, serving nothing.
+        let controller_manager = Supervised::spawn(
+            "kube-controller-manager",
+            &binaries.join("kube-controller-manager"),
+            &dir,
+            &[
+                format!("--kubeconfig={}", kubeconfig_path.display()),
+                "--controllers=garbage-collector-controller,namespace-controller".into(),
+                "--leader-elect=false".into(),
+                "--use-service-account-credentials=false".into(),
+                "--secure-port=0".into(),
+                "--concurrent-gc-syncs=5".into(),
+                "--concurrent-namespace-syncs=5".into(),
+            ],
+            false,
+        )?;
         let mut control_plane = ControlPlane {
             kubeconfig,
             kubeconfig_path,
             server,
-            processes: Some(Processes { dir, binaries: binaries.to_owned(), apiserver, etcd }),
+            processes: Some(Processes {
+                dir,
+                binaries: binaries.to_owned(),
+                apiserver,
+                etcd,
+                controller_manager,
+            }),
         };
         control_plane.wait_ready().await?;
         tracing::info!(server = %control_plane.server, took = ?started.elapsed(), "control plane ready");
@@ -270,7 +299,9 @@ impl ControlPlane {
         let started = Instant::now();
         loop {
             if let Some(processes) = &mut self.processes {
-                for process in [&mut processes.etcd, &mut processes.apiserver] {
+                for process in
+                    [&mut processes.etcd, &mut processes.apiserver, &mut processes.controller_manager]
+                {
                     if let Some(status) = process.exited() {
                         return Err(Error::Exited { process: process.name, status, log: process.log_tail() });
                     }
@@ -383,7 +414,9 @@ impl Drop for ControlPlane {
 
 impl Processes {
     fn stop(mut self) {
-        // The API server first: without etcd it would hang on its way out.
+        // The controller manager first, then the API server: without etcd it would hang on
+        // its way out.
+        self.controller_manager.wait();
         self.apiserver.wait();
         self.etcd.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -1,9 +1,15 @@
-//! The control plane itself: the version it reports, RBAC, and that it leaves nothing behind.
+//! The control plane itself: the version it reports, RBAC, garbage collection, namespace
+//! deletion, and that it leaves nothing behind.
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
+use kube::Resource as _;
+use kube::api::DeleteParams;
+use kube::api::ObjectMeta;
+use kube::api::PostParams;
 use kuberator_test::ControlPlane;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,12 +45,69 @@ async fn a_dropped_control_plane_stops_its_processes_and_removes_its_files() {
     assert!(dir.exists());
     assert!(std::net::TcpStream::connect(&address).is_ok());
 
+    let running = |dir: &std::path::Path| {
+        let found = std::process::Command::new("pgrep").arg("-f").arg(dir).output().unwrap();
+        String::from_utf8_lossy(&found.stdout).lines().count()
+    };
+    // etcd, kube-apiserver and kube-controller-manager, each under its supervisor.
+    assert!(running(&dir) >= 3, "expected the three processes under {}", dir.display());
+
     drop(control_plane);
 
     assert!(!dir.exists(), "{} is left behind", dir.display());
+    assert_eq!(running(&dir), 0, "processes of {} are still running", dir.display());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(&address).is_ok() {
         assert!(std::time::Instant::now() < deadline, "kube-apiserver still listens on {address}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn config_map(name: &str, namespace: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_garbage_collector_deletes_children_of_a_deleted_owner() {
+    let (client, namespace) = kuberator_test::test_env("gc").await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let owner = maps.create(&PostParams::default(), &config_map("owner", &namespace)).await.unwrap();
+    let mut child = config_map("child", &namespace);
+    child.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap()]);
+    maps.create(&PostParams::default(), &child).await.unwrap();
+
+    maps.delete("owner", &DeleteParams::background()).await.unwrap();
+
+    kuberator_test::wait_for(
+        &maps,
+        "child",
+        Duration::from_secs(60),
+        "the garbage collector to delete child",
+        |child| child.is_none(),
+    )
+    .await
+    .unwrap();
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_namespace_is_emptied_and_removed() {
+    let (client, namespace) = kuberator_test::test_env("ns-delete").await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    maps.create(&PostParams::default(), &config_map("content", &namespace)).await.unwrap();
+
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+
+    let namespaces: Api<Namespace> = Api::all(client);
+    let what = format!("namespace {namespace} to be removed");
+    kuberator_test::wait_for(&namespaces, &namespace, Duration::from_secs(60), &what, |ns| ns.is_none())
+        .await
+        .unwrap();
 }

@@ -1,5 +1,5 @@
-//! Starts a real kube-apiserver and etcd in the foreground, writes their kubeconfig, and
-//! stops them on Ctrl-C.
+//! Starts a real kube-apiserver, etcd and kube-controller-manager (garbage collector and
+//! namespace controller) in the foreground, writes their kubeconfig, and stops them on Ctrl-C.
 //!
 //! `cargo run -p kuberator-test --bin control-plane -- --kubeconfig PATH`
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -11,9 +11,10 @@ use kuberator_test::ControlPlane;
 
 const USAGE: &str = "usage: control-plane [--kubeconfig PATH]
 
-Starts kube-apiserver and etcd on loopback (building them first if needed; a cold build
-takes 5 to 15 minutes), writes a kubeconfig for an admin user to PATH (default
-./kubeconfig), and stops both on Ctrl-C.";
+Starts kube-apiserver, etcd and kube-controller-manager (its garbage collector and namespace
+controller only) on loopback, building them first if needed (a cold build takes 10 to 20
+minutes), writes a kubeconfig for an admin user to PATH (default ./kubeconfig), and stops
+them on Ctrl-C.";
 
 fn kubeconfig_path() -> Result<PathBuf, String> {
     let mut args = std::env::args().skip(1);
