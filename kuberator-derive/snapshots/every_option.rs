@@ -1,3 +1,5 @@
+const _: () = ::kuberator::__private::legal_child::<crate::Echo, ConfigMap>();
+const _: () = ::kuberator::__private::legal_child::<crate::Echo, apps::Deployment>();
 const _: () = {
     /// Stands in for a handler the struct lacks, so that the only error is the one that
     /// shows the handler to write. An inherent method of the same name always wins.
@@ -51,6 +53,12 @@ const _: () = {
                 error_backoff_base: ::std::option::Option::Some(
                     ::std::time::Duration::from_millis(250u64),
                 ),
+                owns: const {
+                    &[
+                        ::kuberator::children::Owned::of::<ConfigMap>(),
+                        ::kuberator::children::Owned::of::<apps::Deployment>(),
+                    ]
+                },
                 labels: ::std::option::Option::Some("app=echo"),
                 controller_name: ::std::option::Option::Some("echo-operator"),
                 ..::std::default::Default::default()

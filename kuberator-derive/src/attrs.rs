@@ -58,6 +58,9 @@ pub(crate) struct OperatorAttrs {
     /// `controller_name = "my-operator"`
     #[darling(default)]
     pub(crate) controller_name: Option<Value>,
+    /// `owns = [ConfigMap, Deployment]`
+    #[darling(default)]
+    pub(crate) owns: Option<Value>,
 }
 
 #[cfg(test)]
@@ -84,6 +87,7 @@ mod tests {
                 labels = "app=echo",
                 repository = MyRepo,
                 controller_name = "echo-operator",
+                owns = [ConfigMap],
             )]
             struct EchoOperator;
         })
@@ -100,6 +104,7 @@ mod tests {
             &attrs.labels,
             &attrs.repository,
             &attrs.controller_name,
+            &attrs.owns,
         ] {
             assert!(value.is_some());
         }

@@ -56,6 +56,16 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             ));
         }
     }
+    if !model.owns.is_empty() {
+        let owns = &model.owns;
+        config.push(quote!(owns: const { &[#(#kuberator::children::Owned::of::<#owns>()),*] }));
+        for owned in owns {
+            // Spanned at the kind: a child the resource cannot own fails to compile there.
+            checks.push(quote_spanned!(owned.span()=>
+                const _: () = #private::legal_child::<#resource, #owned>();
+            ));
+        }
+    }
     if let Some(labels) = &model.labels {
         config.push(quote!(labels: #some(#labels)));
     }
@@ -203,6 +213,7 @@ mod tests {
                     labels = "app=echo",
                     repository = MyRepository,
                     controller_name = "echo-operator",
+                    owns = [ConfigMap, apps::Deployment],
                 )]
                 pub struct EchoOperator {
                     greeting: String,

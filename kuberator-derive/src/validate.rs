@@ -37,6 +37,8 @@ pub(crate) struct Model {
     pub(crate) labels: Option<LitStr>,
     pub(crate) repository: Option<Path>,
     pub(crate) controller_name: Option<LitStr>,
+    /// The owned kinds, as written.
+    pub(crate) owns: Vec<Path>,
 }
 
 const CACHING: [(&str, Caching); 3] =
@@ -123,6 +125,9 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .as_ref()
         .and_then(|value| handle(&mut errors, string(&value.0, "controller_name", "\"my-operator\"")));
 
+    let owns =
+        attrs.owns.as_ref().and_then(|value| handle(&mut errors, type_list(&value.0))).unwrap_or_default();
+
     errors.finish()?;
     Ok(Model {
         ident: attrs.ident,
@@ -136,6 +141,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         labels,
         repository,
         controller_name,
+        owns,
     })
 }
 
@@ -149,6 +155,29 @@ fn path(expr: &Expr, key: &str, example: &str) -> syn::Result<Path> {
         Expr::Path(path) if path.qself.is_none() => Ok(path.path.clone()),
         _ => Err(syn::Error::new_spanned(expr, format!("`{key}` takes a type name, such as `{example}`"))),
     }
+}
+
+/// `owns = [ConfigMap, Deployment]`: distinct type names.
+fn type_list(expr: &Expr) -> syn::Result<Vec<Path>> {
+    let example = "`owns = [ConfigMap, Deployment]`";
+    let Expr::Array(array) = expr else {
+        return Err(syn::Error::new_spanned(
+            expr,
+            format!("`owns` takes a list of resource types, such as {example}"),
+        ));
+    };
+    let mut kinds: Vec<Path> = Vec::new();
+    for element in &array.elems {
+        let kind = path(element, "owns", "owns = [ConfigMap, Deployment]")?;
+        if kinds.contains(&kind) {
+            return Err(syn::Error::new_spanned(
+                element,
+                "this kind is already in `owns`; name each kind once",
+            ));
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
 }
 
 fn string(expr: &Expr, key: &str, example: &str) -> syn::Result<LitStr> {

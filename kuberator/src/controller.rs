@@ -12,6 +12,7 @@ use futures::FutureExt as _;
 use futures::Stream;
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use kube::Api;
 use kube::Resource;
 use kube::runtime::Controller;
@@ -37,11 +38,13 @@ use crate::shutdown::AbortOnDrop;
 use crate::telemetry::ControllerMetrics;
 
 /// Everything [`drive`] needs.
-pub(crate) struct Setup<R, C, G, Rec, Pol> {
+pub(crate) struct Setup<R: Resource, C, G, Rec, Pol> {
     pub(crate) api: Api<R>,
     pub(crate) watcher: watcher::Config,
     /// Only objects in these namespaces are reconciled; empty: every namespace `api` sees.
     pub(crate) namespaces: Vec<String>,
+    /// Parents to reconcile because one of their children changed.
+    pub(crate) parents: Option<BoxStream<'static, reflector::ObjectRef<R>>>,
     pub(crate) context: Arc<C>,
     pub(crate) limit: Option<usize>,
     pub(crate) shutdown: Option<G>,
@@ -64,8 +67,18 @@ where
     RecFut: Future<Output = Result<Action>> + Send + 'static,
     Pol: Fn(Arc<R>, &Error, Arc<C>) -> Action,
 {
-    let Setup { api, watcher, namespaces, context, limit, shutdown, recorder, reconcile, error_policy } =
-        setup;
+    let Setup {
+        api,
+        watcher,
+        namespaces,
+        parents,
+        context,
+        limit,
+        shutdown,
+        recorder,
+        reconcile,
+        error_policy,
+    } = setup;
     let (telemetry, _registered) = ControllerMetrics::new(recorder.controller());
     let waiting = Arc::new(Waiting::default());
     let failures = Arc::new(Failures::default());
@@ -76,8 +89,11 @@ where
         None | Some(0) => 0,
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
     };
-    let controller = Controller::for_stream(changes, reader)
+    let mut controller = Controller::for_stream(changes, reader)
         .with_config(controller::Config::default().concurrency(concurrency));
+    if let Some(parents) = parents {
+        controller = controller.reconcile_on(parents);
+    }
     let (controller, _signal) = stop_on(controller, shutdown);
 
     let reconcile = isolate(reconcile, Arc::clone(&failures), telemetry.clone(), Arc::clone(&waiting));

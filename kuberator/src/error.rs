@@ -76,6 +76,56 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The API server refused to apply a child ([`Children::apply`](crate::children::Children::apply)).
+    #[error("applying {child}, a child of {parent}, failed")]
+    ApplyChild {
+        /// The child, as `Kind namespace/name`.
+        child: String,
+        /// The parent.
+        parent: String,
+        /// The API server's answer.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// A child of that name exists and is controlled by another object, so the parent cannot
+    /// own it.
+    #[error(
+        "{child} is controlled by {owner}, so {parent} cannot own it; give the child another name, \
+         or delete {child} so that it is made again"
+    )]
+    ChildOwnedByOther {
+        /// The child, as `Kind namespace/name`.
+        child: String,
+        /// The parent that wanted it.
+        parent: Box<str>,
+        /// Its controller, as its ownerReference names it.
+        owner: Box<str>,
+    },
+
+    /// Deleting (or listing) children that the parent no longer wants failed.
+    #[error("pruning {child}, no longer wanted by {parent}, failed")]
+    PruneChild {
+        /// The child (or the kind of children listed).
+        child: String,
+        /// The parent.
+        parent: String,
+        /// The API server's answer.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// An object cannot be a child of this parent.
+    #[error("{child} cannot be a child of {parent}: {why}")]
+    InvalidChild {
+        /// The child, as `Kind namespace/name`.
+        child: String,
+        /// The parent.
+        parent: Box<str>,
+        /// Why, and what to change.
+        why: &'static str,
+    },
+
     /// A handler panicked. The panic was caught: the object is retried like after an error,
     /// and every other object keeps reconciling.
     #[error("a handler panicked while reconciling {object}: {message}")]
@@ -306,6 +356,10 @@ impl Error {
                 ("ReconcileFailed", "namespace")
             }
             Error::Kube(_) => ("ReconcileFailed", "api"),
+            Error::ApplyChild { .. } => ("ChildApplyFailed", "child"),
+            Error::ChildOwnedByOther { .. } => ("ChildConflict", "child"),
+            Error::PruneChild { .. } => ("ChildPruneFailed", "child"),
+            Error::InvalidChild { .. } => ("InvalidChild", "child"),
             _ => ("ReconcileFailed", "other"),
         }
     }

@@ -15,6 +15,8 @@
 //! - [`cache`]: namespace-keyed `Api` providers with lock-free lookups.
 //! - [`events`]: Events that `kubectl describe` shows, and a mock for unit tests.
 //! - [`error`]: the error type handlers return.
+//! - [`children`]: owned child objects, applied, pruned, cached and watched.
+//! - [`status`]: status conditions (`Ready`) and the observed generation.
 //! - [`leader`]: leader election on a Lease, so that one of several replicas reconciles.
 //! - [`telemetry`]: Prometheus metrics, `/healthz` and `/readyz`.
 //!
@@ -28,16 +30,17 @@ mod decode;
 mod finalize;
 mod object;
 mod reconcile;
-mod status;
 
 pub mod backoff;
 pub mod cache;
+pub mod children;
 pub mod error;
 pub mod events;
 pub mod k8s;
 pub mod leader;
 pub mod operator;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 
 pub use crate::context::Context;
@@ -45,6 +48,7 @@ pub use crate::error::Error;
 pub use crate::error::Result;
 pub use crate::finalize::Finalize;
 pub use crate::object::NamespacedResource;
+pub use crate::object::ScopeKind;
 pub use crate::object::TryResource;
 pub use crate::operator::Operator;
 pub use crate::reconcile::REQUEUE_AFTER_ERROR_SECONDS;
@@ -68,6 +72,21 @@ pub mod __private {
     pub use crate::operator::handler::HandleCleanupMissing;
     pub use crate::operator::handler::backoff_base_within_default_cap;
     pub use crate::operator::handler::call_handler;
+
+    /// Fails to compile (in a `const`) when `P` cannot own `K`: a namespaced parent cannot own
+    /// a cluster-scoped child, since the garbage collector would delete it.
+    pub const fn legal_child<P, K>()
+    where
+        P: kube::Resource<Scope: crate::ScopeKind>,
+        K: crate::children::Child,
+    {
+        if <P::Scope as crate::ScopeKind>::NAMESPACED && !<K::Scope as crate::ScopeKind>::NAMESPACED {
+            panic!(
+                "a namespaced resource cannot own a cluster-scoped kind: the garbage collector deletes \
+                 such children at once; remove the kind from `owns`, or make the resource cluster-scoped"
+            );
+        }
+    }
 
     /// Implemented by the scope of namespaced resources only, so that the derive's
     /// assertion on `resource` fails with a message that says what to do.
@@ -129,6 +148,8 @@ pub mod prelude {
     pub use crate::events::Reason;
     pub use crate::k8s::K8sRepository;
     pub use crate::operator::Ctx;
+    pub use crate::status::Condition;
+    pub use crate::status::Conditions;
     pub use schemars::JsonSchema;
     pub use serde::Deserialize;
     pub use serde::Serialize;

@@ -4,7 +4,10 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
+use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::NamespaceResourceScope;
+use kube::Api;
+use kube::Client;
 use kube::Resource;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -39,6 +42,73 @@ impl<R> NamespacedResource for R where
         + Sync
         + 'static
 {
+}
+
+/// The scope of a resource type, namespaced or cluster-wide, as a trait Kuberator can be generic
+/// over: implemented for `k8s-openapi`'s [`NamespaceResourceScope`] and
+/// [`ClusterResourceScope`], the `Scope` of every typed resource.
+pub trait ScopeKind: sealed::Sealed {
+    /// Whether objects of this scope live in a namespace.
+    const NAMESPACED: bool;
+
+    /// The `Api` of `K` in `namespace`; every namespace (or the cluster, for a cluster-scoped
+    /// `K`) when it is `None`.
+    fn api<K>(client: Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self>,
+        K::DynamicType: Default;
+}
+
+impl ScopeKind for NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+
+    fn api<K>(client: Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(namespace) => Api::namespaced(client, namespace),
+            None => Api::all(client),
+        }
+    }
+}
+
+impl ScopeKind for ClusterResourceScope {
+    const NAMESPACED: bool = false;
+
+    fn api<K>(client: Client, _namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self>,
+        K::DynamicType: Default,
+    {
+        Api::all(client)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for k8s_openapi::NamespaceResourceScope {}
+    impl Sealed for k8s_openapi::ClusterResourceScope {}
+}
+
+/// The `Api` of `K` in `namespace` (ignored for a cluster-scoped `K`).
+pub(crate) fn api_of<K>(client: Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource,
+    K::Scope: ScopeKind,
+    K::DynamicType: Default,
+{
+    <K::Scope as ScopeKind>::api::<K>(client, namespace)
+}
+
+/// Whether `K` is namespaced.
+pub(crate) fn is_namespaced<K>() -> bool
+where
+    K: Resource,
+    K::Scope: ScopeKind,
+{
+    <K::Scope as ScopeKind>::NAMESPACED
 }
 
 /// `Kind namespace/name` (or `Kind name` without a namespace), the way every message Kuberator

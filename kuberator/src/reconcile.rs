@@ -91,12 +91,15 @@ where
     where
         G: Future<Output = ()> + Send + 'static,
     {
+        let children = self.children().filter(|children| !children.owned().is_empty());
         let (api, config, context) = self.destruct();
+        let parents = children.map(|children| crate::children::parents::<R>(children.watch(api.namespace())));
         let recorder = EventRecorder::new(api.clone().into_client(), Self::controller_name());
         controller::drive(controller::Setup {
             api,
             watcher: config,
             namespaces: Vec::new(),
+            parents,
             context,
             limit,
             shutdown,
@@ -105,6 +108,16 @@ where
             error_policy: Self::error_policy,
         })
         .await;
+    }
+
+    /// The children your context applies, when it owns any: their kinds are watched (in the
+    /// namespace of the `Api` from [`destruct`](Reconcile::destruct), or everywhere), and a
+    /// change or deletion of a child by anyone but the operator reconciles its parent. Hold
+    /// the same [`Children`](crate::children::Children) in your context to
+    /// [`apply`](crate::children::Children::apply) and
+    /// [`prune`](crate::children::Children::prune) through it. `None` unless overridden.
+    fn children(&self) -> Option<crate::children::Children> {
+        None
     }
 
     /// Runs the controller as [`start`](Reconcile::start) does, until SIGINT or SIGTERM.

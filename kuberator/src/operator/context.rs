@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kube::Api;
 use kube::Client;
+use kube::CustomResourceExt as _;
 use kube::runtime::controller::Action;
 use kube::runtime::watcher::Config;
 use serde::Serialize;
@@ -24,6 +25,8 @@ use crate::WithStatusError;
 use crate::cache::ApiRef;
 use crate::cache::ProvideApi;
 use crate::cache::StaticApiProvider;
+use crate::children::Child;
+use crate::children::Children;
 use crate::controller;
 use crate::error::Error;
 use crate::error::Result;
@@ -31,16 +34,31 @@ use crate::events::EmitEvent;
 use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::events::Reason;
+use crate::status::Condition;
+use crate::status::conditions::ReadyWriter;
 
-/// What a handler of a derived operator can reach: status writes, Events, the client, the
-/// repository and the `Api` of any namespace.
+/// What a handler of a derived operator can reach: status writes and conditions, Events,
+/// owned children, the client, the repository and the `Api` of any namespace.
 ///
 /// It is also the operator's [`Context`]: `finalizer()` names the finalizer it uses.
+///
+/// # Conditions
+///
+/// When the CRD's status schema has `conditions` (a [`Conditions`](crate::status::Conditions) field), the operator keeps
+/// a `Ready` condition there: after each `handle_apply` it writes `Ready=True` (reason
+/// `Reconciled`) or, when the handler failed, `Ready=False` with the error's reason (such as
+/// `ApplyFailed` or `ChildConflict`) and message, together with the conditions the handler set
+/// with [`set_condition`](Ctx::set_condition), all observed at the object's generation. Nothing
+/// is written when nothing changed. The conditions are the runtime's to write:
+/// [`update_status`](Ctx::update_status) leaves `status.conditions` alone, whatever the status
+/// value holds there.
 pub struct Ctx<O: Operator> {
     operator: O,
     client: Client,
     repository: Arc<O::Repository>,
     events: EventRecorder,
+    children: Children,
+    ready: ReadyWriter,
     settings: Settings,
 }
 
@@ -55,7 +73,7 @@ impl<O: Operator> Ctx<O> {
     where
         S: Serialize + ObserveGeneration + Send,
     {
-        self.repository.update_status(object, status).await
+        self.repository.update_status(object, WithoutConditions(status)).await
     }
 
     /// Writes `status` with `error` in it; see [`Finalize::update_status_with_error`].
@@ -74,7 +92,61 @@ impl<O: Operator> Ctx<O> {
         A: AsStatusError<E> + Sync,
         E: Send,
     {
-        self.repository.update_status_with_error(object, status, error).await
+        let mut status = status;
+        if let Some(error) = error {
+            WithStatusError::add(&mut status, error.as_status_error());
+        }
+        self.update_status(object, status).await
+    }
+
+    /// Sets a condition of your own on `object`: written with `Ready` when the handler
+    /// returns (see [Conditions](Ctx#conditions)), keeping its `lastTransitionTime` when its
+    /// status did not change.
+    pub fn set_condition(&self, object: &O::Resource, condition: Condition) {
+        self.ready.set(object, condition);
+    }
+
+    /// Server-side applies `child` as a child of `parent`; see
+    /// [`Children::apply`](crate::children::Children::apply).
+    ///
+    /// # Errors
+    ///
+    /// When the child cannot be owned or the apply is refused, naming the child and the parent.
+    pub async fn apply<K: Child>(&self, parent: &O::Resource, child: K) -> Result<K> {
+        self.children.apply(parent, child).await
+    }
+
+    /// Deletes the children of kind `K` of `parent` not named in `keep`; see
+    /// [`Children::prune`](crate::children::Children::prune).
+    ///
+    /// # Errors
+    ///
+    /// When a delete is refused, naming the child and the parent.
+    pub async fn prune<K: Child>(
+        &self,
+        parent: &O::Resource,
+        keep: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<Vec<String>> {
+        self.children.prune::<_, K>(parent, keep).await
+    }
+
+    /// The object `name` of kind `K` in `namespace` (`None` for a cluster-scoped kind): from
+    /// the cache when `K` is owned and the cache has it, else from the API server.
+    ///
+    /// # Errors
+    ///
+    /// When the API server is asked and the read fails.
+    pub async fn get<'a, K: Child>(
+        &self,
+        namespace: impl Into<Option<&'a str>>,
+        name: &str,
+    ) -> Result<Option<Arc<K>>> {
+        self.children.get(namespace, name).await
+    }
+
+    /// The children: apply, prune, get, and the owned kinds.
+    pub fn children(&self) -> &Children {
+        &self.children
     }
 
     /// Publishes an Event about `object` and logs it; never fails (see [`EmitEvent::emit`]).
@@ -134,7 +206,16 @@ impl<O: Operator> Context<O::Resource, O::Repository, StaticApiProvider<O::Resou
     }
 
     async fn handle_apply(&self, object: Arc<O::Resource>) -> Result<Action> {
-        self.operator.__handle_apply(object, self).await
+        let outcome = self.operator.__handle_apply(Arc::clone(&object), self).await;
+        let written = self.ready.write(&*object, &outcome, self.repository.api_provider()).await;
+        match (outcome, written) {
+            (Ok(_), Err(error)) => Err(error),
+            (outcome, Err(error)) => {
+                tracing::warn!(error = %error.report(), "could not write the Ready condition");
+                outcome
+            }
+            (outcome, Ok(())) => outcome,
+        }
     }
 
     async fn handle_cleanup(&self, object: Arc<O::Resource>) -> Result<Action> {
@@ -175,6 +256,8 @@ impl<O: Operator> OperatorReconciler<O> {
             operator,
             repository: Arc::new(O::Repository::from(provider)),
             events: EventRecorder::new(client.clone(), settings.controller_name),
+            children: Children::new(client.clone(), settings.controller_name, &settings.owns),
+            ready: ReadyWriter::for_crd::<O::Resource>(&O::Resource::crd()),
             client,
             settings,
         };
@@ -209,15 +292,20 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
         G: Future<Output = ()> + Send + 'static,
     {
         // Several namespaces are watched cluster-wide; the others are none of our business.
-        let namespaces = match self.context.settings.namespaces.as_slice() {
-            [] | [_] => Vec::new(),
-            several => several.to_vec(),
+        let (namespaces, watched) = match self.context.settings.namespaces.as_slice() {
+            [] => (Vec::new(), None),
+            [only] => (Vec::new(), Some(only.clone())),
+            several => (several.to_vec(), None),
         };
+        let children = &self.context.children;
+        let parents = (!children.owned().is_empty())
+            .then(|| crate::children::parents::<O::Resource>(children.watch(watched.as_deref())));
         controller::drive(controller::Setup {
             recorder: self.context.events.clone(),
             api: self.api,
             watcher: self.watcher,
             namespaces,
+            parents,
             context: self.context,
             limit,
             shutdown,
@@ -243,5 +331,25 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
 
     fn controller_name() -> String {
         O::settings().controller_name.to_owned()
+    }
+}
+
+/// A status without its `conditions`, which the runtime writes; what [`Ctx::update_status`]
+/// patches.
+struct WithoutConditions<S>(S);
+
+impl<S: Serialize> Serialize for WithoutConditions<S> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
+        let mut value = serde_json::to_value(&self.0).map_err(serde::ser::Error::custom)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("conditions");
+        }
+        value.serialize(serializer)
+    }
+}
+
+impl<S: ObserveGeneration> ObserveGeneration for WithoutConditions<S> {
+    fn add(&mut self, observed_generation: i64) {
+        self.0.add(observed_generation);
     }
 }

@@ -59,6 +59,35 @@ pub fn rules<R: Resource<DynamicType = ()>>() -> Vec<PolicyRule> {
     ]
 }
 
+/// The rules for the children of the kinds in `owns`, one per API group, with the calls
+/// [`Children`](crate::children::Children) makes:
+///
+/// | verbs | for |
+/// | --- | --- |
+/// | `list`, `watch` | the watch that caches children and reconciles their parent |
+/// | `get` | reading a child the cache does not hold (before an apply, and `ctx.get`) |
+/// | `patch` | server-side apply, which also creates |
+/// | `delete` | `prune` |
+pub fn owned_rules(owns: &[crate::children::Owned]) -> Vec<PolicyRule> {
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for owned in owns {
+        let kind = owned.kind();
+        let plurals = by_group.entry(kind.group).or_default();
+        if !plurals.contains(&kind.plural) {
+            plurals.push(kind.plural);
+        }
+    }
+    by_group
+        .into_iter()
+        .map(|(group, plurals)| PolicyRule {
+            api_groups: Some(vec![group]),
+            resources: Some(plurals),
+            verbs: ["get", "list", "watch", "patch", "delete"].map(str::to_owned).to_vec(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
+
 /// The rules for leader election on a Lease ([`crate::leader`]): `get`, `create`, `update`,
 /// and `list` and `watch` to notice a release at once.
 pub fn lease_rules() -> Vec<PolicyRule> {
@@ -94,8 +123,9 @@ impl Placement {
 }
 
 /// The RBAC objects for a derived operator running as the ServiceAccount named after its
-/// controller: a Role and RoleBinding when it watches one namespace, else a ClusterRole and
-/// ClusterRoleBinding; with leader election, a Role and RoleBinding for its Lease too.
+/// controller, with [`rules`] and [`owned_rules`]: a Role and RoleBinding when it watches one
+/// namespace, else a ClusterRole and ClusterRoleBinding; with leader election, a Role and
+/// RoleBinding for its Lease too.
 pub fn rbac<R: Resource<DynamicType = ()>>(
     settings: &Settings,
     placement: &Placement,
@@ -118,9 +148,11 @@ pub fn rbac<R: Resource<DynamicType = ()>>(
         kind: kind.into(),
         name: name.to_owned(),
     };
+    let mut operator_rules = rules::<R>();
+    operator_rules.extend(owned_rules(&settings.owns));
     let mut objects = match placement.watched.as_slice() {
         [only] => vec![
-            json(&Role { metadata: meta(&name, Some(only)), rules: Some(rules::<R>()) }),
+            json(&Role { metadata: meta(&name, Some(only)), rules: Some(operator_rules) }),
             json(&RoleBinding {
                 metadata: meta(&name, Some(only)),
                 role_ref: role_ref("Role", &name),
@@ -130,7 +162,7 @@ pub fn rbac<R: Resource<DynamicType = ()>>(
         _ => vec![
             json(&ClusterRole {
                 metadata: meta(&name, None),
-                rules: Some(rules::<R>()),
+                rules: Some(operator_rules),
                 ..ClusterRole::default()
             }),
             json(&ClusterRoleBinding {
@@ -280,6 +312,32 @@ mod tests {
 
     fn placement(settings: &Settings, lease: bool) -> Placement {
         Placement { lease_namespace: lease.then(|| "ops".to_owned()), ..Placement::new(settings, "ops") }
+    }
+
+    #[test]
+    fn owned_kinds_get_the_calls_children_make_grouped_by_api_group() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use k8s_openapi::api::core::v1::Service;
+
+        use crate::children::Owned;
+
+        let config = super::super::OperatorConfig {
+            namespaces: &["team-a"],
+            owns: const { &[Owned::of::<ConfigMap>(), Owned::of::<Deployment>(), Owned::of::<Service>()] },
+            ..Default::default()
+        }
+        .resolve::<Widget>();
+        let objects = rbac::<Widget>(&config, &placement(&config, false));
+        let verbs = serde_json::json!(["get", "list", "watch", "patch", "delete"]);
+        assert_eq!(objects[0]["kind"], "Role");
+        assert_eq!(
+            objects[0]["rules"].as_array().unwrap()[3..],
+            [
+                serde_json::json!({ "apiGroups": [""], "resources": ["configmaps", "services"], "verbs": verbs }),
+                serde_json::json!({ "apiGroups": ["apps"], "resources": ["deployments"], "verbs": verbs }),
+            ]
+        );
     }
 
     #[test]

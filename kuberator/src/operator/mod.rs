@@ -55,6 +55,7 @@ use crate::NamespacedResource;
 use crate::REQUEUE_AFTER_ERROR_SECONDS;
 use crate::cache::CachingStrategy;
 use crate::cache::StaticApiProvider;
+use crate::children::Owned;
 use crate::error::Result;
 use crate::reconcile::DEFAULT_CONCURRENCY;
 
@@ -78,6 +79,8 @@ pub struct OperatorConfig {
     pub labels: Option<&'static str>,
     /// `controller_name = "..."`.
     pub controller_name: Option<&'static str>,
+    /// `owns = [...]`: the kinds of the children it applies.
+    pub owns: &'static [Owned],
 }
 
 impl OperatorConfig {
@@ -102,6 +105,7 @@ impl OperatorConfig {
             controller_name: self
                 .controller_name
                 .unwrap_or_else(|| intern(crate::reconcile::default_controller_name::<R>())),
+            owns: self.owns.to_vec(),
         }
     }
 }
@@ -127,8 +131,11 @@ pub struct Settings {
     pub error_backoff_base: Duration,
     /// A label selector that limits the watch.
     pub labels: Option<&'static str>,
-    /// The name Events are reported under: `<kind>-operator` by default.
+    /// The name Events are reported under: `<kind>-operator` by default. Also the field
+    /// manager of child applies and the value of their managed-by label.
     pub controller_name: &'static str,
+    /// The kinds of the children it owns: watched, cached, and in its RBAC rules.
+    pub owns: Vec<Owned>,
 }
 
 /// A `'static` copy of `text`, made once per distinct text: the computed default names live

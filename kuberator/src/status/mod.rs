@@ -1,6 +1,13 @@
-//! Status helpers: the observed-generation pattern ([`ObserveGeneration`]) and errors in status
-//! ([`AsStatusError`], [`WithStatusError`]). The module is private; its items are documented
-//! where users find them, at the crate root.
+//! Status helpers: conditions ([`Condition`], [`Conditions`], the `Ready` condition a derived
+//! operator maintains), the observed-generation pattern ([`ObserveGeneration`]) and errors in
+//! status ([`AsStatusError`], [`WithStatusError`]; also at the crate root, where the seed put
+//! them).
+
+pub(crate) mod conditions;
+
+pub use self::conditions::Condition;
+pub use self::conditions::Conditions;
+pub use self::conditions::READY;
 
 /// A status that records the generation of the spec it describes.
 ///

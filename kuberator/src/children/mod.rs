@@ -1,0 +1,507 @@
+//! Owned children: objects an operator makes for each of its objects (ConfigMaps,
+//! Deployments, Services, other custom resources), kept as declared, and removed with it.
+//!
+//! # Expected flow
+//!
+//! Name the kinds an operator owns (`#[kuberator(owns = [ConfigMap, Deployment])]`, or
+//! [`Owned::of`] in a [`Children`] of your own). In `handle_apply`, build each child and
+//! [`apply`](Children::apply) it; then [`prune`](Children::prune) the children of a kind
+//! that the spec no longer asks for. A derived operator's
+//! [`Ctx`](crate::operator::Ctx) has `apply`, `prune` and `get` one call away.
+//!
+//! # Guarantees
+//!
+//! - [`apply`](Children::apply) is a server-side apply under the operator's field manager
+//!   (its controller name), with `force`, so the operator owns every field it sets. The child
+//!   gets a controller ownerReference to its parent (`controller: true`,
+//!   `blockOwnerDeletion: true`) and the label `app.kubernetes.io/managed-by=<controller
+//!   name>`; a child in the parent's namespace gets that namespace when it names none.
+//! - When the parent is deleted, the garbage collector of the cluster deletes its children
+//!   (after `handle_cleanup` and the finalizer, since the parent only goes then).
+//! - A change or deletion of an owned child, by anyone but the operator itself, schedules a
+//!   reconcile of its parent (found through the child's controller ownerReference). The
+//!   operator's own applies and prunes are recognised by the resourceVersion they returned
+//!   and the uid they deleted, and do not, so a settled object is not reconciled again by
+//!   its own writes.
+//! - Each owned kind is watched with the label selector
+//!   `app.kubernetes.io/managed-by=<controller name>` and cached whole: handlers usually read
+//!   a child's status (a Deployment's ready replicas) to report their own, and the selector
+//!   keeps the cache to the operator's own children, not every ConfigMap of the cluster.
+//!   [`get`](Children::get) reads that cache and asks the API server only when the cache has
+//!   not synced or lacks the object.
+//!
+//! # Caveats
+//!
+//! - A child that someone strips of the managed-by label leaves the cache (its parent is
+//!   reconciled, and the next apply puts the label back).
+//! - A child deleted while the watch is disconnected is noticed at the parent's next
+//!   reconcile, not at once: a relist reports the children that exist, not the ones that
+//!   went.
+//! - When a watch event outruns the response of the apply that caused it, the operator's
+//!   own write triggers one more reconcile, which applies nothing new and settles.
+//!
+//! # Errors
+//!
+//! [`Error::ApplyChild`], [`Error::ChildOwnedByOther`], [`Error::PruneChild`] and
+//! [`Error::InvalidChild`] name the child and the parent.
+
+mod watch;
+
+use std::any::Any;
+use std::any::TypeId;
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::fmt;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::RwLock;
+
+use futures::FutureExt as _;
+use kube::Client;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::api::DeleteParams;
+use kube::api::ListParams;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kube::api::Preconditions;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub(crate) use self::watch::parents;
+use crate::error::Error;
+use crate::error::Result;
+use crate::object::ScopeKind;
+use crate::object::api_of;
+use crate::object::describe;
+use crate::object::is_namespaced;
+use crate::object::label;
+
+/// The label every applied child carries, with the controller name as its value.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// A kind an operator can own: any typed resource, core or custom, namespaced or
+/// cluster-scoped. Implemented for every such type; nothing to implement by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an owned child: it is not a typed Kubernetes resource",
+    note = "owned kinds are k8s-openapi types (ConfigMap, Deployment, ...) or #[derive(CustomResource)] kinds"
+)]
+pub trait Child:
+    Resource<DynamicType = (), Scope: ScopeKind>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope: ScopeKind>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A parent: the kind an operator reconciles, namespaced or cluster-scoped.
+pub trait Parent: Resource<DynamicType = (), Scope: ScopeKind> {}
+
+impl<P> Parent for P where P: Resource<DynamicType = (), Scope: ScopeKind> {}
+
+/// One owned kind, as `owns = [...]` names it: [`Owned::of::<ConfigMap>()`](Owned::of).
+#[derive(Clone, Copy)]
+pub struct Owned {
+    type_id: fn() -> TypeId,
+    kind: fn() -> OwnedKind,
+    watch: fn(&Children, Option<&str>) -> watch::Triggers,
+}
+
+impl Owned {
+    /// The kind `K`.
+    pub const fn of<K: Child>() -> Self {
+        Self { type_id: TypeId::of::<K>, kind: OwnedKind::of::<K>, watch: watch::triggers::<K> }
+    }
+
+    /// What the kind is called in the API: for RBAC rules and messages.
+    pub fn kind(&self) -> OwnedKind {
+        (self.kind)()
+    }
+}
+
+impl PartialEq for Owned {
+    fn eq(&self, other: &Self) -> bool {
+        (self.type_id)() == (other.type_id)()
+    }
+}
+
+impl Eq for Owned {}
+
+impl Debug for Owned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = self.kind();
+        write!(f, "Owned({})", kind.api_version_kind())
+    }
+}
+
+/// The API names of an owned kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnedKind {
+    /// The API group; empty for the core group.
+    pub group: String,
+    /// The version.
+    pub version: String,
+    /// The kind.
+    pub kind: String,
+    /// The resource, as RBAC rules name it.
+    pub plural: String,
+    /// Whether its objects live in a namespace.
+    pub namespaced: bool,
+}
+
+impl OwnedKind {
+    fn of<K: Child>() -> Self {
+        Self {
+            group: K::group(&()).into_owned(),
+            version: K::version(&()).into_owned(),
+            kind: K::kind(&()).into_owned(),
+            plural: K::plural(&()).into_owned(),
+            namespaced: is_namespaced::<K>(),
+        }
+    }
+
+    fn api_version_kind(&self) -> String {
+        match self.group.as_str() {
+            "" => format!("{}/{}", self.version, self.kind),
+            group => format!("{group}/{}/{}", self.version, self.kind),
+        }
+    }
+}
+
+/// The children of an operator's objects: [`apply`](Children::apply),
+/// [`prune`](Children::prune) and [`get`](Children::get), and the watches of the owned kinds
+/// that reconcile a parent when one of its children changes. Cheap to clone; clones share
+/// the caches.
+#[derive(Clone)]
+pub struct Children {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    manager: String,
+    owned: Vec<Owned>,
+    /// A `Store<K>` per owned `K`, replaced each time the watches start.
+    stores: RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    /// What the operator itself wrote last, per child, to tell its own writes from others'.
+    written: dashmap::DashMap<ChildKey, Written>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ChildKey {
+    kind: TypeId,
+    namespace: Option<String>,
+    name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Written {
+    /// Applied; the server answered with this resourceVersion.
+    Applied(String),
+    /// Deleted by a prune; the object had this uid.
+    Deleted(String),
+}
+
+impl Debug for Children {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Children")
+            .field("manager", &self.inner.manager)
+            .field("owned", &self.inner.owned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Children {
+    /// Children applied by the field manager `manager` (an operator's controller name),
+    /// with the kinds in `owned` watched and cached once the controller runs.
+    pub fn new(client: Client, manager: impl Into<String>, owned: &[Owned]) -> Self {
+        let mut kinds: Vec<Owned> = Vec::with_capacity(owned.len());
+        for kind in owned {
+            if !kinds.contains(kind) {
+                kinds.push(*kind);
+            }
+        }
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                manager: manager.into(),
+                owned: kinds,
+                stores: RwLock::default(),
+                written: dashmap::DashMap::new(),
+            }),
+        }
+    }
+
+    /// The owned kinds.
+    pub fn owned(&self) -> &[Owned] {
+        &self.inner.owned
+    }
+
+    /// The field manager, also the value of the managed-by label.
+    pub fn manager(&self) -> &str {
+        &self.inner.manager
+    }
+
+    /// Server-side applies `child` as a child of `parent` (see the [module docs](self)) and
+    /// returns the object as the API server stored it.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidChild`] when ownership is impossible: the parent was never stored
+    ///   (no uid), the child has no name, a namespaced parent would own a child in another
+    ///   namespace or a cluster-scoped child, or a cluster-scoped parent a namespaced child
+    ///   without a namespace.
+    /// - [`Error::ChildOwnedByOther`] when an object of that name exists and another
+    ///   controller owns it.
+    /// - [`Error::ApplyChild`] when the API server refuses the apply (a schema error, a
+    ///   webhook, RBAC).
+    pub async fn apply<P: Parent, K: Child>(&self, parent: &P, mut child: K) -> Result<K> {
+        let (namespace, name) = self.place(parent, &child)?;
+        let owner = owner_reference(parent)?;
+        let meta = child.meta_mut();
+        meta.namespace = namespace.clone();
+        meta.owner_references = Some(vec![owner.clone()]);
+        meta.labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(MANAGED_BY.to_owned(), self.inner.manager.clone());
+        // What the server fills in has no place in an apply.
+        meta.managed_fields = None;
+        meta.resource_version = None;
+        meta.uid = None;
+        meta.creation_timestamp = None;
+        meta.generation = None;
+
+        let child_label = label(&K::kind(&()), namespace.as_deref(), Some(&name));
+        if let Some(existing) = self.get::<K>(namespace.as_deref(), &name).await? {
+            let controller =
+                existing.owner_references().iter().find(|reference| reference.controller == Some(true));
+            if let Some(controller) = controller.filter(|controller| controller.uid != owner.uid) {
+                return Err(Error::ChildOwnedByOther {
+                    child: child_label,
+                    parent: describe(parent).into(),
+                    owner: format!("{} {} (uid {})", controller.kind, controller.name, controller.uid).into(),
+                });
+            }
+        }
+
+        let api = api_of::<K>(self.inner.client.clone(), namespace.as_deref());
+        let params = PatchParams::apply(&self.inner.manager).force();
+        let applied = api.patch(&name, &params, &Patch::Apply(&child)).await.map_err(|source| {
+            Error::ApplyChild { child: child_label, parent: describe(parent), source: Box::new(source) }
+        })?;
+        if let Some(version) = applied.resource_version() {
+            self.inner.written.insert(ChildKey::of::<K>(namespace, name), Written::Applied(version));
+        }
+        Ok(applied)
+    }
+
+    /// Deletes the children of kind `K` that `parent` controls and whose names are not in
+    /// `keep` (the ones applied this time); returns the names it deleted. Each delete is
+    /// conditional on the child's uid, so a child of the same name made meanwhile stays.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PruneChild`] when listing or a delete is refused (a child already gone is not
+    /// an error); [`Error::InvalidChild`] when the parent was never stored.
+    pub async fn prune<P: Parent, K: Child>(
+        &self,
+        parent: &P,
+        keep: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<Vec<String>> {
+        let owner = owner_reference(parent)?;
+        let keep: HashSet<String> = keep.into_iter().map(|name| name.as_ref().to_owned()).collect();
+        let namespace = parent.meta().namespace.clone().filter(|_| is_namespaced::<K>());
+        let controlled = |child: &K| {
+            child
+                .owner_references()
+                .iter()
+                .any(|reference| reference.controller == Some(true) && reference.uid == owner.uid)
+        };
+        let children: Vec<Arc<K>> = match self.synced_store::<K>() {
+            Some(store) => store.state_filter(|child| {
+                controlled(child) && (namespace.is_none() || child.meta().namespace == namespace)
+            }),
+            None => {
+                let api = api_of::<K>(self.inner.client.clone(), namespace.as_deref());
+                let selector = format!("{MANAGED_BY}={}", self.inner.manager);
+                let listed = api.list(&ListParams::default().labels(&selector)).await.map_err(|source| {
+                    Error::PruneChild {
+                        child: format!("{} children", K::kind(&())),
+                        parent: describe(parent),
+                        source: Box::new(source),
+                    }
+                })?;
+                listed.items.into_iter().filter(|child| controlled(child)).map(Arc::new).collect()
+            }
+        };
+
+        let mut deleted = Vec::new();
+        for child in children {
+            let name = child.name_any();
+            if keep.contains(&name) {
+                continue;
+            }
+            let child_namespace = child.meta().namespace.clone();
+            let api = api_of::<K>(self.inner.client.clone(), child_namespace.as_deref());
+            let params = DeleteParams {
+                preconditions: Some(Preconditions { uid: child.uid(), resource_version: None }),
+                ..DeleteParams::background()
+            };
+            if let Some(uid) = child.uid() {
+                self.inner
+                    .written
+                    .insert(ChildKey::of::<K>(child_namespace.clone(), name.clone()), Written::Deleted(uid));
+            }
+            match api.delete(&name, &params).await {
+                Ok(_) => deleted.push(name),
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(source) => {
+                    return Err(Error::PruneChild {
+                        child: describe(&*child),
+                        parent: describe(parent),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The object `name` of kind `K` (in `namespace`; `None` for a cluster-scoped kind), or
+    /// `None` when there is none. An owned kind is read from the cache when it holds the
+    /// object, else from the API server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Kube`] when the API server is asked and the read fails.
+    pub async fn get<'a, K: Child>(
+        &self,
+        namespace: impl Into<Option<&'a str>>,
+        name: &str,
+    ) -> Result<Option<Arc<K>>> {
+        let namespace = namespace.into().filter(|_| is_namespaced::<K>());
+        if let Some(store) = self.synced_store::<K>() {
+            let key = ObjectRef::<K>::new(name);
+            let key = match namespace {
+                Some(namespace) => key.within(namespace),
+                None => key,
+            };
+            if let Some(cached) = store.get(&key) {
+                return Ok(Some(cached));
+            }
+        }
+        let api = api_of::<K>(self.inner.client.clone(), namespace);
+        Ok(api.get_opt(name).await.map_err(|error| Error::Kube(Box::new(error)))?.map(Arc::new))
+    }
+
+    /// The cache of `K`, once it has listed everything; `None` when `K` is not owned or the
+    /// watch has not synced.
+    fn synced_store<K: Child>(&self) -> Option<Store<K>> {
+        let stores = self.inner.stores.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let store = stores.get(&TypeId::of::<K>())?.downcast_ref::<Store<K>>()?.clone();
+        drop(stores);
+        store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok()).then_some(store)
+    }
+
+    fn set_store<K: Child>(&self, store: Store<K>) {
+        let mut stores = self.inner.stores.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stores.insert(TypeId::of::<K>(), Box::new(store));
+    }
+
+    /// Where `child` goes: its namespace (the parent's by default) and name, or why it
+    /// cannot be a child of `parent`.
+    fn place<P: Parent, K: Child>(&self, parent: &P, child: &K) -> Result<(Option<String>, String)> {
+        let invalid = |why: &'static str| Error::InvalidChild {
+            child: label(&K::kind(&()), child.meta().namespace.as_deref(), child.meta().name.as_deref()),
+            parent: describe(parent).into(),
+            why,
+        };
+        let name = child.meta().name.clone().ok_or_else(|| invalid("the child has no metadata.name"))?;
+        let parent_namespace = parent.meta().namespace.clone().filter(|_| is_namespaced::<P>());
+        let namespace = match (is_namespaced::<K>(), parent_namespace) {
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "a cluster-scoped object cannot be owned by a namespaced one (the garbage collector would delete it)",
+                ));
+            }
+            (false, None) => None,
+            (true, Some(parent_namespace)) => {
+                let namespace = child.meta().namespace.clone().unwrap_or_else(|| parent_namespace.clone());
+                if namespace != parent_namespace {
+                    return Err(invalid(
+                        "an owner and its children must share a namespace; leave metadata.namespace empty or set the parent's",
+                    ));
+                }
+                Some(namespace)
+            }
+            (true, None) => Some(child.meta().namespace.clone().ok_or_else(|| {
+                invalid("a namespaced child of a cluster-scoped parent needs metadata.namespace")
+            })?),
+        };
+        Ok((namespace, name))
+    }
+
+    /// Whether the operator itself made this change of a child, as last written by
+    /// [`apply`](Children::apply) or [`prune`](Children::prune).
+    fn own_write<K: Child>(&self, child: &K, deleted: bool) -> bool {
+        let key = ChildKey::of::<K>(child.meta().namespace.clone(), child.name_any());
+        let Some(written) = self.inner.written.get(&key).map(|written| written.clone()) else {
+            return false;
+        };
+        match written {
+            Written::Applied(version) => !deleted && child.resource_version().as_deref() == Some(&version),
+            Written::Deleted(uid) => {
+                let own = deleted && child.uid().as_deref() == Some(&uid);
+                if own {
+                    self.inner.written.remove(&key);
+                }
+                own
+            }
+        }
+    }
+
+    /// The trigger streams of every owned kind, watched in `namespace` (every namespace when
+    /// `None`), each filling its cache.
+    pub(crate) fn watch(&self, namespace: Option<&str>) -> Vec<watch::Triggers> {
+        self.inner.owned.iter().map(|owned| (owned.watch)(self, namespace)).collect()
+    }
+}
+
+impl ChildKey {
+    fn of<K: 'static>(namespace: Option<String>, name: String) -> Self {
+        Self { kind: TypeId::of::<K>(), namespace, name }
+    }
+}
+
+/// The controller ownerReference to `parent`, with `blockOwnerDeletion`.
+fn owner_reference<P: Parent>(
+    parent: &P,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    let mut reference = parent.controller_owner_ref(&()).ok_or_else(|| Error::InvalidChild {
+        child: "a child".to_owned(),
+        parent: describe(parent).into(),
+        why: "the parent has no metadata.uid; only an object read from the API server can own children",
+    })?;
+    reference.block_owner_deletion = Some(true);
+    Ok(reference)
+}
