@@ -142,7 +142,11 @@ pub fn web_server(site: &StaticSite) -> kuberator::Result<Deployment> {
             selector: LabelSelector { match_labels: Some(selector(site)?), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(selector(site)?), ..ObjectMeta::default() }),
-                spec: Some(PodSpec { containers: vec![container], volumes: Some(vec![volume]), ..PodSpec::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![volume]),
+                    ..PodSpec::default()
+                }),
             },
             ..DeploymentSpec::default()
         },
@@ -175,7 +179,10 @@ pub fn sample(name: &str, namespace: &str, expose: bool) -> StaticSite {
 pub fn ready(site: &StaticSite) -> bool {
     let current = site.metadata.generation;
     site.status.as_ref().is_some_and(|status| {
-        status.conditions.get("Ready").is_some_and(|ready| ready.is_true() && ready.observed_generation == current)
+        status
+            .conditions
+            .get("Ready")
+            .is_some_and(|ready| ready.is_true() && ready.observed_generation == current)
     })
 }
 
@@ -230,9 +237,12 @@ pub async fn demo(client: Client, namespace: &str) -> anyhow::Result<()> {
 
     sites.delete("hello", &DeleteParams::default()).await?;
     wait_for(&sites, "hello", minute, "site hello to go", |site| site.is_none()).await?;
-    wait_for(&deployments, "hello", minute, "the garbage collector to delete Deployment hello", |d| d.is_none())
+    wait_for(&deployments, "hello", minute, "the garbage collector to delete Deployment hello", |d| {
+        d.is_none()
+    })
+    .await?;
+    wait_for(&pages, "hello-page", minute, "the garbage collector to delete hello-page", |p| p.is_none())
         .await?;
-    wait_for(&pages, "hello-page", minute, "the garbage collector to delete hello-page", |p| p.is_none()).await?;
     println!("site hello deleted: cleanup ran, and the garbage collector removed its children");
     Ok(())
 }

@@ -80,6 +80,9 @@ use crate::object::describe;
 use crate::object::is_namespaced;
 use crate::object::label;
 
+/// How long a child's watch waits for the answer of an apply it reported first.
+const APPLY_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The label every applied child carries, with the controller name as its value.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
@@ -214,8 +217,11 @@ struct ChildKey {
     name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Written {
+    /// An apply is on its way; the channel gets the resourceVersion of its answer, and
+    /// closes if it fails.
+    Applying(tokio::sync::watch::Receiver<Option<String>>),
     /// Applied; the server answered with this resourceVersion.
     Applied(String),
     /// Deleted by a prune; the object had this uid.
@@ -306,13 +312,25 @@ impl Children {
 
         let api = api_of::<K>(self.inner.client.clone(), namespace.as_deref());
         let params = PatchParams::apply(&self.inner.manager).force();
-        let applied = api.patch(&name, &params, &Patch::Apply(&child)).await.map_err(|source| {
-            Error::ApplyChild { child: child_label, parent: describe(parent), source: Box::new(source) }
-        })?;
-        if let Some(version) = applied.resource_version() {
-            self.inner.written.insert(ChildKey::of::<K>(namespace, name), Written::Applied(version));
+        // The watch may report the write before its answer arrives; it waits for the answer.
+        let key = ChildKey::of::<K>(namespace, name.clone());
+        let (answered, answer) = tokio::sync::watch::channel(None);
+        self.inner.written.insert(key.clone(), Written::Applying(answer));
+        let applied = api.patch(&name, &params, &Patch::Apply(&child)).await;
+        match applied.as_ref().ok().and_then(ResourceExt::resource_version) {
+            Some(version) => {
+                self.inner.written.insert(key, Written::Applied(version.clone()));
+                answered.send_replace(Some(version));
+            }
+            None => {
+                self.inner.written.remove(&key);
+            }
         }
-        Ok(applied)
+        applied.map_err(|source| Error::ApplyChild {
+            child: child_label,
+            parent: describe(parent),
+            source: Box::new(source),
+        })
     }
 
     /// Deletes the children of kind `K` that `parent` controls and whose names are not in
@@ -463,12 +481,24 @@ impl Children {
 
     /// Whether the operator itself made this change of a child, as last written by
     /// [`apply`](Children::apply) or [`prune`](Children::prune).
-    fn own_write<K: Child>(&self, child: &K, deleted: bool) -> bool {
+    async fn own_write<K: Child>(&self, child: &K, deleted: bool) -> bool {
         let key = ChildKey::of::<K>(child.meta().namespace.clone(), child.name_any());
         let Some(written) = self.inner.written.get(&key).map(|written| written.clone()) else {
             return false;
         };
+        let written = match written {
+            Written::Applying(mut answer) => {
+                let answered = tokio::time::timeout(APPLY_ANSWER, answer.wait_for(Option::is_some)).await;
+                match answered {
+                    Ok(Ok(version)) => Written::Applied(version.clone().unwrap_or_default()),
+                    // Failed or slow: count it as someone else's change, and reconcile.
+                    _ => return false,
+                }
+            }
+            written => written,
+        };
         match written {
+            Written::Applying(_) => false,
             Written::Applied(version) => !deleted && child.resource_version().as_deref() == Some(&version),
             Written::Deleted(uid) => {
                 let own = deleted && child.uid().as_deref() == Some(&uid);

@@ -44,17 +44,26 @@ pub(super) fn triggers<K: Child>(children: &Children, namespace: Option<&str>) -
         .default_backoff()
         .reflect(writer)
         .filter_map(move |event| {
-            let parent = match event {
-                Ok(watcher::Event::Apply(child)) => controller_of(&child).filter(|_| !children.own_write(&child, false)),
-                Ok(watcher::Event::Delete(child)) => controller_of(&child).filter(|_| !children.own_write(&child, true)),
-                Ok(watcher::Event::InitApply(child)) => controller_of(&child),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(error) => {
-                    tracing::warn!(kind = %K::kind(&()), error = %crate::error::report(&error), "watch of owned children failed; retrying");
-                    None
+            let children = children.clone();
+            async move {
+                match event {
+                    Ok(watcher::Event::Apply(child)) => {
+                        let own = children.own_write(&child, false).await;
+                        controller_of(&child).filter(|_| !own)
+                    }
+                    Ok(watcher::Event::Delete(child)) => {
+                        let own = children.own_write(&child, true).await;
+                        controller_of(&child).filter(|_| !own)
+                    }
+                    Ok(watcher::Event::InitApply(child)) => controller_of(&child),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                    Err(error) => {
+                        let error = crate::error::report(&error);
+                        tracing::warn!(kind = %K::kind(&()), %error, "watch of owned children failed; retrying");
+                        None
+                    }
                 }
-            };
-            futures::future::ready(parent)
+            }
         })
         .boxed()
 }
