@@ -1,13 +1,16 @@
-//! The RBAC that a derived operator's `rbac` subcommand prints is enough, leader election
-//! included, and a missing rule fails with a message that names it: run against the real
-//! control plane as a ServiceAccount that holds exactly those rules. This binary uses a
-//! fixed namespace (the derive's namespaces are literals).
+//! The RBAC that a derived operator's `rbac` subcommand prints is enough, leader election and
+//! an owned child kind included, and a missing rule fails with a message that names it: run
+//! against the real control plane as a ServiceAccount that holds exactly those rules. This
+//! binary uses a fixed namespace (the derive's namespaces are literals).
 
 mod support;
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -32,11 +35,25 @@ use support::ProbeStatus;
 const NAMESPACE: &str = "rbac-probe";
 
 #[derive(Operator)]
-#[kuberator(resource = Probe, finalizer = "probes.test.kuberator.dev/finalizer", namespaces = ["rbac-probe"])]
+#[kuberator(
+    resource = Probe,
+    finalizer = "probes.test.kuberator.dev/finalizer",
+    namespaces = ["rbac-probe"],
+    owns = [ConfigMap]
+)]
 struct LeaseholdingPrivilege;
 
 impl LeaseholdingPrivilege {
     async fn handle_apply(&self, probe: Arc<Probe>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        // A child: applied (get, patch), watched (list, watch), the others pruned (delete).
+        let name = format!("{}-child", probe.try_name()?);
+        let child = ConfigMap {
+            metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+            data: Some(BTreeMap::from([("message".to_owned(), probe.spec.message.clone())])),
+            ..ConfigMap::default()
+        };
+        ctx.apply(&*probe, child).await?;
+        ctx.prune::<ConfigMap>(&probe, [name]).await?;
         let status = ProbeStatus { message: Some(probe.spec.message.clone()), ..ProbeStatus::default() };
         ctx.update_status(&probe, status).await?;
         ctx.emit(&probe, EventData::normal("Applied", "applied")).await;
@@ -96,6 +113,16 @@ async fn the_printed_rbac_is_enough_and_a_missing_rule_is_named() {
     probes.create(&PostParams::default(), &create("allowed")).await.unwrap();
     let allowed = support::wait_observed(&probes, "allowed").await;
     assert_eq!(allowed.finalizers(), [support::FINALIZER]);
+    // The child was applied; deleted by hand, it is noticed through the watch and made again.
+    let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), NAMESPACE);
+    let child = maps.get("allowed-child").await.unwrap();
+    assert_eq!(child.owner_references()[0].uid, allowed.uid().unwrap());
+    maps.delete("allowed-child", &DeleteParams::default()).await.unwrap();
+    wait_for(&maps, "allowed-child", Duration::from_secs(30), "allowed-child to be made again", |made| {
+        made.is_some_and(|made| made.uid() != child.uid())
+    })
+    .await
+    .unwrap();
     let events = events_for(&admin, &allowed).await.unwrap();
     assert!(events.iter().any(|e| e.reason.as_deref() == Some("Applied")), "{events:#?}");
     probes.delete("allowed", &DeleteParams::default()).await.unwrap();

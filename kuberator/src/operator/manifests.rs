@@ -66,7 +66,7 @@ pub fn rules<R: Resource<DynamicType = ()>>() -> Vec<PolicyRule> {
 /// | --- | --- |
 /// | `list`, `watch` | the watch that caches children and reconciles their parent |
 /// | `get` | reading a child the cache does not hold (before an apply, and `ctx.get`) |
-/// | `patch` | server-side apply, which also creates |
+/// | `create`, `patch` | server-side apply (the API server authorizes an apply that makes the object as `create`) |
 /// | `delete` | `prune` |
 pub fn owned_rules(owns: &[crate::children::Owned]) -> Vec<PolicyRule> {
     let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -82,7 +82,7 @@ pub fn owned_rules(owns: &[crate::children::Owned]) -> Vec<PolicyRule> {
         .map(|(group, plurals)| PolicyRule {
             api_groups: Some(vec![group]),
             resources: Some(plurals),
-            verbs: ["get", "list", "watch", "patch", "delete"].map(str::to_owned).to_vec(),
+            verbs: ["get", "list", "watch", "create", "patch", "delete"].map(str::to_owned).to_vec(),
             ..PolicyRule::default()
         })
         .collect()
@@ -329,7 +329,7 @@ mod tests {
         }
         .resolve::<Widget>();
         let objects = rbac::<Widget>(&config, &placement(&config, false));
-        let verbs = serde_json::json!(["get", "list", "watch", "patch", "delete"]);
+        let verbs = serde_json::json!(["get", "list", "watch", "create", "patch", "delete"]);
         assert_eq!(objects[0]["kind"], "Role");
         assert_eq!(
             objects[0]["rules"].as_array().unwrap()[3..],
