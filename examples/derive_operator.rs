@@ -1,17 +1,24 @@
 //! A whole operator from one annotated struct: `cargo run --example derive_operator -- demo`.
 use kuberator::prelude::*;
 
+/// What to shout.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
 #[kube(group = "kuberator.dev", version = "v1", kind = "Shout", namespaced, status = "ShoutStatus")]
-struct ShoutSpec {
-    message: String,
+pub struct ShoutSpec {
+    /// The message.
+    pub message: String,
 }
 
+/// What was shouted.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-struct ShoutStatus {
-    shouted: Option<String>,
-    observed_generation: Option<i64>,
+#[serde(default, rename_all = "camelCase")]
+pub struct ShoutStatus {
+    /// The message, in capitals.
+    pub shouted: Option<String>,
+    /// The generation shouted.
+    pub observed_generation: Option<i64>,
+    /// `Ready`, kept by Kuberator: `kubectl wait --for=condition=Ready shout/hello` works.
+    pub conditions: Conditions,
 }
 
 impl ObserveGeneration for ShoutStatus {
@@ -20,9 +27,10 @@ impl ObserveGeneration for ShoutStatus {
     }
 }
 
+/// The operator.
 #[derive(Operator)]
 #[kuberator(resource = Shout, finalizer = "shouts.kuberator.dev/finalizer", namespaces = ["default"])]
-struct ShoutOperator;
+pub struct ShoutOperator;
 
 impl ShoutOperator {
     async fn handle_apply(&self, shout: Arc<Shout>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
@@ -40,10 +48,9 @@ impl ShoutOperator {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("demo") {
-        // Create a Shout in `default`, show it reconciled, delete it, show cleanup ran.
+        // Create a Shout in `default`, wait until it is Ready, delete it, show cleanup ran.
         let shout = Shout::new("hello", ShoutSpec { message: "hello, operator".into() });
-        let reconciled = |s: &Shout| s.status.as_ref().is_some_and(|st| st.observed_generation.is_some());
-        return kuberator_examples::demo_operator(ShoutOperator, shout, reconciled).await;
+        return kuberator_examples::demo_operator(ShoutOperator, shout, kuberator_examples::is_ready).await;
     }
     ShoutOperator.run().await
 }

@@ -106,6 +106,10 @@ fn selector(site: &StaticSite) -> kuberator::Result<BTreeMap<String, String>> {
 }
 
 /// The ConfigMap `<site>-page` with `index.html`.
+///
+/// # Errors
+///
+/// When the site has no name.
 pub fn page(site: &StaticSite) -> kuberator::Result<ConfigMap> {
     Ok(ConfigMap {
         metadata: meta(site, "-page")?,
@@ -115,6 +119,10 @@ pub fn page(site: &StaticSite) -> kuberator::Result<ConfigMap> {
 }
 
 /// The Deployment `<site>`: nginx serving the page.
+///
+/// # Errors
+///
+/// When the site has no name.
 pub fn web_server(site: &StaticSite) -> kuberator::Result<Deployment> {
     let container = Container {
         name: "nginx".to_owned(),
@@ -155,6 +163,10 @@ pub fn web_server(site: &StaticSite) -> kuberator::Result<Deployment> {
 }
 
 /// The Service `<site>` on port 80.
+///
+/// # Errors
+///
+/// When the site has no name.
 pub fn service(site: &StaticSite) -> kuberator::Result<Service> {
     Ok(Service {
         metadata: meta(site, "")?,

@@ -194,6 +194,21 @@ fn cluster_configured() -> bool {
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// Whether `object`'s status has the condition `Ready` with status `True` for its current
+/// generation: what `kubectl wait --for=condition=Ready` waits for, and a little more.
+pub fn is_ready<K: Serialize>(object: &K) -> bool {
+    let Ok(object) = serde_json::to_value(object) else {
+        return false;
+    };
+    let generation = &object["metadata"]["generation"];
+    let conditions = object["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    conditions.iter().any(|condition| {
+        condition["type"] == "Ready"
+            && condition["status"] == "True"
+            && (generation.is_null() || condition["observedGeneration"] == *generation)
+    })
+}
+
 /// [`serve`]'s demo for a derived operator: on the cluster in `KUBECONFIG` or a local control
 /// plane, create `sample`, wait until `reconciled`, delete it, wait for cleanup.
 ///

@@ -21,6 +21,10 @@ mod with_status;
 #[path = "../error_handling.rs"]
 mod error_handling;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../derive_operator.rs"]
+mod derive_operator;
+
 /// A client and a namespace of this test's own.
 async fn setup(prefix: &str) -> (kube::Client, String) {
     let (client, namespace) = kuberator_test::test_env(prefix).await;
@@ -82,4 +86,47 @@ async fn error_handling_demo() {
     );
     operator.stop(STOP).await;
     kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+}
+
+/// The README's first example and `derive_operator` keep `Ready`: the real `kubectl wait`
+/// returns once the Shout is reconciled. The operator watches `default`, its literal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_waits_for_a_shout_to_be_ready() {
+    use kuberator::operator::Operator as _;
+
+    let client = kuberator_test::admin_client().await;
+    let control_plane = kuberator_test::ControlPlane::shared().await.unwrap();
+    kuberator_test::install_crd::<derive_operator::Shout>(&client).await.unwrap();
+    let operator = Background::spawn({
+        let client = client.clone();
+        move |shutdown| derive_operator::ShoutOperator.into_reconciler(client).start(Some(shutdown))
+    });
+    let shouts: Api<derive_operator::Shout> = Api::namespaced(client.clone(), "default");
+    let spec = derive_operator::ShoutSpec { message: "wait for me".into() };
+    shouts.create(&Default::default(), &derive_operator::Shout::new("waited", spec)).await.unwrap();
+
+    let kubectl = control_plane.kubectl().expect("kubectl is built beside the control plane");
+    let kubeconfig = control_plane.kubeconfig_path().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        let wait = ["wait", "--for=condition=Ready", "shout/waited", "-n", "default", "--timeout=60s"];
+        std::process::Command::new(kubectl).arg("--kubeconfig").arg(kubeconfig).args(wait).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kubectl wait failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "shout.kuberator.dev/waited condition met");
+    let shout = shouts.get("waited").await.unwrap();
+    assert_eq!(shout.status.unwrap().shouted.as_deref(), Some("WAIT FOR ME"));
+
+    shouts.delete("waited", &Default::default()).await.unwrap();
+    kuberator_test::wait_for(&shouts, "waited", Duration::from_secs(60), "waited to go", |s| s.is_none())
+        .await
+        .unwrap();
+    operator.stop(STOP).await;
 }
