@@ -215,11 +215,14 @@ pub fn is_ready<K: Serialize>(object: &K) -> bool {
 /// # Errors
 ///
 /// When a step fails or times out.
-pub async fn demo_operator<O: kuberator::operator::Operator>(
+pub async fn demo_operator<O>(
     operator: O,
     sample: O::Resource,
     reconciled: impl Fn(&O::Resource) -> bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    O: kuberator::operator::Operator<Resource: Resource<Scope = k8s_openapi::NamespaceResourceScope>>,
+{
     init_tracing();
     serve(Command::Demo, sample, reconciled, |client, shutdown| {
         operator.into_reconciler(client).start(Some(shutdown))

@@ -1,3 +1,6 @@
+const _: () = ::kuberator::__private::namespaces_need_a_namespaced_resource::<
+    crate::Echo,
+>();
 const _: () = ::kuberator::__private::legal_child::<crate::Echo, ConfigMap>();
 const _: () = ::kuberator::__private::legal_child::<crate::Echo, apps::Deployment>();
 const _: () = {
@@ -37,7 +40,7 @@ const _: () = {
     impl MissingHandlers for EchoOperator {}
     #[automatically_derived]
     impl ::kuberator::operator::Operator for EchoOperator {
-        type Resource = <crate::Echo as ::kuberator::__private::Checked>::Resource;
+        type Resource = crate::Echo;
         type Repository = MyRepository;
         fn config() -> ::kuberator::operator::OperatorConfig {
             ::kuberator::operator::OperatorConfig {

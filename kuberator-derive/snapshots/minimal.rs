@@ -35,7 +35,7 @@ const _: () = {
     impl MissingHandlers for EchoOperator {}
     #[automatically_derived]
     impl ::kuberator::operator::Operator for EchoOperator {
-        type Resource = <Echo as ::kuberator::__private::Checked>::Resource;
+        type Resource = Echo;
         type Repository = ::kuberator::k8s::K8sRepository<
             Echo,
             ::kuberator::cache::StaticApiProvider<Echo>,

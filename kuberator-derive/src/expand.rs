@@ -25,12 +25,24 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
 
     // Only what the attribute says; `OperatorConfig::resolve` applies the defaults.
     let mut config = Vec::new();
+    let mut checks = Vec::new();
     if let Some(finalizer) = &model.finalizer {
         config.push(quote!(finalizer: #some(#finalizer)));
     }
     if !model.namespaces.is_empty() {
         let namespaces = &model.namespaces;
         config.push(quote!(namespaces: &[#(#namespaces),*]));
+    }
+    // A cluster-scoped resource has no namespaces to list or limit to: compile errors that say so.
+    if let Some(first) = model.namespaces.first() {
+        checks.push(quote_spanned!(first.span()=>
+            const _: () = #private::namespaces_need_a_namespaced_resource::<#resource>();
+        ));
+    }
+    if model.caching == Some(Caching::Strict) {
+        checks.push(quote_spanned!(resource.span()=>
+            const _: () = #private::strict_needs_a_namespaced_resource::<#resource>();
+        ));
     }
     if let Some(caching) = model.caching {
         let caching = match caching {
@@ -46,7 +58,6 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     if let Some(seconds) = model.requeue_after_error_seconds {
         config.push(quote!(requeue_after_error: #some(::std::time::Duration::from_secs(#seconds))));
     }
-    let mut checks = Vec::new();
     if let Some((millis, written)) = &model.error_backoff_base_millis {
         config.push(quote!(error_backoff_base: #some(::std::time::Duration::from_millis(#millis))));
         if model.requeue_after_error_seconds.is_none() {
@@ -80,8 +91,6 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let apply = quote_spanned!(ident.span()=> #private::call_handler(Self::handle_apply, self, object, ctx));
     let cleanup =
         quote_spanned!(ident.span()=> #private::call_handler(Self::handle_cleanup, self, object, ctx));
-    // Spanned at the resource: "must be a namespaced custom resource" points at it.
-    let checked = quote_spanned!(resource.span()=> <#resource as #private::Checked>::Resource);
 
     quote! {
         #(#checks)*
@@ -110,7 +119,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
 
             #[automatically_derived]
             impl #kuberator::operator::Operator for #ident {
-                type Resource = #checked;
+                type Resource = #resource;
                 type Repository = #repository;
 
                 fn config() -> #kuberator::operator::OperatorConfig {

@@ -8,7 +8,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event;
 
 use crate::Finalize;
-use crate::NamespacedResource;
+use crate::KubeResource;
 use crate::cache::ProvideApi;
 use crate::error::Error;
 use crate::error::Result;
@@ -33,7 +33,7 @@ use crate::object::describe;
 #[async_trait]
 pub trait Context<R, F, P>: Send + Sync
 where
-    R: NamespacedResource,
+    R: KubeResource,
     F: Finalize<R, P>,
     P: ProvideApi<R>,
 {
@@ -86,7 +86,7 @@ where
 /// [`Context::handle_reconciliation`] does unless overridden, for overrides that add to it.
 pub(crate) async fn finalize_with_handlers<R, F, P, C>(context: &C, object: Arc<R>) -> Result<Action>
 where
-    R: NamespacedResource,
+    R: KubeResource,
     F: Finalize<R, P>,
     P: ProvideApi<R>,
     C: Context<R, F, P> + ?Sized,

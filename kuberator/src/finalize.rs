@@ -12,12 +12,12 @@ use kube::runtime::finalizer;
 use kube::runtime::finalizer::Event;
 use serde::Serialize;
 
-use crate::NamespacedResource;
+use crate::KubeResource;
 use crate::cache::ProvideApi;
 use crate::error::Error;
 use crate::error::Result;
 use crate::object::describe;
-use crate::object::name_and_namespace;
+use crate::object::name_and_scope;
 use crate::status::AsStatusError;
 use crate::status::ObserveGeneration;
 use crate::status::WithStatusError;
@@ -67,7 +67,7 @@ where
 #[async_trait]
 pub trait Finalize<R, P>: Send + Sync
 where
-    R: NamespacedResource,
+    R: KubeResource,
     P: ProvideApi<R>,
 {
     /// The provider of the `Api` for each namespace.
@@ -92,8 +92,9 @@ where
         Fut::Error: Into<Box<dyn std::error::Error + Send + Sync + 'static>> + 'static,
     {
         let reconcile = |event| reconcile(event).map_err(Error::other);
-        let (_, namespace) = name_and_namespace(&*object)?;
-        let api = self.api_provider().get(namespace)?;
+        let (_, namespace) = name_and_scope(&*object)?;
+        // A cluster-scoped object's `Api` is the provider's for the empty namespace.
+        let api = self.api_provider().get(namespace.unwrap_or_default())?;
         let label = describe(&*object);
         finalizer(&api, finalizer_name, object, reconcile).await.map_err(|error| match error {
             finalizer::Error::ApplyFailed(source) => {
@@ -139,12 +140,12 @@ where
         if let Some(generation) = object.meta().generation {
             ObserveGeneration::add(&mut status, generation);
         }
-        let (name, namespace) = name_and_namespace(object)?;
+        let (name, namespace) = name_and_scope(object)?;
         let status = serde_json::to_value(&status)
             .map_err(|source| Error::SerializeStatus { object: describe(object), source })?;
         let patch = serde_json::json!({ "status": status });
         self.api_provider()
-            .get(namespace)?
+            .get(namespace.unwrap_or_default())?
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::marker::PhantomData;
 
 use crate::Finalize;
-use crate::NamespacedResource;
+use crate::KubeResource;
 use crate::cache::ProvideApi;
 
 /// A repository that implements [`Finalize`] with the provider it holds.
@@ -37,7 +37,7 @@ impl<R, P> K8sRepository<R, P> {
 
 impl<R, P> Finalize<R, P> for K8sRepository<R, P>
 where
-    R: NamespacedResource,
+    R: KubeResource,
     P: ProvideApi<R>,
 {
     fn api_provider(&self) -> &P {

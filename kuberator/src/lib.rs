@@ -47,6 +47,7 @@ pub use crate::context::Context;
 pub use crate::error::Error;
 pub use crate::error::Result;
 pub use crate::finalize::Finalize;
+pub use crate::object::KubeResource;
 pub use crate::object::NamespacedResource;
 pub use crate::object::ScopeKind;
 pub use crate::object::TryResource;
@@ -65,7 +66,6 @@ pub use kuberator_derive::Operator;
 #[doc(hidden)]
 pub mod __private {
     pub use anyhow;
-    pub use k8s_openapi::NamespaceResourceScope;
     pub use kube;
 
     pub use crate::operator::handler::HandleApplyMissing;
@@ -88,30 +88,26 @@ pub mod __private {
         }
     }
 
-    /// Implemented by the scope of namespaced resources only, so that the derive's
-    /// assertion on `resource` fails with a message that says what to do.
-    #[diagnostic::on_unimplemented(
-        message = "the `resource` of #[derive(Operator)] must be a namespaced custom resource, but its scope is `{Self}`",
-        label = "not namespaced",
-        note = "add `namespaced` to `#[kube(...)]` on the spec struct"
-    )]
-    pub trait NamespacedScope {}
-
-    impl NamespacedScope for NamespaceResourceScope {}
-
-    /// `R` itself, when `R` is namespaced; the derive names the resource through it, so a
-    /// cluster-scoped one fails here, with the message above, and nowhere else.
-    pub trait Checked {
-        /// `R`.
-        type Resource;
+    /// Fails to compile (in a `const`) when `R` is cluster-scoped: `namespaces = [...]` lists
+    /// namespaces, and a cluster-scoped object lives in none.
+    pub const fn namespaces_need_a_namespaced_resource<R: kube::Resource<Scope: crate::ScopeKind>>() {
+        if !<R::Scope as crate::ScopeKind>::NAMESPACED {
+            panic!(
+                "`namespaces` needs a namespaced resource, but this resource is cluster-scoped: its \
+                 objects live in no namespace, so the operator watches them all; remove `namespaces`"
+            );
+        }
     }
 
-    impl<R> Checked for R
-    where
-        R: kube::Resource,
-        R::Scope: NamespacedScope,
-    {
-        type Resource = R;
+    /// Fails to compile (in a `const`) when `R` is cluster-scoped: `caching = Strict` limits the
+    /// operator to listed namespaces.
+    pub const fn strict_needs_a_namespaced_resource<R: kube::Resource<Scope: crate::ScopeKind>>() {
+        if !<R::Scope as crate::ScopeKind>::NAMESPACED {
+            panic!(
+                "`caching = Strict` needs a namespaced resource, but this resource is cluster-scoped: \
+                 there are no namespaces to limit the operator to; remove `caching`"
+            );
+        }
     }
 }
 

@@ -111,6 +111,35 @@ where
     <K::Scope as ScopeKind>::NAMESPACED
 }
 
+/// A Kubernetes resource that Kuberator can reconcile, namespaced or cluster-scoped: what the
+/// traits of the crate ask of their `R`. Every [`NamespacedResource`] is one, and so is a
+/// cluster-scoped custom resource (`#[derive(CustomResource)]` without `namespaced`) or a
+/// cluster-scoped `k8s-openapi` type such as `Namespace`. Implemented through a blanket
+/// implementation; there is nothing to implement by hand.
+pub trait KubeResource:
+    Resource<DynamicType: Default + Eq + Hash + Clone + Debug + Unpin, Scope: ScopeKind>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<R> KubeResource for R where
+    R: Resource<DynamicType: Default + Eq + Hash + Clone + Debug + Unpin, Scope: ScopeKind>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// `Kind namespace/name` (or `Kind name` without a namespace), the way every message Kuberator
 /// writes names an object; the one place that format is written.
 pub(crate) fn label(kind: &str, namespace: Option<&str>, name: Option<&str>) -> String {
@@ -184,18 +213,22 @@ where
     }
 }
 
-/// The object's name and namespace, or an error that says which is missing.
-pub(crate) fn name_and_namespace<K>(object: &K) -> Result<(&str, &str)>
+/// The object's name, and its namespace when `K` is namespaced (`None` for a cluster-scoped
+/// `K`), or an error that says which is missing.
+pub(crate) fn name_and_scope<K>(object: &K) -> Result<(&str, Option<&str>)>
 where
-    K: Resource<Scope = NamespaceResourceScope>,
+    K: Resource<Scope: ScopeKind>,
     K::DynamicType: Default,
 {
     let name = object.try_name()?;
+    if !is_namespaced::<K>() {
+        return Ok((name, None));
+    }
     let namespace = object.meta().namespace.as_deref().ok_or_else(|| Error::MissingNamespace {
         kind: K::kind(&K::DynamicType::default()).into_owned(),
         name: name.to_owned(),
     })?;
-    Ok((name, namespace))
+    Ok((name, Some(namespace)))
 }
 
 #[cfg(test)]
@@ -225,14 +258,19 @@ mod tests {
 
     #[test]
     fn a_missing_namespace_or_name_is_an_error_naming_the_kind() {
-        let error = name_and_namespace(&config_map(Some("demo"), None)).unwrap_err();
+        let error = name_and_scope(&config_map(Some("demo"), None)).unwrap_err();
         assert_eq!(
             error.to_string(),
             "ConfigMap demo has no metadata.namespace, but ConfigMap is namespaced"
         );
-        let error = name_and_namespace(&config_map(None, Some("default"))).unwrap_err();
+        let error = name_and_scope(&config_map(None, Some("default"))).unwrap_err();
         assert_eq!(error.to_string(), "a ConfigMap object has no metadata.name");
-        assert_eq!(name_and_namespace(&config_map(Some("a"), Some("b"))).unwrap(), ("a", "b"));
+        assert_eq!(name_and_scope(&config_map(Some("a"), Some("b"))).unwrap(), ("a", Some("b")));
+        let namespace = k8s_openapi::api::core::v1::Namespace {
+            metadata: ObjectMeta { name: Some("team-a".into()), ..ObjectMeta::default() },
+            ..Default::default()
+        };
+        assert_eq!(name_and_scope(&namespace).unwrap(), ("team-a", None), "cluster-scoped: no namespace");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use kube::runtime::watcher::Config;
 
 use crate::Context;
 use crate::Finalize;
-use crate::NamespacedResource;
+use crate::KubeResource;
 use crate::cache::ProvideApi;
 use crate::controller;
 use crate::error::Error;
@@ -65,7 +65,7 @@ where
 #[async_trait]
 pub trait Reconcile<R, C, F, P>: Sized + Send + 'static
 where
-    R: NamespacedResource,
+    R: KubeResource,
     C: Context<R, F, P> + 'static,
     F: Finalize<R, P> + 'static,
     P: ProvideApi<R> + 'static,
@@ -173,7 +173,7 @@ pub(crate) fn back_off<R, C, F, P>(
     base: Duration,
 ) -> Action
 where
-    R: NamespacedResource,
+    R: KubeResource,
     C: Context<R, F, P> + ?Sized,
     F: Finalize<R, P>,
     P: ProvideApi<R>,

@@ -1,6 +1,6 @@
 //! The two `Api` caches behind the providers, both on [`NamespaceTable`].
 
-use k8s_openapi::NamespaceResourceScope;
+use crate::object::ScopeKind;
 use kube::Api;
 use kube::Client;
 use kube::Resource;
@@ -17,15 +17,13 @@ pub(super) struct FrozenApis<R> {
 
 impl<R> FrozenApis<R>
 where
-    R: Resource<Scope = NamespaceResourceScope>,
+    R: Resource<Scope: ScopeKind>,
     R::DynamicType: Default,
 {
     pub(super) fn new(client: &Client, namespaces: &[String]) -> Self {
-        let apis = FrozenTable::new(
-            namespaces
-                .iter()
-                .map(|namespace| (namespace.clone(), Api::namespaced(client.clone(), namespace))),
-        );
+        let apis = FrozenTable::new(namespaces.iter().map(|namespace| {
+            (namespace.clone(), crate::object::api_of::<R>(client.clone(), Some(namespace)))
+        }));
         let listed = if namespaces.is_empty() { "none".to_owned() } else { namespaces.join(", ") };
         Self { apis, listed }
     }
@@ -48,22 +46,22 @@ pub(super) struct GrowingApis<R> {
 
 impl<R> GrowingApis<R>
 where
-    R: Resource<Scope = NamespaceResourceScope>,
+    R: Resource<Scope: ScopeKind>,
     R::DynamicType: Default,
 {
     pub(super) fn new(client: Client, namespaces: &[String]) -> Self {
-        let apis = NamespaceTable::new(
-            namespaces
-                .iter()
-                .map(|namespace| (namespace.clone(), Api::namespaced(client.clone(), namespace))),
-        );
+        let apis = NamespaceTable::new(namespaces.iter().map(|namespace| {
+            (namespace.clone(), crate::object::api_of::<R>(client.clone(), Some(namespace)))
+        }));
         Self { client, apis }
     }
 
     /// The cached `Api` for `namespace`, building and caching it first if needed.
     #[inline]
     pub(super) fn get(&self, namespace: &str) -> &Api<R> {
-        self.apis.get_or_insert_with(namespace, || Api::namespaced(self.client.clone(), namespace))
+        self.apis.get_or_insert_with(namespace, || {
+            crate::object::api_of::<R>(self.client.clone(), Some(namespace))
+        })
     }
 
     /// How many `Api`s this cache has built.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use k8s_openapi::NamespaceResourceScope;
+use crate::object::ScopeKind;
 use kube::Client;
 use kube::Resource;
 
@@ -35,7 +35,7 @@ pub struct CachedApiProvider<R> {
 
 impl<R> CachedApiProvider<R>
 where
-    R: Resource<Scope = NamespaceResourceScope>,
+    R: Resource<Scope: ScopeKind>,
     R::DynamicType: Default,
 {
     /// A provider with nothing cached yet.
@@ -65,7 +65,7 @@ where
 
 impl<R> ProvideApi<R> for CachedApiProvider<R>
 where
-    R: Resource<Scope = NamespaceResourceScope> + Clone + Send + Sync,
+    R: Resource<Scope: ScopeKind> + Clone + Send + Sync,
     R::DynamicType: Default,
 {
     #[inline]

@@ -39,7 +39,7 @@ mod static_provider;
 mod strategy;
 mod table;
 
-use k8s_openapi::NamespaceResourceScope;
+use crate::object::ScopeKind;
 use kube::Resource;
 
 pub use self::api_ref::ApiRef;
@@ -54,7 +54,7 @@ use crate::error::Result;
 /// [`StaticApiProvider`] or [`CachedApiProvider`] otherwise.
 pub trait ProvideApi<R>: Send + Sync
 where
-    R: Resource<Scope = NamespaceResourceScope> + Clone,
+    R: Resource<Scope: ScopeKind> + Clone,
 {
     /// The `Api` for `namespace`: [`ApiRef::Cached`] when the provider keeps it,
     /// [`ApiRef::Built`] when it was built for this call alone.

@@ -2,8 +2,7 @@
 
 use std::fmt;
 
-use k8s_openapi::NamespaceResourceScope;
-use kube::Api;
+use crate::object::ScopeKind;
 use kube::Client;
 use kube::Resource;
 
@@ -42,7 +41,7 @@ pub struct StaticApiProvider<R> {
 
 impl<R> StaticApiProvider<R>
 where
-    R: Resource<Scope = NamespaceResourceScope>,
+    R: Resource<Scope: ScopeKind>,
     R::DynamicType: Default,
 {
     /// Builds an `Api` for each of `namespaces` now, and handles other namespaces as
@@ -72,7 +71,7 @@ where
 
 impl<R> ProvideApi<R> for StaticApiProvider<R>
 where
-    R: Resource<Scope = NamespaceResourceScope> + Clone + Send + Sync,
+    R: Resource<Scope: ScopeKind> + Clone + Send + Sync,
     R::DynamicType: Default,
 {
     #[inline]
@@ -86,7 +85,7 @@ where
 
 impl<R> StaticApiProvider<R>
 where
-    R: Resource<Scope = NamespaceResourceScope>,
+    R: Resource<Scope: ScopeKind>,
     R::DynamicType: Default,
 {
     /// A namespace that was not given at start: what the strategy says.
@@ -96,7 +95,7 @@ where
         match (&self.discovered, self.strategy) {
             (Some(discovered), _) => Ok(ApiRef::Cached(discovered.get(namespace))),
             (None, CachingStrategy::Adhoc) => {
-                Ok(ApiRef::Built(Box::new(Api::namespaced(self.client.clone(), namespace))))
+                Ok(ApiRef::Built(Box::new(crate::object::api_of::<R>(self.client.clone(), Some(namespace)))))
             }
             (None, _) => Err(Error::UncachedNamespace {
                 namespace: namespace.to_owned(),
@@ -114,6 +113,8 @@ impl<R> fmt::Debug for StaticApiProvider<R> {
 
 #[cfg(test)]
 mod tests {
+    use kube::Api;
+
     use super::*;
     use crate::cache::test_support::Widget;
     use crate::cache::test_support::offline_client;

@@ -245,7 +245,7 @@ impl<O: Operator> OperatorReconciler<O> {
         let provider =
             StaticApiProvider::new(client.clone(), settings.namespaces.iter().cloned(), settings.caching);
         let api = match settings.namespaces.as_slice() {
-            [only] => Api::namespaced(client.clone(), only),
+            [only] => crate::object::api_of(client.clone(), Some(only)),
             _ => Api::all(client.clone()),
         };
         let watcher = match settings.labels {

@@ -51,7 +51,7 @@ pub use self::run::Program;
 #[cfg_attr(docsrs, doc(cfg(feature = "app")))]
 pub use self::run::run;
 use crate::Finalize;
-use crate::NamespacedResource;
+use crate::KubeResource;
 use crate::REQUEUE_AFTER_ERROR_SECONDS;
 use crate::cache::CachingStrategy;
 use crate::cache::StaticApiProvider;
@@ -155,7 +155,7 @@ fn intern(text: String) -> &'static str {
 /// the handlers you write.
 pub trait Operator: Sized + Send + Sync + 'static {
     /// The custom resource it reconciles.
-    type Resource: NamespacedResource<DynamicType = ()> + CustomResourceExt;
+    type Resource: KubeResource<DynamicType = ()> + CustomResourceExt;
 
     /// The repository that finalizes and writes status: [`K8sRepository`](crate::k8s::K8sRepository)
     /// unless `repository = ...` names another.

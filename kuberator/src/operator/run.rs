@@ -205,6 +205,19 @@ impl Cli {
     }
 }
 
+/// Why `--namespaces` makes no sense for `R`, when `R` is cluster-scoped and some are given.
+fn cluster_scoped_namespaces<R: kube::Resource<DynamicType = (), Scope: crate::ScopeKind>>(
+    namespaces: &[String],
+) -> Option<String> {
+    (!crate::object::is_namespaced::<R>() && !namespaces.is_empty()).then(|| {
+        format!(
+            "--namespaces: {} is cluster-scoped, so its objects live in no namespace and the operator \
+             watches them all; remove --namespaces (and KUBERATOR_NAMESPACES)",
+            R::kind(&())
+        )
+    })
+}
+
 fn is_dns_label(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -229,6 +242,9 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
     let matches = Cli::command().name(program.name).version(program.version).about(about).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let defaults = O::settings();
+    if let Some(refused) = cluster_scoped_namespaces::<O::Resource>(&cli.namespaces) {
+        anyhow::bail!(refused);
+    }
     let print = |text: String| std::io::stdout().write_all(text.as_bytes()).context("writing to stdout");
     match &cli.command {
         Some(Command::Crd) => {
@@ -369,6 +385,19 @@ mod tests {
         assert_eq!(cli.election.lease_duration.0, Duration::from_secs(60));
         let error = Cli::try_parse_from(["op", "--renew-deadline", "10"]).unwrap_err();
         assert!(error.to_string().contains("write it like 500ms, 15s or 2m"), "{error}");
+    }
+
+    #[test]
+    fn namespaces_are_refused_for_a_cluster_scoped_resource() {
+        use k8s_openapi::api::core::v1::Namespace;
+
+        let refused = cluster_scoped_namespaces::<Namespace>(&["team-a".to_owned()]).unwrap();
+        assert!(refused.starts_with("--namespaces: Namespace is cluster-scoped"), "{refused}");
+        assert_eq!(cluster_scoped_namespaces::<Namespace>(&[]), None);
+        assert_eq!(
+            cluster_scoped_namespaces::<crate::cache::test_support::Widget>(&["team-a".to_owned()]),
+            None
+        );
     }
 
     #[test]

@@ -36,12 +36,12 @@ use schemars::json_schema;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::NamespacedResource;
+use crate::KubeResource;
 use crate::cache::ProvideApi;
 use crate::error::Error;
 use crate::error::Result;
 use crate::object::describe;
-use crate::object::name_and_namespace;
+use crate::object::name_and_scope;
 
 /// The condition a derived operator maintains: `True` once the current generation was
 /// applied without error.
@@ -254,7 +254,7 @@ impl ReadyWriter {
     /// [`Error::UpdateStatus`] when the status write is refused.
     pub(crate) async fn write<R, P>(&self, object: &R, outcome: &Result<Action>, provider: &P) -> Result<()>
     where
-        R: NamespacedResource,
+        R: KubeResource,
         P: ProvideApi<R>,
     {
         let set = self.pending.remove(&describe(object)).map(|(_, set)| set).unwrap_or_default();
@@ -271,10 +271,10 @@ impl ReadyWriter {
         if conditions == known {
             return Ok(());
         }
-        let (name, namespace) = name_and_namespace(object)?;
+        let (name, namespace) = name_and_scope(object)?;
         let patch = serde_json::json!({ "status": { "conditions": conditions } });
         provider
-            .get(namespace)?
+            .get(namespace.unwrap_or_default())?
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;

@@ -7,8 +7,9 @@ pub struct ZoneSpec {
     pub name: String,
 }
 
+// Cluster-scoped resources are supported, but they live in no namespace.
 #[derive(Operator)]
-#[kuberator(resource = Zone)]
+#[kuberator(resource = Zone, namespaces = ["default"], caching = Strict)]
 struct ZoneOperator;
 
 impl ZoneOperator {
