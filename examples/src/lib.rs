@@ -10,7 +10,7 @@
 //!
 //! The cluster is the one in `KUBECONFIG` (or `~/.kube/config`, or the in-cluster config).
 //! When none is configured (or `KUBERATOR_EXAMPLES_LOCAL=1`), the example starts a local
-//! kube-apiserver and etcd with `kuberator-test`, says so, and stops them when it exits.
+//! control plane with `kuberator-test`, says so, and stops them when it exits.
 #![allow(clippy::print_stdout)]
 
 use std::fmt::Debug;
@@ -164,8 +164,11 @@ pub async fn client() -> anyhow::Result<(Client, Option<kuberator_test::ControlP
         let client = Client::try_default().await.context("connecting to the cluster in KUBECONFIG")?;
         return Ok((client, None));
     }
-    println!("no cluster configured (KUBECONFIG, ~/.kube/config): starting a local kube-apiserver and etcd");
-    println!("(the first run builds them from source, which takes 5 to 15 minutes)");
+    println!(
+        "no cluster configured (KUBECONFIG, ~/.kube/config): starting a local kube-apiserver, etcd and \
+         kube-controller-manager"
+    );
+    println!("(the first run builds them from source, which takes 10 to 20 minutes)");
     let control_plane =
         kuberator_test::ControlPlane::start().await.context("starting a local control plane")?;
     println!("local control plane ready at {}", control_plane.server());

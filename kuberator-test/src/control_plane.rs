@@ -76,7 +76,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 #[non_exhaustive]
 pub enum Error {
     /// `control-plane/build.sh` failed.
-    #[error("building kube-apiserver and etcd failed ({status}); run {script} to see why")]
+    #[error(
+        "building the control plane (kube-apiserver, kube-controller-manager, etcd, kubectl) failed ({status}); run {script} to see why"
+    )]
     Build {
         /// The script.
         script: String,
@@ -140,7 +142,7 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
-/// A running kube-apiserver and etcd, or an existing cluster named by
+/// A running kube-apiserver, etcd and kube-controller-manager, or an existing cluster named by
 /// [`KUBERATOR_TEST_KUBECONFIG`](KUBECONFIG_ENV).
 pub struct ControlPlane {
     kubeconfig: String,

@@ -1,6 +1,7 @@
 //! Testing toolkit for Kuberator operators.
 //!
-//! - [`ControlPlane`]: a real kube-apiserver and etcd, built from their published Go
+//! - [`ControlPlane`]: a real kube-apiserver and etcd (with kube-controller-manager for garbage
+//!   collection and namespace deletion), built from their published Go
 //!   modules and started on loopback with generated certificates and RBAC on, like
 //!   controller-runtime's envtest. `cargo run -p kuberator-test --bin control-plane` starts
 //!   one for people.

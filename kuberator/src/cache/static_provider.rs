@@ -15,7 +15,7 @@ use super::dedup_namespaces;
 use crate::error::Error;
 use crate::error::Result;
 
-/// An [`Api`] provider built from a list of namespaces and a [`CachingStrategy`].
+/// An [`Api`](kube::Api) provider built from a list of namespaces and a [`CachingStrategy`].
 ///
 /// ```
 /// # use k8s_openapi::api::core::v1::ConfigMap;
