@@ -105,22 +105,9 @@ async fn kubectl_waits_for_a_shout_to_be_ready() {
     let spec = derive_operator::ShoutSpec { message: "wait for me".into() };
     shouts.create(&Default::default(), &derive_operator::Shout::new("waited", spec)).await.unwrap();
 
-    let kubectl = control_plane.kubectl().expect("kubectl is built beside the control plane");
-    let kubeconfig = control_plane.kubeconfig_path().to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        let wait = ["wait", "--for=condition=Ready", "shout/waited", "-n", "default", "--timeout=60s"];
-        std::process::Command::new(kubectl).arg("--kubeconfig").arg(kubeconfig).args(wait).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "kubectl wait failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(stdout.trim(), "shout.kuberator.dev/waited condition met");
+    let wait = ["wait", "--for=condition=Ready", "shout/waited", "-n", "default", "--timeout=60s"];
+    let said = control_plane.run_kubectl(&wait).await.unwrap();
+    assert_eq!(said.trim(), "shout.kuberator.dev/waited condition met");
     let shout = shouts.get("waited").await.unwrap();
     assert_eq!(shout.status.unwrap().shouted.as_deref(), Some("WAIT FOR ME"));
 

@@ -212,23 +212,9 @@ async fn kubectl_wait_for_condition_ready_succeeds() {
         .await
         .unwrap();
 
-    let kubectl = control_plane.kubectl().expect("kubectl is built beside the control plane");
-    let kubeconfig = control_plane.kubeconfig_path().to_owned();
-    let wait = ["wait", "--for=condition=Ready", "staticsite/waited", "--timeout=60s", "-n", &namespace]
-        .map(str::to_owned);
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(kubectl).arg("--kubeconfig").arg(kubeconfig).args(wait).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "kubectl wait failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(stdout.trim(), "staticsite.kuberator.dev/waited condition met");
+    let wait = ["wait", "--for=condition=Ready", "staticsite/waited", "--timeout=60s", "-n", &namespace];
+    let said = control_plane.run_kubectl(&wait).await.unwrap();
+    assert_eq!(said.trim(), "staticsite.kuberator.dev/waited condition met");
 
     let site = sites.get("waited").await.unwrap();
     let conditions = &site.status.as_ref().unwrap().conditions;

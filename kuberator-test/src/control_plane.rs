@@ -393,6 +393,29 @@ impl ControlPlane {
         kubectl.exists().then_some(kubectl)
     }
 
+    /// Runs `kubectl` with `args` against this cluster (the `kubectl` built beside the control
+    /// plane, or the one on `PATH` for an existing cluster) and returns what it printed.
+    ///
+    /// # Errors
+    ///
+    /// When `kubectl` cannot be started or fails; the error carries its output.
+    pub async fn run_kubectl(&self, args: &[&str]) -> io::Result<String> {
+        let mut command = Command::new(self.kubectl().unwrap_or_else(|| "kubectl".into()));
+        command.arg("--kubeconfig").arg(&self.kubeconfig_path).args(args).stdin(Stdio::null());
+        let output =
+            tokio::task::spawn_blocking(move || command.output()).await.map_err(io::Error::other)??;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(io::Error::other(format!(
+                "kubectl {} failed ({}): {stdout}{stderr}",
+                args.join(" "),
+                output.status
+            )));
+        }
+        Ok(stdout)
+    }
+
     /// Whether this is a control plane started here (not an existing cluster).
     pub fn is_local(&self) -> bool {
         self.processes.is_some()

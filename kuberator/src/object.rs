@@ -20,29 +20,9 @@ use crate::error::Result;
 /// asks of its `R`. Custom resources from `#[derive(CustomResource)]` with `namespaced`, and
 /// namespaced `k8s-openapi` types such as `ConfigMap`, implement it through the blanket
 /// implementation; there is nothing to implement by hand.
-pub trait NamespacedResource:
-    Resource<Scope = NamespaceResourceScope, DynamicType: Default + Eq + Hash + Clone + Debug + Unpin>
-    + Clone
-    + Serialize
-    + DeserializeOwned
-    + Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
+pub trait NamespacedResource: KubeResource + Resource<Scope = NamespaceResourceScope> {}
 
-impl<R> NamespacedResource for R where
-    R: Resource<Scope = NamespaceResourceScope, DynamicType: Default + Eq + Hash + Clone + Debug + Unpin>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
+impl<R> NamespacedResource for R where R: KubeResource + Resource<Scope = NamespaceResourceScope> {}
 
 /// The scope of a resource type, namespaced or cluster-wide, as a trait Kuberator can be generic
 /// over: implemented for `k8s-openapi`'s [`NamespaceResourceScope`] and

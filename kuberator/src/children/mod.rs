@@ -68,10 +68,9 @@ use kube::api::PatchParams;
 use kube::api::Preconditions;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 pub(crate) use self::watch::parents;
+use crate::KubeResource;
 use crate::error::Error;
 use crate::error::Result;
 use crate::object::ScopeKind;
@@ -92,29 +91,9 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     message = "`{Self}` cannot be an owned child: it is not a typed Kubernetes resource",
     note = "owned kinds are k8s-openapi types (ConfigMap, Deployment, ...) or #[derive(CustomResource)] kinds"
 )]
-pub trait Child:
-    Resource<DynamicType = (), Scope: ScopeKind>
-    + Clone
-    + Serialize
-    + DeserializeOwned
-    + Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
+pub trait Child: KubeResource<DynamicType = ()> {}
 
-impl<K> Child for K where
-    K: Resource<DynamicType = (), Scope: ScopeKind>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
+impl<K: KubeResource<DynamicType = ()>> Child for K {}
 
 /// A parent: the kind an operator reconciles, namespaced or cluster-scoped.
 pub trait Parent: Resource<DynamicType = (), Scope: ScopeKind> {}
