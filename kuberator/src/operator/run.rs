@@ -56,7 +56,9 @@ struct Cli {
     #[arg(long, env = "KUBERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     log_format: LogFormat,
 
-    /// What to log, as a tracing filter: a level (`debug`) or per module (`info,kube=warn`)
+    /// What to log, as a tracing filter: a level (`debug`) or per crate
+    /// (`info,kube_runtime=warn,kube_client=warn`); Kuberator's own lines keep the overall
+    /// level unless a `kuberator=...` directive says otherwise
     #[arg(long, env = "KUBERATOR_LOG", default_value = "info", global = true)]
     log: String,
 
@@ -314,8 +316,7 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
 }
 
 fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("invalid --log filter `{filter}`"))?;
+    let filter = log_filter(filter)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // An application that set up tracing itself keeps its own.
     let _ = match format {
@@ -325,9 +326,78 @@ fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tracing filter for `--log`. Filters match target prefixes, so a directive meant for kube's
+/// crates (`kube=warn`) would also silence `kuberator::...`; unless the filter names
+/// `kuberator` itself, Kuberator's lines keep the filter's overall level.
+fn log_filter(filter: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let directives: Vec<&str> = filter.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let target = |directive: &str| directive.split(['=', '[']).next().unwrap_or_default().to_owned();
+    let level = directives.iter().rev().find(|directive| !directive.contains(['=', '[']));
+    let shadows_ours = directives.iter().any(|directive| {
+        let target = target(directive);
+        directive.contains('=')
+            && !target.is_empty()
+            && "kuberator".starts_with(&target)
+            && target != "kuberator"
+    });
+    let names_ours = directives.iter().any(|directive| target(directive).starts_with("kuberator"));
+    let mut effective = directives.join(",");
+    if let (true, false, Some(level)) = (shadows_ours, names_ours, level) {
+        effective.push_str(&format!(",kuberator={level}"));
+    }
+    tracing_subscriber::EnvFilter::try_new(&effective)
+        .with_context(|| format!("invalid --log filter `{filter}`"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `filter` lets through of an INFO line of Kuberator and of kube's runtime.
+    fn logged(filter: &str) -> (bool, bool) {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let filter = log_filter(filter).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let writer = {
+            let seen = std::sync::Arc::clone(&seen);
+            move || Capture(std::sync::Arc::clone(&seen))
+        };
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false))
+            .with(filter);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "kuberator::controller", "ours");
+            tracing::info!(target: "kube_runtime::controller", "theirs");
+        });
+        let lines = seen.lock().unwrap().concat();
+        (lines.contains("ours"), lines.contains("theirs"))
+    }
+
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().push(String::from_utf8_lossy(buf).into_owned());
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn documented_log_filters_keep_kuberators_own_lines() {
+        // The default, and the documented per-crate example.
+        assert_eq!(logged("info"), (true, true));
+        assert_eq!(logged("info,kube_runtime=warn,kube_client=warn"), (true, false));
+        // `kube` is a prefix of `kuberator`: meant for kube, it must not silence Kuberator.
+        assert_eq!(logged("info,kube=warn"), (true, false));
+        // Naming kuberator is obeyed.
+        assert_eq!(logged("info,kube=warn,kuberator=warn"), (false, false));
+        assert_eq!(logged("warn"), (false, false));
+    }
 
     #[test]
     fn the_command_line_is_consistent() {
