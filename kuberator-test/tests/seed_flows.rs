@@ -334,3 +334,101 @@ async fn repeated_events_fold_into_a_series_and_long_notes_are_cut() {
     assert!(note.ends_with('…'));
     test.cleanup().await;
 }
+
+/// Cleanup that succeeded is not run again when only the finalizer's removal fails. A
+/// ValidatingAdmissionPolicy refuses to drop the finalizer of a Probe labelled `hold`, which
+/// is what a cut connection does to that patch, until the test removes the label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_runs_once_when_only_the_finalizer_removal_fails() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+    use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+
+    let test = setup("cleanup-once").await;
+    let name = format!("hold-finalizer-{}", test.namespace);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": { "resourceRules": [{
+                "apiGroups": ["test.kuberator.dev"], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["probes"],
+            }]},
+            "validations": [{
+                "expression": "!(has(object.metadata.labels) && 'hold' in object.metadata.labels \
+                    && has(oldObject.metadata.finalizers) && (!has(object.metadata.finalizers) \
+                    || size(object.metadata.finalizers) < size(oldObject.metadata.finalizers)))",
+                "message": "the test holds this finalizer",
+            }],
+        },
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": { "namespaceSelector": { "matchLabels": {
+                "kubernetes.io/metadata.name": test.namespace,
+            }}},
+        },
+    }))
+    .unwrap();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(test.client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(test.client.clone());
+    policies.create(&Default::default(), &policy).await.unwrap();
+    bindings.create(&Default::default(), &binding).await.unwrap();
+
+    let (reconciler, journal) = test.operator();
+    let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
+    let labels = json!({ "metadata": { "labels": { "hold": "true" } } });
+    test.create("held", spec("keep me")).await;
+    test.api.patch("held", &PatchParams::default(), &Patch::Merge(&labels)).await.unwrap();
+    wait_observed(&test.api, "held").await;
+
+    // The policy is in force once a dry run of the removal is refused.
+    let removal = json!({ "metadata": { "finalizers": null } });
+    let dry_run = PatchParams { dry_run: true, ..PatchParams::default() };
+    let deadline = std::time::Instant::now() + WAIT;
+    while test.api.patch("held", &dry_run, &Patch::Merge(&removal)).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the admission policy never took effect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    test.api.delete("held", &DeleteParams::default()).await.unwrap();
+    let held = test.api.get("held").await.unwrap();
+    let events = wait_for_events(&test, &held, |events| {
+        events.iter().any(|e| e.reason.as_deref() == Some("FinalizerRemovalFailed"))
+    })
+    .await;
+    let note = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("FinalizerRemovalFailed"))
+        .and_then(|e| e.note.clone())
+        .unwrap();
+    assert!(
+        note.contains(&format!(
+            "could not remove finalizer `{FINALIZER}` from Probe {}/held; its cleanup already ran and will not \
+             run again",
+            test.namespace
+        )),
+        "{note}"
+    );
+    assert!(note.contains("the test holds this finalizer"), "{note}");
+    // Retried with backoff; cleanup stays at one run.
+    wait_until("two failed removals", || {
+        journal.lock().unwrap().errors.iter().filter(|e| e.contains("could not remove finalizer")).count()
+            >= 2
+    })
+    .await;
+    assert_eq!(journal.lock().unwrap().cleanups["held"], 1);
+
+    let release = json!({ "metadata": { "labels": { "hold": null } } });
+    test.api.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
+    wait_for(&test.api, "held", WAIT, "held to be deleted", |probe| probe.is_none()).await.unwrap();
+    assert_eq!(journal.lock().unwrap().cleanups["held"], 1, "cleanup ran once for this deletion");
+
+    operator.stop(STOP).await;
+    bindings.delete(&name, &DeleteParams::default()).await.unwrap();
+    policies.delete(&name, &DeleteParams::default()).await.unwrap();
+    test.cleanup().await;
+}

@@ -148,8 +148,12 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
-    /// Cleanup succeeded but removing the finalizer failed; it is retried.
-    #[error("could not remove finalizer `{finalizer}` from {object}")]
+    /// Cleanup succeeded but removing the finalizer failed; the removal is retried, and
+    /// cleanup does not run again (see [`Finalize`](crate::Finalize)'s guarantees).
+    #[error(
+        "could not remove finalizer `{finalizer}` from {object}; its cleanup already ran and will not run \
+         again, only the removal is retried"
+    )]
     RemoveFinalizer {
         /// The object, as `Kind namespace/name`.
         object: String,
@@ -348,9 +352,8 @@ impl Error {
             Error::ApplyFailed { .. } => ("ApplyFailed", "apply"),
             Error::CleanupFailed { .. } => ("CleanupFailed", "cleanup"),
             Error::Panicked { .. } => ("ReconcilePanicked", "panic"),
-            Error::AddFinalizer { .. } | Error::RemoveFinalizer { .. } | Error::InvalidFinalizer { .. } => {
-                ("ReconcileFailed", "finalizer")
-            }
+            Error::RemoveFinalizer { .. } => ("FinalizerRemovalFailed", "finalizer"),
+            Error::AddFinalizer { .. } | Error::InvalidFinalizer { .. } => ("ReconcileFailed", "finalizer"),
             Error::UpdateStatus { .. } | Error::SerializeStatus { .. } => ("ReconcileFailed", "status"),
             Error::UncachedNamespace { .. } | Error::MissingNamespace { .. } => {
                 ("ReconcileFailed", "namespace")
@@ -482,7 +485,8 @@ mod tests {
         let report = error.report();
         assert_eq!(report.matches("not found").count(), 2, "message and Debug of the Status: {report}");
         assert!(report.starts_with(
-            "could not remove finalizer `mycrds.example.com/finalizer` from MyCrd default/demo: ApiError: "
+            "could not remove finalizer `mycrds.example.com/finalizer` from MyCrd default/demo; its cleanup \
+             already ran and will not run again, only the removal is retried: ApiError: "
         ));
         let terminal = Error::terminal(anyhow::anyhow!("size 500 is over the quota"));
         assert_eq!(terminal.report(), "size 500 is over the quota");
