@@ -56,6 +56,9 @@ const _: () = {
                 error_backoff_base: ::std::option::Option::Some(
                     ::std::time::Duration::from_millis(250u64),
                 ),
+                reconcile_timeout: ::std::option::Option::Some(
+                    ::std::time::Duration::from_secs(120u64),
+                ),
                 owns: const {
                     &[
                         ::kuberator::children::Owned::of::<ConfigMap>(),

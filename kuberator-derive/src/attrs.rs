@@ -61,6 +61,9 @@ pub(crate) struct OperatorAttrs {
     /// `owns = [ConfigMap, Deployment]`
     #[darling(default)]
     pub(crate) owns: Option<Value>,
+    /// `reconcile_timeout_seconds = 120`
+    #[darling(default)]
+    pub(crate) reconcile_timeout_seconds: Option<Value>,
 }
 
 #[cfg(test)]
@@ -88,6 +91,7 @@ mod tests {
                 repository = MyRepo,
                 controller_name = "echo-operator",
                 owns = [ConfigMap],
+                reconcile_timeout_seconds = 120,
             )]
             struct EchoOperator;
         })
@@ -105,6 +109,7 @@ mod tests {
             &attrs.repository,
             &attrs.controller_name,
             &attrs.owns,
+            &attrs.reconcile_timeout_seconds,
         ] {
             assert!(value.is_some());
         }

@@ -67,6 +67,9 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             ));
         }
     }
+    if let Some(seconds) = model.reconcile_timeout_seconds {
+        config.push(quote!(reconcile_timeout: #some(::std::time::Duration::from_secs(#seconds))));
+    }
     if !model.owns.is_empty() {
         let owns = &model.owns;
         config.push(quote!(owns: const { &[#(#kuberator::children::Owned::of::<#owns>()),*] }));
@@ -223,6 +226,7 @@ mod tests {
                     repository = MyRepository,
                     controller_name = "echo-operator",
                     owns = [ConfigMap, apps::Deployment],
+                    reconcile_timeout_seconds = 120,
                 )]
                 pub struct EchoOperator {
                     greeting: String,

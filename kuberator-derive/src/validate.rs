@@ -39,6 +39,8 @@ pub(crate) struct Model {
     pub(crate) controller_name: Option<LitStr>,
     /// The owned kinds, as written.
     pub(crate) owns: Vec<Path>,
+    /// As written: `0` means no limit.
+    pub(crate) reconcile_timeout_seconds: Option<u64>,
 }
 
 const CACHING: [(&str, Caching); 3] =
@@ -125,6 +127,10 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .as_ref()
         .and_then(|value| handle(&mut errors, string(&value.0, "controller_name", "\"my-operator\"")));
 
+    let reconcile_timeout_seconds = attrs.reconcile_timeout_seconds.as_ref().and_then(|value| {
+        let example = "reconcile_timeout_seconds = 120 (0 for no limit)";
+        handle(&mut errors, integer::<u64>(&value.0, "reconcile_timeout_seconds", example))
+    });
     let owns =
         attrs.owns.as_ref().and_then(|value| handle(&mut errors, type_list(&value.0))).unwrap_or_default();
 
@@ -142,6 +148,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         repository,
         controller_name,
         owns,
+        reconcile_timeout_seconds,
     })
 }
 

@@ -3,7 +3,10 @@
 //! reconciles; a leader killed with SIGKILL is replaced once its lease runs out; a leader
 //! stopped with SIGTERM releases its lease and the standby takes over in under 3 s; and a
 //! replica holding exactly the RBAC its `rbac` subcommand prints works, while one without
-//! the Lease rules exits with an error that names them. Each test has a namespace, and so a
+//! the Lease rules exits with an error that names them. Shutdown always ends: a hung handler
+//! is cancelled at the drain deadline or at a second signal (exit 1, naming the object,
+//! `/readyz` 503 meanwhile, the Lease released), and a reconcile past its timeout is an
+//! error with a Warning Event. Each test has a namespace, and so a
 //! Lease, of its own.
 
 #![allow(clippy::print_stderr)] // a failed test prints the replicas' logs
@@ -66,11 +69,16 @@ async fn setup(prefix: &str) -> Test {
 
 impl Test {
     async fn create(&self, name: &str) {
+        self.create_slow(name, 0).await;
+    }
+
+    /// A Baton whose `handle_apply` sleeps `seconds` first.
+    async fn create_slow(&self, name: &str, seconds: u64) {
         let baton: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "test.kuberator.dev/v1",
             "kind": "Baton",
             "metadata": { "name": name, "namespace": self.namespace },
-            "spec": { "note": name },
+            "spec": { "note": name, "applySeconds": seconds },
         }))
         .unwrap();
         self.batons.create(&PostParams::default(), &baton).await.unwrap();
@@ -128,8 +136,17 @@ impl Replica {
         Self::start_as(test, identity, &test.kubeconfig)
     }
 
+    /// Like [`Replica::start`], with more command-line arguments.
+    fn start_with(test: &Test, identity: &'static str, args: &[&str]) -> Self {
+        Self::spawn(test, identity, &test.kubeconfig, args)
+    }
+
     /// Like [`Replica::start`], with the client that `kubeconfig` describes.
     fn start_as(test: &Test, identity: &'static str, kubeconfig: &std::path::Path) -> Self {
+        Self::spawn(test, identity, kubeconfig, &[])
+    }
+
+    fn spawn(test: &Test, identity: &'static str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{identity}.log"));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -138,6 +155,7 @@ impl Replica {
         let child = Command::new(OPERATOR)
             .args(["run", "--namespaces", &test.namespace, "--lease-namespace", &test.namespace])
             .args(["--metrics-address", &metrics.to_string()])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("KUBERATOR_IDENTITY", identity)
             .env("KUBERATOR_LOG", "info,kuberator=debug")
@@ -366,4 +384,114 @@ async fn a_replica_with_exactly_the_printed_rbac_works_and_without_the_lease_rul
     assert!(log.contains("the operator's `rbac` subcommand prints the rules"), "{log}");
 
     test.cleanup().await;
+}
+
+/// SIGTERM while a handler hangs: `/readyz` turns 503 at once, the hung reconcile is cancelled
+/// at the drain deadline, the process exits 1 naming it, and the Lease is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_handler_is_cancelled_at_the_drain_deadline() {
+    let test = setup("drain").await;
+    let mut a = Replica::start_with(&test, "replica-a", &["--drain-deadline", "3s"]);
+    a.wait_ready().await;
+    test.wait_holder("replica-a", Duration::from_secs(30)).await;
+    test.create_slow("hung", 600).await;
+    wait_in_flight(&test, &a, "hung").await;
+
+    a.signal("TERM");
+    let terminated = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while a.get("/readyz").await.map(|(status, _)| status) != Some(503) {
+        assert!(Instant::now() < deadline, "/readyz still ready after SIGTERM\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = a.exited(Duration::from_secs(15)).await;
+    let took = terminated.elapsed();
+    eprintln!("SIGTERM with a hung handler and a 3 s drain deadline: exited after {took:?}");
+    assert_eq!(status.code(), Some(1), "{}", a.log());
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(8), "exited after {took:?}");
+    let log = a.log();
+    assert!(log.contains("the drain deadline of 3s passed"), "{log}");
+    assert!(log.contains(&format!("cancelled: Baton {}/hung", test.namespace)), "{log}");
+    assert_eq!(test.holder().await, None, "the lease is released\n{log}");
+
+    drop(a);
+    test.cleanup().await;
+}
+
+/// A second SIGTERM (or SIGINT) ends a drain at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let test = setup("second-signal").await;
+    let mut a = Replica::start_with(&test, "replica-a", &["--drain-deadline", "60s"]);
+    a.wait_ready().await;
+    test.wait_holder("replica-a", Duration::from_secs(30)).await;
+    test.create_slow("hung", 600).await;
+    wait_in_flight(&test, &a, "hung").await;
+
+    a.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.signal("INT");
+    let second = Instant::now();
+    let status = a.exited(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(1), "{}", a.log());
+    assert!(second.elapsed() < Duration::from_secs(3), "took {:?} after the second signal", second.elapsed());
+    assert!(a.log().contains("a second signal came"), "{}", a.log());
+    assert_eq!(test.holder().await, None, "the lease is released");
+
+    drop(a);
+    test.cleanup().await;
+}
+
+/// A reconcile past `--reconcile-timeout` is cancelled and becomes an error of its object,
+/// with a Warning Event, and is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_past_its_timeout_is_an_error_with_a_warning_event() {
+    let test = setup("reconcile-timeout").await;
+    let a = Replica::start_with(&test, "replica-a", &["--reconcile-timeout", "1s"]);
+    a.wait_ready().await;
+    test.create_slow("slow", 600).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(test.client.clone(), &test.namespace);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let note = loop {
+        let listed = events.list(&Default::default()).await.unwrap().items;
+        let timed_out = listed.into_iter().find(|e| {
+            e.reason.as_deref() == Some("ReconcileTimedOut")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("slow")
+        });
+        if let Some(note) = timed_out.and_then(|e| e.note) {
+            break note;
+        }
+        assert!(Instant::now() < deadline, "no ReconcileTimedOut Event\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        note.contains(&format!(
+            "reconciling Baton {}/slow took longer than 1s, so it was cancelled",
+            test.namespace
+        )),
+        "{note}"
+    );
+    let failed = "kuberator_reconcile_errors_total{controller=\"baton-operator\",kind=\"timeout\"}";
+    assert!(a.metric(failed).await.unwrap_or(0.0) >= 1.0, "{}", a.log());
+
+    drop(a);
+    test.cleanup().await;
+}
+
+/// Waits until the replica runs `name`'s `handle_apply` (the finalizer is on, and a reconcile
+/// is in flight).
+async fn wait_in_flight(test: &Test, replica: &Replica, name: &str) {
+    let finalized = |baton: Option<&DynamicObject>| {
+        baton.is_some_and(|baton| !baton.metadata.finalizers.clone().unwrap_or_default().is_empty())
+    };
+    kuberator_test::wait_for(&test.batons, name, Duration::from_secs(30), "the finalizer", finalized)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica.metric("kuberator_reconciles_in_flight{controller=\"baton-operator\"}").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "no reconcile in flight\n{}", replica.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -47,6 +47,8 @@ pub(crate) struct Setup<R: Resource, C, G, Rec, Pol> {
     pub(crate) parents: Option<BoxStream<'static, reflector::ObjectRef<R>>>,
     pub(crate) context: Arc<C>,
     pub(crate) limit: Option<usize>,
+    /// The longest one reconcile may run before it is cancelled; `None`: no limit.
+    pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) shutdown: Option<G>,
     /// Publishes the failure Events; its controller name labels the metrics.
     pub(crate) recorder: EventRecorder,
@@ -74,6 +76,7 @@ where
         parents,
         context,
         limit,
+        timeout,
         shutdown,
         recorder,
         reconcile,
@@ -96,7 +99,8 @@ where
     }
     let (controller, _signal) = stop_on(controller, shutdown);
 
-    let reconcile = isolate(reconcile, Arc::clone(&failures), telemetry.clone(), Arc::clone(&waiting));
+    let reconcile =
+        isolate(reconcile, timeout, Arc::clone(&failures), telemetry.clone(), Arc::clone(&waiting));
     let on_error = report_failure(recorder, telemetry.clone(), error_policy);
     let running = controller.run(reconcile, on_error, context).for_each(move |result| {
         log_outcome(result, &telemetry, &waiting);
@@ -166,6 +170,7 @@ where
 /// success.
 fn isolate<R, C, Rec, RecFut>(
     mut reconcile: Rec,
+    timeout: Option<std::time::Duration>,
     failures: Arc<Failures>,
     telemetry: ControllerMetrics,
     waiting: Arc<Waiting>,
@@ -183,8 +188,15 @@ where
         let (failures, telemetry) = (Arc::clone(&failures), telemetry.clone());
         async move {
             telemetry.started();
+            let _running = InFlight::enter(&label);
             let started = std::time::Instant::now();
-            let result = reconciling.await.unwrap_or_else(|payload| {
+            let finished = match timeout {
+                Some(after) => tokio::time::timeout(after, reconciling)
+                    .await
+                    .unwrap_or_else(|_| Ok(Err(Error::ReconcileTimedOut { object: label.clone(), after }))),
+                None => reconciling.await,
+            };
+            let result = finished.unwrap_or_else(|payload| {
                 Err(Error::Panicked { object: label.clone(), message: panic_message(payload.as_ref()) })
             });
             telemetry.finished(started.elapsed(), result.is_ok());
@@ -239,6 +251,42 @@ fn log_outcome<R, QErr>(
         }
         Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
     }
+}
+
+/// The objects whose reconcile runs now in this process, as `Kind namespace/name`: what a
+/// shutdown that runs out of time names.
+static IN_FLIGHT: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// One reconcile in [`IN_FLIGHT`], for as long as it lives (cancelled or not).
+struct InFlight(String);
+
+impl InFlight {
+    fn enter(label: &str) -> Self {
+        *IN_FLIGHT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(label.to_owned())
+            .or_default() += 1;
+        Self(label.to_owned())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut running = IN_FLIGHT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = running.get_mut(&self.0) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.0);
+            }
+        }
+    }
+}
+
+/// The objects whose reconcile runs now, in this process.
+pub(crate) fn in_flight() -> Vec<String> {
+    IN_FLIGHT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
 }
 
 /// The objects that changed and wait for their reconcile to start, by namespace and name.

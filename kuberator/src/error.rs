@@ -136,6 +136,19 @@ pub enum Error {
         message: String,
     },
 
+    /// A reconcile ran longer than its timeout: it was cancelled, and is retried with the
+    /// object's backoff.
+    #[error(
+        "reconciling {object} took longer than {after:?}, so it was cancelled and will be retried; if it \
+         needs longer, raise `reconcile_timeout_seconds` (or --reconcile-timeout)"
+    )]
+    ReconcileTimedOut {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The timeout.
+        after: std::time::Duration,
+    },
+
     /// Adding the finalizer to an object failed, so `handle_apply` did not run yet.
     #[error("could not add finalizer `{finalizer}` to {object}")]
     AddFinalizer {
@@ -350,6 +363,7 @@ impl Error {
     fn classify(&self) -> (&'static str, &'static str) {
         match self {
             Error::ApplyFailed { .. } => ("ApplyFailed", "apply"),
+            Error::ReconcileTimedOut { .. } => ("ReconcileTimedOut", "timeout"),
             Error::CleanupFailed { .. } => ("CleanupFailed", "cleanup"),
             Error::Panicked { .. } => ("ReconcilePanicked", "panic"),
             Error::RemoveFinalizer { .. } => ("FinalizerRemovalFailed", "finalizer"),

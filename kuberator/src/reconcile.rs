@@ -102,6 +102,7 @@ where
             parents,
             context,
             limit,
+            timeout: Self::reconcile_timeout(),
             shutdown,
             recorder,
             reconcile: Self::reconcile,
@@ -155,6 +156,13 @@ where
     /// doubles it. 1 second unless overridden.
     fn error_backoff_base() -> Duration {
         crate::backoff::DEFAULT_BASE
+    }
+
+    /// The longest one reconcile may run: past it, the reconcile is cancelled and becomes a
+    /// [`ReconcileTimedOut`](Error::ReconcileTimedOut) error of that object, reported and
+    /// retried like any other. `None` (no limit) unless overridden.
+    fn reconcile_timeout() -> Option<Duration> {
+        None
     }
 
     /// The name Events are reported under (`reportingController`): `<kind>-operator` in

@@ -6,8 +6,12 @@ use kuberator::prelude::*;
 /// An object that records who reconciled it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
 #[kube(group = "test.kuberator.dev", version = "v1", kind = "Baton", namespaced, status = "BatonStatus")]
+#[serde(rename_all = "camelCase")]
 struct BatonSpec {
     note: String,
+    /// `handle_apply` sleeps this long first: a slow or hung handler.
+    #[serde(default)]
+    apply_seconds: u64,
 }
 
 /// Which replica reconciled the object last.
@@ -30,6 +34,7 @@ struct BatonOperator;
 
 impl BatonOperator {
     async fn handle_apply(&self, baton: Arc<Baton>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        tokio::time::sleep(std::time::Duration::from_secs(baton.spec.apply_seconds)).await;
         let replica = std::env::var("KUBERATOR_IDENTITY").unwrap_or_else(|_| "unnamed".to_owned());
         ctx.update_status(&baton, BatonStatus { reconciled_by: Some(replica), ..Default::default() }).await?;
         Ok(Action::await_change())

@@ -193,7 +193,7 @@ impl LeaderElection {
         Ok(())
     }
 
-    fn lease(&self) -> String {
+    pub(crate) fn lease(&self) -> String {
         format!("{}/{}", self.lease_namespace, self.lease_name)
     }
 
@@ -286,6 +286,18 @@ impl LeaderElection {
                 }
             }
         }
+    }
+
+    /// Gives the Lease up if this identity holds it (no holder, a duration of one second), so
+    /// a standby takes over at once: for a process that stops its work by other means than
+    /// [`run`](Self::run)'s shutdown future, such as a drain that ran out of time.
+    ///
+    /// # Errors
+    ///
+    /// When the API server refuses the read or the write.
+    pub async fn release(&self, client: Client) -> Result<(), kube::Error> {
+        let api: Api<Lease> = Api::namespaced(client, &self.lease_namespace);
+        LeaseLock::new(api, &self.lease_name, &self.identity, self.lease_duration).release().await
     }
 
     /// Returns once this process holds the Lease.

@@ -300,6 +300,7 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
         let children = &self.context.children;
         let parents = (!children.owned().is_empty())
             .then(|| crate::children::parents::<O::Resource>(children.watch(watched.as_deref())));
+        let timeout = self.context.settings.reconcile_timeout;
         controller::drive(controller::Setup {
             recorder: self.context.events.clone(),
             api: self.api,
@@ -308,6 +309,7 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
             parents,
             context: self.context,
             limit,
+            timeout,
             shutdown,
             reconcile: Self::reconcile,
             error_policy: Self::error_policy,
@@ -331,6 +333,10 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
 
     fn controller_name() -> String {
         O::settings().controller_name.to_owned()
+    }
+
+    fn reconcile_timeout() -> Option<Duration> {
+        O::settings().reconcile_timeout
     }
 }
 

@@ -81,6 +81,8 @@ pub struct OperatorConfig {
     pub controller_name: Option<&'static str>,
     /// `owns = [...]`: the kinds of the children it applies.
     pub owns: &'static [Owned],
+    /// `reconcile_timeout_seconds = N`; `Some(Duration::ZERO)` means no limit.
+    pub reconcile_timeout: Option<Duration>,
 }
 
 impl OperatorConfig {
@@ -106,6 +108,11 @@ impl OperatorConfig {
                 .controller_name
                 .unwrap_or_else(|| intern(crate::reconcile::default_controller_name::<R>())),
             owns: self.owns.to_vec(),
+            reconcile_timeout: match self.reconcile_timeout {
+                None => Some(DEFAULT_RECONCILE_TIMEOUT),
+                Some(Duration::ZERO) => None,
+                limit => limit,
+            },
         }
     }
 }
@@ -136,7 +143,13 @@ pub struct Settings {
     pub controller_name: &'static str,
     /// The kinds of the children it owns: watched, cached, and in its RBAC rules.
     pub owns: Vec<Owned>,
+    /// The longest one reconcile may run before it is cancelled and retried as an error;
+    /// `None` means no limit. Five minutes by default.
+    pub reconcile_timeout: Option<Duration>,
 }
+
+/// How long one reconcile of a derived operator may run unless configured otherwise.
+pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A `'static` copy of `text`, made once per distinct text: the computed default names live
 /// as long as the process, as the attribute's literals do.

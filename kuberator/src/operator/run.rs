@@ -48,6 +48,16 @@ struct Cli {
     #[arg(long, env = "KUBERATOR_CONCURRENCY", global = true)]
     concurrency: Option<usize>,
 
+    /// The longest one reconcile may run before it is cancelled and retried as an error (0s:
+    /// no limit); overrides the `reconcile_timeout_seconds` of #[kuberator(...)] [default: 5m]
+    #[arg(long, env = "KUBERATOR_RECONCILE_TIMEOUT", global = true)]
+    reconcile_timeout: Option<CliDuration>,
+
+    /// After SIGTERM or SIGINT, how long reconciles in flight may finish before they are
+    /// cancelled and the process exits with an error (below Kubernetes' 30s grace period)
+    #[arg(long, env = "KUBERATOR_DRAIN_DEADLINE", default_value_t = CliDuration(DEFAULT_DRAIN_DEADLINE), global = true)]
+    drain_deadline: CliDuration,
+
     /// Where to serve /metrics, /healthz and /readyz
     #[arg(long, env = "KUBERATOR_METRICS_ADDRESS", default_value = "0.0.0.0:8080", global = true)]
     metrics_address: std::net::SocketAddr,
@@ -194,6 +204,9 @@ impl Cli {
         if let Some(limit) = self.concurrency {
             settings.concurrency = (limit > 0).then_some(limit);
         }
+        if let Some(CliDuration(limit)) = self.reconcile_timeout {
+            settings.reconcile_timeout = (!limit.is_zero()).then_some(limit);
+        }
         Ok(settings)
     }
 
@@ -206,6 +219,10 @@ impl Cli {
         })
     }
 }
+
+/// How long reconciles in flight may finish after the first signal, unless `--drain-deadline`
+/// says otherwise: below the 30 s that Kubernetes waits between SIGTERM and SIGKILL.
+pub(crate) const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 
 /// Why `--namespaces` makes no sense for `R`, when `R` is cluster-scoped and some are given.
 fn cluster_scoped_namespaces<R: kube::Resource<DynamicType = (), Scope: crate::ScopeKind>>(
@@ -304,15 +321,53 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
         "starting"
     );
     let reconciler = operator.into_reconciler_with(client.clone(), settings);
-    match leader_election {
-        Some(lease) => {
-            lease
-                .run(client, crate::shutdown::signal(), move |stop| reconciler.clone().start(Some(stop)))
-                .await?;
+    let (signalled, first_signal) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        crate::shutdown::signal().await;
+        crate::telemetry::shutting_down();
+        let _ = signalled.send(());
+    };
+    let running = async {
+        match &leader_election {
+            Some(lease) => {
+                let work = move |stop| reconciler.clone().start(Some(stop));
+                lease.clone().run(client.clone(), shutdown, work).await?;
+            }
+            None => reconciler.start(Some(shutdown)).await,
         }
-        None => reconciler.start(Some(crate::shutdown::signal())).await,
+        anyhow::Ok(())
+    };
+    let drain = cli.drain_deadline.0;
+    let out_of_time = async move {
+        if first_signal.await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(drain) => format!("the drain deadline of {drain:?} passed"),
+            () = crate::shutdown::signal() => "a second signal came".to_owned(),
+        }
+    };
+    // Boxed, so that dropping it below really cancels the work before the Lease is released.
+    let mut running = Box::pin(running);
+    let why = tokio::select! {
+        finished = &mut running => return finished,
+        why = out_of_time => why,
+    };
+    // What still runs is cancelled with `running`.
+    let cancelled = crate::controller::in_flight();
+    drop(running);
+    tracing::error!(objects = ?cancelled, "{why} while reconciles were in flight; they were cancelled");
+    if let Some(lease) = &leader_election {
+        let released = tokio::time::timeout(lease.retry_period, lease.release(client.clone())).await;
+        if matches!(released, Ok(Ok(()))) {
+            tracing::info!(lease = %lease.lease(), "released the lease");
+        } else {
+            let lease = lease.lease();
+            tracing::warn!(%lease, "could not release the lease; a standby takes over once it expires");
+        }
     }
-    Ok(())
+    let cancelled = if cancelled.is_empty() { "none left".to_owned() } else { cancelled.join(", ") };
+    anyhow::bail!("shut down before the reconciles in flight finished ({why}); cancelled: {cancelled}")
 }
 
 fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {

@@ -92,14 +92,26 @@ fn readiness_state() -> std::sync::MutexGuard<'static, Readiness> {
     READINESS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Set once the process starts to shut down: from then on it is not ready.
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the process as shutting down: [`readiness`] (`/readyz`) fails from now on, so no
+/// new traffic is sent its way while it drains.
+pub fn shutting_down() {
+    SHUTTING_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// `Ok` once every controller running in this process finished its initial sync, or, with
-/// none running, while a leader election stands by (a standby is ready to take over); else
-/// why not.
+/// none running, while a leader election stands by (a standby is ready to take over), and
+/// until [`shutting_down`] is called; else why not.
 ///
 /// # Errors
 ///
 /// Why the process is not ready, as a sentence.
 pub fn readiness() -> Result<(), String> {
+    if SHUTTING_DOWN.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err("shutting down: no new work should come here".into());
+    }
     let state = readiness_state();
     let waiting: Vec<&str> =
         state.controllers.iter().filter(|(_, synced)| !**synced).map(|(name, _)| name.as_str()).collect();

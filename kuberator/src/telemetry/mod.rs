@@ -50,6 +50,7 @@ pub(crate) use self::metrics::ControllerMetrics;
 pub(crate) use self::metrics::LeaderStatus;
 pub use self::metrics::encode;
 pub use self::metrics::readiness;
+pub use self::metrics::shutting_down;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use self::server::Telemetry;
