@@ -96,6 +96,56 @@ async fn an_object_that_does_not_decode_is_reported_and_the_others_go_on() {
     let fixed = wait_observed(&test.api, "drifted").await;
     assert_eq!(fixed.status.unwrap().message.as_deref(), Some("fixed"));
 
+    // Broken again, then deleted: the finalizer holds it, cleanup cannot run, and the Event
+    // says so with the command that releases it, which works as printed.
+    let drift = serde_json::json!({ "spec": { "message": 7 } });
+    dynamic.patch("drifted", &PatchParams::default(), &Patch::Merge(&drift)).await.unwrap();
+    dynamic.delete("drifted", &Default::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let note = loop {
+        let events = events_for(&client, &bad_as_probe).await.unwrap();
+        let deleting = events.into_iter().find(|e| e.reason.as_deref() == Some("DecodeFailedWhileDeleting"));
+        let deleting = deleting.and_then(|e| e.note);
+        if let Some(note) = deleting {
+            break note;
+        }
+        assert!(std::time::Instant::now() < deadline, "no DecodeFailedWhileDeleting event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(note.contains("its cleanup cannot run while it does not decode"), "{note}");
+    assert!(
+        note.contains(&format!(
+            "Fix it with `kubectl edit probes.test.kuberator.dev drifted -n {namespace}`"
+        )),
+        "{note}"
+    );
+    let command =
+        note.split('`').find(|part| part.starts_with("kubectl patch")).expect("the release command");
+    assert!(command.contains(support::FINALIZER), "{command}");
+    let args: Vec<String> = shell_words(command.trim_start_matches("kubectl "));
+    let control_plane = kuberator_test::ControlPlane::shared().await.unwrap();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    control_plane.run_kubectl(&args).await.unwrap();
+    kuberator_test::wait_for(&dynamic, "drifted", Duration::from_secs(30), "drifted to go", |d| d.is_none())
+        .await
+        .unwrap();
+
     operator.stop(Duration::from_secs(30)).await;
     test.cleanup().await;
+}
+
+/// `command` split as a shell would: on spaces, with single-quoted parts kept whole.
+fn shell_words(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in command.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => words.extend((!current.is_empty()).then(|| std::mem::take(&mut current))),
+            c => current.push(c),
+        }
+    }
+    words.extend((!current.is_empty()).then_some(current));
+    words
 }

@@ -8,6 +8,11 @@
 //! its finalizer removed by us), logged as an error with its `namespace/name` and the serde
 //! error, counted in `kuberator_undecodable_objects_total`, and reported once per resource version as a `DecodeFailed` Warning Event
 //! on the object. Every other object goes on as before.
+//!
+//! An undecodable object that is being deleted while a finalizer holds it cannot be cleaned
+//! up: its Event (`DecodeFailedWhileDeleting`) and log line say so, and give the two ways
+//! out as commands to run: fix the object (`kubectl edit`, then cleanup runs), or remove the
+//! finalizer without cleanup (a `kubectl patch` that tests and removes it by index).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -158,17 +163,51 @@ fn report(
         return;
     }
     telemetry.undecodable();
-    tracing::error!(object = %label, error = %error, "object does not decode; it is skipped until it is fixed");
-    let note = format!(
+    let mut note = format!(
         "{label} does not match the operator's type and is not reconciled until it is fixed: {error}"
     );
+    // A reason of its own: Events of one reason fold into a series that keeps its first note.
+    let mut reason = "DecodeFailed";
+    if let Some(way_out) = way_out(object, resource) {
+        note.push_str(&way_out);
+        reason = "DecodeFailedWhileDeleting";
+    }
+    tracing::error!(object = %label, "{note}");
     let reference = object.object_ref(resource);
     let recorder = recorder.clone();
     tokio::spawn(async move {
-        if let Err(error) = recorder.publish_to(reference, EventData::warning("DecodeFailed", note)).await {
+        if let Err(error) = recorder.publish_to(reference, EventData::warning(reason, note)).await {
             tracing::warn!(object = %label, error = %error.report(), "could not publish event");
         }
     });
+}
+
+/// For an object being deleted that finalizers hold: that its cleanup cannot run, and the two
+/// commands that get it out (fix it, or remove a finalizer without cleanup).
+fn way_out(object: &DynamicObject, resource: &ApiResource) -> Option<String> {
+    object.metadata.deletion_timestamp.as_ref()?;
+    let finalizers = object.metadata.finalizers.as_deref().filter(|all| !all.is_empty())?;
+    let kind = match resource.group.as_str() {
+        "" => resource.plural.clone(),
+        group => format!("{}.{group}", resource.plural),
+    };
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let namespace = object.metadata.namespace.as_deref().map(|ns| format!(" -n {ns}")).unwrap_or_default();
+    let removals: Vec<String> = finalizers
+        .iter()
+        .enumerate()
+        .map(|(index, finalizer)| {
+            format!(
+                "`kubectl patch {kind} {name}{namespace} --type=json -p '[{{\"op\":\"test\",\"path\":\"/metadata/finalizers/{index}\",\"value\":\"{finalizer}\"}},{{\"op\":\"remove\",\"path\":\"/metadata/finalizers/{index}\"}}]'` (removes {finalizer})"
+            )
+        })
+        .collect();
+    Some(format!(
+        ". It is being deleted, and its finalizers hold it, but its cleanup cannot run while it does not \
+         decode. Fix it with `kubectl edit {kind} {name}{namespace}` and cleanup runs; or release it \
+         without cleanup (what cleanup would undo stays) with {}",
+        removals.join(" or ")
+    ))
 }
 
 #[cfg(test)]
