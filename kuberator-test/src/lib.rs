@@ -9,6 +9,7 @@
 //!   [`install_crd`], [`test_namespace`], [`wait_for`], [`events_for`],
 //!   [`Background`] to run an operator in a test and stop it, and [`http_get`] and
 //!   [`metric`] to read an operator's `/metrics`, `/healthz` and `/readyz`.
+//! - Faults: [`Proxy`], a loopback TCP proxy that cuts or blocks an operator's connections.
 //!
 //! ```no_run
 //! use kuberator_test::ControlPlane;
@@ -24,6 +25,7 @@
 mod certs;
 mod control_plane;
 mod helpers;
+mod proxy;
 
 pub use crate::control_plane::BIN_ENV;
 pub use crate::control_plane::ControlPlane;
@@ -41,6 +43,7 @@ pub use crate::helpers::metric;
 pub use crate::helpers::test_env;
 pub use crate::helpers::test_namespace;
 pub use crate::helpers::wait_for;
+pub use crate::proxy::Proxy;
 
 /// Logs to stderr for tests and tools, at `info` or as `RUST_LOG` says; calling it again
 /// does nothing.
