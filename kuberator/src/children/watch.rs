@@ -32,7 +32,7 @@ pub(crate) struct Trigger {
 
 /// Watches `K`'s children of this operator in `namespace` (all when `None`), fills the cache
 /// of `K`, and yields the parent of every child that someone other than the operator changed
-/// or deleted (and of every child listed when the watch (re)starts).
+/// or deleted, including children a (re)list shows changed since the operator wrote them.
 pub(super) fn triggers<K: Child>(children: &Children, namespace: Option<&str>) -> Triggers {
     let namespace = namespace.filter(|_| is_namespaced::<K>());
     let api = api_of::<K>(children.inner.client.clone(), namespace);
@@ -55,7 +55,11 @@ pub(super) fn triggers<K: Child>(children: &Children, namespace: Option<&str>) -
                         let own = children.own_write(&child, true).await;
                         controller_of(&child).filter(|_| !own)
                     }
-                    Ok(watcher::Event::InitApply(child)) => controller_of(&child),
+                    // A (re)list: a child as the operator last wrote it is no news.
+                    Ok(watcher::Event::InitApply(child)) => {
+                        let own = children.own_write(&child, false).await;
+                        controller_of(&child).filter(|_| !own)
+                    }
                     Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
                     Err(error) => {
                         let error = crate::error::report(&error);
