@@ -126,6 +126,13 @@ pub enum Error {
     /// Certificates could not be generated.
     #[error("could not generate certificates")]
     Certificates(#[from] rcgen::Error),
+    /// What was asked needs a control plane started here, and this is an existing cluster
+    /// (`KUBERATOR_TEST_KUBECONFIG`).
+    #[error("{what} needs a control plane started by kuberator-test, not an existing cluster")]
+    NotLocal {
+        /// What was asked.
+        what: &'static str,
+    },
     /// A file operation failed.
     #[error("{what}")]
     Io {
@@ -155,6 +162,8 @@ struct Processes {
     dir: PathBuf,
     binaries: PathBuf,
     apiserver: Supervised,
+    /// kube-apiserver's flags, to start it again after [`ControlPlane::restart_apiserver`].
+    apiserver_args: Vec<String>,
     etcd: Supervised,
     controller_manager: Supervised,
 }
@@ -238,11 +247,7 @@ impl ControlPlane {
         let kubeconfig = kubeconfig_yaml(&server, &pki);
         let kubeconfig_path = dir.join("kubeconfig");
         std::fs::write(&kubeconfig_path, &kubeconfig).map_err(io_error("writing the kubeconfig"))?;
-        let apiserver = Supervised::spawn(
-            "kube-apiserver",
-            &binaries.join("kube-apiserver"),
-            &dir,
-            &[
+        let apiserver_args = vec![
                 format!("--etcd-servers={etcd_url}"),
                 format!("--cert-dir={}", dir.display()),
                 format!("--tls-cert-file={serving_cert}"),
@@ -258,9 +263,9 @@ impl ControlPlane {
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
                 format!("--service-account-key-file={sa_public}"),
                 format!("--service-account-signing-key-file={sa_key}"),
-            ],
-            false,
-        )?;
+        ];
+        let apiserver =
+            Supervised::spawn("kube-apiserver", &binaries.join("kube-apiserver"), &dir, &apiserver_args, false)?;
 
         // It waits for the API server on its own; only the garbage collector and the namespace
         // controller run, with the admin identity, serving nothing.
@@ -287,6 +292,7 @@ impl ControlPlane {
                 dir,
                 binaries: binaries.to_owned(),
                 apiserver,
+                apiserver_args,
                 etcd,
                 controller_manager,
             }),
@@ -414,6 +420,35 @@ impl ControlPlane {
             )));
         }
         Ok(stdout)
+    }
+
+    /// Kills kube-apiserver with SIGKILL, as a crashed or evicted API server goes, keeps it
+    /// down for `down`, then starts it again with the same flags, port and etcd (so every
+    /// object is still there), and waits until it is ready. Clients made before keep
+    /// working: they reconnect once it is back. Returns how long it took from the restart
+    /// until ready.
+    ///
+    /// Only for a control plane of the test's own ([`ControlPlane::start`]): the shared one
+    /// is not `mut`, because other tests use it at the same time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLocal`] for an existing cluster; otherwise when it cannot be started
+    /// again or does not become ready.
+    pub async fn restart_apiserver(&mut self, down: Duration) -> Result<Duration, Error> {
+        let Some(processes) = &mut self.processes else {
+            return Err(Error::NotLocal { what: "restarting kube-apiserver" });
+        };
+        processes.apiserver.kill();
+        tracing::info!(?down, "killed kube-apiserver");
+        tokio::time::sleep(down).await;
+        let binary = processes.binaries.join("kube-apiserver");
+        processes.apiserver =
+            Supervised::spawn("kube-apiserver", &binary, &processes.dir, &processes.apiserver_args, false)?;
+        let restarted = Instant::now();
+        self.wait_ready().await?;
+        tracing::info!(took = ?restarted.elapsed(), "kube-apiserver ready again");
+        Ok(restarted.elapsed())
     }
 
     /// Whether this is a control plane started here (not an existing cluster).
@@ -549,9 +584,13 @@ finish() {
 }
 trap finish TERM INT
 while kill -0 "$child" 2>/dev/null; do
-  read -r -t 1 _
-  # 0: a line, 1: end of input; both mean the parent is done. Over 128: the timeout.
-  if [ $? -le 128 ]; then finish; fi
+  read -r -t 1 line
+  # 0: a line, 1: end of input; both mean the parent is done, and the line `kill` means
+  # at once, with SIGKILL. Over 128: the timeout.
+  if [ $? -le 128 ]; then
+    if [ "$line" = kill ]; then kill -KILL "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0; fi
+    finish
+  fi
 done
 wait "$child"
 "#;
@@ -608,6 +647,14 @@ impl Supervised {
 
     fn close(&mut self) {
         self.stdin.take();
+    }
+
+    /// Kills the process with SIGKILL and waits for its supervisor to exit.
+    fn kill(&mut self) {
+        if let Some(stdin) = &mut self.stdin {
+            let _ = stdin.write_all(b"kill\n").and_then(|()| stdin.flush());
+        }
+        self.wait();
     }
 
     fn wait(&mut self) {

@@ -89,6 +89,22 @@ impl Proxy {
         })
     }
 
+    /// Writes a kubeconfig like `control_plane`'s, with its admin identity, that goes through
+    /// this proxy: for an operator run as a process. Readable by the owner only.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write_kubeconfig(&self, control_plane: &ControlPlane, path: &std::path::Path) -> std::io::Result<()> {
+        let kubeconfig =
+            control_plane.kubeconfig().replace(control_plane.server(), &format!("https://{}", self.address));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(path)?, kubeconfig.as_bytes())
+    }
+
     /// Where it listens.
     pub fn address(&self) -> SocketAddr {
         self.address

@@ -1,6 +1,13 @@
 //! A derived operator that kuberator-test's own tests run as several processes (leader
 //! election, signals): each object's status says which replica reconciled it, by the
 //! replica's `KUBERATOR_IDENTITY`. `baton-operator crd` prints its CRD.
+//!
+//! With `BATON_JOURNAL` set to a file, each replica appends a line there when a handler
+//! starts and ends: `<unix ms> <identity> <apply-start|apply-end|cleanup> <ns>/<name>
+//! <generation>`, so that a test can audit, across processes and kills, who reconciled
+//! what and when.
+use std::io::Write as _;
+
 use kuberator::prelude::*;
 
 /// An object that records who reconciled it.
@@ -34,14 +41,43 @@ struct BatonOperator;
 
 impl BatonOperator {
     async fn handle_apply(&self, baton: Arc<Baton>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        journal("apply-start", &baton);
         tokio::time::sleep(std::time::Duration::from_secs(baton.spec.apply_seconds)).await;
-        let replica = std::env::var("KUBERATOR_IDENTITY").unwrap_or_else(|_| "unnamed".to_owned());
-        ctx.update_status(&baton, BatonStatus { reconciled_by: Some(replica), ..Default::default() }).await?;
+        ctx.update_status(&baton, BatonStatus { reconciled_by: Some(identity()), ..Default::default() }).await?;
+        journal("apply-end", &baton);
         Ok(Action::await_change())
     }
 
-    async fn handle_cleanup(&self, _baton: Arc<Baton>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+    async fn handle_cleanup(&self, baton: Arc<Baton>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        journal("cleanup", &baton);
         Ok(Action::await_change())
+    }
+}
+
+fn identity() -> String {
+    std::env::var("KUBERATOR_IDENTITY").unwrap_or_else(|_| "unnamed".to_owned())
+}
+
+/// Appends one line to `BATON_JOURNAL`, if set; one `write` of a short line to a file opened
+/// for appending, so lines of several processes do not interleave.
+fn journal(what: &str, baton: &Baton) {
+    let Some(path) = std::env::var_os("BATON_JOURNAL") else { return };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let line = format!(
+        "{} {} {what} {}/{} {}\n",
+        now.as_millis(),
+        identity(),
+        baton.namespace().unwrap_or_default(),
+        baton.name_any(),
+        baton.metadata.generation.unwrap_or_default()
+    );
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(error) = written {
+        tracing::error!(path = %path.display(), %error, "could not write the journal");
     }
 }
 

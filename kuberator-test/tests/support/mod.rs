@@ -3,6 +3,8 @@
 //! at once.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod baton;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
