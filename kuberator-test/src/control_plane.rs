@@ -248,24 +248,29 @@ impl ControlPlane {
         let kubeconfig_path = dir.join("kubeconfig");
         std::fs::write(&kubeconfig_path, &kubeconfig).map_err(io_error("writing the kubeconfig"))?;
         let apiserver_args = vec![
-                format!("--etcd-servers={etcd_url}"),
-                format!("--cert-dir={}", dir.display()),
-                format!("--tls-cert-file={serving_cert}"),
-                format!("--tls-private-key-file={serving_key}"),
-                format!("--client-ca-file={ca}"),
-                format!("--secure-port={apiserver_port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--allow-privileged=true".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--authorization-mode=RBAC".into(),
-                "--service-account-issuer=https://kubernetes.default.svc".into(),
-                format!("--service-account-key-file={sa_public}"),
-                format!("--service-account-signing-key-file={sa_key}"),
+            format!("--etcd-servers={etcd_url}"),
+            format!("--cert-dir={}", dir.display()),
+            format!("--tls-cert-file={serving_cert}"),
+            format!("--tls-private-key-file={serving_key}"),
+            format!("--client-ca-file={ca}"),
+            format!("--secure-port={apiserver_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--allow-privileged=true".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={sa_public}"),
+            format!("--service-account-signing-key-file={sa_key}"),
         ];
-        let apiserver =
-            Supervised::spawn("kube-apiserver", &binaries.join("kube-apiserver"), &dir, &apiserver_args, false)?;
+        let apiserver = Supervised::spawn(
+            "kube-apiserver",
+            &binaries.join("kube-apiserver"),
+            &dir,
+            &apiserver_args,
+            false,
+        )?;
 
         // It waits for the API server on its own; only the garbage collector and the namespace
         // controller run, with the admin identity, serving nothing.

@@ -95,7 +95,11 @@ impl Proxy {
     /// # Errors
     ///
     /// When the file cannot be written.
-    pub fn write_kubeconfig(&self, control_plane: &ControlPlane, path: &std::path::Path) -> std::io::Result<()> {
+    pub fn write_kubeconfig(
+        &self,
+        control_plane: &ControlPlane,
+        path: &std::path::Path,
+    ) -> std::io::Result<()> {
         let kubeconfig =
             control_plane.kubeconfig().replace(control_plane.server(), &format!("https://{}", self.address));
         let mut options = std::fs::OpenOptions::new();

@@ -43,7 +43,8 @@ impl BatonOperator {
     async fn handle_apply(&self, baton: Arc<Baton>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
         journal("apply-start", &baton);
         tokio::time::sleep(std::time::Duration::from_secs(baton.spec.apply_seconds)).await;
-        ctx.update_status(&baton, BatonStatus { reconciled_by: Some(identity()), ..Default::default() }).await?;
+        ctx.update_status(&baton, BatonStatus { reconciled_by: Some(identity()), ..Default::default() })
+            .await?;
         journal("apply-end", &baton);
         Ok(Action::await_change())
     }

@@ -241,7 +241,6 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-
 /// One line of the journal: what a replica's handler did, and when.
 #[derive(Debug, Clone)]
 pub struct Entry {
