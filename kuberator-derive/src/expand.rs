@@ -189,7 +189,10 @@ mod tests {
         let attrs = OperatorAttrs::from_derive_input(&syn::parse2(input).unwrap()).unwrap();
         let expanded = expand(&validate(attrs).unwrap());
         let pretty = prettyplease::unparse(&syn::parse2(expanded).unwrap());
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("snapshots/{name}.rs"));
+        // Cargo's variable at run time, not the path baked in at build time: a build cache
+        // shared by several checkouts may hand this binary to another one.
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let path = std::path::Path::new(&dir).join(format!("snapshots/{name}.rs"));
         if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(&path, &pretty).unwrap();
         }

@@ -133,12 +133,36 @@ fn assert_cleaned_once<'a>(cleanups: impl IntoIterator<Item = (&'a String, u32)>
     assert!(missing.is_empty(), "cleanup never ran for {missing:?}");
 }
 
+/// The end of an in-process scenario: once every object is gone, the operator stays quiet
+/// for [`QUIET`], then stops; cleanup ran once per object and no apply ran without the
+/// finalizer. Returns the successful reconciles and the errors since `before`, and the
+/// successes' ratio to a quiet run's `per_object` each.
+async fn settle(
+    scenario: &str,
+    operator: Background,
+    journal: &std::sync::Mutex<support::Journal>,
+    names: &[String],
+    before: (f64, f64),
+    per_object: f64,
+) -> (f64, f64, f64) {
+    assert_quiet(&format!("{scenario}, after the deletes"), async || reconciles()).await;
+    operator.stop(Duration::from_secs(30)).await;
+    let (successes, errors) = reconciles();
+    let (successes, errors) = (successes - before.0, errors - before.1);
+    let ratio = assert_no_storm(scenario, successes, per_object * names.len() as f64);
+    let journal = journal.lock().unwrap();
+    assert_cleaned_once(journal.cleanups.iter().map(|(name, count)| (name, *count)), names);
+    assert!(journal.applies_without_finalizer.is_empty(), "{:?}", journal.applies_without_finalizer);
+    (successes, errors, ratio)
+}
+
 fn names(objects: u64) -> Vec<String> {
     (0..objects).map(|i| format!("p{i:03}")).collect()
 }
 
-/// Deletes every one of `names`, 16 at a time; one already gone is fine.
-async fn delete_all<K>(api: &Api<K>, names: &[String])
+/// Deletes every one of `names`, 16 at a time (one already gone is fine), and waits until
+/// all are gone: no finalizer stranded.
+async fn delete_all<K>(api: &Api<K>, names: &[String], converged: impl Fn(&K) -> bool)
 where
     K: Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -151,6 +175,19 @@ where
             }
         })
         .await;
+    let what = "every object deleted (no finalizer stranded)";
+    wait_all(api, what, Duration::from_secs(300), converged, <[K]>::is_empty).await;
+}
+
+/// Waits until all `count` objects of `api` exist and have converged.
+async fn wait_converged<K>(api: &Api<K>, what: &str, count: usize, converged: impl Fn(&K) -> bool + Copy)
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    wait_all(api, what, Duration::from_secs(300), converged, |all| {
+        all.len() == count && all.iter().all(converged)
+    })
+    .await;
 }
 
 /// Create, update and delete of many objects while a proxy cuts the operator's connections
@@ -175,7 +212,7 @@ async fn connections_cut_every_one_and_a_half_seconds_and_blocked_once() {
         api: Api::namespaced(through, &namespace),
     };
     let (reconciler, journal) = operated.operator();
-    let (successes_before, errors_before) = reconciles();
+    let before = reconciles();
     let operator = Background::spawn(|shutdown| reconciler.start_concurrent(Some(8), Some(shutdown)));
     let proxy = Arc::new(proxy);
     let cutting = {
@@ -200,10 +237,7 @@ async fn connections_cut_every_one_and_a_half_seconds_and_blocked_once() {
             }
         })
         .await;
-    wait_all(&probes, "every object applied", Duration::from_secs(300), converged, |all| {
-        all.len() == names.len() && all.iter().all(converged)
-    })
-    .await;
+    wait_converged(&probes, "every object applied", names.len(), converged).await;
     let created = started.elapsed();
 
     // Update, with the operator cut off for `block` halfway through.
@@ -228,37 +262,20 @@ async fn connections_cut_every_one_and_a_half_seconds_and_blocked_once() {
     let recovery = unblocked.elapsed();
 
     // Delete.
-    delete_all(&probes, &names).await;
-    wait_all(
-        &probes,
-        "every object deleted (no finalizer stranded)",
-        Duration::from_secs(300),
-        converged,
-        <[Probe]>::is_empty,
-    )
-    .await;
+    delete_all(&probes, &names, converged).await;
     let total = started.elapsed();
     cutting.abort();
-    assert_quiet("after the deletes", async || reconciles()).await;
-    operator.stop(Duration::from_secs(30)).await;
-
-    let (successes, errors) = reconciles();
-    let (successes, errors) = (successes - successes_before, errors - errors_before);
     // Per object: 2 to create, 1 to update, 1 to delete.
-    let ratio = assert_no_storm("cuts", successes, 4.0 * names.len() as f64);
-    {
-        let journal = journal.lock().unwrap();
-        assert_cleaned_once(journal.cleanups.iter().map(|(name, count)| (name, *count)), &names);
-        assert!(journal.applies_without_finalizer.is_empty(), "{:?}", journal.applies_without_finalizer);
-        let removals = journal.errors.iter().filter(|e| e.contains("could not remove finalizer")).count();
-        eprintln!(
-            "chaos: cuts every 1.5s + one {block:?} block | {objects} objects | created and applied in {created:.1?} \
-         | recovered {recovery:.1?} after the block | all deleted after {total:.1?} | {} connections | {errors} \
+    let (successes, errors, ratio) = settle("cuts", operator, &journal, &names, before, 4.0).await;
+    let removals =
+        journal.lock().unwrap().errors.iter().filter(|e| e.contains("could not remove finalizer")).count();
+    eprintln!(
+        "chaos: cuts every 1.5s + one {block:?} block | {objects} objects | created and applied in {created:.1?} | \
+         recovered {recovery:.1?} after the block | all deleted after {total:.1?} | {} connections | {errors} \
          reconcile errors ({removals} finalizer removals retried without cleanup) | {successes} successful \
          reconciles (x{ratio:.2} of a quiet run) | cleanups once each | 0 stranded finalizers",
-            proxy.accepted(),
-        );
-    }
+        proxy.accepted(),
+    );
     kuberator_test::delete_namespace(&admin, &namespace).await.unwrap();
 }
 
@@ -297,7 +314,7 @@ async fn kube_apiserver_killed_and_restarted_during_a_bulk_create() {
     let operated =
         support::Setup { client: client.clone(), namespace: namespace.clone(), api: probes.clone() };
     let (reconciler, journal) = operated.operator();
-    let (successes_before, errors_before) = reconciles();
+    let before = reconciles();
     let operator = Background::spawn(|shutdown| reconciler.start_concurrent(Some(8), Some(shutdown)));
     let names = names(objects);
 
@@ -328,39 +345,18 @@ async fn kube_apiserver_killed_and_restarted_during_a_bulk_create() {
     let ready_again = control_plane.restart_apiserver(Duration::from_secs(5)).await.unwrap();
     let restarted = Instant::now();
     let failed_creates = creating.await.unwrap();
-    wait_all(&probes, "every object applied after the restart", Duration::from_secs(300), converged, |all| {
-        all.len() == names.len() && all.iter().all(converged)
-    })
-    .await;
+    wait_converged(&probes, "every object applied after the restart", names.len(), converged).await;
     let recovery = restarted.elapsed();
 
-    delete_all(&probes, &names).await;
-    wait_all(
-        &probes,
-        "every object deleted (no finalizer stranded)",
-        Duration::from_secs(300),
-        converged,
-        <[Probe]>::is_empty,
-    )
-    .await;
-    assert_quiet("after the deletes", async || reconciles()).await;
-    operator.stop(Duration::from_secs(30)).await;
-
-    let (successes, errors) = reconciles();
-    let (successes, errors) = (successes - successes_before, errors - errors_before);
+    delete_all(&probes, &names, converged).await;
     // Per object: 2 to create, 1 to delete.
-    let ratio = assert_no_storm("restart", successes, 3.0 * names.len() as f64);
-    {
-        let journal = journal.lock().unwrap();
-        assert_cleaned_once(journal.cleanups.iter().map(|(name, count)| (name, *count)), &names);
-        assert!(journal.applies_without_finalizer.is_empty(), "{:?}", journal.applies_without_finalizer);
-        eprintln!(
-            "chaos: kube-apiserver SIGKILL after {at_kill} of {objects} creates, down 5s, ready {ready_again:.1?} \
-         after its restart | {failed_creates} creates retried | all applied {recovery:.1?} after it was ready \
-         | {errors} reconcile errors | {successes} successful reconciles (x{ratio:.2} of a quiet run) | cleanups \
-         once each | 0 stranded finalizers"
-        );
-    }
+    let (successes, errors, ratio) = settle("restart", operator, &journal, &names, before, 3.0).await;
+    eprintln!(
+        "chaos: kube-apiserver SIGKILL after {at_kill} of {objects} creates, down 5s, ready {ready_again:.1?} \
+     after its restart | {failed_creates} creates retried | all applied {recovery:.1?} after it was ready \
+     | {errors} reconcile errors | {successes} successful reconciles (x{ratio:.2} of a quiet run) | cleanups \
+     once each | 0 stranded finalizers"
+    );
     control_plane.stop();
 }
 
@@ -409,6 +405,7 @@ async fn a_second_writer_patches_labels_and_annotations_while_specs_change() {
     let objects = setting("KUBERATOR_CHAOS_OBJECTS", 200);
     let test = support::setup("chaos-writer").await;
     let (reconciler, journal) = test.operator();
+    let before = reconciles();
     let operator = Background::spawn(|shutdown| reconciler.start_concurrent(Some(8), Some(shutdown)));
     let names = names(objects);
     let started = Instant::now();
@@ -424,16 +421,13 @@ async fn a_second_writer_patches_labels_and_annotations_while_specs_change() {
             }
         })
         .await;
-    wait_all(&test.api, "every object applied", Duration::from_secs(300), converged, |all| {
-        all.len() == names.len() && all.iter().all(converged)
-    })
-    .await;
+    wait_converged(&test.api, "every object applied", names.len(), converged).await;
 
     // Only the second writer, for 5 s: nothing to reconcile.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = reconciles();
+    let writer_only = reconciles();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(reconciles(), before, "label and annotation writes reconciled (successes, errors)");
+    assert_eq!(reconciles(), writer_only, "label and annotation writes reconciled (successes, errors)");
 
     // Two rounds of spec changes, each of every object, with the writer still on.
     let mut per_round = Vec::new();
@@ -489,39 +483,24 @@ async fn a_second_writer_patches_labels_and_annotations_while_specs_change() {
     // Delete, with the writer on again.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(second_writer(test.api.clone(), names.clone(), Arc::clone(&stop)));
-    delete_all(&test.api, &names).await;
-    wait_all(
-        &test.api,
-        "every object deleted (no finalizer stranded)",
-        Duration::from_secs(300),
-        converged,
-        <[Probe]>::is_empty,
-    )
-    .await;
+    delete_all(&test.api, &names, converged).await;
     stop.store(true, Ordering::SeqCst);
     let (more_writes, _) = writer.await.unwrap();
-    assert_quiet("after the deletes", async || reconciles()).await;
-    operator.stop(Duration::from_secs(30)).await;
-    {
-        let journal = journal.lock().unwrap();
-        assert_cleaned_once(journal.cleanups.iter().map(|(name, count)| (name, *count)), &names);
-        let errors = journal.errors.len();
-        eprintln!(
-            "chaos: second writer at {rate:.1} writes/s | {objects} objects, 2 rounds of spec changes | {} label and \
+    // Per object: 2 to create, 2 spec changes, 1 to delete.
+    let (successes, errors, ratio) = settle("second writer", operator, &journal, &names, before, 5.0).await;
+    eprintln!(
+        "chaos: second writer at {rate:.1} writes/s | {objects} objects, 2 rounds of spec changes | {} label and \
          annotation writes, 0 reconciles from them, none lost | reconciles per round: {per_round:?} | {errors} \
-         reconcile errors | cleanups once each | 0 stranded finalizers",
-            writes + more_writes
-        );
-    }
+         reconcile errors | {successes} successful reconciles (x{ratio:.2} of a quiet run) | cleanups once each | \
+         0 stranded finalizers",
+        writes + more_writes
+    );
     test.cleanup().await;
 }
 
 /// Waits until every one of `names` exists and its status says it is reconciled.
 async fn wait_batons(test: &Test, what: &str, names: &[String]) {
-    wait_all(&test.batons, what, Duration::from_secs(300), baton_converged, |all| {
-        all.len() == names.len() && all.iter().all(baton_converged)
-    })
-    .await;
+    wait_converged(&test.batons, what, names.len(), baton_converged).await;
 }
 
 /// Per object, how often the journal says `what` ran, for `identity` if given.
@@ -661,15 +640,7 @@ async fn kill_9_during_creates_then_a_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let settled = second.reconciles().await;
 
-    delete_all(&test.batons, &names).await;
-    wait_all(
-        &test.batons,
-        "every object deleted (no finalizer stranded)",
-        Duration::from_secs(300),
-        baton_converged,
-        <[DynamicObject]>::is_empty,
-    )
-    .await;
+    delete_all(&test.batons, &names, baton_converged).await;
     let count = async || (second.reconciles().await, 0.0);
     assert_quiet("after the deletes", count).await;
     let successes = second.reconciles().await;
