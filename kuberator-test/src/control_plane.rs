@@ -392,6 +392,25 @@ impl ControlPlane {
         file.write_all(self.kubeconfig.as_bytes()).map_err(io_error(format!("writing {}", path.display())))
     }
 
+    /// The kubeconfig, as YAML, with `token` as the only credential instead of the admin's
+    /// client certificate: for running an operator as a ServiceAccount
+    /// ([`service_account_token`](crate::service_account_token)).
+    ///
+    /// # Errors
+    ///
+    /// When the kubeconfig cannot be read back.
+    pub fn kubeconfig_with_token(&self, token: &str) -> Result<String, Error> {
+        let mut kubeconfig =
+            Kubeconfig::from_yaml(&self.kubeconfig).map_err(|source| self.kubeconfig_error(source))?;
+        for named in &mut kubeconfig.auth_infos {
+            named.auth_info = Some(kube::config::AuthInfo {
+                token: Some(token.to_owned().into()),
+                ..kube::config::AuthInfo::default()
+            });
+        }
+        serde_yaml_ng::to_string(&kubeconfig).map_err(|source| self.kubeconfig_error(source))
+    }
+
     /// The API server's URL.
     pub fn server(&self) -> &str {
         &self.server

@@ -6,7 +6,10 @@ use std::future::Future;
 use std::time::Duration;
 use std::time::Instant;
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authentication::v1::TokenRequestSpec;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
@@ -142,6 +145,39 @@ pub async fn test_env(prefix: &str) -> (Client, String) {
     let client = admin_client().await;
     let namespace = test_namespace(&client, prefix).await.expect("a namespace for the test");
     (client, namespace)
+}
+
+/// A token for ServiceAccount `name` in `namespace` (created if missing), valid for an hour,
+/// from the TokenRequest API: what a pod running as that ServiceAccount holds. Use it as a
+/// bearer token, or in a kubeconfig ([`ControlPlane::kubeconfig_with_token`](crate::ControlPlane::kubeconfig_with_token)).
+///
+/// # Errors
+///
+/// When the ServiceAccount cannot be created or the token not issued.
+pub async fn service_account_token(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<String, HelperError> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account = ServiceAccount {
+        metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
+        ..ServiceAccount::default()
+    };
+    match accounts.create(&PostParams::default(), &account).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(source) => return Err(api_error(format!("creating ServiceAccount {namespace}/{name}"))(source)),
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() }),
+        ..TokenRequest::default()
+    };
+    let issued = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .map_err(api_error(format!("requesting a token for ServiceAccount {namespace}/{name}")))?;
+    Ok(issued.status.and_then(|status| status.token).unwrap_or_default())
 }
 
 /// A namespace of its own for one test, named `<prefix>-<random>`.

@@ -40,6 +40,7 @@ pub use crate::helpers::http_get;
 pub use crate::helpers::install_crd;
 pub use crate::helpers::install_crd_object;
 pub use crate::helpers::metric;
+pub use crate::helpers::service_account_token;
 pub use crate::helpers::test_env;
 pub use crate::helpers::test_namespace;
 pub use crate::helpers::wait_for;

@@ -60,11 +60,13 @@ async fn an_object_that_does_not_decode_is_reported_and_the_others_go_on() {
     let (reconciler, journal) = test.operator();
     let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
 
-    // Written through the dynamic API: `message` is a number, the operator's type wants a string.
+    // Written through the dynamic API: `applyMillis` is a string (a secret, say), the
+    // operator's type wants a number.
     let resource = ApiResource::erase::<Probe>(&());
     let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
     let mut bad = DynamicObject::new("drifted", &resource);
-    bad.data = serde_json::json!({ "spec": { "message": 42 } });
+    let secret = "hunter2-must-not-be-logged";
+    bad.data = serde_json::json!({ "spec": { "message": "drifted", "applyMillis": secret } });
     let bad = dynamic.create(&PostParams::default(), &bad).await.unwrap();
     let mut bad_as_probe = Probe::new("drifted", ProbeSpec::default());
     bad_as_probe.metadata = bad.metadata.clone();
@@ -73,7 +75,8 @@ async fn an_object_that_does_not_decode_is_reported_and_the_others_go_on() {
     let fine = wait_observed(&test.api, "fine").await;
     assert_eq!(fine.status.unwrap().message.as_deref(), Some("still works"));
 
-    // Reported once, as a Warning Event on the object, with the decode error.
+    // Reported once, as a Warning Event on the object, with the field's path and the type it
+    // wants, never the value.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let warning = loop {
         let events = events_for(&client, &bad_as_probe).await.unwrap();
@@ -86,12 +89,13 @@ async fn an_object_that_does_not_decode_is_reported_and_the_others_go_on() {
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     let note = warning.note.unwrap();
     assert!(note.starts_with(&format!("Probe {namespace}/drifted does not match")), "{note}");
-    assert!(note.contains("invalid type: integer `42`, expected a string"), "{note}");
+    assert!(note.contains("at `spec.applyMillis`: expected u64, found a string"), "{note}");
+    assert!(!note.contains(secret), "the Event quotes the value: {note}");
     assert!(!journal.lock().unwrap().applies.contains_key("drifted"), "it was never handed to a handler");
     assert!(dynamic.get("drifted").await.unwrap().finalizers().is_empty(), "nor given our finalizer");
 
     // Fixed, it is reconciled like any other.
-    let fix = serde_json::json!({ "spec": { "message": "fixed" } });
+    let fix = serde_json::json!({ "spec": { "message": "fixed", "applyMillis": 0 } });
     dynamic.patch("drifted", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
     let fixed = wait_observed(&test.api, "drifted").await;
     assert_eq!(fixed.status.unwrap().message.as_deref(), Some("fixed"));

@@ -5,9 +5,16 @@
 //! fails the list, the watcher retries it with backoff, and no object of the kind is
 //! reconciled any more. Here the watch runs on [`DynamicObject`]s and each one is decoded
 //! into `R` by itself. One that fails is left out (it is never reconciled, and never has
-//! its finalizer removed by us), logged as an error with its `namespace/name` and the serde
-//! error, counted in `kuberator_undecodable_objects_total`, and reported once per resource version as a `DecodeFailed` Warning Event
-//! on the object. Every other object goes on as before.
+//! its finalizer removed by us), logged as an error with its `namespace/name`, the path of
+//! the field that does not fit and what was expected there, counted in
+//! `kuberator_undecodable_objects_total`, and reported once per resource version as a
+//! `DecodeFailed` Warning Event on the object. Every other object goes on as before.
+//!
+//! The report never quotes a value of the object: whoever may read Events may not be allowed
+//! to read the object, and a field may hold a secret. serde's own message does quote it
+//! (`invalid type: string "hunter2", expected u32`), so the report says only the field's
+//! path, what was expected, and what kind of value was found (`spec.port: expected u32,
+//! found a string`); a message it does not know how to strip is left out.
 //!
 //! An undecodable object that is being deleted while a finalizer holds it cannot be cleaned
 //! up: its Event (`DecodeFailedWhileDeleting`) and log line say so, and give the two ways
@@ -141,13 +148,51 @@ where
     }
 }
 
-fn decode<R: DeserializeOwned>(object: &DynamicObject) -> Result<R, serde_json::Error> {
-    serde_json::to_value(object).and_then(serde_json::from_value)
+/// Why an object did not decode, as [`describe`] puts it: no value of the object in it.
+#[derive(Debug)]
+struct DecodeError(String);
+
+fn decode<R: DeserializeOwned>(object: &DynamicObject) -> Result<R, DecodeError> {
+    let value =
+        serde_json::to_value(object).map_err(|error| DecodeError(describe("", &error.to_string())))?;
+    serde_path_to_error::deserialize(value)
+        .map_err(|error| DecodeError(describe(&error.path().to_string(), &error.inner().to_string())))
+}
+
+/// `path: what was wrong`, from serde's message without the value it quotes: the kind of
+/// value found (`a string`, `an integer`) stays, the value goes; a message of another shape
+/// (a custom one, from a type's own `Deserialize`) is left out, since it may quote anything.
+fn describe(path: &str, message: &str) -> String {
+    let at = if path.is_empty() || path == "." { "the object".to_owned() } else { format!("`{path}`") };
+    let kind = |unexpected: &str| {
+        let kind = unexpected.split([' ', '`', '"']).next().unwrap_or_default();
+        let kind = if unexpected.starts_with("floating point") { "floating point number" } else { kind };
+        let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        format!("{article} {kind}")
+    };
+    let split =
+        |rest: &str| rest.rfind(", expected ").map(|at| (rest[..at].to_owned(), rest[at + 2..].to_owned()));
+    let what = if let Some((unexpected, expected)) = message.strip_prefix("invalid type: ").and_then(split) {
+        format!("{expected}, found {}", kind(&unexpected))
+    } else if let Some((unexpected, expected)) = message.strip_prefix("invalid value: ").and_then(split) {
+        format!("{expected}, found {} that is not one", kind(&unexpected))
+    } else if let Some((_, expected)) = message.strip_prefix("unknown variant ").and_then(split) {
+        format!("unknown variant, {expected}")
+    } else if ["missing field `", "unknown field `", "duplicate field `", "invalid length "]
+        .iter()
+        .any(|safe| message.starts_with(safe))
+    {
+        message.to_owned()
+    } else {
+        "the value does not fit the type (its own message is left out, since it may quote the value)"
+            .to_owned()
+    };
+    format!("at {at}: {what}")
 }
 
 fn report(
     object: &DynamicObject,
-    error: &serde_json::Error,
+    error: &DecodeError,
     resource: &ApiResource,
     recorder: &EventRecorder,
     failures: &Arc<DecodeFailures>,
@@ -164,7 +209,8 @@ fn report(
     }
     telemetry.undecodable();
     let mut note = format!(
-        "{label} does not match the operator's type and is not reconciled until it is fixed: {error}"
+        "{label} does not match the operator's type and is not reconciled until it is fixed: {}",
+        error.0
     );
     // A reason of its own: Events of one reason fold into a series that keeps its first note.
     let mut reason = "DecodeFailed";
@@ -226,5 +272,83 @@ mod tests {
         assert!(failures.first_report("uid-1", "11"), "broken again: reported again");
         failures.forget(None);
         assert_eq!(failures.reported.lock().unwrap().len(), 2);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Spec {
+        port: u16,
+        mode: Mode,
+        #[serde(default)]
+        ratio: Option<f32>,
+        #[serde(default)]
+        checked: Option<Checked>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    enum Mode {
+        Fast,
+        Safe,
+    }
+
+    /// A type whose own error quotes the value.
+    #[derive(Debug)]
+    struct Checked;
+
+    impl<'de> serde::Deserialize<'de> for Checked {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let text = String::deserialize(deserializer)?;
+            Err(serde::de::Error::custom(format!("{text} is not allowed")))
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Object {
+        spec: Spec,
+    }
+
+    fn decoded(spec: &serde_json::Value) -> String {
+        let object: DynamicObject =
+            serde_json::from_value(serde_json::json!({ "metadata": { "name": "x" }, "spec": spec })).unwrap();
+        decode::<Object>(&object).unwrap_err().0
+    }
+
+    #[test]
+    fn a_decode_failure_names_the_field_and_the_expected_type_but_never_the_value() {
+        let secret = "hunter2-do-not-log";
+        let cases = [
+            (
+                serde_json::json!({ "port": secret, "mode": "Fast" }),
+                "at `spec.port`: expected u16, found a string",
+            ),
+            (
+                serde_json::json!({ "port": 70000, "mode": "Fast" }),
+                "at `spec.port`: expected u16, found an integer that is not one",
+            ),
+            (
+                serde_json::json!({ "port": 1, "mode": secret }),
+                "at `spec.mode`: unknown variant, expected `Fast` or `Safe`",
+            ),
+            (
+                serde_json::json!({ "port": 1, "mode": "Fast", "ratio": secret }),
+                "at `spec.ratio`: expected f32, found a string",
+            ),
+            (
+                serde_json::json!({ "port": 1.5, "mode": "Fast" }),
+                "at `spec.port`: expected u16, found a floating point number",
+            ),
+            (serde_json::json!({ "port": 1 }), "at `spec`: missing field `mode`"),
+            (
+                serde_json::json!({ "port": 1, "mode": "Fast", "checked": secret }),
+                "at `spec.checked`: the value does not fit the type (its own message is left out, since it may quote the value)",
+            ),
+        ];
+        for (spec, expected) in cases {
+            let said = decoded(&spec);
+            assert_eq!(said, expected, "for {spec}");
+            assert!(!said.contains(secret) && !said.contains("70000") && !said.contains("1.5"), "{said}");
+        }
     }
 }

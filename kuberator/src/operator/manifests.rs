@@ -9,15 +9,20 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::apps::v1::DeploymentSpec;
+use k8s_openapi::api::core::v1::Capabilities;
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::api::core::v1::ContainerPort;
 use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::api::core::v1::EnvVarSource;
 use k8s_openapi::api::core::v1::HTTPGetAction;
 use k8s_openapi::api::core::v1::ObjectFieldSelector;
+use k8s_openapi::api::core::v1::PodSecurityContext;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::api::core::v1::Probe;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::SeccompProfile;
+use k8s_openapi::api::core::v1::SecurityContext;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -26,6 +31,7 @@ use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::api::rbac::v1::RoleRef;
 use k8s_openapi::api::rbac::v1::Subject;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResourceExt;
@@ -187,17 +193,133 @@ pub fn rbac<R: Resource<DynamicType = ()>>(
     objects
 }
 
-/// Everything to `kubectl apply`: the CRD, a ServiceAccount, the RBAC, and a Deployment of
-/// `image` with its metrics port and probes on `metrics_port`.
-pub fn manifests<R>(
-    settings: &Settings,
-    placement: &Placement,
-    image: &str,
-    metrics_port: u16,
-) -> Vec<serde_json::Value>
+/// The `format`s of a CRD's schema that the API server knows; it warns on any other
+/// (`unrecognized format "uint64"`), and schemars writes some for Rust's integer types.
+const KNOWN_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "password",
+    "date",
+    "date-time",
+    "datetime",
+    "duration",
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+];
+
+/// `R`'s CustomResourceDefinition as the `crd` and `manifests` subcommands print it: kube's,
+/// without the `format`s the API server does not know (such as `uint64` for a `u64`), so that
+/// applying it draws no warning. Such a format never checked anything; the `minimum: 0`
+/// beside it stays.
+pub fn crd<R: CustomResourceExt>() -> serde_json::Value {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let unknown = map
+                    .get("format")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|format| !KNOWN_FORMATS.contains(&format));
+                if unknown {
+                    map.remove("format");
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut crd = json(&R::crd());
+    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        strip(&mut version["schema"]["openAPIV3Schema"]);
+    }
+    crd
+}
+
+/// The user the pod runs as unless its image says otherwise: not root, and the `nonroot`
+/// user of the common distroless base images.
+pub const RUN_AS_USER: i64 = 65532;
+
+/// What the operator's container asks for and may use at most: requests and limits of CPU
+/// and memory, in Kubernetes quantities (`100m`, `128Mi`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU reserved for it.
+    pub cpu_request: String,
+    /// Memory reserved for it.
+    pub memory_request: String,
+    /// CPU it may use at most (it is throttled beyond).
+    pub cpu_limit: String,
+    /// Memory it may use at most (it is killed beyond).
+    pub memory_limit: String,
+}
+
+/// The default CPU request: a tenth of a core.
+pub const DEFAULT_CPU_REQUEST: &str = "100m";
+/// The default memory request.
+pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
+/// The default CPU limit: half a core.
+pub const DEFAULT_CPU_LIMIT: &str = "500m";
+/// The default memory limit.
+pub const DEFAULT_MEMORY_LIMIT: &str = "256Mi";
+
+impl Default for Resources {
+    /// Enough for an operator caching a few thousand objects: [`DEFAULT_CPU_REQUEST`] and
+    /// [`DEFAULT_MEMORY_REQUEST`] requested, [`DEFAULT_CPU_LIMIT`] and
+    /// [`DEFAULT_MEMORY_LIMIT`] at most.
+    fn default() -> Self {
+        Self {
+            cpu_request: DEFAULT_CPU_REQUEST.to_owned(),
+            memory_request: DEFAULT_MEMORY_REQUEST.to_owned(),
+            cpu_limit: DEFAULT_CPU_LIMIT.to_owned(),
+            memory_limit: DEFAULT_MEMORY_LIMIT.to_owned(),
+        }
+    }
+}
+
+/// How the operator's pod runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Its container image.
+    pub image: String,
+    /// The port of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_port: u16,
+    /// Requests and limits.
+    pub resources: Resources,
+}
+
+/// Everything to `kubectl apply`: the CRD, a ServiceAccount, the RBAC, and a Deployment that
+/// runs `workload`.
+///
+/// The pod passes the `restricted` Pod Security Standard: it runs as a non-root user
+/// ([`RUN_AS_USER`]) with the `RuntimeDefault` seccomp profile, no privilege escalation, no
+/// capabilities and a read-only root filesystem (the operator writes no file), with the
+/// requests and limits of [`Workload::resources`].
+pub fn manifests<R>(settings: &Settings, placement: &Placement, workload: &Workload) -> Vec<serde_json::Value>
 where
     R: Resource<DynamicType = ()> + CustomResourceExt,
 {
+    let metrics_port = workload.metrics_port;
     let name = settings.controller_name.to_owned();
     let meta = ObjectMeta {
         name: Some(name.clone()),
@@ -240,9 +362,31 @@ where
         }),
         ..Probe::default()
     };
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
+    };
+    let Resources { cpu_request, memory_request, cpu_limit, memory_limit } = &workload.resources;
     let container = Container {
         name: name.clone(),
-        image: Some(image.to_owned()),
+        image: Some(workload.image.clone()),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(cpu_request, memory_request)),
+            limits: Some(quantities(cpu_limit, memory_limit)),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            ..SecurityContext::default()
+        }),
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".to_owned()),
@@ -263,6 +407,16 @@ where
                 spec: Some(PodSpec {
                     service_account_name: Some(name),
                     containers: vec![container],
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
                     ..PodSpec::default()
                 }),
             },
@@ -270,8 +424,7 @@ where
         },
         ..Deployment::default()
     };
-    let mut all =
-        vec![json(&R::crd()), json(&ServiceAccount { metadata: meta, ..ServiceAccount::default() })];
+    let mut all = vec![crd::<R>(), json(&ServiceAccount { metadata: meta, ..ServiceAccount::default() })];
     all.extend(rbac::<R>(settings, placement));
     all.push(json(&deployment));
     all
@@ -391,8 +544,12 @@ mod tests {
     #[test]
     fn manifests_are_ready_to_apply() {
         let config = config(&["team-a"]);
-        let objects =
-            manifests::<Widget>(&config, &placement(&config, true), "registry.example/widget:1.0", 9090);
+        let workload = Workload {
+            image: "registry.example/widget:1.0".to_owned(),
+            metrics_port: 9090,
+            resources: Resources::default(),
+        };
+        let objects = manifests::<Widget>(&config, &placement(&config, true), &workload);
         let kinds: Vec<_> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
@@ -422,9 +579,29 @@ mod tests {
         let env: Vec<_> =
             container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
         assert_eq!(env, ["POD_NAME", "KUBERATOR_METRICS_ADDRESS"]);
+        assert_eq!(
+            container["resources"],
+            serde_json::json!({
+                "requests": { "cpu": "100m", "memory": "64Mi" },
+                "limits": { "cpu": "500m", "memory": "256Mi" },
+            })
+        );
+        assert_eq!(container["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
         assert_eq!(container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
         let yaml = to_yaml(&objects);
         assert_eq!(yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")), 6, "{yaml}");
+    }
+
+    #[test]
+    fn the_crd_keeps_only_the_formats_the_api_server_knows() {
+        assert!(serde_json::to_string(&Widget::crd()).unwrap().contains(r#""format":"uint32""#));
+        let printed = crd::<Widget>();
+        let schema = &printed["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let size = &schema["properties"]["spec"]["properties"]["size"];
+        assert_eq!(size["type"], "integer");
+        assert!(size.get("format").is_none(), "{size}");
+        assert!(size.get("minimum").is_some(), "{size}");
     }
 
     #[test]
@@ -435,7 +612,9 @@ mod tests {
             lease_namespace: None,
             ..placement(&config, false)
         };
-        let objects = manifests::<Widget>(&config, &placement, "widget:1", 8080);
+        let workload =
+            Workload { image: "widget:1".to_owned(), metrics_port: 8080, resources: Resources::default() };
+        let objects = manifests::<Widget>(&config, &placement, &workload);
         let env = &objects.last().unwrap()["spec"]["template"]["spec"]["containers"][0]["env"];
         assert!(
             env.as_array()

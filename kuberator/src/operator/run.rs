@@ -13,7 +13,6 @@ use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
 use kube::Client;
-use kube::CustomResourceExt;
 
 use super::Operator;
 use super::Settings;
@@ -137,6 +136,18 @@ enum Command {
         /// Container image of the operator
         #[arg(long)]
         image: String,
+        /// CPU the container requests
+        #[arg(long, default_value = manifests::DEFAULT_CPU_REQUEST)]
+        cpu_request: String,
+        /// Memory the container requests
+        #[arg(long, default_value = manifests::DEFAULT_MEMORY_REQUEST)]
+        memory_request: String,
+        /// CPU the container may use at most
+        #[arg(long, default_value = manifests::DEFAULT_CPU_LIMIT)]
+        cpu_limit: String,
+        /// Memory the container may use at most
+        #[arg(long, default_value = manifests::DEFAULT_MEMORY_LIMIT)]
+        memory_limit: String,
     },
 }
 
@@ -267,7 +278,7 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
     let print = |text: String| std::io::stdout().write_all(text.as_bytes()).context("writing to stdout");
     match &cli.command {
         Some(Command::Crd) => {
-            return print(manifests::to_yaml(&[serde_json::to_value(O::Resource::crd())?]));
+            return print(manifests::to_yaml(&[manifests::crd::<O::Resource>()]));
         }
         Some(Command::Rbac { namespace }) => {
             return print(manifests::to_yaml(&manifests::rbac::<O::Resource>(
@@ -275,12 +286,28 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
                 &cli.placement(&defaults, namespace)?,
             )));
         }
-        Some(Command::Manifests { namespace, image }) => {
+        Some(Command::Manifests {
+            namespace,
+            image,
+            cpu_request,
+            memory_request,
+            cpu_limit,
+            memory_limit,
+        }) => {
+            let workload = manifests::Workload {
+                image: image.clone(),
+                metrics_port: cli.metrics_address.port(),
+                resources: manifests::Resources {
+                    cpu_request: cpu_request.clone(),
+                    memory_request: memory_request.clone(),
+                    cpu_limit: cpu_limit.clone(),
+                    memory_limit: memory_limit.clone(),
+                },
+            };
             return print(manifests::to_yaml(&manifests::manifests::<O::Resource>(
                 &defaults,
                 &cli.placement(&defaults, namespace)?,
-                image,
-                cli.metrics_address.port(),
+                &workload,
             )));
         }
         Some(Command::Run) | None => {}
