@@ -27,6 +27,7 @@ use kuberator::shutdown::Shutdown;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 
 /// A helper that gave up.
 #[derive(Debug, thiserror::Error)]
@@ -306,26 +307,115 @@ impl Drop for Background {
     }
 }
 
-/// `GET path` over plain HTTP/1.1 from `address` (an operator's `/metrics`, `/healthz` or
-/// `/readyz`): the status code and the body.
+/// `GET path` over plain HTTP/1.1 from `address` (an operator's `/healthz` or `/readyz`, or
+/// its `/metrics` with `--metrics-insecure`): the status code and the body.
 ///
 /// # Errors
 ///
 /// When the connection fails or the answer is not HTTP.
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    exchange(stream, address, path, None).await
+}
+
+/// `GET path` over HTTPS from `address` (an operator's secure `/metrics`), with `token` as
+/// the bearer token if given: the status code and the body.
+///
+/// It accepts any server certificate, as a scraper configured with `insecure_skip_verify`
+/// does: the operator's is self-signed unless it was given one. Only for tests.
+///
+/// # Errors
+///
+/// When the connection or the TLS handshake fails, or the answer is not HTTP.
+pub async fn https_get(
+    address: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+    let stream = connector.connect(name, stream).await?;
+    exchange(stream, address, path, token).await
+}
+
+/// Sends one `GET` and reads the whole answer.
+async fn exchange<S>(
+    mut stream: S,
+    address: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::AsyncReadExt as _;
     use tokio::io::AsyncWriteExt as _;
 
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
+    let mut response = Vec::new();
+    // A TLS peer may close without close_notify once it has answered; what came is the answer.
+    if let Err(error) = stream.read_to_end(&mut response).await
+        && (response.is_empty() || error.kind() != std::io::ErrorKind::UnexpectedEof)
+    {
+        return Err(error);
+    }
+    let response = String::from_utf8_lossy(&response);
     let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not HTTP: {response:?}"))
     })?;
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Ok((status, body))
+}
+
+/// A certificate verifier that accepts every server certificate, checking only that the
+/// handshake is signed by it.
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The value of the series `series` (`name{labels}` exactly as printed) in Prometheus text.

@@ -37,6 +37,7 @@ pub use crate::helpers::admin_client;
 pub use crate::helpers::delete_namespace;
 pub use crate::helpers::events_for;
 pub use crate::helpers::http_get;
+pub use crate::helpers::https_get;
 pub use crate::helpers::install_crd;
 pub use crate::helpers::install_crd_object;
 pub use crate::helpers::metric;

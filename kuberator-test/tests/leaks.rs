@@ -1,7 +1,8 @@
 //! Nothing sensitive leaks into logs or Events: an operator process run as a ServiceAccount
 //! (a bearer token in its kubeconfig) with every log level on, reconciling a good object and
-//! one whose spec holds a secret in a field of the wrong type, never writes the token, a
-//! certificate, a key or the secret. This binary relaxes the Baton CRD's schema (so the API
+//! one whose spec holds a secret in a field of the wrong type, and checking a scrape of its
+//! `/metrics` that sends the token, never writes the token, a certificate, a key or the
+//! secret. This binary relaxes the Baton CRD's schema (so the API
 //! server accepts the wrong type), which is why it runs on a control plane of its own.
 
 #![allow(clippy::print_stderr)]
@@ -57,10 +58,13 @@ async fn no_token_certificate_key_or_field_value_in_any_log_line_or_event() {
     let kubeconfig = test.dir().join("kubeconfig");
     std::fs::write(&kubeconfig, control_plane.kubeconfig_with_token(&token).unwrap()).unwrap();
 
-    let mut replica = Replica::spawn(&test, "leaky", &kubeconfig, &["--log", "trace"]);
+    let mut replica = Replica::spawn_secure(&test, "leaky", &kubeconfig, &["--log", "trace"]);
     replica.wait_ready().await;
     test.create("good").await;
     assert_eq!(test.reconciled_by("good", Duration::from_secs(30)).await, "leaky");
+    // A scrape of /metrics with the token: the operator checks it with the API server.
+    let (status, body) = kuberator_test::https_get(replica.metrics, "/metrics", Some(&token)).await.unwrap();
+    assert_eq!(status, 200, "{body}");
     let bad: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "test.kuberator.dev/v1",
         "kind": "Baton",

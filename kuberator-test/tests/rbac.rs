@@ -76,10 +76,14 @@ async fn the_printed_rbac_is_enough_and_a_missing_rule_is_named() {
     };
     Api::<Namespace>::all(admin.clone()).create(&PostParams::default(), &namespace).await.unwrap();
 
-    // What `rbac --namespace rbac-probe` prints: a Role and a RoleBinding to the
-    // ServiceAccount `probe-operator`, and the same for its Lease.
+    // What `rbac --namespace rbac-probe --metrics-insecure` prints: a Role and a RoleBinding
+    // to the ServiceAccount `probe-operator`, and the same for its Lease. (This operator runs
+    // in the test's process and serves no metrics; replicas.rs runs one with secure metrics
+    // and the review rules.)
     let config = LeaseholdingPrivilege::settings();
-    let objects = manifests::rbac::<Probe>(&config, &manifests::Placement::new(&config, NAMESPACE));
+    let placement =
+        manifests::Placement { metrics_auth: false, ..manifests::Placement::new(&config, NAMESPACE) };
+    let objects = manifests::rbac::<Probe>(&config, &placement);
     let kinds: Vec<_> = objects.iter().map(|object| object["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["Role", "RoleBinding", "Role", "RoleBinding"]);
     let roles: Api<Role> = Api::namespaced(admin.clone(), NAMESPACE);

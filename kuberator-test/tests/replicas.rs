@@ -17,11 +17,9 @@ use std::process::Command;
 use std::time::Duration;
 use std::time::Instant;
 
-use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
 use kube::api::DynamicObject;
-use kube::api::PostParams;
 use kube::config::Kubeconfig;
 use kuberator_test::ControlPlane;
 use support::baton::LEASE;
@@ -125,19 +123,13 @@ async fn a_replica_with_exactly_the_printed_rbac_works_and_without_the_lease_rul
     let documents: Vec<serde_json::Value> =
         text.split("\n---\n").map(|document| serde_yaml_ng::from_str(document).unwrap()).collect();
     let kinds: Vec<_> = documents.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["Role", "RoleBinding", "Role", "RoleBinding"], "{text}");
-    let roles: Api<Role> = Api::namespaced(test.client.clone(), namespace);
+    assert_eq!(
+        kinds,
+        ["Role", "RoleBinding", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ClusterRole"],
+        "{text}"
+    );
+    apply(&test, &text).await;
     let bindings: Api<RoleBinding> = Api::namespaced(test.client.clone(), namespace);
-    for pair in documents.chunks(2) {
-        roles
-            .create(&PostParams::default(), &serde_json::from_value(pair[0].clone()).unwrap())
-            .await
-            .unwrap();
-        bindings
-            .create(&PostParams::default(), &serde_json::from_value(pair[1].clone()).unwrap())
-            .await
-            .unwrap();
-    }
 
     // A kubeconfig that acts as that ServiceAccount and nothing more.
     let control_plane = ControlPlane::shared().await.unwrap();
@@ -150,9 +142,16 @@ async fn a_replica_with_exactly_the_printed_rbac_works_and_without_the_lease_rul
     let restricted = dir.path().join("kubeconfig");
     std::fs::write(&restricted, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
 
-    let replica = Replica::start_as(&test, "least-privilege", &restricted);
+    // With /metrics served as by default: over HTTPS, checked with the API server, which
+    // takes the printed tokenreviews and subjectaccessreviews rules.
+    let replica = Replica::spawn_secure(&test, "least-privilege", &restricted, &[]);
     test.create("first").await;
     assert_eq!(test.reconciled_by("first", Duration::from_secs(30)).await, "least-privilege");
+    let scraper = reader_token(&test, "scraper").await;
+    let (status, body) =
+        kuberator_test::https_get(replica.metrics, "/metrics", Some(&scraper)).await.unwrap();
+    assert_eq!(status, 200, "{body}\n{}", replica.log());
+    assert!(body.contains("kuberator_reconciles_total"), "{body}");
     drop(replica);
 
     // Without the Lease rules, the operator exits at once and says what to grant.
@@ -278,4 +277,104 @@ async fn wait_in_flight(test: &Test, replica: &Replica, name: &str) {
         assert!(Instant::now() < deadline, "no reconcile in flight\n{}", replica.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Applies `yaml` with the real kubectl, server-side.
+async fn apply(test: &Test, yaml: &str) {
+    let control_plane = ControlPlane::shared().await.unwrap();
+    let file = test.dir().join(format!("apply-{}.yaml", rand_suffix()));
+    std::fs::write(&file, yaml).unwrap();
+    control_plane
+        .run_kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "replicas-test",
+            "-f",
+            &file.to_string_lossy(),
+        ])
+        .await
+        .unwrap();
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// A token of ServiceAccount `name` in the test's namespace, bound to the ClusterRole
+/// `baton-operator-metrics-reader` (which `rbac` prints) when `name` is `scraper`.
+async fn reader_token(test: &Test, name: &str) -> String {
+    let token = kuberator_test::service_account_token(&test.client, &test.namespace, name).await.unwrap();
+    if name == "scraper" {
+        let binding = format!(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {namespace}-{name}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {LEASE}-metrics-reader
+subjects:
+- kind: ServiceAccount
+  name: {name}
+  namespace: {namespace}
+",
+            namespace = test.namespace
+        );
+        apply(test, &binding).await;
+    }
+    token
+}
+
+/// `/metrics` over HTTPS by default: 401 without a token or with one the API server does not
+/// accept, 403 for a ServiceAccount without the reader role, 200 with it; plain HTTP gets
+/// nothing; the probes stay plain HTTP on their own port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_metrics_answer_only_callers_the_api_server_authorizes() {
+    let test = setup("secure-metrics").await;
+    // The reader ClusterRole, as `rbac` prints it.
+    let printed = Command::new(OPERATOR).args(["rbac", "--namespace", &test.namespace]).output().unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let reader =
+        text.split("\n---\n").find(|document| document.contains("name: baton-operator-metrics-reader"));
+    apply(&test, reader.expect("the reader ClusterRole")).await;
+
+    let replica = Replica::spawn_secure(&test, "secure", &test.kubeconfig, &[]);
+    replica.wait_ready().await;
+    let scraper = reader_token(&test, "scraper").await;
+    let stranger = reader_token(&test, "stranger").await;
+
+    let get = |token: Option<String>| async move {
+        kuberator_test::https_get(replica.metrics, "/metrics", token.as_deref()).await.unwrap()
+    };
+    let (status, body) = get(None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert_eq!(get(Some("not-a-token".to_owned())).await.0, 401);
+    let (status, body) = get(Some(stranger)).await;
+    assert_eq!(status, 403, "{body}");
+    let user = format!("system:serviceaccount:{}:stranger", test.namespace);
+    assert!(body.contains(&format!("{user} may not get /metrics")), "{body}");
+    // The reader role may take a moment to reach the authorizer's cache.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = get(Some(scraper.clone())).await;
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{status}: {body}\n{}", replica.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("kuberator_ready"), "{body}");
+    assert_ne!(
+        kuberator_test::http_get(replica.metrics, "/metrics").await.ok().map(|(status, _)| status),
+        Some(200),
+        "plain HTTP gets no metrics"
+    );
+    assert_eq!(replica.get("/healthz").await.map(|(status, _)| status), Some(200));
+
+    drop(replica);
+    test.cleanup().await;
 }

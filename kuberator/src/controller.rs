@@ -284,7 +284,9 @@ impl Drop for InFlight {
     }
 }
 
-/// The objects whose reconcile runs now, in this process.
+/// The objects whose reconcile runs now, in this process: what a drain that ran out of time
+/// names (`operator::run`).
+#[cfg(feature = "app")]
 pub(crate) fn in_flight() -> Vec<String> {
     IN_FLIGHT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
 }

@@ -118,7 +118,10 @@ impl Test {
 pub struct Replica {
     pub identity: &'static str,
     pub child: Child,
+    /// `/metrics`: plain HTTP, open to anyone, unless started with [`Replica::spawn_secure`].
     pub metrics: SocketAddr,
+    /// `/healthz` and `/readyz`.
+    pub health: SocketAddr,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -140,15 +143,33 @@ impl Replica {
         Self::spawn(test, identity, kubeconfig, &[])
     }
 
+    /// Runs the operator with `kubeconfig` and more `args`, its `/metrics` open to anyone
+    /// (`--metrics-insecure`), so that the tests read it without a token.
     pub fn spawn(test: &Test, identity: &'static str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
+        Self::launch(test, identity, kubeconfig, &[&["--metrics-insecure"], args].concat())
+    }
+
+    /// Like [`Replica::spawn`], with `/metrics` as a derived operator serves it by default:
+    /// over HTTPS, to callers the API server authenticates and authorizes.
+    pub fn spawn_secure(
+        test: &Test,
+        identity: &'static str,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+    ) -> Self {
+        Self::launch(test, identity, kubeconfig, args)
+    }
+
+    fn launch(test: &Test, identity: &'static str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{identity}.log"));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
         // One file, one offset: stdout (the logs) and stderr (a failure) interleave, not overwrite.
         let output = File::create(&log).unwrap();
         let child = Command::new(OPERATOR)
             .args(["run", "--namespaces", &test.namespace, "--lease-namespace", &test.namespace])
-            .args(["--metrics-address", &metrics.to_string()])
+            .args(["--metrics-address", &metrics.to_string(), "--health-address", &health.to_string()])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("KUBERATOR_IDENTITY", identity)
@@ -159,11 +180,14 @@ impl Replica {
             .stdout(output)
             .spawn()
             .unwrap();
-        Self { identity, child, metrics, log, _dir: dir }
+        Self { identity, child, metrics, health, log, _dir: dir }
     }
 
+    /// `GET path` in plain HTTP: `/metrics` from the metrics address, anything else from the
+    /// health address.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        kuberator_test::http_get(self.metrics, path).await.ok()
+        let address = if path == "/metrics" { self.metrics } else { self.health };
+        kuberator_test::http_get(address, path).await.ok()
     }
 
     pub async fn metric(&self, series: &str) -> Option<f64> {

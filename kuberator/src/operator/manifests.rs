@@ -114,6 +114,10 @@ pub struct Placement {
     pub watched: Vec<String>,
     /// The namespace of its leader election Lease; `None` when leader election is off.
     pub lease_namespace: Option<String>,
+    /// Whether `/metrics` is served only to callers the API server authenticates and
+    /// authorizes (the default), which takes `create` on `tokenreviews` and
+    /// `subjectaccessreviews`; `false` with `--metrics-insecure`.
+    pub metrics_auth: bool,
 }
 
 impl Placement {
@@ -124,14 +128,42 @@ impl Placement {
             namespace: namespace.to_owned(),
             watched: settings.namespaces.clone(),
             lease_namespace: Some(namespace.to_owned()),
+            metrics_auth: true,
         }
     }
+}
+
+/// The rules to check a `/metrics` caller with the API server: `create` on `tokenreviews`
+/// (who is it?) and `subjectaccessreviews` (may they get `/metrics`?).
+pub fn metrics_auth_rules() -> Vec<PolicyRule> {
+    let create = |group: &str, resource: &str| PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
+        verbs: vec!["create".to_owned()],
+        ..PolicyRule::default()
+    };
+    vec![
+        create("authentication.k8s.io", "tokenreviews"),
+        create("authorization.k8s.io", "subjectaccessreviews"),
+    ]
+}
+
+/// The rule a scraper needs to read `/metrics`: `get` on that non-resource URL.
+pub fn metrics_reader_rules() -> Vec<PolicyRule> {
+    vec![PolicyRule {
+        non_resource_urls: Some(vec!["/metrics".to_owned()]),
+        verbs: vec!["get".to_owned()],
+        ..PolicyRule::default()
+    }]
 }
 
 /// The RBAC objects for a derived operator running as the ServiceAccount named after its
 /// controller, with [`rules`] and [`owned_rules`]: a Role and RoleBinding when it watches one
 /// namespace, else a ClusterRole and ClusterRoleBinding; with leader election, a Role and
-/// RoleBinding for its Lease too.
+/// RoleBinding for its Lease too. With [`Placement::metrics_auth`], a ClusterRole and
+/// ClusterRoleBinding `<name>-metrics-auth` with [`metrics_auth_rules`] (reviews are
+/// cluster-wide), and a ClusterRole `<name>-metrics-reader` with [`metrics_reader_rules`],
+/// bound to no one: bind your scraper's ServiceAccount to it.
 pub fn rbac<R: Resource<DynamicType = ()>>(
     settings: &Settings,
     placement: &Placement,
@@ -187,7 +219,25 @@ pub fn rbac<R: Resource<DynamicType = ()>>(
         objects.push(json(&RoleBinding {
             metadata: meta(&lease_role, Some(lease_namespace)),
             role_ref: role_ref("Role", &lease_role),
+            subjects: Some(vec![subject.clone()]),
+        }));
+    }
+    if placement.metrics_auth {
+        let auth = format!("{name}-metrics-auth");
+        objects.push(json(&ClusterRole {
+            metadata: meta(&auth, None),
+            rules: Some(metrics_auth_rules()),
+            ..ClusterRole::default()
+        }));
+        objects.push(json(&ClusterRoleBinding {
+            metadata: meta(&auth, None),
+            role_ref: role_ref("ClusterRole", &auth),
             subjects: Some(vec![subject]),
+        }));
+        objects.push(json(&ClusterRole {
+            metadata: meta(&format!("{name}-metrics-reader"), None),
+            rules: Some(metrics_reader_rules()),
+            ..ClusterRole::default()
         }));
     }
     objects
@@ -302,8 +352,10 @@ impl Default for Resources {
 pub struct Workload {
     /// Its container image.
     pub image: String,
-    /// The port of `/metrics`, `/healthz` and `/readyz`.
+    /// The port of `/metrics`.
     pub metrics_port: u16,
+    /// The port of `/healthz` and `/readyz`.
+    pub health_port: u16,
     /// Requests and limits.
     pub resources: Resources,
 }
@@ -354,10 +406,14 @@ where
         Some(_) => {}
     }
     env.push(value("KUBERATOR_METRICS_ADDRESS", format!("0.0.0.0:{metrics_port}")));
+    env.push(value("KUBERATOR_HEALTH_ADDRESS", format!("0.0.0.0:{}", workload.health_port)));
+    if !placement.metrics_auth {
+        env.push(value("KUBERATOR_METRICS_INSECURE", "true".to_owned()));
+    }
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String("metrics".to_owned()),
+            port: IntOrString::String("health".to_owned()),
             ..HTTPGetAction::default()
         }),
         ..Probe::default()
@@ -388,11 +444,18 @@ where
             ..SecurityContext::default()
         }),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("metrics".to_owned()),
-            container_port: i32::from(metrics_port),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("metrics".to_owned()),
+                container_port: i32::from(metrics_port),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("health".to_owned()),
+                container_port: i32::from(workload.health_port),
+                ..ContainerPort::default()
+            },
+        ]),
         liveness_probe: Some(probe("/healthz")),
         readiness_probe: Some(probe("/readyz")),
         ..Container::default()
@@ -464,7 +527,11 @@ mod tests {
     }
 
     fn placement(settings: &Settings, lease: bool) -> Placement {
-        Placement { lease_namespace: lease.then(|| "ops".to_owned()), ..Placement::new(settings, "ops") }
+        Placement {
+            lease_namespace: lease.then(|| "ops".to_owned()),
+            metrics_auth: false,
+            ..Placement::new(settings, "ops")
+        }
     }
 
     #[test]
@@ -546,10 +613,12 @@ mod tests {
         let config = config(&["team-a"]);
         let workload = Workload {
             image: "registry.example/widget:1.0".to_owned(),
-            metrics_port: 9090,
+            metrics_port: 9443,
+            health_port: 9081,
             resources: Resources::default(),
         };
-        let objects = manifests::<Widget>(&config, &placement(&config, true), &workload);
+        let placement = Placement { metrics_auth: true, ..placement(&config, true) };
+        let objects = manifests::<Widget>(&config, &placement, &workload);
         let kinds: Vec<_> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
@@ -560,25 +629,48 @@ mod tests {
                 "RoleBinding",
                 "Role",
                 "RoleBinding",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ClusterRole",
                 "Deployment"
             ]
         );
-        let pod = &objects[6]["spec"]["template"]["spec"];
+        assert_eq!(objects[6]["metadata"]["name"], "widget-operator-metrics-auth");
+        assert_eq!(
+            objects[6]["rules"],
+            serde_json::json!([
+                { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
+                { "apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"] },
+            ])
+        );
+        assert_eq!(objects[7]["subjects"][0]["name"], "widget-operator");
+        assert_eq!(objects[8]["metadata"]["name"], "widget-operator-metrics-reader");
+        assert_eq!(
+            objects[8]["rules"],
+            serde_json::json!([{ "nonResourceURLs": ["/metrics"], "verbs": ["get"] }])
+        );
+        let pod = &objects[9]["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], "widget-operator");
         let container = &pod["containers"][0];
         assert_eq!(container["image"], "registry.example/widget:1.0");
-        assert_eq!(container["ports"][0], serde_json::json!({ "name": "metrics", "containerPort": 9090 }));
+        assert_eq!(
+            container["ports"],
+            serde_json::json!([
+                { "name": "metrics", "containerPort": 9443 },
+                { "name": "health", "containerPort": 9081 },
+            ])
+        );
         assert_eq!(
             container["livenessProbe"]["httpGet"],
-            serde_json::json!({ "path": "/healthz", "port": "metrics" })
+            serde_json::json!({ "path": "/healthz", "port": "health" })
         );
         assert_eq!(
             container["readinessProbe"]["httpGet"],
-            serde_json::json!({ "path": "/readyz", "port": "metrics" })
+            serde_json::json!({ "path": "/readyz", "port": "health" })
         );
         let env: Vec<_> =
             container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-        assert_eq!(env, ["POD_NAME", "KUBERATOR_METRICS_ADDRESS"]);
+        assert_eq!(env, ["POD_NAME", "KUBERATOR_METRICS_ADDRESS", "KUBERATOR_HEALTH_ADDRESS"]);
         assert_eq!(
             container["resources"],
             serde_json::json!({
@@ -590,7 +682,7 @@ mod tests {
         assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
         assert_eq!(container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
         let yaml = to_yaml(&objects);
-        assert_eq!(yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")), 6, "{yaml}");
+        assert_eq!(yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")), 9, "{yaml}");
     }
 
     #[test]
@@ -612,8 +704,12 @@ mod tests {
             lease_namespace: None,
             ..placement(&config, false)
         };
-        let workload =
-            Workload { image: "widget:1".to_owned(), metrics_port: 8080, resources: Resources::default() };
+        let workload = Workload {
+            image: "widget:1".to_owned(),
+            metrics_port: 8443,
+            health_port: 8081,
+            resources: Resources::default(),
+        };
         let objects = manifests::<Widget>(&config, &placement, &workload);
         let env = &objects.last().unwrap()["spec"]["template"]["spec"]["containers"][0]["env"];
         assert!(
@@ -628,5 +724,13 @@ mod tests {
                 .contains(&serde_json::json!({ "name": "KUBERATOR_LEADER_ELECTION", "value": "false" })),
             "{env}"
         );
+        assert!(
+            env.as_array()
+                .unwrap()
+                .contains(&serde_json::json!({ "name": "KUBERATOR_METRICS_INSECURE", "value": "true" })),
+            "--metrics-insecure reaches the pod: {env}"
+        );
+        let kinds: Vec<_> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+        assert!(!kinds.contains(&"ClusterRole"), "no review rules for open metrics: {kinds:?}");
     }
 }

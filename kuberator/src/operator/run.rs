@@ -57,10 +57,6 @@ struct Cli {
     #[arg(long, env = "KUBERATOR_DRAIN_DEADLINE", default_value_t = CliDuration(DEFAULT_DRAIN_DEADLINE), global = true)]
     drain_deadline: CliDuration,
 
-    /// Where to serve /metrics, /healthz and /readyz
-    #[arg(long, env = "KUBERATOR_METRICS_ADDRESS", default_value = "0.0.0.0:8080", global = true)]
-    metrics_address: std::net::SocketAddr,
-
     /// Log format
     #[arg(long, env = "KUBERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     log_format: LogFormat,
@@ -73,6 +69,63 @@ struct Cli {
 
     #[command(flatten)]
     election: ElectionArgs,
+
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+/// Metrics and probes.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Metrics and probes")]
+struct TelemetryArgs {
+    /// Where to serve /metrics: over HTTPS, to callers the API server authenticates and that
+    /// may get the non-resource URL /metrics
+    #[arg(long, env = "KUBERATOR_METRICS_ADDRESS", default_value = "0.0.0.0:8443", global = true)]
+    metrics_address: std::net::SocketAddr,
+
+    /// Serve /metrics in plain HTTP to anyone who can reach it instead: for local runs
+    #[arg(long, env = "KUBERATOR_METRICS_INSECURE", global = true)]
+    metrics_insecure: bool,
+
+    /// A directory with tls.crt and tls.key (a mounted TLS Secret) for /metrics [default: a
+    /// self-signed certificate made at start, kept in memory]
+    #[arg(long, env = "KUBERATOR_METRICS_CERT_DIR", global = true)]
+    metrics_cert_dir: Option<std::path::PathBuf>,
+
+    /// Where to serve /healthz and /readyz, in plain HTTP for the kubelet's probes
+    #[arg(long, env = "KUBERATOR_HEALTH_ADDRESS", default_value = "0.0.0.0:8081", global = true)]
+    health_address: std::net::SocketAddr,
+}
+
+impl TelemetryArgs {
+    /// Serves the probes, then `/metrics` as the flags say; both stop when dropped.
+    async fn serve(
+        &self,
+        client: &Client,
+    ) -> anyhow::Result<(crate::telemetry::Telemetry, crate::telemetry::Telemetry)> {
+        use crate::telemetry::MetricsAccess;
+        use crate::telemetry::TlsIdentity;
+        let health = crate::telemetry::serve_health(self.health_address).await.with_context(|| {
+            format!(
+                "serving /healthz and /readyz on {} (change it with --health-address)",
+                self.health_address
+            )
+        })?;
+        let access = if self.metrics_insecure {
+            MetricsAccess::Open
+        } else {
+            let identity = match &self.metrics_cert_dir {
+                Some(dir) => TlsIdentity::from_dir(dir).context("check --metrics-cert-dir")?,
+                None => TlsIdentity::self_signed()?,
+            };
+            MetricsAccess::Secure { client: client.clone(), identity }
+        };
+        let metrics =
+            crate::telemetry::serve_metrics(self.metrics_address, access).await.with_context(|| {
+                format!("serving /metrics on {} (change it with --metrics-address)", self.metrics_address)
+            })?;
+        Ok((health, metrics))
+    }
 }
 
 /// Leader election: one replica reconciles, the others stand by.
@@ -227,6 +280,7 @@ impl Cli {
             namespace: namespace.to_owned(),
             watched: self.watched(settings)?,
             lease_namespace: self.election.leader_election.then_some(lease_namespace),
+            metrics_auth: !self.telemetry.metrics_insecure,
         })
     }
 }
@@ -296,7 +350,8 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
         }) => {
             let workload = manifests::Workload {
                 image: image.clone(),
-                metrics_port: cli.metrics_address.port(),
+                metrics_port: cli.telemetry.metrics_address.port(),
+                health_port: cli.telemetry.health_address.port(),
                 resources: manifests::Resources {
                     cpu_request: cpu_request.clone(),
                     memory_request: memory_request.clone(),
@@ -334,9 +389,7 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
     if let Some(lease) = &leader_election {
         lease.validate().context("check --lease-duration, --renew-deadline and --retry-period")?;
     }
-    let _telemetry = crate::telemetry::serve(cli.metrics_address).await.with_context(|| {
-        format!("serving metrics on {} (change it with --metrics-address)", cli.metrics_address)
-    })?;
+    let _telemetry = cli.telemetry.serve(&client).await?;
     tracing::info!(
         controller = settings.controller_name,
         finalizer = settings.finalizer,

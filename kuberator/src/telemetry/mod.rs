@@ -4,7 +4,9 @@
 //!
 //! Every controller Kuberator runs records into one process-wide registry, as
 //! controller-runtime's do; recording costs a few atomic operations. [`serve`] answers on an
-//! address of your choice:
+//! address of your choice, in plain HTTP to anyone (for a local run; in a cluster, serve the
+//! probes with [`serve_health`] and the metrics with [`serve_metrics`] and
+//! [`MetricsAccess::Secure`], which only authenticated and authorized callers may read):
 //!
 //! - `/metrics`: the metrics below, in the Prometheus text format;
 //! - `/healthz`: `200 ok` while the process serves;
@@ -14,8 +16,10 @@
 //!   rolling update would wait on it forever); `503` with the reason otherwise, also before
 //!   anything runs.
 //!
-//! The derived operator's `run()` serves them on `--metrics-address` (default
-//! `0.0.0.0:8080`).
+//! The derived operator's `run()` serves the probes on `--health-address` (default
+//! `0.0.0.0:8081`, plain HTTP) and `/metrics` on `--metrics-address` (default `0.0.0.0:8443`)
+//! over HTTPS to callers the API server authenticates and authorizes, or in plain HTTP to
+//! anyone with `--metrics-insecure`.
 //!
 //! # Metrics
 //!
@@ -56,4 +60,4 @@ pub use self::metrics::shutting_down;
 pub use self::server::Telemetry;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
-pub use self::server::serve;
+pub use self::server::{MetricsAccess, TlsError, TlsIdentity, serve, serve_health, serve_metrics};
