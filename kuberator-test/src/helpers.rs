@@ -307,6 +307,48 @@ impl Drop for Background {
     }
 }
 
+/// Waits until an `events.k8s.io/v1` Event with `reason` regards the object `name` in
+/// `namespace` (of any kind: also one the test holds no type for), and returns the newest.
+///
+/// # Errors
+///
+/// When the Events cannot be listed, or none comes within `timeout`.
+pub async fn wait_for_event(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Result<Event, HelperError> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    loop {
+        let listed = events
+            .list(&ListParams::default())
+            .await
+            .map_err(api_error(format!("listing Events in {namespace}")))?;
+        let newest = listed
+            .items
+            .into_iter()
+            .filter(|event| {
+                event.reason.as_deref() == Some(reason)
+                    && event.regarding.as_ref().and_then(|regarding| regarding.name.as_deref()) == Some(name)
+            })
+            .max_by_key(|event| event.event_time.as_ref().map(|time| time.0));
+        if let Some(event) = newest {
+            return Ok(event);
+        }
+        if started.elapsed() > timeout {
+            return Err(HelperError::Timeout {
+                what: format!("an Event {reason} regarding {namespace}/{name}"),
+                timeout,
+                last: "<absent>".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `GET path` over plain HTTP/1.1 from `address` (an operator's `/healthz` or `/readyz`, or
 /// its `/metrics` with `--metrics-insecure`): the status code and the body.
 ///

@@ -45,6 +45,7 @@ pub use crate::helpers::service_account_token;
 pub use crate::helpers::test_env;
 pub use crate::helpers::test_namespace;
 pub use crate::helpers::wait_for;
+pub use crate::helpers::wait_for_event;
 pub use crate::proxy::Proxy;
 
 /// Logs to stderr for tests and tools, at `info` or as `RUST_LOG` says; calling it again

@@ -11,10 +11,8 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use kube::Api;
 use kube::api::DynamicObject;
 use kube::api::PostParams;
@@ -33,15 +31,7 @@ async fn no_token_certificate_key_or_field_value_in_any_log_line_or_event() {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut crd = crds.get("batons.test.kuberator.dev").await.unwrap();
     crd.metadata.managed_fields = None;
-    let schema = crd.spec.versions[0].schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
-    schema.properties.as_mut().unwrap().insert(
-        "spec".into(),
-        JSONSchemaProps {
-            type_: Some("object".into()),
-            x_kubernetes_preserve_unknown_fields: Some(true),
-            ..JSONSchemaProps::default()
-        },
-    );
+    support::accept_any_spec(&mut crd);
     crds.replace("batons.test.kuberator.dev", &PostParams::default(), &crd).await.unwrap();
 
     // The operator runs as a ServiceAccount, with a bearer token, as in a pod.
@@ -75,20 +65,7 @@ async fn no_token_certificate_key_or_field_value_in_any_log_line_or_event() {
     test.batons.create(&PostParams::default(), &bad).await.unwrap();
 
     // The Event names the field and the type it wants, not the value.
-    let events: Api<Event> = Api::namespaced(client.clone(), &test.namespace);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let note = loop {
-        let listed = events.list(&Default::default()).await.unwrap().items;
-        let decode_failed = listed.into_iter().find(|e| {
-            e.reason.as_deref() == Some("DecodeFailed")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bad")
-        });
-        if let Some(note) = decode_failed.and_then(|e| e.note) {
-            break note;
-        }
-        assert!(std::time::Instant::now() < deadline, "no DecodeFailed Event\n{}", replica.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let note = test.event_note("bad", "DecodeFailed", &replica).await;
     assert!(note.contains("at `spec.applySeconds`: expected u64, found a string"), "{note}");
     assert!(!note.contains(SECRET), "the Event quotes the value: {note}");
 

@@ -233,21 +233,7 @@ async fn a_reconcile_past_its_timeout_is_an_error_with_a_warning_event() {
     let a = Replica::start_with(&test, "replica-a", &["--reconcile-timeout", "1s"]);
     a.wait_ready().await;
     test.create_slow("slow", 600).await;
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(test.client.clone(), &test.namespace);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let note = loop {
-        let listed = events.list(&Default::default()).await.unwrap().items;
-        let timed_out = listed.into_iter().find(|e| {
-            e.reason.as_deref() == Some("ReconcileTimedOut")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("slow")
-        });
-        if let Some(note) = timed_out.and_then(|e| e.note) {
-            break note;
-        }
-        assert!(Instant::now() < deadline, "no ReconcileTimedOut Event\n{}", a.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let note = test.event_note("slow", "ReconcileTimedOut", &a).await;
     assert!(
         note.contains(&format!(
             "reconciling Baton {}/slow took longer than 1s, so it was cancelled",

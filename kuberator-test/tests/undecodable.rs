@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use kube::Api;
 use kube::CustomResourceExt;
 use kube::ResourceExt;
@@ -30,15 +29,7 @@ async fn an_object_that_does_not_decode_is_reported_and_the_others_go_on() {
     // The Probe CRD, with a spec the API server does not check: schema drift, as when a
     // newer CRD version is installed under an older operator.
     let mut crd = Probe::crd();
-    let schema = crd.spec.versions[0].schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
-    schema.properties.as_mut().unwrap().insert(
-        "spec".into(),
-        JSONSchemaProps {
-            type_: Some("object".into()),
-            x_kubernetes_preserve_unknown_fields: Some(true),
-            ..JSONSchemaProps::default()
-        },
-    );
+    support::accept_any_spec(&mut crd);
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(&crd.name_any(), &PatchParams::apply("undecodable-test").force(), &Patch::Apply(&crd))
         .await

@@ -296,6 +296,16 @@ impl Test {
             .collect()
     }
 
+    /// The note of the Event `reason` regarding the Baton `name`, waited for up to 30 s; a
+    /// timeout panics with `replica`'s log.
+    pub async fn event_note(&self, name: &str, reason: &str, replica: &Replica) -> String {
+        kuberator_test::wait_for_event(&self.client, &self.namespace, name, reason, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|error| panic!("{error}\n{}", replica.log()))
+            .note
+            .unwrap_or_default()
+    }
+
     /// The directory of this test's files, removed with it.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()

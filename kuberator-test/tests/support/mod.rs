@@ -332,3 +332,20 @@ pub fn cleanup(journal: &Mutex<Journal>, probe: &Probe) -> kuberator::Result<Act
     }
     Ok(Action::await_change())
 }
+
+/// `crd` with a spec the API server does not check: schema drift, as when a newer CRD version
+/// is installed under an older operator, so that an object of the wrong shape gets stored.
+pub fn accept_any_spec(
+    crd: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+    let schema = crd.spec.versions[0].schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+    schema.properties.as_mut().unwrap().insert(
+        "spec".into(),
+        JSONSchemaProps {
+            type_: Some("object".into()),
+            x_kubernetes_preserve_unknown_fields: Some(true),
+            ..JSONSchemaProps::default()
+        },
+    );
+}
