@@ -101,9 +101,12 @@ async fn a_cluster_scoped_resource_goes_through_the_whole_flow() {
     kuberator_test::install_crd::<Zone>(&admin).await.unwrap();
 
     // The printed RBAC: a ClusterRole (the zones are cluster-wide), and a Role for the Lease.
+    // (This operator runs in the test's process and serves no metrics: no review rules.)
     let settings = ZoneOperator::settings();
     assert!(settings.namespaces.is_empty());
-    let objects = manifests::rbac::<Zone>(&settings, &manifests::Placement::new(&settings, &namespace));
+    let placement =
+        manifests::Placement { metrics_auth: false, ..manifests::Placement::new(&settings, &namespace) };
+    let objects = manifests::rbac::<Zone>(&settings, &placement);
     let kinds: Vec<_> = objects.iter().map(|object| object["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
     let create = PostParams::default();
