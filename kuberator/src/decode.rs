@@ -3,8 +3,9 @@
 //!
 //! kube's typed watcher decodes a whole list page at once: a single undecodable object
 //! fails the list, the watcher retries it with backoff, and no object of the kind is
-//! reconciled any more. Here the watch runs on [`DynamicObject`]s and each one is decoded
-//! into `R` by itself. One that fails is left out (it is never reconciled, and never has
+//! reconciled any more. Here each object of a page is decoded into `R` by itself, straight
+//! from the API server's JSON (once: not into a `DynamicObject` first). One that fails is
+//! left out (it is never reconciled, and never has
 //! its finalizer removed by us), logged as an error with its `namespace/name`, the path of
 //! the field that does not fit and what was expected there, counted in
 //! `kuberator_undecodable_objects_total`, and reported once per resource version as a
@@ -21,6 +22,7 @@
 //! out as commands to run: fix the object (`kubectl edit`, then cleanup runs), or remove the
 //! finalizer without cleanup (a `kubectl patch` that tests and removes it by index).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -30,14 +32,18 @@ use std::sync::PoisonError;
 use futures::Stream;
 use futures::StreamExt as _;
 use futures::future::ready;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Api;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::api::ApiResource;
-use kube::api::DynamicObject;
+use kube::api::ObjectMeta;
+use kube::core::DynamicResourceScope;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::events::EventData;
 use crate::events::EventRecorder;
@@ -68,8 +74,87 @@ impl DecodeFailures {
     }
 }
 
+/// An object as the watch delivers it: decoded into `R` straight from the API server's JSON,
+/// or, when it does not fit `R`, its metadata and why.
+///
+/// Its `Deserialize` never fails on an object of the wrong shape, so that kube's watcher,
+/// which decodes a whole list page at once, never fails a page because of one object.
+#[derive(Clone, Debug)]
+pub(crate) enum Watched<R> {
+    Decoded(R),
+    Undecodable(Box<Undecodable>),
+}
+
+/// The metadata of an object that does not fit the type, and why (no value of it).
+#[derive(Clone, Debug)]
+pub(crate) struct Undecodable {
+    meta: ObjectMeta,
+    error: DecodeError,
+}
+
+impl<'de, R: DeserializeOwned> Deserialize<'de> for Watched<R> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Only what a report needs.
+        #[derive(Deserialize)]
+        struct Header {
+            #[serde(default)]
+            metadata: ObjectMeta,
+        }
+        // The object's JSON text, checked but not parsed into a tree: `R` is decoded from it
+        // once; only an object that does not fit is read again, for the path of the field
+        // and for its metadata.
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if let Ok(decoded) = serde_json::from_str(raw.get()) {
+            return Ok(Self::Decoded(decoded));
+        }
+        // Again, tracking the path this time (it costs on every field, so only now).
+        let mut json = serde_json::Deserializer::from_str(raw.get());
+        let error = match serde_path_to_error::deserialize::<_, R>(&mut json) {
+            Ok(decoded) => return Ok(Self::Decoded(decoded)),
+            Err(error) => DecodeError(describe(&error.path().to_string(), &error.inner().to_string())),
+        };
+        let header: Header = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+        Ok(Self::Undecodable(Box::new(Undecodable { meta: header.metadata, error })))
+    }
+}
+
+impl<R: Resource> Resource for Watched<R> {
+    type DynamicType = R::DynamicType;
+    type Scope = DynamicResourceScope;
+
+    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
+        R::kind(dt)
+    }
+
+    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
+        R::group(dt)
+    }
+
+    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
+        R::version(dt)
+    }
+
+    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
+        R::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Self::Decoded(object) => object.meta(),
+            Self::Undecodable(undecodable) => &undecodable.meta,
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Self::Decoded(object) => object.meta_mut(),
+            Self::Undecodable(undecodable) => &mut undecodable.meta,
+        }
+    }
+}
+
 /// Watches what `api` watches, decoding every object into `R` on its own; with `namespaces`
-/// listed, objects in other namespaces are left out before they are decoded.
+/// listed, objects in other namespaces are left out.
 pub(crate) fn decoded_watch<R>(
     api: &Api<R>,
     config: watcher::Config,
@@ -84,19 +169,18 @@ where
 {
     let resource = ApiResource::erase::<R>(&R::DynamicType::default());
     let client = api.clone().into_client();
-    let dynamic: Api<DynamicObject> = match api.namespace() {
-        Some(namespace) => Api::namespaced_with(client, namespace, &resource),
-        None => Api::all_with(client, &resource),
+    let watched: Api<Watched<R>> = match api.namespace() {
+        Some(namespace) => Api::namespaced_with(client, namespace, &R::DynamicType::default()),
+        None => Api::all_with(client, &R::DynamicType::default()),
     };
-    watcher(dynamic, config).default_backoff().filter_map(move |event| {
+    watcher(watched, config).default_backoff().filter_map(move |event| {
         let decoded = match event {
             Ok(event) => {
                 if matches!(event, watcher::Event::InitDone) {
                     telemetry.synced();
                 }
-                let watched = |object: &DynamicObject| {
-                    namespaces.is_empty()
-                        || object.metadata.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns))
+                let watched = |meta: &ObjectMeta| {
+                    namespaces.is_empty() || meta.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns))
                 };
                 decode_event::<R>(event, watched, &resource, &recorder, &failures, &telemetry).map(Ok)
             }
@@ -107,24 +191,24 @@ where
 }
 
 fn decode_event<R>(
-    event: watcher::Event<DynamicObject>,
-    watched: impl Fn(&DynamicObject) -> bool,
+    event: watcher::Event<Watched<R>>,
+    watched: impl Fn(&ObjectMeta) -> bool,
     resource: &ApiResource,
     recorder: &EventRecorder,
     failures: &Arc<DecodeFailures>,
     telemetry: &ControllerMetrics,
 ) -> Option<watcher::Event<R>>
 where
-    R: Resource + DeserializeOwned,
+    R: Resource,
     R::DynamicType: Default,
 {
-    let decode_or_report = |object: DynamicObject| match decode::<R>(&object) {
-        Ok(decoded) => {
-            failures.forget(object.uid());
+    let decoded_or_reported = |object: Watched<R>| match object {
+        Watched::Decoded(decoded) => {
+            failures.forget(decoded.uid());
             Some(decoded)
         }
-        Err(error) => {
-            report(&object, &error, resource, recorder, failures, telemetry);
+        Watched::Undecodable(undecodable) => {
+            report(&undecodable, resource, recorder, failures, telemetry);
             None
         }
     };
@@ -132,16 +216,19 @@ where
         watcher::Event::Apply(object)
         | watcher::Event::InitApply(object)
         | watcher::Event::Delete(object)
-            if !watched(&object) =>
+            if !watched(object.meta()) =>
         {
             None
         }
-        watcher::Event::Apply(object) => decode_or_report(object).map(watcher::Event::Apply),
-        watcher::Event::InitApply(object) => decode_or_report(object).map(watcher::Event::InitApply),
+        watcher::Event::Apply(object) => decoded_or_reported(object).map(watcher::Event::Apply),
+        watcher::Event::InitApply(object) => decoded_or_reported(object).map(watcher::Event::InitApply),
         // An undecodable object that is gone needs no report.
         watcher::Event::Delete(object) => {
             failures.forget(object.uid());
-            decode::<R>(&object).ok().map(watcher::Event::Delete)
+            match object {
+                Watched::Decoded(decoded) => Some(watcher::Event::Delete(decoded)),
+                Watched::Undecodable(_) => None,
+            }
         }
         watcher::Event::Init => Some(watcher::Event::Init),
         watcher::Event::InitDone => Some(watcher::Event::InitDone),
@@ -149,20 +236,22 @@ where
 }
 
 /// Why an object did not decode, as [`describe`] puts it: no value of the object in it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct DecodeError(String);
-
-fn decode<R: DeserializeOwned>(object: &DynamicObject) -> Result<R, DecodeError> {
-    let value =
-        serde_json::to_value(object).map_err(|error| DecodeError(describe("", &error.to_string())))?;
-    serde_path_to_error::deserialize(value)
-        .map_err(|error| DecodeError(describe(&error.path().to_string(), &error.inner().to_string())))
-}
 
 /// `path: what was wrong`, from serde's message without the value it quotes: the kind of
 /// value found (`a string`, `an integer`) stays, the value goes; a message of another shape
 /// (a custom one, from a type's own `Deserialize`) is left out, since it may quote anything.
 fn describe(path: &str, message: &str) -> String {
+    // serde_json ends a message read from text with ` at line 1 column 86`: the path says more.
+    let message = match message.rsplit_once(" at line ") {
+        Some((message, position))
+            if position.split(" column ").all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            message
+        }
+        _ => message,
+    };
     let at = if path.is_empty() || path == "." { "the object".to_owned() } else { format!("`{path}`") };
     let kind = |unexpected: &str| {
         let kind = unexpected.split([' ', '`', '"']).next().unwrap_or_default();
@@ -191,35 +280,40 @@ fn describe(path: &str, message: &str) -> String {
 }
 
 fn report(
-    object: &DynamicObject,
-    error: &DecodeError,
+    undecodable: &Undecodable,
     resource: &ApiResource,
     recorder: &EventRecorder,
     failures: &Arc<DecodeFailures>,
     telemetry: &ControllerMetrics,
 ) {
-    let label = crate::object::label(
-        &resource.kind,
-        object.metadata.namespace.as_deref(),
-        object.metadata.name.as_deref(),
-    );
-    let (uid, version) = (object.uid().unwrap_or_default(), object.resource_version().unwrap_or_default());
+    let meta = &undecodable.meta;
+    let label = crate::object::label(&resource.kind, meta.namespace.as_deref(), meta.name.as_deref());
+    let uid = meta.uid.clone().unwrap_or_default();
+    let version = meta.resource_version.clone().unwrap_or_default();
     if !failures.first_report(&uid, &version) {
         return;
     }
     telemetry.undecodable();
     let mut note = format!(
         "{label} does not match the operator's type and is not reconciled until it is fixed: {}",
-        error.0
+        undecodable.error.0
     );
     // A reason of its own: Events of one reason fold into a series that keeps its first note.
     let mut reason = "DecodeFailed";
-    if let Some(way_out) = way_out(object, resource) {
+    if let Some(way_out) = way_out(meta, resource) {
         note.push_str(&way_out);
         reason = "DecodeFailedWhileDeleting";
     }
     tracing::error!(object = %label, "{note}");
-    let reference = object.object_ref(resource);
+    let reference = ObjectReference {
+        api_version: Some(resource.api_version.clone()),
+        kind: Some(resource.kind.clone()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        ..ObjectReference::default()
+    };
     let recorder = recorder.clone();
     tokio::spawn(async move {
         if let Err(error) = recorder.publish_to(reference, EventData::warning(reason, note)).await {
@@ -230,15 +324,15 @@ fn report(
 
 /// For an object being deleted that finalizers hold: that its cleanup cannot run, and the two
 /// commands that get it out (fix it, or remove a finalizer without cleanup).
-fn way_out(object: &DynamicObject, resource: &ApiResource) -> Option<String> {
-    object.metadata.deletion_timestamp.as_ref()?;
-    let finalizers = object.metadata.finalizers.as_deref().filter(|all| !all.is_empty())?;
+fn way_out(meta: &ObjectMeta, resource: &ApiResource) -> Option<String> {
+    meta.deletion_timestamp.as_ref()?;
+    let finalizers = meta.finalizers.as_deref().filter(|all| !all.is_empty())?;
     let kind = match resource.group.as_str() {
         "" => resource.plural.clone(),
         group => format!("{}.{group}", resource.plural),
     };
-    let name = object.metadata.name.as_deref().unwrap_or_default();
-    let namespace = object.metadata.namespace.as_deref().map(|ns| format!(" -n {ns}")).unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let namespace = meta.namespace.as_deref().map(|ns| format!(" -n {ns}")).unwrap_or_default();
     let removals: Vec<String> = finalizers
         .iter()
         .enumerate()
@@ -310,9 +404,14 @@ mod tests {
     }
 
     fn decoded(spec: &serde_json::Value) -> String {
-        let object: DynamicObject =
-            serde_json::from_value(serde_json::json!({ "metadata": { "name": "x" }, "spec": spec })).unwrap();
-        decode::<Object>(&object).unwrap_err().0
+        let json = serde_json::json!({ "metadata": { "name": "x", "uid": "u-1" }, "spec": spec }).to_string();
+        match serde_json::from_str::<Watched<Object>>(&json).unwrap() {
+            Watched::Decoded(object) => panic!("decoded: {object:?}"),
+            Watched::Undecodable(undecodable) => {
+                assert_eq!(undecodable.meta.uid.as_deref(), Some("u-1"), "the metadata is kept");
+                undecodable.error.0
+            }
+        }
     }
 
     #[test]

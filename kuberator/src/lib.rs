@@ -62,6 +62,19 @@ pub use crate::status::WithStatusError;
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use kuberator_derive::Operator;
 
+/// Hooks for the project's own benchmarks. Not a public API.
+#[doc(hidden)]
+pub mod __bench {
+    /// Decodes one object of a watch or list answer as the controller does: into `R` from
+    /// the JSON text, or `None` (reported) when it does not fit.
+    pub fn decode_watched<R: serde::de::DeserializeOwned>(json: &[u8]) -> Option<R> {
+        match serde_json::from_slice::<crate::decode::Watched<R>>(json).ok()? {
+            crate::decode::Watched::Decoded(object) => Some(object),
+            crate::decode::Watched::Undecodable(_) => None,
+        }
+    }
+}
+
 /// What the code `#[derive(Operator)]` generates refers to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
