@@ -384,12 +384,7 @@ impl ControlPlane {
     ///
     /// When the file cannot be written.
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(io_error(format!("writing {}", path.display())))?;
-        file.write_all(self.kubeconfig.as_bytes()).map_err(io_error(format!("writing {}", path.display())))
+        write_private(path, &self.kubeconfig).map_err(io_error(format!("writing {}", path.display())))
     }
 
     /// The kubeconfig, as YAML, with `token` as the only credential instead of the admin's
@@ -505,6 +500,15 @@ impl Processes {
         self.etcd.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Writes `contents` to `path`, readable by the owner only: a kubeconfig holds credentials.
+pub(crate) fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 /// The binaries' directory: `KUBERATOR_CONTROL_PLANE_BIN`, or what `build.sh` builds.

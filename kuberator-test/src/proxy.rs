@@ -102,11 +102,7 @@ impl Proxy {
     ) -> std::io::Result<()> {
         let kubeconfig =
             control_plane.kubeconfig().replace(control_plane.server(), &format!("https://{}", self.address));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        std::io::Write::write_all(&mut options.open(path)?, kubeconfig.as_bytes())
+        crate::control_plane::write_private(path, &kubeconfig)
     }
 
     /// Where it listens.

@@ -39,6 +39,7 @@ use kuberator_test::Proxy;
 use serde::de::DeserializeOwned;
 use support::Probe;
 use support::ProbeSpec;
+use support::baton::Entry;
 use support::baton::Replica;
 use support::baton::Test;
 
@@ -504,9 +505,9 @@ async fn wait_batons(test: &Test, what: &str, names: &[String]) {
 }
 
 /// Per object, how often the journal says `what` ran, for `identity` if given.
-fn journal_counts(test: &Test, what: &str, identity: Option<&str>) -> HashMap<String, u32> {
+fn journal_counts(journal: &[Entry], what: &str, identity: Option<&str>) -> HashMap<String, u32> {
     let mut counts = HashMap::new();
-    for entry in test.journal() {
+    for entry in journal {
         if entry.what == what && identity.is_none_or(|identity| entry.identity == identity) {
             let name = entry.object.rsplit('/').next().unwrap_or_default().to_owned();
             *counts.entry(name).or_default() += 1;
@@ -536,8 +537,9 @@ async fn sigterm_while_slow_handlers_run_lets_them_finish() {
     // Four handlers in flight (started, not ended).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let started: u32 = journal_counts(&test, "apply-start", None).values().sum();
-        let ended: u32 = journal_counts(&test, "apply-end", None).values().sum();
+        let journal = test.journal();
+        let started: u32 = journal_counts(&journal, "apply-start", None).values().sum();
+        let ended: u32 = journal_counts(&journal, "apply-end", None).values().sum();
         if started.saturating_sub(ended) == 4 {
             break;
         }
@@ -557,8 +559,8 @@ async fn sigterm_while_slow_handlers_run_lets_them_finish() {
         replica.log()
     );
     let journal = test.journal();
-    let started = journal_counts(&test, "apply-start", None);
-    let ended = journal_counts(&test, "apply-end", None);
+    let started = journal_counts(&journal, "apply-start", None);
+    let ended = journal_counts(&journal, "apply-end", None);
     assert_eq!(started, ended, "every handler that started finished\n{}", replica.log());
     let finished_after = journal.iter().filter(|e| e.what == "apply-end" && e.at > signalled_at).count();
     assert!(finished_after >= 4, "the four in flight finished after the signal: {journal:?}");
@@ -604,14 +606,8 @@ async fn kill_9_during_creates_then_a_restart() {
                 .for_each_concurrent(4, |name| {
                     let (batons, namespace, created) = (&batons, &namespace, &created);
                     async move {
-                        let baton: DynamicObject = serde_json::from_value(serde_json::json!({
-                            "apiVersion": "test.kuberator.dev/v1",
-                            "kind": "Baton",
-                            "metadata": { "name": name, "namespace": namespace },
-                            // One in ten takes a second, so that some are cut short.
-                            "spec": { "note": name, "applySeconds": u64::from(name.ends_with('0')) },
-                        }))
-                        .unwrap();
+                        // One in ten takes a second, so that some are cut short.
+                        let baton = support::baton::baton(namespace, &name, u64::from(name.ends_with('0')));
                         batons.create(&PostParams::default(), &baton).await.unwrap();
                         created.fetch_add(1, Ordering::SeqCst);
                         // About 40 a second, so that the operator keeps up and is killed
@@ -630,8 +626,9 @@ async fn kill_9_during_creates_then_a_restart() {
     first.signal("KILL");
     first.exited(Duration::from_secs(10)).await;
     let at_kill = created.load(Ordering::SeqCst);
-    let by_first: u32 = journal_counts(&test, "apply-end", Some("pod-0")).values().sum();
-    let cut_short = journal_counts(&test, "apply-start", Some("pod-0")).values().sum::<u32>() - by_first;
+    let journal = test.journal();
+    let by_first: u32 = journal_counts(&journal, "apply-end", Some("pod-0")).values().sum();
+    let cut_short = journal_counts(&journal, "apply-start", Some("pod-0")).values().sum::<u32>() - by_first;
     let second = Replica::start_with(&test, "pod-0", &args);
     let restarted = Instant::now();
     creating.await.unwrap();
@@ -647,7 +644,7 @@ async fn kill_9_during_creates_then_a_restart() {
     // The restarted process: at most 2 per object to create (finalizer, apply; 1 for those
     // the first process had done), and 1 per delete.
     let ratio = assert_no_storm("kill -9", successes, 3.0 * names.len() as f64);
-    let cleanups = journal_counts(&test, "cleanup", None);
+    let cleanups = journal_counts(&test.journal(), "cleanup", None);
     assert_cleaned_once(cleanups.iter().map(|(name, count)| (name, *count)), &names);
     eprintln!(
         "chaos: kill -9 after {at_kill} of {objects} creates ({by_first} reconciled by then, {cut_short} handlers \

@@ -174,11 +174,7 @@ async fn a_replica_with_exactly_the_printed_rbac_works_and_without_the_lease_rul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_handler_is_cancelled_at_the_drain_deadline() {
     let test = setup("drain").await;
-    let mut a = Replica::start_with(&test, "replica-a", &["--drain-deadline", "3s"]);
-    a.wait_ready().await;
-    test.wait_holder("replica-a", Duration::from_secs(30)).await;
-    test.create_slow("hung", 600).await;
-    wait_in_flight(&test, &a, "hung").await;
+    let mut a = leading_with_a_hung_handler(&test, "3s").await;
 
     a.signal("TERM");
     let terminated = Instant::now();
@@ -205,11 +201,7 @@ async fn a_hung_handler_is_cancelled_at_the_drain_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let test = setup("second-signal").await;
-    let mut a = Replica::start_with(&test, "replica-a", &["--drain-deadline", "60s"]);
-    a.wait_ready().await;
-    test.wait_holder("replica-a", Duration::from_secs(30)).await;
-    test.create_slow("hung", 600).await;
-    wait_in_flight(&test, &a, "hung").await;
+    let mut a = leading_with_a_hung_handler(&test, "60s").await;
 
     a.signal("TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -246,6 +238,17 @@ async fn a_reconcile_past_its_timeout_is_an_error_with_a_warning_event() {
 
     drop(a);
     test.cleanup().await;
+}
+
+/// Replica A, leading with `--drain-deadline drain`, in the middle of a handler that hangs
+/// for ten minutes on the Baton `hung`.
+async fn leading_with_a_hung_handler(test: &Test, drain: &str) -> Replica {
+    let a = Replica::start_with(test, "replica-a", &["--drain-deadline", drain]);
+    a.wait_ready().await;
+    test.wait_holder("replica-a", Duration::from_secs(30)).await;
+    test.create_slow("hung", 600).await;
+    wait_in_flight(test, &a, "hung").await;
+    a
 }
 
 /// Waits until the replica runs `name`'s `handle_apply` (the finalizer is on, and a reconcile

@@ -68,14 +68,7 @@ impl Test {
 
     /// A Baton whose `handle_apply` sleeps `seconds` first.
     pub async fn create_slow(&self, name: &str, seconds: u64) {
-        let baton: DynamicObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "test.kuberator.dev/v1",
-            "kind": "Baton",
-            "metadata": { "name": name, "namespace": self.namespace },
-            "spec": { "note": name, "applySeconds": seconds },
-        }))
-        .unwrap();
-        self.batons.create(&PostParams::default(), &baton).await.unwrap();
+        self.batons.create(&PostParams::default(), &baton(&self.namespace, name, seconds)).await.unwrap();
     }
 
     /// Waits until `name`'s status says which replica reconciled it, and returns that.
@@ -112,6 +105,17 @@ impl Test {
     pub async fn cleanup(self) {
         kuberator_test::delete_namespace(&self.client, &self.namespace).await.unwrap();
     }
+}
+
+/// A Baton `name` in `namespace` whose `handle_apply` sleeps `seconds` first.
+pub fn baton(namespace: &str, name: &str, seconds: u64) -> DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "test.kuberator.dev/v1",
+        "kind": "Baton",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": { "note": name, "applySeconds": seconds },
+    }))
+    .unwrap()
 }
 
 /// One operator process; killed when dropped, its log printed if the test failed.
