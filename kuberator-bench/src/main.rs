@@ -1,0 +1,213 @@
+//! The operator benchmark's driver: Kuberator against a hand-written kube-rs controller,
+//! controller-runtime and a plain-client floor, on the project's real control plane.
+//!
+//! `cargo run --release -p kuberator-bench` runs the whole suite (about an hour on 2
+//! cores) and writes `BENCHMARKS.md` and its plots; `--smoke` runs a few objects once
+//! through every contender, as CI does, and checks only that each finished.
+//! See `kuberator-bench/README.md` for what is measured and how.
+
+mod plot;
+mod report;
+mod run;
+
+use std::path::Path;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// A contender: a process the driver starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Contender {
+    pub(crate) name: String,
+    pub(crate) binary: PathBuf,
+    /// Whether it watches (the floor polls, so it has no latency to speak of).
+    pub(crate) watches: bool,
+}
+
+/// The contenders, in the order of the table.
+pub(crate) const CONTENDERS: [&str; 4] = ["kuberator", "kube-rs", "controller-runtime", "floor"];
+
+#[derive(Debug, Parser)]
+#[command(about = "Kuberator against kube-rs, controller-runtime and a plain-client floor")]
+struct Args {
+    /// Object counts, one cold start each per contender and round
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+    objects: Vec<usize>,
+    /// Rounds; contenders alternate (A B C D, then D C B A, ...)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Reconciles (or, for the floor, writes) at a time
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Objects created one at a time to measure latency, per run
+    #[arg(long, default_value_t = 100)]
+    latency_samples: usize,
+    /// Only these contenders
+    #[arg(long, value_delimiter = ',', default_values_t = CONTENDERS.map(str::to_owned))]
+    contenders: Vec<String>,
+    /// Where BENCHMARKS.md goes (its plots go into `benchmarks/` beside it)
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// A few objects, one round: checks that every contender still works (CI runs this)
+    #[arg(long)]
+    smoke: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.objects = vec![20];
+        args.rounds = 1;
+        args.latency_samples = 3;
+        args.out = std::env::temp_dir().join(format!("kuberator-bench-smoke-{}", std::process::id()));
+    }
+    let plots = args.out.join("benchmarks");
+    std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+    let logs = tempdir("kuberator-bench-logs")?;
+    let contenders =
+        args.contenders.iter().map(|name| contender(name)).collect::<anyhow::Result<Vec<_>>>()?;
+    let crd = crd(&contenders)?;
+    say(&format!(
+        "{} contenders, objects {:?}, {} rounds, concurrency {}; contender logs in {}",
+        contenders.len(),
+        args.objects,
+        args.rounds,
+        args.concurrency,
+        logs.display()
+    ));
+
+    let mut results = Vec::new();
+    for &objects in &args.objects {
+        let workload =
+            run::Workload { objects, concurrency: args.concurrency, latency_samples: args.latency_samples };
+        for round in 0..args.rounds {
+            let mut order: Vec<&Contender> = contenders.iter().collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for contender in order {
+                say(&format!("round {}/{}, {objects} objects: {}", round + 1, args.rounds, contender.name));
+                let measured =
+                    run::measure(contender, &workload, round, &crd, &logs).await.with_context(|| {
+                        format!("{} with {objects} objects, round {}", contender.name, round + 1)
+                    })?;
+                say(&format!(
+                    "  cold start {:.2} s, {} reconciles, spec change {:.2} s, delete {:.2} s, steady RSS {:.1} MiB",
+                    measured.cold_start_seconds,
+                    measured.cold_reconciles,
+                    measured.spec_change_seconds,
+                    measured.delete_seconds,
+                    measured.steady_rss_mib
+                ));
+                results.push(measured);
+            }
+        }
+    }
+    let raw = args.out.join("benchmarks/results.json");
+    std::fs::write(&raw, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", raw.display()))?;
+    let names: Vec<String> = contenders.iter().map(|c| c.name.clone()).collect();
+    plot::all(&results, &names, &plots)?;
+    let markdown = report::markdown(&results, &names, &args_line(&args), smoke_note(args.smoke));
+    let path = args.out.join("BENCHMARKS.md");
+    std::fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
+    say(&format!("wrote {} and its plots in {}", path.display(), plots.display()));
+    if args.smoke {
+        std::fs::remove_dir_all(&args.out).ok();
+        std::fs::remove_dir_all(&logs).ok();
+    }
+    Ok(())
+}
+
+fn smoke_note(smoke: bool) -> Option<&'static str> {
+    smoke.then_some("A smoke run: too small to say anything about speed.")
+}
+
+fn args_line(args: &Args) -> String {
+    format!(
+        "--objects {} --rounds {} --concurrency {} --latency-samples {}",
+        args.objects.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        args.rounds,
+        args.concurrency,
+        args.latency_samples
+    )
+}
+
+/// Progress, on stderr.
+#[allow(clippy::print_stderr)]
+fn say(line: &str) {
+    eprintln!("kuberator-bench: {line}");
+}
+
+fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The contender `name`: a binary beside the driver's, or the Go one, built now.
+fn contender(name: &str) -> anyhow::Result<Contender> {
+    let beside = |binary: &str| -> anyhow::Result<PathBuf> {
+        let exe = std::env::current_exe()?;
+        let path = exe.with_file_name(binary);
+        anyhow::ensure!(
+            path.exists(),
+            "{} is missing: build the package's binaries first (`cargo build -p kuberator-bench`)",
+            path.display()
+        );
+        Ok(path)
+    };
+    let (binary, watches) = match name {
+        "kuberator" => (beside("bench-kuberator")?, true),
+        "kube-rs" => (beside("bench-kube")?, true),
+        "floor" => (beside("bench-floor")?, false),
+        "controller-runtime" => (build_go()?, true),
+        other => anyhow::bail!("no contender {other:?}; there are {}", CONTENDERS.join(", ")),
+    };
+    Ok(Contender { name: name.to_owned(), binary, watches })
+}
+
+/// Builds the controller-runtime contender from its Go module into the cache (Go's own build
+/// cache makes a second build quick).
+fn build_go() -> anyhow::Result<PathBuf> {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("controller-runtime");
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set")?
+        .join("kuberator/bench");
+    std::fs::create_dir_all(&cache)?;
+    let binary = cache.join("bench-controller-runtime");
+    say("building the controller-runtime contender (go build; the first time takes minutes)");
+    let status = std::process::Command::new("go")
+        .args(["build", "-trimpath", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&module)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=readonly -buildvcs=false")
+        .status()
+        .context("running `go build` for the controller-runtime contender (is Go 1.26 installed?)")?;
+    anyhow::ensure!(status.success(), "`go build` in {} failed: {status}", module.display());
+    Ok(binary)
+}
+
+/// The CRD, as the Kuberator contender prints it (`bench-kuberator crd`), whichever
+/// contenders run.
+fn crd(contenders: &[Contender]) -> anyhow::Result<CustomResourceDefinition> {
+    let printer = match contenders.iter().find(|c| c.name == "kuberator") {
+        Some(kuberator) => kuberator.binary.clone(),
+        None => contender("kuberator")?.binary,
+    };
+    let output = std::process::Command::new(&printer).arg("crd").output().context("printing the CRD")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "`{} crd` failed: {}",
+        printer.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_yaml_ng::from_slice(&output.stdout).context("reading the CRD")
+}

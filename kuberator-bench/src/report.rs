@@ -1,0 +1,335 @@
+//! BENCHMARKS.md: the method, the machine, the figures (medians with min–max over the
+//! rounds) and Kuberator's ratio to every other contender.
+
+use std::fmt::Write as _;
+
+use crate::run::Measured;
+
+/// One row of the table.
+struct Figure {
+    name: &'static str,
+    unit: &'static str,
+    /// Lower is better for every figure but throughput.
+    higher_is_better: bool,
+    value: fn(&Measured) -> Option<f64>,
+}
+
+fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn per_object(reconciles: u64, objects: usize) -> Option<f64> {
+    (objects > 0).then(|| reconciles as f64 / objects as f64)
+}
+
+const FIGURES: &[Figure] = &[
+    Figure {
+        name: "cold start until all reconciled",
+        unit: "s",
+        higher_is_better: false,
+        value: |m| Some(m.cold_start_seconds),
+    },
+    Figure {
+        name: "reconciles per second (cold start)",
+        unit: "/s",
+        higher_is_better: true,
+        value: |m| Some(m.cold_reconciles as f64 / m.cold_start_seconds),
+    },
+    Figure {
+        name: "CPU until settled",
+        unit: "s",
+        higher_is_better: false,
+        value: |m| Some(m.cold_cpu_seconds),
+    },
+    Figure {
+        name: "CPU per 1000 reconciles",
+        unit: "s",
+        higher_is_better: false,
+        value: |m| {
+            let reconciles = m.cold_reconciles + m.spec_reconciles + m.delete_reconciles;
+            let cpu = m.cold_cpu_seconds + m.spec_cpu_seconds + m.delete_cpu_seconds;
+            (reconciles > 0).then(|| cpu * 1000.0 / reconciles as f64)
+        },
+    },
+    Figure {
+        name: "reconciles per object, cold start",
+        unit: "",
+        higher_is_better: false,
+        value: |m| per_object(m.cold_reconciles, m.objects),
+    },
+    Figure {
+        name: "spec change of all N observed",
+        unit: "s",
+        higher_is_better: false,
+        value: |m| Some(m.spec_change_seconds),
+    },
+    Figure {
+        name: "spec change, CPU",
+        unit: "s",
+        higher_is_better: false,
+        value: |m| Some(m.spec_cpu_seconds),
+    },
+    Figure {
+        name: "reconciles per object, spec change",
+        unit: "",
+        higher_is_better: false,
+        value: |m| per_object(m.spec_reconciles, m.objects),
+    },
+    Figure { name: "delete all N", unit: "s", higher_is_better: false, value: |m| Some(m.delete_seconds) },
+    Figure {
+        name: "delete all N, CPU",
+        unit: "s",
+        higher_is_better: false,
+        value: |m| Some(m.delete_cpu_seconds),
+    },
+    Figure {
+        name: "reconciles per object, delete",
+        unit: "",
+        higher_is_better: false,
+        value: |m| per_object(m.delete_reconciles, m.objects + m.latencies_ms.len()),
+    },
+    Figure {
+        name: "latency create → status, p50",
+        unit: "ms",
+        higher_is_better: false,
+        value: |m| percentile(&m.latencies_ms, 50.0),
+    },
+    Figure {
+        name: "latency create → status, p99",
+        unit: "ms",
+        higher_is_better: false,
+        value: |m| percentile(&m.latencies_ms, 99.0),
+    },
+    Figure {
+        name: "idle RSS (no objects)",
+        unit: "MiB",
+        higher_is_better: false,
+        value: |m| Some(m.idle_rss_mib),
+    },
+    Figure { name: "steady RSS", unit: "MiB", higher_is_better: false, value: |m| Some(m.steady_rss_mib) },
+    Figure { name: "peak RSS", unit: "MiB", higher_is_better: false, value: |m| Some(m.peak_rss_mib) },
+    Figure {
+        name: "memory per cached object",
+        unit: "KiB",
+        higher_is_better: false,
+        value: |m| (m.objects > 0).then(|| (m.steady_rss_mib - m.idle_rss_mib) * 1024.0 / m.objects as f64),
+    },
+];
+
+/// Median, min and max.
+#[derive(Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn spread(values: &[f64]) -> Option<Spread> {
+    let median = percentile(values, 50.0)?;
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    // The median of an even count is the mean of the two middle values.
+    let median = if sorted.len() % 2 == 0 {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
+    } else {
+        median
+    };
+    Some(Spread { median, min: sorted[0], max: sorted[sorted.len() - 1] })
+}
+
+fn number(value: f64) -> String {
+    if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// The spread of `figure` for one contender at one object count.
+fn figure_of(results: &[Measured], contender: &str, objects: usize, figure: &Figure) -> Option<Spread> {
+    let values: Vec<f64> = results
+        .iter()
+        .filter(|m| m.contender == contender && m.objects == objects)
+        .filter_map(figure.value)
+        .collect();
+    spread(&values)
+}
+
+/// The tables, one per object count: the figures, then Kuberator's ratios.
+pub(crate) fn tables(results: &[Measured], contenders: &[String]) -> String {
+    let mut out = String::new();
+    let mut counts: Vec<usize> = results.iter().map(|m| m.objects).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    for objects in counts {
+        let rounds =
+            results.iter().filter(|m| m.objects == objects).map(|m| m.round).max().map_or(0, |r| r + 1);
+        let _ = writeln!(out, "### N = {objects} objects ({rounds} rounds; median, min–max)\n");
+        let _ = writeln!(out, "| figure | {} |", contenders.join(" | "));
+        let _ = writeln!(out, "| --- |{}", " --- |".repeat(contenders.len()));
+        for figure in FIGURES {
+            let cells: Vec<String> = contenders
+                .iter()
+                .map(|c| match figure_of(results, c, objects, figure) {
+                    Some(s) => {
+                        format!("{} {} ({}–{})", number(s.median), figure.unit, number(s.min), number(s.max))
+                    }
+                    None => "–".to_owned(),
+                })
+                .collect();
+            let _ = writeln!(out, "| {} | {} |", figure.name, cells.join(" | "));
+        }
+        let others: Vec<&String> = contenders.iter().filter(|c| *c != "kuberator").collect();
+        if contenders.iter().any(|c| c == "kuberator") && !others.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nKuberator's median as a multiple of each contender's (below 1 is better for Kuberator, \
+                 except for reconciles per second):\n"
+            );
+            let _ = writeln!(
+                out,
+                "| figure | {} |",
+                others.iter().map(|c| format!("vs {c}")).collect::<Vec<_>>().join(" | ")
+            );
+            let _ = writeln!(out, "| --- |{}", " --- |".repeat(others.len()));
+            for figure in FIGURES {
+                let ours = figure_of(results, "kuberator", objects, figure);
+                let cells: Vec<String> = others
+                    .iter()
+                    .map(|c| match (ours, figure_of(results, c, objects, figure)) {
+                        (Some(ours), Some(theirs)) if theirs.median.abs() > f64::EPSILON => {
+                            format!("{:.2}x", ours.median / theirs.median)
+                        }
+                        _ => "–".to_owned(),
+                    })
+                    .collect();
+                let better = if figure.higher_is_better { " (higher is better)" } else { "" };
+                let _ = writeln!(out, "| {}{better} | {} |", figure.name, cells.join(" | "));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// What the machine is, as far as /proc and the toolchains say.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown", |l| l.trim_start_matches([' ', '\t', ':']));
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or("unknown".to_owned(), |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0));
+    let version = |command: &str, arg: &str| {
+        std::process::Command::new(command)
+            .arg(arg)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map_or("unknown".to_owned(), |s| s.trim().to_owned())
+    };
+    let kernel = version("uname", "-r");
+    let kubernetes = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kuberator-test/control-plane/go.mod"
+    ))
+    .ok()
+    .and_then(|m| m.lines().find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes ").map(str::to_owned)))
+    .unwrap_or_else(|| "unknown".to_owned());
+    format!(
+        "- CPU: {cores} × {model}\n- memory: {memory}\n- kernel: Linux {kernel}\n- {}; {}\n\
+         - control plane: kube-apiserver {kubernetes} with etcd and kube-controller-manager on loopback \
+         (`kuberator-test`), a fresh one for every run\n",
+        version("rustc", "--version"),
+        version("go", "version"),
+    )
+}
+
+const METHOD: &str = "\
+Every run starts a fresh control plane (kube-apiserver, etcd and kube-controller-manager, \
+built from their Go modules by `kuberator-test`), installs the `Bench` CRD, creates the \
+namespace `bench`, and then:
+
+1. **Idle.** Starts the contender with no objects, waits 3 s, reads its RSS, stops it.
+2. **Cold start.** Creates N objects of about 2 KB each by server-side apply (32 at a time), \
+   then starts the contender and waits until the driver's own watch sees every object with \
+   the finalizer, a `Ready=True` condition and `status.observedGeneration` equal to \
+   `metadata.generation`. After 3 s more, it reads the steady RSS and asks the contender how \
+   many reconciles it ran.
+3. **Spec change.** Changes `spec.payload` of all N objects (merge patches, 32 at a time) and \
+   waits until every new generation is reconciled.
+4. **Latency.** Creates objects one at a time, each as soon as the one before is reconciled \
+   (plus 20 ms): the time from the create request until the driver's watch sees it \
+   reconciled. The floor does not watch, so it has no figure here.
+5. **Delete.** Deletes all objects with one `deletecollection` and waits until the last is gone \
+   (each contender removes its finalizer).
+
+The contender's RSS and CPU time (user + system) are read from `/proc` every 100 ms; the \
+driver's own work is not counted. The count of reconciles is the contender's own: \
+`kuberator_reconciles_total` for Kuberator, calls of the reconcile function for kube-rs and \
+controller-runtime, objects handled for the floor. Contenders run one at a time, in the order \
+A B C D in odd rounds and D C B A in even ones.
+
+The contenders (`kuberator-bench/`), each with concurrency 16 and watching one namespace:
+
+- **kuberator**: `src/bin/bench-kuberator.rs`, a `#[derive(Operator)]` operator as the README \
+  teaches it, with its defaults (HTTPS metrics, probes, Events) except \
+  `KUBERATOR_LEADER_ELECTION=false`, as no other contender elects a leader.
+- **kube-rs**: `src/bin/bench-kube.rs`, kube 5's `Controller::new` with `finalizer()`, as in \
+  kube-rs's examples; status by merge patch.
+- **controller-runtime**: `controller-runtime/main.go`, v0.25 with a typed object, the \
+  manager's default cache and `GenerationChangedPredicate`, finalizer and status by `Update` \
+  as kubebuilder writes them; client-go's default limit of 20 requests per second is lifted.
+- **floor**: `src/bin/bench-floor.rs`, a plain client with no watch and no cache: it lists, \
+  does the same writes, and lists again (every 0.5 s when there was nothing to do).
+";
+
+/// The whole of BENCHMARKS.md.
+pub(crate) fn markdown(
+    results: &[Measured],
+    contenders: &[String],
+    args: &str,
+    note: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks: Kuberator against kube-rs, controller-runtime and a plain client\n");
+    let _ = writeln!(
+        out,
+        "Written by `kuberator-bench` (`cargo run --release -p kuberator-bench -- {args}`); \
+         do not edit by hand: run it again. Raw figures: `benchmarks/results.json`.\n"
+    );
+    if let Some(note) = note {
+        let _ = writeln!(out, "**{note}**\n");
+    }
+    let _ = writeln!(out, "## Results\n\n{}", tables(results, contenders));
+    let _ = writeln!(
+        out,
+        "## Plots\n\n![Objects reconciled over time during the cold start](benchmarks/cold-start.png)\n\n\
+         ![Latency from create to status, CDF](benchmarks/latency-cdf.png)\n\n\
+         ![RSS over a whole run](benchmarks/rss.png)\n"
+    );
+    if let Ok(analysis) = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ANALYSIS.md")) {
+        let _ = writeln!(out, "{analysis}");
+    }
+    let _ = writeln!(out, "## Method\n\n{METHOD}\n## Machine\n\n{}", machine());
+    out
+}

@@ -1,0 +1,526 @@
+//! One contender, one workload, on a control plane of its own: what the driver measures.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use anyhow::bail;
+use futures::StreamExt as _;
+use futures::TryStreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::Client;
+use kube::ResourceExt as _;
+use kube::api::DeleteParams;
+use kube::api::DynamicObject;
+use kube::api::GroupVersionKind;
+use kube::api::ListParams;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kube::api::PostParams;
+use kube::discovery::ApiResource;
+use kube::runtime::watcher;
+use kuberator_test::ControlPlane;
+use serde::Serialize;
+use tokio::io::AsyncBufReadExt as _;
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::Notify;
+
+use crate::Contender;
+
+/// The namespace of the objects and of the contender's watch.
+const NAMESPACE: &str = "bench";
+
+/// Requests the driver itself has in flight when it creates, changes or deletes objects.
+const DRIVER_CONCURRENCY: usize = 32;
+
+/// The longest any one phase may take before the run is abandoned as failed.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How long a contender is left alone before its steady memory is read.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct Workload {
+    pub(crate) objects: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) latency_samples: usize,
+}
+
+/// The process's memory and CPU at one moment.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Sample {
+    /// Seconds since the contender was started.
+    pub(crate) at: f64,
+    pub(crate) rss_mib: f64,
+    pub(crate) cpu_seconds: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Measured {
+    pub(crate) contender: String,
+    pub(crate) objects: usize,
+    pub(crate) round: usize,
+    /// RSS of the contender with no object, after [`SETTLE`].
+    pub(crate) idle_rss_mib: f64,
+    /// From process start until every object was reconciled.
+    pub(crate) cold_start_seconds: f64,
+    pub(crate) cold_cpu_seconds: f64,
+    pub(crate) cold_reconciles: u64,
+    /// Objects reconciled over time during the cold start: (seconds since start, count).
+    pub(crate) cold_progress: Vec<(f64, usize)>,
+    pub(crate) steady_rss_mib: f64,
+    pub(crate) peak_rss_mib: f64,
+    /// From the first spec change sent until every object's new generation was reconciled.
+    pub(crate) spec_change_seconds: f64,
+    pub(crate) spec_cpu_seconds: f64,
+    pub(crate) spec_reconciles: u64,
+    /// One object at a time: from its create until its status says it is reconciled.
+    pub(crate) latencies_ms: Vec<f64>,
+    /// From the delete until every object was gone.
+    pub(crate) delete_seconds: f64,
+    pub(crate) delete_cpu_seconds: f64,
+    pub(crate) delete_reconciles: u64,
+    pub(crate) samples: Vec<Sample>,
+}
+
+/// What the driver sees of the objects, through its own watch.
+#[derive(Default)]
+struct Seen {
+    objects: HashMap<String, Observed>,
+    /// An object counts as reconciled once its observedGeneration is at least this.
+    min_generation: i64,
+    reconciled: usize,
+    /// When the current phase began, and each change of `reconciled` since.
+    phase_start: Option<Instant>,
+    progress: Vec<(f64, usize)>,
+}
+
+#[derive(Clone, Copy)]
+struct Observed {
+    generation: i64,
+    observed: i64,
+    finalized: bool,
+}
+
+impl Observed {
+    fn of(object: &DynamicObject) -> Self {
+        let generation = object.metadata.generation.unwrap_or(0);
+        let observed = object.data["status"]["observedGeneration"].as_i64().unwrap_or(0);
+        let ready = object.data["status"]["conditions"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let finalized = object.finalizers().iter().any(|f| f == kuberator_bench::FINALIZER) && ready;
+        Self { generation, observed, finalized }
+    }
+
+    fn reconciled(self, min_generation: i64) -> bool {
+        self.finalized && self.observed == self.generation && self.observed >= min_generation
+    }
+}
+
+impl Seen {
+    fn set(&mut self, name: String, now: Option<Observed>) {
+        let before = self.objects.get(&name).is_some_and(|o| o.reconciled(self.min_generation));
+        let after = now.is_some_and(|o| o.reconciled(self.min_generation));
+        match now {
+            Some(now) => self.objects.insert(name, now),
+            None => self.objects.remove(&name),
+        };
+        if before != after {
+            if after {
+                self.reconciled += 1;
+            } else {
+                self.reconciled -= 1;
+            }
+            if let Some(start) = self.phase_start {
+                self.progress.push((start.elapsed().as_secs_f64(), self.reconciled));
+            }
+        }
+    }
+
+    fn begin(&mut self, min_generation: i64, start: Instant) {
+        self.min_generation = min_generation;
+        self.reconciled = self.objects.values().filter(|o| o.reconciled(min_generation)).count();
+        self.phase_start = Some(start);
+        self.progress = vec![(0.0, self.reconciled)];
+    }
+}
+
+/// The driver's watch of the objects.
+struct Observer {
+    seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    async fn start(api: Api<DynamicObject>) -> anyhow::Result<Self> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let changed = Arc::new(Notify::new());
+        let (synced_tx, synced) = tokio::sync::oneshot::channel();
+        let (task_seen, task_changed) = (Arc::clone(&seen), Arc::clone(&changed));
+        let task = tokio::spawn(async move {
+            let mut synced_tx = Some(synced_tx);
+            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(event) = events.next().await {
+                let Ok(event) = event else { continue };
+                {
+                    let mut seen = task_seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    match event {
+                        watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                            let observed = Observed::of(&object);
+                            seen.set(object.name_any(), Some(observed));
+                        }
+                        watcher::Event::Delete(object) => seen.set(object.name_any(), None),
+                        watcher::Event::Init => {}
+                        watcher::Event::InitDone => {
+                            if let Some(tx) = synced_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                }
+                task_changed.notify_waiters();
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), synced)
+            .await
+            .context("the driver's watch did not sync")??;
+        Ok(Self { seen, changed, task })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+        f(&mut self.seen.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Waits until `done` holds for what the watch has seen.
+    async fn wait(&self, what: &str, done: impl Fn(&Seen) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PHASE_TIMEOUT;
+        loop {
+            let notified = self.changed.notified();
+            if self.with(|seen| done(seen)) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("timed out after {PHASE_TIMEOUT:?} waiting for {what}");
+            }
+            // A notification can be missed between the check and the wait: look again soon.
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A contender's process, sampled every 100 ms.
+struct Process {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    started: Instant,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl Process {
+    fn spawn(
+        contender: &Contender,
+        control_plane: &ControlPlane,
+        workload: &Workload,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let [metrics, health] = [free_port()?, free_port()?];
+        let concurrency = workload.concurrency.to_string();
+        let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut command = tokio::process::Command::new(&contender.binary);
+        command
+            .env("KUBECONFIG", control_plane.kubeconfig_path())
+            .env(kuberator_bench::NAMESPACE_ENV, NAMESPACE)
+            .env(kuberator_bench::CONCURRENCY_ENV, &concurrency)
+            .env("KUBERATOR_NAMESPACES", NAMESPACE)
+            .env("KUBERATOR_CONCURRENCY", &concurrency)
+            .env("KUBERATOR_LEADER_ELECTION", "false")
+            .env("KUBERATOR_LOG", "warn")
+            .env("KUBERATOR_METRICS_ADDRESS", format!("127.0.0.1:{metrics}"))
+            .env("KUBERATOR_HEALTH_ADDRESS", format!("127.0.0.1:{health}"))
+            .env("BENCH_METRICS_ADDRESS", format!("127.0.0.1:{metrics}"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child =
+            command.spawn().with_context(|| format!("starting {}", contender.binary.display()))?;
+        let pid = child.id().context("the contender exited at once")?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = tokio::io::BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sampled = Arc::clone(&samples);
+        let ticks = clock_ticks();
+        let sampler = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                every.tick().await;
+                let Some((rss_mib, cpu_seconds)) = read_proc(pid, ticks) else { break };
+                let at = started.elapsed().as_secs_f64();
+                sampled.lock().unwrap_or_else(PoisonError::into_inner).push(Sample {
+                    at,
+                    rss_mib,
+                    cpu_seconds,
+                });
+            }
+        });
+        Ok(Self { child, stdin, stdout, started, samples, sampler })
+    }
+
+    /// The latest sample, taken now.
+    fn now(&self) -> anyhow::Result<Sample> {
+        let pid = self.child.id().context("the contender exited")?;
+        let (rss_mib, cpu_seconds) = read_proc(pid, clock_ticks()).context("the contender exited")?;
+        Ok(Sample { at: self.started.elapsed().as_secs_f64(), rss_mib, cpu_seconds })
+    }
+
+    /// The reconciles the contender counted so far.
+    async fn reconciles(&mut self) -> anyhow::Result<u64> {
+        self.stdin.write_all(b"count\n").await?;
+        self.stdin.flush().await?;
+        let line = tokio::time::timeout(Duration::from_secs(10), self.stdout.next_line())
+            .await
+            .context("the contender did not answer `count`")??
+            .context("the contender closed its stdout")?;
+        line.trim().parse().with_context(|| format!("the contender answered {line:?} to `count`"))
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; returns the samples.
+    async fn stop(mut self) -> Vec<Sample> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+        self.sampler.abort();
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// RSS in MiB and CPU seconds (user + system) of a process, from /proc.
+fn read_proc(pid: u32, ticks: f64) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((rss_kib / 1024.0, (utime + stime) / ticks))
+}
+
+/// Clock ticks per second, for /proc's CPU times.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The benchmark's object `name`: about 2 KB, like a small real custom resource.
+fn object(name: &str, generation: usize) -> serde_json::Value {
+    let labels: serde_json::Map<String, serde_json::Value> =
+        (0..8).map(|i| (format!("label-{i}"), format!("value-{i}-{name}").into())).collect();
+    let payload: String =
+        format!("{name}-{generation}-").repeat(1500 / (name.len() + 3)).chars().take(1500).collect();
+    serde_json::json!({
+        "apiVersion": "bench.kuberator.dev/v1",
+        "kind": "Bench",
+        "metadata": { "name": name, "namespace": NAMESPACE, "labels": { "app": "bench" } },
+        "spec": { "replicas": 3, "image": "registry.invalid/bench:1.0", "labels": labels, "payload": payload },
+    })
+}
+
+fn name(index: usize) -> String {
+    format!("bench-{index:05}")
+}
+
+async fn create_all(api: &Api<DynamicObject>, names: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let params = PatchParams::apply("bench-driver").force();
+    futures::stream::iter(names)
+        .map(|name| {
+            let (api, params) = (api, &params);
+            async move {
+                let object = object(&name, 1);
+                api.patch(&name, params, &Patch::Apply(&object))
+                    .await
+                    .with_context(|| format!("creating {name}"))
+            }
+        })
+        .buffer_unordered(DRIVER_CONCURRENCY)
+        .try_for_each(|_| futures::future::ready(Ok(())))
+        .await
+}
+
+/// Runs `contender` on a fresh control plane; `round` only labels the result.
+pub(crate) async fn measure(
+    contender: &Contender,
+    workload: &Workload,
+    round: usize,
+    crd: &CustomResourceDefinition,
+    logs: &Path,
+) -> anyhow::Result<Measured> {
+    let control_plane = ControlPlane::start().await.context("starting a control plane")?;
+    let result = measure_on(&control_plane, contender, workload, round, crd, logs).await;
+    control_plane.stop();
+    result
+}
+
+async fn measure_on(
+    control_plane: &ControlPlane,
+    contender: &Contender,
+    workload: &Workload,
+    round: usize,
+    crd: &CustomResourceDefinition,
+    logs: &Path,
+) -> anyhow::Result<Measured> {
+    let client: Client = control_plane.client().await?;
+    kuberator_test::install_crd_object(&client, crd).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": NAMESPACE } }))?;
+    namespaces.create(&PostParams::default(), &namespace).await.context("creating the namespace")?;
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(kuberator_bench::GROUP, "v1", "Bench"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &resource);
+    let log = |phase: &str| -> PathBuf {
+        logs.join(format!("{}-{}-{round}-{phase}.log", contender.name, workload.objects))
+    };
+
+    // Idle: no object at all.
+    let idle = Process::spawn(contender, control_plane, workload, &log("idle"))?;
+    tokio::time::sleep(SETTLE).await;
+    let idle_rss_mib = idle.now()?.rss_mib;
+    idle.stop().await;
+
+    create_all(&api, (0..workload.objects).map(name)).await?;
+    let observer = Observer::start(api.clone()).await?;
+    let total = workload.objects;
+    if observer.with(|seen| seen.objects.len()) != total {
+        bail!("the driver's watch sees {} objects, not {total}", observer.with(|seen| seen.objects.len()));
+    }
+
+    // Cold start.
+    let mut process = Process::spawn(contender, control_plane, workload, &log("run"))?;
+    observer.with(|seen| seen.begin(1, process.started));
+    observer.wait("every object to be reconciled", |seen| seen.reconciled == total).await?;
+    let cold_start_seconds = process.started.elapsed().as_secs_f64();
+    let cold_cpu_seconds = process.now()?.cpu_seconds;
+    let cold_progress = observer.with(|seen| std::mem::take(&mut seen.progress));
+    tokio::time::sleep(SETTLE).await;
+    let cold_reconciles = process.reconciles().await?;
+    let steady = process.now()?;
+
+    // A spec change of every object.
+    let spec_start = Instant::now();
+    observer.with(|seen| seen.begin(2, spec_start));
+    futures::stream::iter((0..total).map(name))
+        .map(|name| {
+            let api = &api;
+            async move {
+                let patch = serde_json::json!({ "spec": { "payload": object(&name, 2)["spec"]["payload"] } });
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .with_context(|| format!("changing {name}"))
+            }
+        })
+        .buffer_unordered(DRIVER_CONCURRENCY)
+        .try_for_each(|_| futures::future::ready(Ok(())))
+        .await?;
+    observer.wait("every spec change to be reconciled", |seen| seen.reconciled == total).await?;
+    let spec_change_seconds = spec_start.elapsed().as_secs_f64();
+    let spec_cpu_seconds = process.now()?.cpu_seconds - steady.cpu_seconds;
+    tokio::time::sleep(SETTLE).await;
+    let spec_reconciles = process.reconciles().await? - cold_reconciles;
+
+    // Latency: one new object at a time.
+    let mut latencies_ms = Vec::new();
+    observer.with(|seen| seen.begin(1, Instant::now()));
+    if contender.watches {
+        for index in 0..workload.latency_samples {
+            let name = name(total + index);
+            let start = Instant::now();
+            create_all(&api, std::iter::once(name.clone())).await?;
+            observer
+                .wait(&format!("{name} to be reconciled"), |seen| {
+                    seen.objects.get(&name).is_some_and(|o| o.reconciled(1))
+                })
+                .await?;
+            latencies_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before_delete = process.reconciles().await?;
+    let delete_cpu_start = process.now()?.cpu_seconds;
+
+    // Delete every object.
+    let delete_start = Instant::now();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .context("deleting the objects")?;
+    observer.wait("every object to be gone", |seen| seen.objects.is_empty()).await?;
+    let delete_seconds = delete_start.elapsed().as_secs_f64();
+    let delete_cpu_seconds = process.now()?.cpu_seconds - delete_cpu_start;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delete_reconciles = process.reconciles().await? - before_delete;
+
+    let samples = process.stop().await;
+    let peak_rss_mib = samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
+    Ok(Measured {
+        contender: contender.name.clone(),
+        objects: total,
+        round,
+        idle_rss_mib,
+        cold_start_seconds,
+        cold_cpu_seconds,
+        cold_reconciles,
+        cold_progress,
+        steady_rss_mib: steady.rss_mib,
+        peak_rss_mib,
+        spec_change_seconds,
+        spec_cpu_seconds,
+        spec_reconciles,
+        latencies_ms,
+        delete_seconds,
+        delete_cpu_seconds,
+        delete_reconciles,
+        samples,
+    })
+}
