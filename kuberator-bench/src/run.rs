@@ -232,7 +232,10 @@ impl Drop for Observer {
 struct Process {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// The answers to `count`, read by a task that also copies every other line of stdout
+    /// to the log (a contender blocks when its stdout is not read).
+    counts: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    drain: tokio::task::JoinHandle<()>,
     started: Instant,
     samples: Arc<Mutex<Vec<Sample>>>,
     sampler: tokio::task::JoinHandle<()>,
@@ -247,6 +250,8 @@ impl Process {
     ) -> anyhow::Result<Self> {
         let [metrics, health] = [free_port()?, free_port()?];
         let concurrency = workload.concurrency.to_string();
+        // `KUBERATOR_BENCH_LOG=debug` turns up the Rust contenders' logs (in the log files).
+        let level = std::env::var("KUBERATOR_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
         let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = tokio::process::Command::new(&contender.binary);
         command
@@ -256,11 +261,11 @@ impl Process {
             .env("KUBERATOR_NAMESPACES", NAMESPACE)
             .env("KUBERATOR_CONCURRENCY", &concurrency)
             .env("KUBERATOR_LEADER_ELECTION", "false")
-            .env("KUBERATOR_LOG", "warn")
+            .env("KUBERATOR_LOG", &level)
             .env("KUBERATOR_METRICS_ADDRESS", format!("127.0.0.1:{metrics}"))
             .env("KUBERATOR_HEALTH_ADDRESS", format!("127.0.0.1:{health}"))
             .env("BENCH_METRICS_ADDRESS", format!("127.0.0.1:{metrics}"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &level)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -270,7 +275,21 @@ impl Process {
             command.spawn().with_context(|| format!("starting {}", contender.binary.display()))?;
         let pid = child.id().context("the contender exited at once")?;
         let stdin = child.stdin.take().context("no stdin")?;
-        let stdout = tokio::io::BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let (answers, counts) = tokio::sync::mpsc::unbounded_channel();
+        let mut copy = tokio::fs::File::from_std(std::fs::OpenOptions::new().append(true).open(log)?);
+        let drain = tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                match line.trim().parse::<u64>() {
+                    Ok(count) => {
+                        let _ = answers.send(count);
+                    }
+                    Err(_) => {
+                        let _ = copy.write_all(format!("{line}\n").as_bytes()).await;
+                    }
+                }
+            }
+        });
         let samples = Arc::new(Mutex::new(Vec::new()));
         let sampled = Arc::clone(&samples);
         let ticks = clock_ticks();
@@ -287,7 +306,7 @@ impl Process {
                 });
             }
         });
-        Ok(Self { child, stdin, stdout, started, samples, sampler })
+        Ok(Self { child, stdin, counts, drain, started, samples, sampler })
     }
 
     /// The latest sample, taken now.
@@ -301,11 +320,10 @@ impl Process {
     async fn reconciles(&mut self) -> anyhow::Result<u64> {
         self.stdin.write_all(b"count\n").await?;
         self.stdin.flush().await?;
-        let line = tokio::time::timeout(Duration::from_secs(10), self.stdout.next_line())
+        tokio::time::timeout(Duration::from_secs(10), self.counts.recv())
             .await
-            .context("the contender did not answer `count`")??
-            .context("the contender closed its stdout")?;
-        line.trim().parse().with_context(|| format!("the contender answered {line:?} to `count`"))
+            .context("the contender did not answer `count`")?
+            .context("the contender closed its stdout")
     }
 
     /// SIGTERM, then SIGKILL after 10 s; returns the samples.
@@ -317,6 +335,7 @@ impl Process {
             let _ = self.child.kill().await;
         }
         self.sampler.abort();
+        self.drain.abort();
         std::mem::take(&mut *self.samples.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
