@@ -59,6 +59,7 @@ const _: () = {
                 reconcile_timeout: ::std::option::Option::Some(
                     ::std::time::Duration::from_secs(120u64),
                 ),
+                keep_managed_fields: true,
                 owns: const {
                     &[
                         ::kuberator::children::Owned::of::<ConfigMap>(),

@@ -64,6 +64,9 @@ pub(crate) struct OperatorAttrs {
     /// `reconcile_timeout_seconds = 120`
     #[darling(default)]
     pub(crate) reconcile_timeout_seconds: Option<Value>,
+    /// `keep_managed_fields = true`
+    #[darling(default)]
+    pub(crate) keep_managed_fields: Option<Value>,
 }
 
 #[cfg(test)]
@@ -92,6 +95,7 @@ mod tests {
                 controller_name = "echo-operator",
                 owns = [ConfigMap],
                 reconcile_timeout_seconds = 120,
+                keep_managed_fields = true,
             )]
             struct EchoOperator;
         })
@@ -110,6 +114,7 @@ mod tests {
             &attrs.controller_name,
             &attrs.owns,
             &attrs.reconcile_timeout_seconds,
+            &attrs.keep_managed_fields,
         ] {
             assert!(value.is_some());
         }

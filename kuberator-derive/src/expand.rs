@@ -70,6 +70,9 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     if let Some(seconds) = model.reconcile_timeout_seconds {
         config.push(quote!(reconcile_timeout: #some(::std::time::Duration::from_secs(#seconds))));
     }
+    if model.keep_managed_fields {
+        config.push(quote!(keep_managed_fields: true));
+    }
     if !model.owns.is_empty() {
         let owns = &model.owns;
         config.push(quote!(owns: const { &[#(#kuberator::children::Owned::of::<#owns>()),*] }));
@@ -230,6 +233,7 @@ mod tests {
                     controller_name = "echo-operator",
                     owns = [ConfigMap, apps::Deployment],
                     reconcile_timeout_seconds = 120,
+                    keep_managed_fields = true,
                 )]
                 pub struct EchoOperator {
                     greeting: String,

@@ -41,6 +41,8 @@ pub(crate) struct Model {
     pub(crate) owns: Vec<Path>,
     /// As written: `0` means no limit.
     pub(crate) reconcile_timeout_seconds: Option<u64>,
+    /// `keep_managed_fields = true`; false when not written.
+    pub(crate) keep_managed_fields: bool,
 }
 
 const CACHING: [(&str, Caching); 3] =
@@ -131,6 +133,11 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         let example = "reconcile_timeout_seconds = 120 (0 for no limit)";
         handle(&mut errors, integer::<u64>(&value.0, "reconcile_timeout_seconds", example))
     });
+    let keep_managed_fields = attrs
+        .keep_managed_fields
+        .as_ref()
+        .and_then(|value| handle(&mut errors, boolean(&value.0, "keep_managed_fields")))
+        .unwrap_or(false);
     let owns =
         attrs.owns.as_ref().and_then(|value| handle(&mut errors, type_list(&value.0))).unwrap_or_default();
 
@@ -149,6 +156,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         controller_name,
         owns,
         reconcile_timeout_seconds,
+        keep_managed_fields,
     })
 }
 
@@ -193,6 +201,16 @@ fn string(expr: &Expr, key: &str, example: &str) -> syn::Result<LitStr> {
         _ => {
             Err(syn::Error::new_spanned(expr, format!("`{key}` takes a string, such as `{key} = {example}`")))
         }
+    }
+}
+
+fn boolean(expr: &Expr, key: &str) -> syn::Result<bool> {
+    match expr {
+        Expr::Lit(ExprLit { lit: Lit::Bool(value), .. }) => Ok(value.value),
+        _ => Err(syn::Error::new_spanned(
+            expr,
+            format!("`{key}` takes `true` or `false`, such as `{key} = true`"),
+        )),
     }
 }
 

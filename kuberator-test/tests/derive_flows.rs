@@ -52,6 +52,11 @@ impl DerivedProbe {
             if !probe.finalizers().iter().any(|f| f == FINALIZER) {
                 journal.applies_without_finalizer.push(name.clone());
             }
+            if probe.metadata.managed_fields.is_some()
+                || probe.annotations().contains_key("kubectl.kubernetes.io/last-applied-configuration")
+            {
+                journal.applies_with_managed_fields.push(name.clone());
+            }
         }
         tokio::time::sleep(Duration::from_millis(probe.spec.apply_millis)).await;
         if let Some(reason) = &probe.spec.fail_apply {
@@ -89,18 +94,29 @@ async fn the_derived_operator_behaves_like_the_hand_written_one() {
     let reconciler = operator.into_reconciler(test.client.clone());
     let running = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
 
-    // Finalizer first, status with the observed generation, one apply per generation.
+    // Finalizer first, status with the observed generation, one apply per generation, and
+    // one reconcile per change: adding the finalizer is not a second one.
+    let reconciles = || {
+        let series = "kuberator_reconciles_total{controller=\"derived-probe-operator\",result=\"success\"}";
+        kuberator_test::metric(&kuberator::telemetry::encode(), series).unwrap_or(0.0)
+    };
     test.create("plain", spec("hello")).await;
     let probe = wait_observed(&test.api, "plain").await;
     assert_eq!(probe.finalizers(), [FINALIZER]);
     assert_eq!(probe.status.as_ref().unwrap().message.as_deref(), Some("hello"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(reconciles(), 1.0, "a new object is reconciled once");
     let patch = json!({ "spec": { "message": "again" } });
     test.api.patch("plain", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let probe = wait_observed(&test.api, "plain").await;
     assert_eq!(probe.status.as_ref().unwrap().observed_generation, Some(2));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(journal.lock().unwrap().applies["plain"], [1, 2]);
+    assert_eq!(reconciles(), 2.0, "a spec change is reconciled once");
     assert!(journal.lock().unwrap().applies_without_finalizer.is_empty());
+    // The API server keeps managedFields on every object; the handlers never see them.
+    assert!(test.api.get("plain").await.unwrap().metadata.managed_fields.is_some());
+    assert!(journal.lock().unwrap().applies_with_managed_fields.is_empty());
 
     // Events from ctx.emit, under the attribute's controller name.
     let events = kuberator_test::events_for(&test.client, &probe).await.unwrap();

@@ -12,6 +12,7 @@ use futures::FutureExt as _;
 use futures::Stream;
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::future::ready;
 use futures::stream::BoxStream;
 use kube::Api;
 use kube::Resource;
@@ -34,6 +35,7 @@ use crate::events::EmitEvent;
 use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::object::describe;
+use crate::own_writes::OwnWrites;
 use crate::shutdown::AbortOnDrop;
 use crate::telemetry::ControllerMetrics;
 
@@ -54,6 +56,8 @@ pub(crate) struct Setup<R: Resource, C, G, Rec, Pol> {
     pub(crate) recorder: EventRecorder,
     pub(crate) reconcile: Rec,
     pub(crate) error_policy: Pol,
+    /// Whether cached objects keep `managedFields` and the last-applied annotation.
+    pub(crate) keep_managed_fields: bool,
 }
 
 /// Runs a controller until its shutdown future completes: the [watch stream](changes) feeds
@@ -81,13 +85,15 @@ where
         recorder,
         reconcile,
         error_policy,
+        keep_managed_fields,
     } = setup;
     let (telemetry, _registered) = ControllerMetrics::new(recorder.controller());
     let waiting = Arc::new(Waiting::default());
     let failures = Arc::new(Failures::default());
+    let own_writes = Arc::new(OwnWrites::new(keep_managed_fields));
 
     let (reader, writer) = reflector::store();
-    let changes = changes(&api, watcher, namespaces, writer, &recorder, &telemetry, &waiting);
+    let changes = changes(&api, watcher, namespaces, writer, &recorder, &telemetry, &waiting, &own_writes);
     let concurrency = match limit {
         None | Some(0) => 0,
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
@@ -99,8 +105,14 @@ where
     }
     let (controller, _signal) = stop_on(controller, shutdown);
 
-    let reconcile =
-        isolate(reconcile, timeout, Arc::clone(&failures), telemetry.clone(), Arc::clone(&waiting));
+    let reconcile = isolate(
+        reconcile,
+        timeout,
+        Arc::clone(&failures),
+        telemetry.clone(),
+        Arc::clone(&waiting),
+        own_writes,
+    );
     let on_error = report_failure(recorder, telemetry.clone(), error_policy);
     let running = controller.run(reconcile, on_error, context).for_each(move |result| {
         log_outcome(result, &telemetry, &waiting);
@@ -111,10 +123,12 @@ where
     tracing::info!("controller stopped");
 }
 
-/// The watch stream: every object decoded on its own (see [`crate::decode`]) and kept in the
-/// controller's store, only the watched namespaces, only generation and finalizer changes (so
-/// status writes do not trigger reconciles; requeues bypass this), each change counted in the
-/// queue depth until its reconcile starts.
+/// The watch stream: every object decoded on its own (see [`crate::decode`]), trimmed (see
+/// [`crate::own_writes`]) and kept in the controller's store, only the watched namespaces,
+/// only generation and finalizer changes (so status writes do not trigger reconciles;
+/// requeues bypass this) that are not the echo of our own finalizer write, each change
+/// counted in the queue depth until its reconcile starts.
+#[allow(clippy::too_many_arguments)]
 fn changes<R>(
     api: &Api<R>,
     config: watcher::Config,
@@ -123,6 +137,7 @@ fn changes<R>(
     recorder: &EventRecorder,
     telemetry: &ControllerMetrics,
     waiting: &Arc<Waiting>,
+    own_writes: &Arc<OwnWrites>,
 ) -> impl Stream<Item = Result<R, watcher::Error>> + Send + 'static
 where
     R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -130,10 +145,20 @@ where
 {
     let undecodable = Arc::new(DecodeFailures::default());
     let (waiting, counted) = (Arc::clone(waiting), telemetry.clone());
+    let (trimmed, forgotten, echoed) =
+        (Arc::clone(own_writes), Arc::clone(own_writes), Arc::clone(own_writes));
     decoded_watch(api, config, namespaces, recorder.clone(), undecodable, telemetry.clone())
+        .modify(move |object| trimmed.trim(object))
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(object)) = event {
+                forgotten.forget(object);
+            }
+        })
         .reflect(store)
         .touched_objects()
         .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
+        // After the predicate, so that it remembers the finalizers as they are now.
+        .filter(move |change| ready(!matches!(change, Ok(object) if echoed.is_echo(object))))
         .inspect(move |change| {
             if let Ok(object) = change {
                 counted.queue_depth(waiting.add(object.meta().namespace.clone(), object.meta().name.clone()));
@@ -174,6 +199,7 @@ fn isolate<R, C, Rec, RecFut>(
     failures: Arc<Failures>,
     telemetry: ControllerMetrics,
     waiting: Arc<Waiting>,
+    own_writes: Arc<OwnWrites>,
 ) -> impl FnMut(Arc<R>, Arc<C>) -> BoxFuture<'static, Result<Action>>
 where
     R: Resource + 'static,
@@ -184,7 +210,8 @@ where
     move |object: Arc<R>, context: Arc<C>| {
         telemetry.queue_depth(waiting.remove(object.meta().namespace.clone(), object.meta().name.clone()));
         let label = describe(&*object);
-        let reconciling = AssertUnwindSafe(reconcile(object, context)).catch_unwind();
+        let reconciling =
+            Arc::clone(&own_writes).scope(AssertUnwindSafe(reconcile(object, context)).catch_unwind());
         let (failures, telemetry) = (Arc::clone(&failures), telemetry.clone());
         async move {
             telemetry.started();

@@ -41,12 +41,15 @@ where
 /// # Expected flow
 ///
 /// [`Context::handle_reconciliation`](crate::Context::handle_reconciliation) calls
-/// [`Finalize::finalize`] for every object the controller hands it. `finalize` uses
-/// [`kube::runtime::finalizer()`]:
+/// [`Finalize::finalize`] for every object the controller hands it. `finalize` follows
+/// [`kube::runtime::finalizer()`], with one difference in step 1:
 ///
 /// 1. An object without the finalizer and not being deleted gets the finalizer added (a JSON
-///    patch that also checks nobody changed the finalizer list meanwhile), and nothing else
-///    runs: the change comes back through the watch and reconciles again.
+///    patch that also checks nobody changed the finalizer list meanwhile); then
+///    `handle_apply` runs at once on the object as that patch returned it. (kube stops there
+///    and waits for the change to come back through the watch, which costs a second
+///    reconcile of every new object; the controller recognizes that echo of its own write
+///    and drops it.)
 /// 2. An object with the finalizer and not being deleted runs `handle_apply`.
 /// 3. An object being deleted that still has the finalizer runs `handle_cleanup`; only when
 ///    that succeeds is the finalizer removed, and the API server deletes the object.
@@ -118,6 +121,16 @@ where
                 }),
             };
         }
+        let object = match add_finalizer(&api, object, finalizer_name).await {
+            Ok(object) => object,
+            Err(source) => {
+                return Err(Error::AddFinalizer {
+                    object: label,
+                    finalizer: finalizer_name.to_owned(),
+                    source: Box::new(source),
+                });
+            }
+        };
         let reconcile = |event| {
             let cleanup = matches!(event, Event::Cleanup(_));
             let deletion = deletion.clone();
@@ -210,6 +223,37 @@ where
         }
         self.update_status(object, status).await
     }
+}
+
+/// Adds `finalizer` to `object` unless it holds it or is being deleted, with the JSON patch
+/// kube's finalizer flow uses (it tests the finalizer list first, so a concurrent change fails
+/// the patch instead of duplicating or losing an entry); returns the object as the patch
+/// left it, recorded as [our own write](crate::own_writes).
+async fn add_finalizer<R>(api: &kube::Api<R>, object: Arc<R>, finalizer: &str) -> Result<Arc<R>, kube::Error>
+where
+    R: KubeResource,
+{
+    let meta = object.meta();
+    let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+    if meta.deletion_timestamp.is_some() || finalizers.iter().any(|f| f == finalizer) {
+        return Ok(object);
+    }
+    let patch = if finalizers.is_empty() {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [finalizer] },
+        ])
+    } else {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": finalizers },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": finalizer },
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    let name = meta.name.as_deref().unwrap_or_default();
+    let expecting = crate::own_writes::expect_finalizer(&*object, finalizer);
+    let patched = api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+    Ok(Arc::new(expecting.landed(patched)))
 }
 
 /// The deletions whose cleanup succeeded while the finalizer's removal did not (yet): what

@@ -29,6 +29,7 @@ mod controller;
 mod decode;
 mod finalize;
 mod object;
+mod own_writes;
 mod reconcile;
 
 pub mod backoff;

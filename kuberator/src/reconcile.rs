@@ -48,6 +48,9 @@ where
 /// - `handle_apply` runs when an object is first seen, when its spec changes (its
 ///   `metadata.generation`), when its finalizers change, when it is being deleted, and when a
 ///   requeue comes due. Status-only and label or annotation changes do not run it.
+/// - A new object is reconciled once: the reconcile that adds the finalizer runs
+///   `handle_apply` on the object as the finalizer patch returned it, and that version's own
+///   watch event (same uid and resourceVersion) does not reconcile it again.
 /// - One object is never reconciled twice at the same time; different objects run in
 ///   parallel up to the limit given to `start_concurrent` (`start` runs one at a time).
 /// - When the shutdown future completes, no new reconcile starts, the ones in flight finish,
@@ -107,6 +110,7 @@ where
             recorder,
             reconcile: Self::reconcile,
             error_policy: Self::error_policy,
+            keep_managed_fields: Self::keep_managed_fields(),
         })
         .await;
     }
@@ -163,6 +167,16 @@ where
     /// retried like any other. `None` (no limit) unless overridden.
     fn reconcile_timeout() -> Option<Duration> {
         None
+    }
+
+    /// Whether the objects the controller keeps in its cache, and hands to `handle_apply` and
+    /// `handle_cleanup`, keep `metadata.managedFields` and the
+    /// `kubectl.kubernetes.io/last-applied-configuration` annotation. `false` unless
+    /// overridden: both are dropped as each object arrives (they are most of a small
+    /// object's size, and an operator rarely reads them). Read the object from the API server
+    /// when you need them once; override this when you need them always.
+    fn keep_managed_fields() -> bool {
+        false
     }
 
     /// The name Events are reported under (`reportingController`): `<kind>-operator` in

@@ -123,6 +123,8 @@ pub struct Journal {
     pub apply_starts: HashMap<String, Vec<Instant>>,
     /// When each apply started and ended.
     pub apply_windows: Vec<(String, Instant, Instant)>,
+    /// Applies that were handed `metadata.managedFields` or the last-applied annotation.
+    pub applies_with_managed_fields: Vec<String>,
 }
 
 type Repo = K8sRepository<Probe, StaticApiProvider<Probe>>;

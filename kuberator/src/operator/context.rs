@@ -301,6 +301,7 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
         let parents = (!children.owned().is_empty())
             .then(|| crate::children::parents::<O::Resource>(children.watch(watched.as_deref())));
         let timeout = self.context.settings.reconcile_timeout;
+        let keep_managed_fields = self.context.settings.keep_managed_fields;
         controller::drive(controller::Setup {
             recorder: self.context.events.clone(),
             api: self.api,
@@ -313,6 +314,7 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
             shutdown,
             reconcile: Self::reconcile,
             error_policy: Self::error_policy,
+            keep_managed_fields,
         })
         .await;
     }
@@ -337,6 +339,10 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
 
     fn reconcile_timeout() -> Option<Duration> {
         O::settings().reconcile_timeout
+    }
+
+    fn keep_managed_fields() -> bool {
+        O::settings().keep_managed_fields
     }
 }
 

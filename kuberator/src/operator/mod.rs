@@ -83,6 +83,8 @@ pub struct OperatorConfig {
     pub owns: &'static [Owned],
     /// `reconcile_timeout_seconds = N`; `Some(Duration::ZERO)` means no limit.
     pub reconcile_timeout: Option<Duration>,
+    /// `keep_managed_fields = true`.
+    pub keep_managed_fields: bool,
 }
 
 impl OperatorConfig {
@@ -113,6 +115,7 @@ impl OperatorConfig {
                 Some(Duration::ZERO) => None,
                 limit => limit,
             },
+            keep_managed_fields: self.keep_managed_fields,
         }
     }
 }
@@ -146,6 +149,11 @@ pub struct Settings {
     /// The longest one reconcile may run before it is cancelled and retried as an error;
     /// `None` means no limit. Five minutes by default.
     pub reconcile_timeout: Option<Duration>,
+    /// Whether the objects the controller keeps, and hands to the handlers, keep
+    /// `metadata.managedFields` and the `kubectl.kubernetes.io/last-applied-configuration`
+    /// annotation. `false` by default: both are dropped as each object arrives, which makes
+    /// the cache about three times smaller for objects written by server-side apply.
+    pub keep_managed_fields: bool,
 }
 
 /// How long one reconcile of a derived operator may run unless configured otherwise.
