@@ -1,10 +1,11 @@
 //! The operator benchmark's driver: Kuberator against a hand-written kube-rs controller,
 //! controller-runtime and a plain-client floor, on the project's real control plane.
 //!
-//! `cargo run --release -p kuberator-bench` runs the whole suite (about an hour on 2
-//! cores) and writes `BENCHMARKS.md` and its plots; `--smoke` runs a few objects once
-//! through every contender, as CI does, and checks only that each finished.
-//! See `kuberator-bench/README.md` for what is measured and how.
+//! Run it through `scripts/bench`, which builds every contender first (`cargo run` would
+//! build only this driver and start stale contenders): the whole suite takes about an hour
+//! on 2 cores and writes `BENCHMARKS.md` and its plots; `scripts/bench --smoke` runs a few
+//! objects once through every contender, as CI does, and checks only that each finished.
+//! `BENCHMARKS.md` says what is measured and how.
 
 mod plot;
 mod report;
@@ -44,6 +45,10 @@ struct Args {
     /// Objects created one at a time to measure latency, per run
     #[arg(long, default_value_t = 100)]
     latency_samples: usize,
+    /// Above this many objects, a run stops after the cold start and the steady RSS (no spec
+    /// change, latency or delete), which keeps the whole suite near an hour
+    #[arg(long, default_value_t = 1000)]
+    full_up_to: usize,
     /// Only these contenders
     #[arg(long, value_delimiter = ',', default_values_t = CONTENDERS.map(str::to_owned))]
     contenders: Vec<String>,
@@ -59,7 +64,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.smoke {
-        args.objects = vec![20];
+        // The second count runs cold-only, as the large counts of the full suite do.
+        args.objects = vec![20, 40];
+        args.full_up_to = 20;
         args.rounds = 1;
         args.latency_samples = 3;
         args.out = std::env::temp_dir().join(format!("kuberator-bench-smoke-{}", std::process::id()));
@@ -81,8 +88,13 @@ async fn main() -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for &objects in &args.objects {
-        let workload =
-            run::Workload { objects, concurrency: args.concurrency, latency_samples: args.latency_samples };
+        let workload = run::Workload {
+            objects,
+            concurrency: args.concurrency,
+            latency_samples: args.latency_samples,
+            cold_only: objects > args.full_up_to,
+            settle: std::time::Duration::from_secs(if args.smoke { 1 } else { 3 }),
+        };
         for round in 0..args.rounds {
             let mut order: Vec<&Contender> = contenders.iter().collect();
             if round % 2 == 1 {
@@ -128,11 +140,12 @@ fn smoke_note(smoke: bool) -> Option<&'static str> {
 
 fn args_line(args: &Args) -> String {
     format!(
-        "--objects {} --rounds {} --concurrency {} --latency-samples {}",
+        "--objects {} --rounds {} --concurrency {} --latency-samples {} --full-up-to {}",
         args.objects.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         args.rounds,
         args.concurrency,
-        args.latency_samples
+        args.latency_samples,
+        args.full_up_to
     )
 }
 
@@ -155,7 +168,7 @@ fn contender(name: &str) -> anyhow::Result<Contender> {
         let path = exe.with_file_name(binary);
         anyhow::ensure!(
             path.exists(),
-            "{} is missing: build the package's binaries first (`cargo build -p kuberator-bench`)",
+            "{} is missing: run the suite through scripts/bench, which builds every contender",
             path.display()
         );
         Ok(path)

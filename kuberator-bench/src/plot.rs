@@ -105,12 +105,14 @@ pub(crate) fn all(results: &[Measured], contenders: &[String], dir: &Path) -> an
         &progress,
         contenders,
     )?;
+    let timed =
+        results.iter().filter(|m| !m.latencies_ms.is_empty()).map(|m| m.objects).max().unwrap_or(objects);
     let latency: Vec<Series<'_>> = contenders
         .iter()
         .filter_map(|c| {
             let mut all: Vec<f64> = results
                 .iter()
-                .filter(|m| m.contender == *c && m.objects == objects)
+                .filter(|m| m.contender == *c && m.objects == timed)
                 .flat_map(|m| m.latencies_ms.iter().copied())
                 .collect();
             if all.is_empty() {
@@ -124,7 +126,7 @@ pub(crate) fn all(results: &[Measured], contenders: &[String], dir: &Path) -> an
         .collect();
     chart(
         &dir.join("latency-cdf.png"),
-        &format!("Latency from create to status, all rounds (N = {objects} besides)"),
+        &format!("Latency from create to status, all rounds (N = {timed} besides)"),
         "milliseconds",
         "fraction of objects",
         &latency,
@@ -140,7 +142,7 @@ pub(crate) fn all(results: &[Measured], contenders: &[String], dir: &Path) -> an
         .collect();
     chart(
         &dir.join("rss.png"),
-        &format!("RSS over a whole run: cold start, spec change, latency, delete (N = {objects})"),
+        &format!("RSS over a run, first round (N = {objects})"),
         "seconds since start",
         "RSS (MiB)",
         &rss,

@@ -45,15 +45,17 @@ const DRIVER_CONCURRENCY: usize = 32;
 /// The longest any one phase may take before the run is abandoned as failed.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// How long a contender is left alone before its steady memory is read.
-const SETTLE: Duration = Duration::from_secs(3);
-
 /// What a run is asked to do.
 #[derive(Debug, Clone)]
 pub(crate) struct Workload {
     pub(crate) objects: usize,
     pub(crate) concurrency: usize,
     pub(crate) latency_samples: usize,
+    /// Stop after the cold start and the steady RSS: no spec change, latency or delete.
+    pub(crate) cold_only: bool,
+    /// How long a contender is left alone before its idle or steady memory is read, and
+    /// before its reconciles are counted: 3 s, 1 s in a smoke run.
+    pub(crate) settle: Duration,
 }
 
 /// The process's memory and CPU at one moment.
@@ -71,7 +73,7 @@ pub(crate) struct Measured {
     pub(crate) contender: String,
     pub(crate) objects: usize,
     pub(crate) round: usize,
-    /// RSS of the contender with no object, after [`SETTLE`].
+    /// RSS of the contender with no object, after `Workload::settle`.
     pub(crate) idle_rss_mib: f64,
     /// From process start until every object was reconciled.
     pub(crate) cold_start_seconds: f64,
@@ -91,6 +93,11 @@ pub(crate) struct Measured {
     pub(crate) delete_seconds: f64,
     pub(crate) delete_cpu_seconds: f64,
     pub(crate) delete_reconciles: u64,
+    /// Writes (PATCH, PUT, POST) to the objects and their status by the contender over the
+    /// whole run, from the API server's `apiserver_request_total` less the driver's own.
+    pub(crate) contender_writes: Option<u64>,
+    /// Whether the run stopped after the cold start (see `Workload::cold_only`).
+    pub(crate) cold_only: bool,
     pub(crate) samples: Vec<Sample>,
 }
 
@@ -444,7 +451,7 @@ async fn measure_on(
 
     // Idle: no object at all.
     let idle = Process::spawn(contender, control_plane, workload, &log("idle"))?;
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(workload.settle).await;
     let idle_rss_mib = idle.now()?.rss_mib;
     idle.stop().await;
 
@@ -462,9 +469,37 @@ async fn measure_on(
     let cold_start_seconds = process.started.elapsed().as_secs_f64();
     let cold_cpu_seconds = process.now()?.cpu_seconds;
     let cold_progress = observer.with(|seen| std::mem::take(&mut seen.progress));
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(workload.settle).await;
     let cold_reconciles = process.reconciles().await?;
     let steady = process.now()?;
+    let mut measured = Measured {
+        contender: contender.name.clone(),
+        objects: total,
+        round,
+        idle_rss_mib,
+        cold_start_seconds,
+        cold_cpu_seconds,
+        cold_reconciles,
+        cold_progress,
+        steady_rss_mib: steady.rss_mib,
+        peak_rss_mib: 0.0,
+        spec_change_seconds: f64::NAN,
+        spec_cpu_seconds: f64::NAN,
+        spec_reconciles: 0,
+        latencies_ms: Vec::new(),
+        delete_seconds: f64::NAN,
+        delete_cpu_seconds: f64::NAN,
+        delete_reconciles: 0,
+        contender_writes: None,
+        cold_only: workload.cold_only,
+        samples: Vec::new(),
+    };
+    if workload.cold_only {
+        measured.contender_writes = writes(&client).await.map(|all| all.saturating_sub(total as u64));
+        measured.samples = process.stop().await;
+        measured.peak_rss_mib = measured.samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
+        return Ok(measured);
+    }
 
     // A spec change of every object.
     let spec_start = Instant::now();
@@ -485,7 +520,7 @@ async fn measure_on(
     observer.wait("every spec change to be reconciled", |seen| seen.reconciled == total).await?;
     let spec_change_seconds = spec_start.elapsed().as_secs_f64();
     let spec_cpu_seconds = process.now()?.cpu_seconds - steady.cpu_seconds;
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(workload.settle).await;
     let spec_reconciles = process.reconciles().await? - cold_reconciles;
 
     // Latency: one new object at a time.
@@ -520,19 +555,12 @@ async fn measure_on(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let delete_reconciles = process.reconciles().await? - before_delete;
 
-    let samples = process.stop().await;
-    let peak_rss_mib = samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
+    // The driver wrote each object once to create it and once to change its spec.
+    let driver_writes = (2 * total + latencies_ms.len()) as u64;
+    measured.contender_writes = writes(&client).await.map(|all| all.saturating_sub(driver_writes));
+    measured.samples = process.stop().await;
+    measured.peak_rss_mib = measured.samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
     Ok(Measured {
-        contender: contender.name.clone(),
-        objects: total,
-        round,
-        idle_rss_mib,
-        cold_start_seconds,
-        cold_cpu_seconds,
-        cold_reconciles,
-        cold_progress,
-        steady_rss_mib: steady.rss_mib,
-        peak_rss_mib,
         spec_change_seconds,
         spec_cpu_seconds,
         spec_reconciles,
@@ -540,6 +568,22 @@ async fn measure_on(
         delete_seconds,
         delete_cpu_seconds,
         delete_reconciles,
-        samples,
+        ..measured
     })
+}
+
+/// PATCH, APPLY, PUT and POST requests to `benches` (and their status) the API server
+/// served so far, by everyone; `None` when its metrics cannot be read.
+async fn writes(client: &Client) -> Option<u64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).ok()?;
+    let metrics = client.request_text(request).await.ok()?;
+    let writes = metrics
+        .lines()
+        .filter(|line| line.starts_with("apiserver_request_total{") && line.contains("resource=\"benches\""))
+        .filter(|line| {
+            ["PATCH", "APPLY", "PUT", "POST"].iter().any(|verb| line.contains(&format!("verb=\"{verb}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(writes as u64)
 }
