@@ -58,6 +58,9 @@ struct Args {
     /// A few objects, one round: checks that every contender still works (CI runs this)
     #[arg(long)]
     smoke: bool,
+    /// Run nothing: write BENCHMARKS.md and the plots again from `benchmarks/results.json`
+    #[arg(long)]
+    report_only: bool,
 }
 
 #[tokio::main]
@@ -73,6 +76,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let plots = args.out.join("benchmarks");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+    let raw = plots.join("results.json");
+    if args.report_only {
+        let text = std::fs::read_to_string(&raw).with_context(|| format!("reading {}", raw.display()))?;
+        let results: Vec<run::Measured> =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", raw.display()))?;
+        let names: Vec<String> = CONTENDERS
+            .iter()
+            .filter(|name| results.iter().any(|m| m.contender == **name))
+            .map(|name| (*name).to_owned())
+            .collect();
+        return write_report(&args, &results, &names);
+    }
     let logs = tempdir("kuberator-bench-logs")?;
     let contenders =
         args.contenders.iter().map(|name| contender(name)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -118,19 +133,25 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let raw = args.out.join("benchmarks/results.json");
     std::fs::write(&raw, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", raw.display()))?;
     let names: Vec<String> = contenders.iter().map(|c| c.name.clone()).collect();
-    plot::all(&results, &names, &plots)?;
-    let markdown = report::markdown(&results, &names, &args_line(&args), smoke_note(args.smoke));
-    let path = args.out.join("BENCHMARKS.md");
-    std::fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
-    say(&format!("wrote {} and its plots in {}", path.display(), plots.display()));
+    write_report(&args, &results, &names)?;
     if args.smoke {
         std::fs::remove_dir_all(&args.out).ok();
         std::fs::remove_dir_all(&logs).ok();
     }
+    Ok(())
+}
+
+/// BENCHMARKS.md and the plots, from `results`.
+fn write_report(args: &Args, results: &[run::Measured], names: &[String]) -> anyhow::Result<()> {
+    let plots = args.out.join("benchmarks");
+    plot::all(results, names, &plots)?;
+    let markdown = report::markdown(results, names, &args_line(args), smoke_note(args.smoke));
+    let path = args.out.join("BENCHMARKS.md");
+    std::fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
+    say(&format!("wrote {} and its plots in {}", path.display(), plots.display()));
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use kube::api::PostParams;
 use kube::discovery::ApiResource;
 use kube::runtime::watcher;
 use kuberator_test::ControlPlane;
+use serde::Deserialize;
 use serde::Serialize;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::io::AsyncWriteExt as _;
@@ -59,7 +60,7 @@ pub(crate) struct Workload {
 }
 
 /// The process's memory and CPU at one moment.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Sample {
     /// Seconds since the contender was started.
     pub(crate) at: f64,
@@ -68,7 +69,7 @@ pub(crate) struct Sample {
 }
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Measured {
     pub(crate) contender: String,
     pub(crate) objects: usize,
