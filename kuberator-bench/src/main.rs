@@ -67,9 +67,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.smoke {
-        // The second count runs cold-only, as the large counts of the full suite do.
-        args.objects = vec![20, 40];
-        args.full_up_to = 20;
+        args.objects = vec![20];
         args.rounds = 1;
         args.latency_samples = 3;
         args.out = std::env::temp_dir().join(format!("kuberator-bench-smoke-{}", std::process::id()));
@@ -79,8 +77,11 @@ async fn main() -> anyhow::Result<()> {
     let raw = plots.join("results.json");
     if args.report_only {
         let text = std::fs::read_to_string(&raw).with_context(|| format!("reading {}", raw.display()))?;
-        let results: Vec<run::Measured> =
+        let mut results: Vec<run::Measured> =
             serde_json::from_str(&text).with_context(|| format!("reading {}", raw.display()))?;
+        results.iter_mut().for_each(run::Measured::thin);
+        std::fs::write(&raw, serde_json::to_string(&results)?)
+            .with_context(|| format!("writing {}", raw.display()))?;
         let names: Vec<String> = CONTENDERS
             .iter()
             .filter(|name| results.iter().any(|m| m.contender == **name))
@@ -133,7 +134,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    std::fs::write(&raw, serde_json::to_string_pretty(&results)?)
+    results.iter_mut().for_each(run::Measured::thin);
+    std::fs::write(&raw, serde_json::to_string(&results)?)
         .with_context(|| format!("writing {}", raw.display()))?;
     let names: Vec<String> = contenders.iter().map(|c| c.name.clone()).collect();
     write_report(&args, &results, &names)?;

@@ -102,6 +102,26 @@ pub(crate) struct Measured {
     pub(crate) samples: Vec<Sample>,
 }
 
+/// At most this many points of each time series are kept in `results.json`.
+const KEPT_POINTS: usize = 400;
+
+impl Measured {
+    /// Keeps at most [`KEPT_POINTS`] of each time series, evenly spread, the first and the
+    /// last among them: enough for the plots, and `results.json` stays small enough to
+    /// commit. The figures are computed before, from every point.
+    pub(crate) fn thin(&mut self) {
+        fn thin<T: Copy>(points: &mut Vec<T>) {
+            if points.len() <= KEPT_POINTS {
+                return;
+            }
+            let last = points.len() - 1;
+            *points = (0..KEPT_POINTS).map(|i| points[i * last / (KEPT_POINTS - 1)]).collect();
+        }
+        thin(&mut self.cold_progress);
+        thin(&mut self.samples);
+    }
+}
+
 /// What the driver sees of the objects, through its own watch.
 #[derive(Default)]
 struct Seen {
@@ -425,9 +445,25 @@ pub(crate) async fn measure(
     logs: &Path,
 ) -> anyhow::Result<Measured> {
     let control_plane = ControlPlane::start().await.context("starting a control plane")?;
-    let result = measure_on(&control_plane, contender, workload, round, crd, logs).await;
+    // Interrupted, the control plane is stopped all the same: nothing is left running.
+    let result = tokio::select! {
+        result = measure_on(&control_plane, contender, workload, round, crd, logs) => result,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
     control_plane.stop();
     result
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::SignalKind;
+    let Ok(mut terminate) = tokio::signal::unix::signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }
 
 async fn measure_on(
