@@ -275,7 +275,11 @@ fn machine() -> String {
         "/../kuberator-test/control-plane/go.mod"
     ))
     .ok()
-    .and_then(|m| m.lines().find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes ").map(str::to_owned)))
+    .and_then(|m| {
+        m.lines().find_map(|l| {
+            l.trim().strip_prefix("k8s.io/kubernetes ")?.split_whitespace().next().map(str::to_owned)
+        })
+    })
     .unwrap_or_else(|| "unknown".to_owned());
     format!(
         "- CPU: {cores} × {model}\n- memory: {memory}\n- kernel: Linux {kernel}\n- {}; {}\n\
@@ -304,6 +308,9 @@ namespace `bench`, and then:
    reconciled. The floor does not watch, so it has no figure here.
 5. **Delete.** Deletes all objects with one `deletecollection` and waits until the last is gone \
    (each contender removes its finalizer).
+
+Above `--full-up-to` objects (1000 unless told), a run stops after step 2, which keeps the \
+suite near an hour: those tables have no spec change, latency or delete figures.
 
 The contender's RSS and CPU time (user + system) are read from `/proc` every 100 ms; the \
 driver's own work is not counted. The count of reconciles is the contender's own: \
@@ -336,9 +343,8 @@ pub(crate) fn markdown(
     let _ = writeln!(out, "# Benchmarks: Kuberator against kube-rs, controller-runtime and a plain client\n");
     let _ = writeln!(
         out,
-        "Written by the operator benchmark (`scripts/bench {args}`, which is what `scripts/bench` \
-         runs with no options); do not edit by hand: run it again. Raw figures: \
-         `benchmarks/results.json`.\n"
+        "Written by the operator benchmark, `scripts/bench {args}`; do not edit by hand: run it \
+         again. Raw figures: `benchmarks/results.json`.\n"
     );
     if let Some(note) = note {
         let _ = writeln!(out, "**{note}**\n");

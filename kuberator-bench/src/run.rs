@@ -85,13 +85,17 @@ pub(crate) struct Measured {
     pub(crate) steady_rss_mib: f64,
     pub(crate) peak_rss_mib: f64,
     /// From the first spec change sent until every object's new generation was reconciled.
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) spec_change_seconds: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) spec_cpu_seconds: f64,
     pub(crate) spec_reconciles: u64,
     /// One object at a time: from its create until its status says it is reconciled.
     pub(crate) latencies_ms: Vec<f64>,
     /// From the delete until every object was gone.
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) delete_seconds: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) delete_cpu_seconds: f64,
     pub(crate) delete_reconciles: u64,
     /// Writes (PATCH, PUT, POST) to the objects and their status by the contender over the
@@ -100,6 +104,11 @@ pub(crate) struct Measured {
     /// Whether the run stopped after the cold start (see `Workload::cold_only`).
     pub(crate) cold_only: bool,
     pub(crate) samples: Vec<Sample>,
+}
+
+/// A figure a run did not measure is `NaN`, which JSON writes as `null`.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// At most this many points of each time series are kept in `results.json`.
