@@ -162,7 +162,7 @@ async fn answer_next(server: &mut ApiServer, answer: &Bucket) -> Seen {
 }
 
 #[tokio::test]
-async fn a_new_object_gets_the_finalizer_before_any_apply() {
+async fn a_new_object_gets_the_finalizer_then_is_applied_in_the_same_reconcile() {
     let (context, mut server) = setup(false);
     let reconcile = tokio::spawn({
         let context = Arc::clone(&context);
@@ -182,8 +182,9 @@ async fn a_new_object_gets_the_finalizer_before_any_apply() {
         seen.body
     );
 
+    // Apply runs at once on the object as the patch returned it, not on a second reconcile.
     reconcile.await.unwrap().unwrap();
-    assert!(context.calls.lock().unwrap().is_empty(), "apply waits for the finalizer to come back");
+    assert_eq!(*context.calls.lock().unwrap(), ["apply photos"]);
 }
 
 #[tokio::test]
