@@ -133,6 +133,9 @@ pub enum Error {
         /// What was asked.
         what: &'static str,
     },
+    /// A test setting is wrong (such as `KUBERATOR_TEST_CLUSTER`).
+    #[error("{0}")]
+    Setup(String),
     /// A file operation failed.
     #[error("{what}")]
     Io {

@@ -125,16 +125,16 @@ where
 }
 
 /// The opening of an integration test: logs ([`crate::init_tracing`]), the
-/// [shared](crate::ControlPlane::shared) control plane, and an admin client for it.
+/// [shared](crate::TestCluster::shared) cluster (the real control plane, or the in-memory
+/// server with `KUBERATOR_TEST_CLUSTER=in-memory`), and an admin client for it.
 ///
 /// # Panics
 ///
 /// When the control plane does not start or answer: a test never skips.
 pub async fn admin_client() -> Client {
     crate::init_tracing();
-    let control_plane =
-        crate::ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    control_plane.client().await.expect("a client for the control plane")
+    let cluster = crate::TestCluster::shared().await.expect("the cluster must start (tests never skip)");
+    cluster.client().await.expect("a client for the cluster")
 }
 
 /// [`admin_client`], and a namespace of the test's own ([`test_namespace`]).

@@ -23,10 +23,14 @@
 //! ```
 
 mod certs;
+mod cluster;
 mod control_plane;
 mod helpers;
+pub mod memory;
 mod proxy;
 
+pub use crate::cluster::CLUSTER_ENV;
+pub use crate::cluster::TestCluster;
 pub use crate::control_plane::BIN_ENV;
 pub use crate::control_plane::ControlPlane;
 pub use crate::control_plane::Error;

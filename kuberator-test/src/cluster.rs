@@ -1,0 +1,91 @@
+//! One API for the two servers a test can run against: the in-memory one and the real
+//! control plane.
+
+use std::sync::OnceLock;
+
+use kube::Client;
+
+use crate::ControlPlane;
+use crate::memory::MemoryServer;
+
+/// The environment variable that picks the server of [`TestCluster::shared`] (and so of
+/// [`admin_client`](crate::admin_client) and [`test_env`](crate::test_env)):
+/// `in-memory`, or `real` (the default).
+pub const CLUSTER_ENV: &str = "KUBERATOR_TEST_CLUSTER";
+
+/// A cluster for a test: the in-memory API server or the real control plane. Switching is
+/// one word: `TestCluster::in_memory()` or `TestCluster::real().await?`.
+#[derive(Clone)]
+pub enum TestCluster {
+    /// The in-memory API server ([`MemoryServer`]).
+    InMemory(MemoryServer),
+    /// The real kube-apiserver, etcd and kube-controller-manager ([`ControlPlane::shared`]).
+    Real(&'static ControlPlane),
+}
+
+impl std::fmt::Debug for TestCluster {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.kind())
+    }
+}
+
+impl TestCluster {
+    /// A new, empty in-memory API server of the test's own.
+    pub fn in_memory() -> Self {
+        TestCluster::InMemory(MemoryServer::new())
+    }
+
+    /// The process's shared real control plane, started (and built) on first use.
+    ///
+    /// # Errors
+    ///
+    /// When the control plane cannot be built or started.
+    pub async fn real() -> Result<Self, crate::Error> {
+        Ok(TestCluster::Real(ControlPlane::shared().await?))
+    }
+
+    /// The cluster [`CLUSTER_ENV`] names, shared by the whole test process: one in-memory
+    /// server, or the shared control plane.
+    ///
+    /// # Errors
+    ///
+    /// When the real control plane is asked for and does not start, or the variable holds
+    /// something else than `in-memory` or `real`.
+    pub async fn shared() -> Result<Self, crate::Error> {
+        static SERVER: OnceLock<MemoryServer> = OnceLock::new();
+        match std::env::var(CLUSTER_ENV).as_deref() {
+            Ok("in-memory") => Ok(TestCluster::InMemory(SERVER.get_or_init(MemoryServer::new).clone())),
+            Ok("real") | Err(std::env::VarError::NotPresent) => Self::real().await,
+            Ok(other) => Err(crate::Error::Setup(format!("{CLUSTER_ENV}={other:?}: use `in-memory` or `real`"))),
+            Err(std::env::VarError::NotUnicode(_)) => Err(crate::Error::Setup(format!("{CLUSTER_ENV} is not UTF-8"))),
+        }
+    }
+
+    /// An admin client for it.
+    ///
+    /// # Errors
+    ///
+    /// When the real control plane's kubeconfig does not load.
+    pub async fn client(&self) -> Result<Client, crate::Error> {
+        match self {
+            TestCluster::InMemory(server) => Ok(server.client()),
+            TestCluster::Real(control_plane) => control_plane.client().await,
+        }
+    }
+
+    /// The in-memory server, for its faults; `None` on the real control plane.
+    pub fn in_memory_server(&self) -> Option<&MemoryServer> {
+        match self {
+            TestCluster::InMemory(server) => Some(server),
+            TestCluster::Real(_) => None,
+        }
+    }
+
+    /// `"in-memory"` or `"real"`, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TestCluster::InMemory(_) => "in-memory",
+            TestCluster::Real(_) => "real",
+        }
+    }
+}

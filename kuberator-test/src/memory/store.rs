@@ -1,0 +1,497 @@
+//! The server's state: objects, resource versions, the change history that watches replay,
+//! the open watches, and the controllers the real control plane runs beside the API server
+//! (garbage collection, namespace deletion, CRD cleanup), which run here after every write.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::hash::BuildHasher as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::resources;
+use super::resources::ResourceType;
+use super::selectors::FieldSelector;
+use super::selectors::LabelSelector;
+
+/// How many changes watches can replay: an older `resourceVersion` gets `410 Gone`.
+const HISTORY: usize = 10_000;
+
+/// The kind of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "ADDED",
+            ChangeKind::Modified => "MODIFIED",
+            ChangeKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as the history keeps it for watches.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub(crate) resource_version: u64,
+    pub(crate) storage: String,
+    pub(crate) kind: ChangeKind,
+    /// The object after the change (before it, for a deletion, with the deletion's version).
+    pub(crate) object: Value,
+    /// The object before the change, to see objects enter and leave a selector.
+    pub(crate) old: Option<Value>,
+}
+
+/// An open watch.
+pub(crate) struct Watcher {
+    pub(crate) storage: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) labels: LabelSelector,
+    pub(crate) fields: FieldSelector,
+    pub(crate) resource: ResourceType,
+    pub(crate) sender: UnboundedSender<Value>,
+}
+
+impl Watcher {
+    pub(crate) fn selects(&self, object: &Value) -> bool {
+        let namespace_matches = self
+            .namespace
+            .as_deref()
+            .is_none_or(|namespace| object["metadata"]["namespace"].as_str() == Some(namespace));
+        namespace_matches && self.labels.matches(object) && self.fields.matches(object)
+    }
+
+    /// The event this watch sees for `change`, if any: an object entering its selection is
+    /// ADDED, one leaving it DELETED, as the real server's watch cache does.
+    pub(crate) fn event_for(&self, change: &Change) -> Option<Value> {
+        if change.storage != self.storage {
+            return None;
+        }
+        let now = self.selects(&change.object);
+        let before = change.old.as_ref().is_some_and(|old| self.selects(old));
+        let kind = match (change.kind, before, now) {
+            (ChangeKind::Deleted, _, true) => ChangeKind::Deleted,
+            (ChangeKind::Added, _, true) => ChangeKind::Added,
+            (ChangeKind::Modified, true, true) => ChangeKind::Modified,
+            (ChangeKind::Modified, false, true) => ChangeKind::Added,
+            (ChangeKind::Modified, true, false) => ChangeKind::Deleted,
+            _ => return None,
+        };
+        Some(json!({"type": kind.as_str(), "object": present(&self.resource, &change.object)}))
+    }
+}
+
+/// Objects by storage, then by (namespace, name): the order the real server lists in.
+pub(crate) type Objects = BTreeMap<String, BTreeMap<(String, String), Value>>;
+
+pub(crate) struct State {
+    pub(crate) resource_version: u64,
+    pub(crate) types: Vec<ResourceType>,
+    pub(crate) objects: Objects,
+    pub(crate) history: VecDeque<Change>,
+    /// Watches from a version older than this get `410 Gone`.
+    pub(crate) oldest_watchable: u64,
+    pub(crate) watchers: Vec<Watcher>,
+}
+
+impl State {
+    pub(crate) fn new() -> Self {
+        let mut state = State {
+            resource_version: 1,
+            types: resources::builtins(),
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            oldest_watchable: 1,
+            watchers: Vec::new(),
+        };
+        let namespaces = state.resource("", "v1", "namespaces").expect("namespaces are built in");
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let mut namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            initialize(&namespaces, &mut namespace, None);
+            state.commit_put(&namespaces, namespace);
+        }
+        state
+    }
+
+    pub(crate) fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|resource| resource.group == group && resource.version == version && resource.plural == plural)
+            .cloned()
+    }
+
+    /// The preferred (first served) version of a storage, for GC and namespace deletion.
+    pub(crate) fn resource_of_storage(&self, storage: &str) -> Option<ResourceType> {
+        self.types.iter().find(|resource| resource.storage == storage).cloned()
+    }
+
+    pub(crate) fn get(&self, storage: &str, namespace: &str, name: &str) -> Option<&Value> {
+        self.objects.get(storage)?.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.resource_version += 1;
+        self.resource_version
+    }
+
+    fn record(&mut self, change: Change) {
+        self.watchers.retain(|watcher| {
+            match watcher.event_for(&change) {
+                Some(event) => watcher.sender.send(event).is_ok(),
+                None => !watcher.sender.is_closed(),
+            }
+        });
+        self.history.push_back(change);
+        while self.history.len() > HISTORY {
+            let dropped = self.history.pop_front().expect("not empty");
+            self.oldest_watchable = dropped.resource_version;
+        }
+    }
+
+    /// Stores `object` (created or changed) at a new resource version; returns it as stored.
+    pub(crate) fn commit_put(&mut self, resource: &ResourceType, mut object: Value) -> Value {
+        let version = self.next_version();
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        let key = key_of(&object);
+        let old = self.objects.entry(resource.storage.clone()).or_default().insert(key, object.clone());
+        let kind = if old.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
+        self.record(Change { resource_version: version, storage: resource.storage.clone(), kind, object: object.clone(), old });
+        object
+    }
+
+    /// Removes an object for good; returns its last state, at the deletion's version.
+    pub(crate) fn commit_remove(&mut self, storage: &str, namespace: &str, name: &str) -> Option<Value> {
+        let mut object = self.objects.get_mut(storage)?.remove(&(namespace.to_string(), name.to_string()))?;
+        let version = self.next_version();
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        self.record(Change {
+            resource_version: version,
+            storage: storage.into(),
+            kind: ChangeKind::Deleted,
+            object: object.clone(),
+            old: None,
+        });
+        Some(object)
+    }
+
+    /// Forgets the history: every watch from a version before now gets `410 Gone`.
+    pub(crate) fn expire_history(&mut self) {
+        self.history.clear();
+        self.oldest_watchable = self.resource_version + 1;
+        // The next write gets a version no one has seen, so old ones are surely expired.
+        self.resource_version += 1;
+    }
+
+    fn find_uid(&self, uid: &str) -> Option<(String, Value)> {
+        self.objects.iter().find_map(|(storage, objects)| {
+            objects.values().find(|object| object["metadata"]["uid"] == uid).map(|object| (storage.clone(), object.clone()))
+        })
+    }
+
+    /// Deletes `object` as a controller would: marks it when finalizers hold it, removes it
+    /// otherwise. Returns whether anything changed.
+    pub(crate) fn delete_object(&mut self, storage: &str, object: &Value, now: &str) -> bool {
+        let Some(resource) = self.resource_of_storage(storage) else { return false };
+        let (namespace, name) = key_of(object);
+        if has_finalizers(object) {
+            if object["metadata"]["deletionTimestamp"].is_string() {
+                return false;
+            }
+            let mut marked = object.clone();
+            mark_deleted(&mut marked, now);
+            self.commit_put(&resource, marked);
+        } else {
+            self.commit_remove(storage, &namespace, &name);
+        }
+        true
+    }
+
+    /// Runs the garbage collector, the namespace controller and CRD cleanup until nothing
+    /// changes.
+    pub(crate) fn settle(&mut self, now: &str) {
+        for _ in 0..1000 {
+            if !self.settle_once(now) {
+                return;
+            }
+        }
+    }
+
+    fn settle_once(&mut self, now: &str) -> bool {
+        let all: Vec<(String, Value)> = self
+            .objects
+            .iter()
+            .flat_map(|(storage, objects)| objects.values().map(move |object| (storage.clone(), object.clone())))
+            .collect();
+        let uids: HashMap<String, &Value> = all
+            .iter()
+            .filter_map(|(_, object)| object["metadata"]["uid"].as_str().map(|uid| (uid.to_string(), object)))
+            .collect();
+        let owned_by = |uid: &str| -> Vec<(String, Value)> {
+            all.iter()
+                .filter(|(_, object)| {
+                    object["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|owners| owners.iter().any(|owner| owner["uid"] == uid))
+                })
+                .cloned()
+                .collect()
+        };
+
+        for (storage, object) in &all {
+            let metadata = &object["metadata"];
+            let deleting = metadata["deletionTimestamp"].is_string();
+            let finalizers: Vec<&str> =
+                metadata["finalizers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let uid = metadata["uid"].as_str().unwrap_or_default();
+
+            // Orphan: let go of the dependents, then of the finalizer.
+            if deleting && finalizers.contains(&"orphan") {
+                for (dependent_storage, dependent) in &owned_by(uid) {
+                    let mut freed = dependent.clone();
+                    if let Some(owners) = freed["metadata"]["ownerReferences"].as_array_mut() {
+                        owners.retain(|owner| owner["uid"] != uid);
+                    }
+                    let resource = self.resource_of_storage(dependent_storage).expect("stored kinds are known");
+                    self.commit_put(&resource, freed);
+                }
+                self.drop_finalizer(storage, object, "orphan");
+                return true;
+            }
+            // Foreground: delete the dependents first, then let the owner go.
+            if deleting && finalizers.contains(&"foregroundDeletion") {
+                let dependents = owned_by(uid);
+                if dependents.is_empty() {
+                    self.drop_finalizer(storage, object, "foregroundDeletion");
+                    return true;
+                }
+                let mut changed = false;
+                for (dependent_storage, dependent) in &dependents {
+                    changed |= self.delete_object(dependent_storage, dependent, now);
+                }
+                if changed {
+                    return true;
+                }
+            }
+            // Namespaces: delete what is in them, then the namespace.
+            if storage == "/namespaces" && deleting {
+                let name = metadata["name"].as_str().unwrap_or_default();
+                let inside: Vec<(String, Value)> = all
+                    .iter()
+                    .filter(|(_, inner)| inner["metadata"]["namespace"].as_str() == Some(name))
+                    .cloned()
+                    .collect();
+                if inside.is_empty() {
+                    self.commit_remove(storage, "", name);
+                    return true;
+                }
+                let mut changed = false;
+                for (inner_storage, inner) in &inside {
+                    changed |= self.delete_object(inner_storage, inner, now);
+                }
+                if changed {
+                    return true;
+                }
+            }
+            // CRDs: delete every instance, then the definition.
+            if storage == "apiextensions.k8s.io/customresourcedefinitions" && deleting {
+                let group = object["spec"]["group"].as_str().unwrap_or_default();
+                let plural = object["spec"]["names"]["plural"].as_str().unwrap_or_default();
+                let instances_storage = format!("{group}/{plural}");
+                let instances: Vec<Value> =
+                    self.objects.get(&instances_storage).map(|objects| objects.values().cloned().collect()).unwrap_or_default();
+                if instances.is_empty() {
+                    self.drop_finalizer(storage, object, "customresourcecleanup.apiextensions.k8s.io");
+                    if self.get(storage, "", metadata["name"].as_str().unwrap_or_default()).is_none() {
+                        self.types.retain(|resource| resource.storage != instances_storage);
+                    }
+                    return true;
+                }
+                let mut changed = false;
+                for instance in &instances {
+                    changed |= self.delete_object(&instances_storage, instance, now);
+                }
+                if changed {
+                    return true;
+                }
+            }
+            // Background: a dependent whose owners are all gone goes too.
+            if let Some(owners) = metadata["ownerReferences"].as_array()
+                && !owners.is_empty()
+                && !deleting
+            {
+                let alive = owners.iter().any(|owner| {
+                    owner["uid"].as_str().and_then(|uid| uids.get(uid)).is_some_and(|found| {
+                        let finalizers = &found["metadata"]["finalizers"];
+                        // An owner being deleted in the foreground takes its dependents along.
+                        !(found["metadata"]["deletionTimestamp"].is_string()
+                            && finalizers.as_array().is_some_and(|f| f.contains(&json!("foregroundDeletion"))))
+                    })
+                });
+                if !alive && self.delete_object(storage, object, now) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Removes `finalizer` from the stored `object`, deleting it when it was the last.
+    fn drop_finalizer(&mut self, storage: &str, object: &Value, finalizer: &str) {
+        let mut changed = object.clone();
+        if let Some(finalizers) = changed["metadata"]["finalizers"].as_array_mut() {
+            finalizers.retain(|item| item != finalizer);
+        }
+        let (namespace, name) = key_of(object);
+        if has_finalizers(&changed) {
+            let resource = self.resource_of_storage(storage).expect("stored kinds are known");
+            self.commit_put(&resource, changed);
+        } else {
+            self.commit_remove(storage, &namespace, &name);
+        }
+    }
+
+    /// The owner of `uid`, if it exists (used by tests of GC).
+    #[allow(dead_code)]
+    pub(crate) fn owner(&self, uid: &str) -> Option<(String, Value)> {
+        self.find_uid(uid)
+    }
+}
+
+pub(crate) fn key_of(object: &Value) -> (String, String) {
+    let metadata = &object["metadata"];
+    (
+        metadata["namespace"].as_str().unwrap_or_default().to_string(),
+        metadata["name"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+pub(crate) fn has_finalizers(object: &Value) -> bool {
+    object["metadata"]["finalizers"].as_array().is_some_and(|finalizers| !finalizers.is_empty())
+}
+
+/// Sets `deletionTimestamp`, as a delete of an object with finalizers does, and bumps the
+/// generation the way the real server does.
+pub(crate) fn mark_deleted(object: &mut Value, now: &str) {
+    let metadata = &mut object["metadata"];
+    metadata["deletionTimestamp"] = json!(now);
+    metadata["deletionGracePeriodSeconds"] = json!(0);
+    if let Some(generation) = metadata["generation"].as_i64()
+        && generation > 0
+    {
+        metadata["generation"] = json!(generation + 1);
+    }
+}
+
+/// Fills in what the server sets on create: uid, creation time, generation, and the
+/// defaults of some built-in kinds.
+pub(crate) fn initialize(resource: &ResourceType, object: &mut Value, now: Option<&str>) {
+    let now = now.map_or_else(timestamp, str::to_string);
+    let metadata = &mut object["metadata"];
+    metadata["uid"] = json!(uid());
+    metadata["creationTimestamp"] = json!(now);
+    if let Some(fields) = metadata.as_object_mut() {
+        fields.remove("deletionTimestamp");
+        fields.remove("deletionGracePeriodSeconds");
+        fields.remove("resourceVersion");
+        if resource.generation {
+            fields.insert("generation".into(), json!(1));
+        } else {
+            fields.remove("generation");
+        }
+    }
+    if resource.storage == "/namespaces" {
+        object["spec"] = json!({"finalizers": ["kubernetes"]});
+        object["status"] = json!({"phase": "Active"});
+        object["metadata"]["labels"]["kubernetes.io/metadata.name"] = object["metadata"]["name"].clone();
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A random number, from the standard library's randomly keyed hasher and a counter.
+pub(crate) fn random() -> u64 {
+    let state = std::collections::hash_map::RandomState::new();
+    state.hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A version 4 UUID.
+pub(crate) fn uid() -> String {
+    let bits = (u128::from(random()) << 64) | u128::from(random());
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// The 5 characters the real server appends to a `generateName`.
+pub(crate) fn name_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut value = random();
+    (0..5)
+        .map(|_| {
+            let character = ALPHABET[(value % ALPHABET.len() as u64) as usize] as char;
+            value /= ALPHABET.len() as u64;
+            character
+        })
+        .collect()
+}
+
+/// Now, as `metav1.Time` writes it.
+pub(crate) fn timestamp() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// An object as the client sees it through `resource`: its apiVersion, and Events in the
+/// shape of `events.k8s.io/v1` when asked that way (they are stored as core Events).
+pub(crate) fn present(resource: &ResourceType, object: &Value) -> Value {
+    let mut shown = object.clone();
+    if resource.group == "events.k8s.io" {
+        shown = event_to_new(&shown);
+    }
+    shown["apiVersion"] = json!(resource.api_version());
+    shown["kind"] = json!(resource.kind);
+    shown
+}
+
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+    ("reportingComponent", "reportingController"),
+];
+
+fn event_to_new(event: &Value) -> Value {
+    let mut event = event.clone();
+    if let Some(fields) = event.as_object_mut() {
+        for (core, new) in EVENT_FIELDS {
+            if let Some(value) = fields.remove(*core) {
+                fields.insert((*new).to_string(), value);
+            }
+        }
+    }
+    event
+}
+
+/// An `events.k8s.io/v1` Event in the core shape it is stored in.
+pub(crate) fn event_to_core(event: &Value) -> Value {
+    let mut event = event.clone();
+    if let Some(fields) = event.as_object_mut() {
+        for (core, new) in EVENT_FIELDS {
+            if let Some(value) = fields.remove(*new) {
+                fields.insert((*core).to_string(), value);
+            }
+        }
+    }
+    event
+}
