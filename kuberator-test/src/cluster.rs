@@ -56,8 +56,12 @@ impl TestCluster {
         match std::env::var(CLUSTER_ENV).as_deref() {
             Ok("in-memory") => Ok(TestCluster::InMemory(SERVER.get_or_init(MemoryServer::new).clone())),
             Ok("real") | Err(std::env::VarError::NotPresent) => Self::real().await,
-            Ok(other) => Err(crate::Error::Setup(format!("{CLUSTER_ENV}={other:?}: use `in-memory` or `real`"))),
-            Err(std::env::VarError::NotUnicode(_)) => Err(crate::Error::Setup(format!("{CLUSTER_ENV} is not UTF-8"))),
+            Ok(other) => {
+                Err(crate::Error::Setup(format!("{CLUSTER_ENV}={other:?}: use `in-memory` or `real`")))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(crate::Error::Setup(format!("{CLUSTER_ENV} is not UTF-8")))
+            }
         }
     }
 

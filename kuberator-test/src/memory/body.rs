@@ -104,8 +104,7 @@ pub(crate) fn watch_stream(
             };
             match next {
                 Next::Event(Some(event)) => {
-                    let mut line = serde_json::to_vec(&event).expect("JSON values serialize");
-                    line.push(b'\n');
+                    let line = event_line(&event);
                     return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), watching));
                 }
                 Next::Event(None) | Next::Stop => return None,
@@ -126,4 +125,13 @@ pub(crate) fn watch_stream(
         .header("transfer-encoding", "chunked")
         .body(body)
         .expect("a valid response")
+}
+
+/// One watch event as the real server writes it: `type` before `object`. Clients that decode
+/// the object straight from the text (serde's adjacently tagged enums, `RawValue`) need
+/// that order.
+fn event_line(event: &Value) -> Vec<u8> {
+    let kind = serde_json::to_string(&event["type"]).expect("JSON values serialize");
+    let object = serde_json::to_string(&event["object"]).expect("JSON values serialize");
+    format!("{{\"type\":{kind},\"object\":{object}}}\n").into_bytes()
 }

@@ -47,7 +47,10 @@ pub(crate) fn non_resource(inner: &Inner, path: &str, accept: &str) -> Option<Re
             &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
         ),
         "/apis" => json_response(200, &group_list(&types)),
-        "/openapi/v2" => json_response(200, &json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.34.0"}, "paths": {}, "definitions": {}})),
+        "/openapi/v2" => json_response(
+            200,
+            &json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.34.0"}, "paths": {}, "definitions": {}}),
+        ),
         "/openapi/v3" => json_response(200, &openapi_root(&types)),
         _ => {
             if let Some(group_version) = path.strip_prefix("/openapi/v3/") {
@@ -59,26 +62,37 @@ pub(crate) fn non_resource(inner: &Inner, path: &str, accept: &str) -> Option<Re
                 ["apis", group, version] => (*group, *version),
                 ["apis", group] => {
                     let list = group_list(&types);
-                    let found = list["groups"].as_array().into_iter().flatten().find(|entry| entry["name"] == *group).cloned();
+                    let found = list["groups"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|entry| entry["name"] == *group)
+                        .cloned();
                     return Some(match found {
                         Some(mut entry) => {
                             entry["kind"] = json!("APIGroup");
                             entry["apiVersion"] = json!("v1");
                             json_response(200, &entry)
                         }
-                        None => super::handler::error(&super::status::ApiError::no_such_resource()),
+                        None => super::handler::page_not_found(),
                     });
                 }
                 _ => return None,
             };
-            let served: Vec<&ResourceType> =
-                types.iter().filter(|resource| resource.group == group && resource.version == version).collect();
+            let served: Vec<&ResourceType> = types
+                .iter()
+                .filter(|resource| resource.group == group && resource.version == version)
+                .collect();
             if served.is_empty() {
-                return Some(super::handler::error(&super::status::ApiError::no_such_resource()));
+                return Some(super::handler::page_not_found());
             }
             let group_version = served[0].api_version();
-            let entries: Vec<Value> = served.iter().flat_map(|resource| resources::discovery_entries(resource)).collect();
-            json_response(200, &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}))
+            let entries: Vec<Value> =
+                served.iter().flat_map(|resource| resources::discovery_entries(resource)).collect();
+            json_response(
+                200,
+                &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}),
+            )
         }
     };
     Some(response)
@@ -95,8 +109,10 @@ fn group_list(types: &[ResourceType]) -> Value {
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(group, versions)| {
-            let versions: Vec<Value> =
-                versions.iter().map(|version| json!({"groupVersion": format!("{group}/{version}"), "version": version})).collect();
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| json!({"groupVersion": format!("{group}/{version}"), "version": version}))
+                .collect();
             json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
         })
         .collect();
@@ -131,9 +147,17 @@ fn openapi_document(types: &[ResourceType], group_version: &str) -> Value {
         if prefix != group_version {
             continue;
         }
-        let schema_name = format!("{}.{}.{}", if resource.group.is_empty() { "core" } else { &resource.group }, resource.version, resource.kind);
+        let schema_name = format!(
+            "{}.{}.{}",
+            if resource.group.is_empty() { "core" } else { &resource.group },
+            resource.version,
+            resource.kind
+        );
         let gvk = json!([{"group": resource.group, "version": resource.version, "kind": resource.kind}]);
-        let mut schema = resource.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let mut schema = resource
+            .schema
+            .clone()
+            .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
         schema["x-kubernetes-group-version-kind"] = gvk.clone();
         schemas.insert(schema_name.clone(), schema);
         let reference = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_name}")}}}});
@@ -153,7 +177,10 @@ fn openapi_document(types: &[ResourceType], group_version: &str) -> Value {
             format!("/{prefix}{namespace_part}/{}/{{name}}", resource.plural),
             json!({"get": operation("get"), "put": operation("put"), "patch": operation("patch"), "delete": operation("delete")}),
         );
-        paths.insert(format!("/{prefix}{namespace_part}/{}", resource.plural), json!({"post": operation("post"), "get": operation("list")}));
+        paths.insert(
+            format!("/{prefix}{namespace_part}/{}", resource.plural),
+            json!({"post": operation("post"), "get": operation("list")}),
+        );
     }
     json!({
         "openapi": "3.0.0",
@@ -194,13 +221,15 @@ pub(crate) fn json_path(object: &Value, path: &str) -> Vec<Value> {
                 current.iter().flat_map(|value| value.as_array().cloned().unwrap_or_default()).collect()
             } else if let Ok(index) = inside.parse::<usize>() {
                 current.iter().filter_map(|value| value.get(index).cloned()).collect()
-            } else if let Some(filter) = inside.strip_prefix("?(@.").and_then(|filter| filter.strip_suffix(')')) {
+            } else if let Some(filter) =
+                inside.strip_prefix("?(@.").and_then(|filter| filter.strip_suffix(')'))
+            {
                 let (key, wanted) = filter.split_once("==").unwrap_or((filter, ""));
                 let wanted = wanted.trim().trim_matches('"').trim_matches('\'');
                 current
                     .iter()
                     .flat_map(|value| value.as_array().cloned().unwrap_or_default())
-                    .filter(|item| item[key.trim()].as_str() == Some(wanted) || item[key.trim()].to_string() == wanted)
+                    .filter(|item| item[key.trim()].as_str() == Some(wanted) || item[key.trim()] == wanted)
                     .collect()
             } else {
                 Vec::new()
@@ -213,8 +242,15 @@ pub(crate) fn json_path(object: &Value, path: &str) -> Vec<Value> {
 }
 
 /// A `meta.k8s.io/v1` Table of `objects`, as `kubectl get` asks for.
-pub(crate) fn table(resource: &ResourceType, objects: &[Value], version: &str, include_object: bool) -> Value {
-    let mut definitions = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+pub(crate) fn table(
+    resource: &ResourceType,
+    objects: &[Value],
+    version: &str,
+    include_object: bool,
+) -> Value {
+    let mut definitions = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     let custom_columns = resource.custom && !resource.columns.is_empty();
     if custom_columns {
         for column in &resource.columns {

@@ -27,6 +27,7 @@ use super::selectors::LabelSelector;
 use super::status;
 use super::status::ApiError;
 use super::store;
+use super::store::Key;
 use super::store::State;
 use super::store::Watcher;
 use super::store::key_of;
@@ -44,8 +45,9 @@ impl Query {
             let mut index = 0;
             while index < bytes.len() {
                 if bytes[index] == b'%'
-                    && index + 2 < bytes.len() + 0
-                    && let Ok(byte) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[index + 1..index + 3]), 16)
+                    && index + 2 < bytes.len()
+                    && let Ok(byte) =
+                        u8::from_str_radix(&String::from_utf8_lossy(&bytes[index + 1..index + 3]), 16)
                 {
                     out.push(byte);
                     index += 3;
@@ -126,21 +128,24 @@ pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Respon
     let (parts, bytes) = request.into_parts();
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
-    let header = |name: &str| parts.headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default().to_string();
+    let header = |name: &str| {
+        parts.headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default().to_string()
+    };
     let accept = header("accept");
 
     if let Some(response) = discovery::non_resource(&inner, &path, &accept) {
         return response;
     }
     let Some(target) = parse_target(&path) else {
-        return error(&ApiError::no_such_resource());
+        return page_not_found();
     };
-    let Some(resource) = inner.state.lock().expect("state lock").resource(&target.group, &target.version, &target.plural)
+    let Some(resource) =
+        inner.state.lock().expect("state lock").resource(&target.group, &target.version, &target.plural)
     else {
-        return error(&ApiError::no_such_resource());
+        return page_not_found();
     };
-    if target.name.is_none() && target.namespace.is_some() && !resource.namespaced {
-        return error(&ApiError::no_such_resource());
+    if target.namespace.is_some() && !resource.namespaced {
+        return page_not_found();
     }
     let verb = match (&parts.method, target.name.is_some()) {
         (&Method::GET, true) => Verb::Get,
@@ -151,9 +156,15 @@ pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Respon
         (&Method::PATCH, true) => Verb::Patch,
         (&Method::DELETE, true) => Verb::Delete,
         (&Method::DELETE, false) => Verb::DeleteCollection,
-        _ => return error(&ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))),
+        _ => {
+            return error(&ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
     };
-    if let Some(failure) = inner.faults_for(verb, &resource.plural, target.name.as_deref(), target.namespace.as_deref()).await {
+    if let Some(failure) =
+        inner.faults_for(verb, &resource.plural, target.name.as_deref(), target.namespace.as_deref()).await
+    {
         return error(&failure);
     }
     if let Some(subresource) = &target.subresource
@@ -167,7 +178,8 @@ pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Respon
         (None, false) => Part::Everything,
     };
     let user_agent = header("user-agent");
-    let manager = query.get("fieldManager").map(str::to_string).unwrap_or_else(|| manager_from_agent(&user_agent));
+    let manager =
+        query.get("fieldManager").map(str::to_string).unwrap_or_else(|| manager_from_agent(&user_agent));
     let request = Call {
         resource: &resource,
         namespace: target.namespace.clone().unwrap_or_default(),
@@ -229,6 +241,15 @@ pub(crate) fn json_response(code: u16, value: &Value) -> Response<ResponseBody> 
         .expect("a valid response")
 }
 
+/// What the real server answers for a path it does not serve: text, not a `Status`.
+pub(crate) fn page_not_found() -> Response<ResponseBody> {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body::full(b"404 page not found\n".to_vec()))
+        .expect("a valid response")
+}
+
 pub(crate) fn error(failure: &ApiError) -> Response<ResponseBody> {
     json_response(failure.code, &failure.body())
 }
@@ -260,42 +281,49 @@ fn selected<'a>(
     labels: &'a LabelSelector,
     fields: &'a FieldSelector,
 ) -> impl Iterator<Item = &'a Value> + 'a {
-    state
-        .objects
-        .get(&call.resource.storage)
-        .into_iter()
-        .flat_map(|objects| objects.values())
-        .filter(move |object| {
-            (call.namespace.is_empty() || object["metadata"]["namespace"].as_str() == Some(call.namespace.as_str()))
+    state.objects.get(&call.resource.storage).into_iter().flat_map(|objects| objects.values()).filter(
+        move |object| {
+            (call.namespace.is_empty()
+                || object["metadata"]["namespace"].as_str() == Some(call.namespace.as_str()))
                 && labels.matches(object)
                 && fields.matches(object)
-        })
+        },
+    )
 }
 
 fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> {
     let outcome = (|| {
         let (labels, fields) = selectors(call)?;
         let state = inner.state.lock().expect("state lock");
-        let limit = call.query.get("limit").and_then(|limit| limit.parse::<usize>().ok()).filter(|limit| *limit > 0);
+        let limit =
+            call.query.get("limit").and_then(|limit| limit.parse::<usize>().ok()).filter(|limit| *limit > 0);
         let start = match call.query.get("continue").filter(|token| !token.is_empty()) {
             Some(token) => Some(decode_continue(token, &state)?),
             None => None,
         };
         let all: Vec<&Value> = selected(&state, call, &labels, &fields)
-            .filter(|object| start.as_ref().is_none_or(|start| key_of(object) > *start))
+            .filter(|object| start.as_ref().is_none_or(|start| Key::of(object) > *start))
             .collect();
-        let taken: Vec<Value> =
-            all.iter().take(limit.unwrap_or(usize::MAX)).map(|object| present(call.resource, object)).collect();
+        let taken: Vec<Value> = all
+            .iter()
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|object| present(call.resource, object))
+            .collect();
         let mut metadata = json!({"resourceVersion": state.resource_version.to_string()});
         if let Some(limit) = limit
             && all.len() > limit
         {
-            let last = key_of(taken.last().expect("limit > 0"));
+            let last = Key::of(taken.last().expect("limit > 0"));
             metadata["continue"] = json!(encode_continue(&last, state.resource_version));
             metadata["remainingItemCount"] = json!(all.len() - limit);
         }
         if accept.contains("as=Table") {
-            return Ok(discovery::table(call.resource, &taken, &state.resource_version.to_string(), call.query.get("includeObject") == Some("Object")));
+            return Ok(discovery::table(
+                call.resource,
+                &taken,
+                &state.resource_version.to_string(),
+                call.query.get("includeObject") == Some("Object"),
+            ));
         }
         Ok(json!({
             "kind": format!("{}List", call.resource.kind),
@@ -310,15 +338,20 @@ fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> 
     }
 }
 
-fn encode_continue(key: &(String, String), version: u64) -> String {
+fn encode_continue(key: &Key, version: u64) -> String {
     use base64::Engine as _;
-    let token = json!({"v": "meta.k8s.io/v1", "rv": version, "start": format!("{}/{}", key.0, key.1)});
+    let token =
+        json!({"v": "meta.k8s.io/v1", "rv": version, "start": format!("{}/{}", key.namespace, key.name)});
     base64::engine::general_purpose::STANDARD.encode(token.to_string())
 }
 
-fn decode_continue(token: &str, state: &State) -> Result<(String, String), ApiError> {
+fn decode_continue(token: &str, state: &State) -> Result<Key, ApiError> {
     use base64::Engine as _;
-    let invalid = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let invalid = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| invalid())?;
     let token: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     let version = token["rv"].as_u64().ok_or_else(invalid)?;
@@ -329,7 +362,7 @@ fn decode_continue(token: &str, state: &State) -> Result<(String, String), ApiEr
     }
     let start = token["start"].as_str().ok_or_else(invalid)?;
     let (namespace, name) = start.split_once('/').ok_or_else(invalid)?;
-    Ok((namespace.into(), name.into()))
+    Ok(Key::new(namespace, name))
 }
 
 fn watch(inner: &Arc<Inner>, call: &Call<'_>) -> Response<ResponseBody> {
@@ -360,7 +393,9 @@ fn watch(inner: &Arc<Inner>, call: &Call<'_>) -> Response<ResponseBody> {
         };
         let from_scratch = initial_events || version.is_empty() || version == "0";
         if from_scratch {
-            for object in state.objects.get(&call.resource.storage).into_iter().flat_map(|objects| objects.values()) {
+            for object in
+                state.objects.get(&call.resource.storage).into_iter().flat_map(|objects| objects.values())
+            {
                 if watcher.selects(object) {
                     let _ = sender.send(json!({"type": "ADDED", "object": present(call.resource, object)}));
                 }
@@ -371,11 +406,12 @@ fn watch(inner: &Arc<Inner>, call: &Call<'_>) -> Response<ResponseBody> {
                 let _ = sender.send(bookmark);
             }
         } else {
-            let since: u64 = version.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resource version: {version}"))
-            })?;
-            if since + 1 < state.oldest_watchable {
-                let gone = ApiError::gone(format!("too old resource version: {since} ({})", state.oldest_watchable - 1));
+            let since: u64 = version
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {version}")))?;
+            if since < state.oldest_watchable {
+                let gone =
+                    ApiError::gone(format!("too old resource version: {since} ({})", state.oldest_watchable));
                 let _ = sender.send(json!({"type": "ERROR", "object": gone.body()}));
                 drop(sender);
                 return Ok(body::watch_stream(inner, receiver, None, None));
@@ -388,7 +424,11 @@ fn watch(inner: &Arc<Inner>, call: &Call<'_>) -> Response<ResponseBody> {
         }
         state.watchers.push(watcher);
         drop(state);
-        let timeout = call.query.get("timeoutSeconds").and_then(|seconds| seconds.parse().ok()).map(Duration::from_secs);
+        let timeout = call
+            .query
+            .get("timeoutSeconds")
+            .and_then(|seconds| seconds.parse().ok())
+            .map(Duration::from_secs);
         let ticks = bookmarks.then(|| (call.resource.clone(), sender));
         Ok(body::watch_stream(inner, receiver, timeout, ticks))
     })();
@@ -431,14 +471,22 @@ fn check_name(call: &Call<'_>, name: &str) -> Result<(), ApiError> {
             && !part.starts_with('-')
             && !part.ends_with('-')
     };
-    let ok = if label { name.len() <= 63 && part_ok(name) } else { name.len() <= 253 && name.split('.').all(part_ok) };
+    let ok = if label {
+        name.len() <= 63 && part_ok(name)
+    } else {
+        name.len() <= 253 && name.split('.').all(part_ok)
+    };
     if ok {
         return Ok(());
     }
     let message = if label {
-        format!("Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+        format!(
+            "Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+        )
     } else {
-        format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+        format!(
+            "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        )
     };
     Err(ApiError::invalid(call.resource, name, &[("metadata.name".into(), message)]))
 }
@@ -481,7 +529,10 @@ fn conform(call: &Call<'_>, object: &mut Value) -> Result<(), ApiError> {
             return Err(ApiError::invalid(
                 call.resource,
                 &name,
-                &[("metadata.name".into(), format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"))],
+                &[(
+                    "metadata.name".into(),
+                    format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+                )],
             ));
         }
     }
@@ -497,7 +548,12 @@ fn create(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value),
 }
 
 /// Creates `object`; `applied` is the field ownership of a create by server-side apply.
-fn create_with(inner: &Inner, call: &Call<'_>, object: Value, applied: Option<Value>) -> Result<(u16, Value), ApiError> {
+fn create_with(
+    inner: &Inner,
+    call: &Call<'_>,
+    object: Value,
+    applied: Option<Value>,
+) -> Result<(u16, Value), ApiError> {
     check_kind(call, &object)?;
     let mut object = object;
     if !object["metadata"].is_object() {
@@ -550,10 +606,11 @@ fn create_with(inner: &Inner, call: &Call<'_>, object: Value, applied: Option<Va
     }
     let mut object = stored_shape(call, object);
     store::initialize(call.resource, &mut object, Some(&call.now));
-    if call.resource.status && call.resource.storage != "/namespaces" {
-        if let Some(fields) = object.as_object_mut() {
-            fields.remove("status");
-        }
+    if call.resource.status
+        && call.resource.storage != "/namespaces"
+        && let Some(fields) = object.as_object_mut()
+    {
+        fields.remove("status");
     }
     conform(call, &mut object)?;
     if let Some(metadata) = object["metadata"].as_object_mut() {
@@ -589,7 +646,9 @@ fn create_with(inner: &Inner, call: &Call<'_>, object: Value, applied: Option<Va
 /// are not recognised and every access is allowed.
 fn review(resource: &ResourceType, mut object: Value) -> Value {
     object["status"] = match resource.kind.as_str() {
-        "TokenReview" => json!({"authenticated": false, "error": "the in-memory server does not authenticate tokens"}),
+        "TokenReview" => {
+            json!({"authenticated": false, "error": "the in-memory server does not authenticate tokens"})
+        }
         _ => json!({"allowed": true, "reason": "the in-memory server authorizes every request"}),
     };
     object
@@ -598,9 +657,7 @@ fn review(resource: &ResourceType, mut object: Value) -> Value {
 /// A CRD's status as the real server sets it once the names are accepted.
 fn establish(crd: &mut Value) {
     let now = store::timestamp();
-    let condition = |kind: &str, reason: &str, message: &str| {
-        json!({"type": kind, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message})
-    };
+    let condition = |kind: &str, reason: &str, message: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
     let storage_version = crd["spec"]["versions"]
         .as_array()
         .into_iter()
@@ -658,7 +715,10 @@ fn update(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value),
             return Err(ApiError::invalid(
                 call.resource,
                 &call.name,
-                &[("metadata.resourceVersion".into(), "Invalid value: 0x0: must be specified for an update".into())],
+                &[(
+                    "metadata.resourceVersion".into(),
+                    "Invalid value: 0: must be specified for an update".into(),
+                )],
             ));
         }
         _ => {}
@@ -668,6 +728,7 @@ fn update(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value),
 }
 
 /// How a write's field ownership is recorded.
+#[derive(Clone, Copy)]
 enum Record {
     /// Already computed (server-side apply).
     Applied,
@@ -676,9 +737,23 @@ enum Record {
 }
 
 /// The common end of update and patch: the server's rules for what a write may change.
-fn write(state: &mut State, call: &Call<'_>, old: &Value, mut new: Value, record: Record) -> Result<(u16, Value), ApiError> {
+fn write(
+    state: &mut State,
+    call: &Call<'_>,
+    old: &Value,
+    mut new: Value,
+    record: Record,
+) -> Result<(u16, Value), ApiError> {
     // The server keeps its own metadata.
-    for key in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds", "name", "namespace"] {
+    for key in [
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "name",
+        "namespace",
+    ] {
         match old["metadata"].get(key) {
             Some(value) => new["metadata"][key] = value.clone(),
             None => {
@@ -740,7 +815,10 @@ fn write(state: &mut State, call: &Call<'_>, old: &Value, mut new: Value, record
                 &call.name,
                 &[(
                     "metadata.finalizers".into(),
-                    format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}", added.join(", ")),
+                    format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                        added.join(", ")
+                    ),
                 )],
             ));
         }
@@ -770,7 +848,15 @@ fn write(state: &mut State, call: &Call<'_>, old: &Value, mut new: Value, record
         {
             metadata.remove("managedFields");
         }
-        patch::record_update(old, &mut new, &call.manager, &call.resource.api_version(), subresource, &call.now, part);
+        patch::record_update(
+            old,
+            &mut new,
+            &call.manager,
+            &call.resource.api_version(),
+            subresource,
+            &call.now,
+            part,
+        );
     }
     if new == *old {
         return Ok((200, present(call.resource, old)));
@@ -780,7 +866,8 @@ fn write(state: &mut State, call: &Call<'_>, old: &Value, mut new: Value, record
             return Ok((200, present(call.resource, &new)));
         }
         let removed = state.commit_remove(&call.resource.storage, &call.namespace, &call.name);
-        new["metadata"]["resourceVersion"] = removed.map(|object| object["metadata"]["resourceVersion"].clone()).unwrap_or_default();
+        new["metadata"]["resourceVersion"] =
+            removed.map(|object| object["metadata"]["resourceVersion"].clone()).unwrap_or_default();
         state.settle(&call.now);
         return Ok((200, present(call.resource, &new)));
     }
@@ -795,7 +882,12 @@ fn write(state: &mut State, call: &Call<'_>, old: &Value, mut new: Value, record
     Ok((200, present(call.resource, &stored)))
 }
 
-fn patch(inner: &Inner, call: &Call<'_>, content_type: &str, bytes: &Bytes) -> Result<(u16, Value), ApiError> {
+fn patch(
+    inner: &Inner,
+    call: &Call<'_>,
+    content_type: &str,
+    bytes: &Bytes,
+) -> Result<(u16, Value), ApiError> {
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let is_apply = media == "application/apply-patch+yaml";
     if media == "application/strategic-merge-patch+json" && call.resource.custom {
@@ -803,7 +895,10 @@ fn patch(inner: &Inner, call: &Call<'_>, content_type: &str, bytes: &Bytes) -> R
     }
     if !matches!(
         media,
-        "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" | "application/apply-patch+yaml"
+        "application/json-patch+json"
+            | "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/apply-patch+yaml"
     ) {
         return Err(ApiError::unsupported_media_type(media));
     }
@@ -868,9 +963,23 @@ fn patch(inner: &Inner, call: &Call<'_>, content_type: &str, bytes: &Bytes) -> R
         _ => {
             let operations: json_patch::Patch = serde_json::from_value(body)
                 .map_err(|error| ApiError::bad_request(format!("the JSON patch is not valid: {error}")))?;
-            json_patch::patch(&mut new, &operations).map_err(|error| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {error}"))
-            })?;
+            for operation in &operations.0 {
+                // As the real server's JSON patch library does: testing a missing path for
+                // `null` succeeds.
+                if let json_patch::PatchOperation::Test(test) = operation
+                    && test.value.is_null()
+                    && new.pointer(test.path.as_str()).is_none()
+                {
+                    continue;
+                }
+                json_patch::patch(&mut new, std::slice::from_ref(operation)).map_err(|error| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("the server rejected our request due to an error in our request: {error}"),
+                    )
+                })?;
+            }
         }
     }
     if new["metadata"]["resourceVersion"] != shown["metadata"]["resourceVersion"]
@@ -905,7 +1014,10 @@ fn delete(inner: &Inner, call: &Call<'_>, bytes: &Bytes) -> Result<(u16, Value),
         return Err(ApiError::precondition(
             call.resource,
             &call.name,
-            &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", old["metadata"]["uid"].as_str().unwrap_or_default()),
+            &format!(
+                "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
+                old["metadata"]["uid"].as_str().unwrap_or_default()
+            ),
         ));
     }
     if let Some(version) = preconditions["resourceVersion"].as_str()
@@ -915,7 +1027,7 @@ fn delete(inner: &Inner, call: &Call<'_>, bytes: &Bytes) -> Result<(u16, Value),
             call.resource,
             &call.name,
             &format!(
-                "Precondition failed: ResourceVersion in precondition: {version}, ResourceVersion in object meta: {}",
+                "the ResourceVersion in the precondition ({version}) does not match the ResourceVersion in record ({}). The object might have been modified",
                 old["metadata"]["resourceVersion"].as_str().unwrap_or_default()
             ),
         ));

@@ -149,7 +149,13 @@ fn reason_for(code: u16) -> &'static str {
 impl Inner {
     /// Applies the faults a test turned on to one request: waits while paused, waits out
     /// the latency, and answers a refused or failing request.
-    async fn faults_for(&self, verb: Verb, resource: &str, name: Option<&str>, namespace: Option<&str>) -> Option<ApiError> {
+    async fn faults_for(
+        &self,
+        verb: Verb,
+        resource: &str,
+        name: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Option<ApiError> {
         let mut paused = self.paused.subscribe();
         while *paused.borrow_and_update() {
             if paused.changed().await.is_err() {
@@ -165,17 +171,25 @@ impl Inner {
         let matches = |wanted: &str| wanted == "*" || wanted == resource;
         if faults.refused.iter().any(|(refused, wanted)| refused.matches(verb) && matches(wanted)) {
             let target = name.map(|name| format!(" \"{name}\"")).unwrap_or_default();
-            let place = namespace.map(|namespace| format!(" in the namespace \"{namespace}\"")).unwrap_or_else(|| " at the cluster scope".into());
+            let place = namespace
+                .map(|namespace| format!(" in the namespace \"{namespace}\""))
+                .unwrap_or_else(|| " at the cluster scope".into());
             return Some(ApiError::forbidden(format!(
                 "{resource}{target} is forbidden: User \"kuberator-test\" cannot {} resource \"{resource}\"{place}",
                 verb.as_str()
             )));
         }
-        let failure = faults.failures.iter_mut().find(|failure| failure.remaining > 0 && failure.verb.matches(verb) && matches(&failure.resource))?;
+        let failure = faults.failures.iter_mut().find(|failure| {
+            failure.remaining > 0 && failure.verb.matches(verb) && matches(&failure.resource)
+        })?;
         failure.remaining -= 1;
         let code = failure.code;
         faults.failures.retain(|failure| failure.remaining > 0);
-        Some(ApiError::new(code, reason_for(code), format!("injected fault: {} {resource} answers {code}", verb.as_str())))
+        Some(ApiError::new(
+            code,
+            reason_for(code),
+            format!("injected fault: {} {resource} answers {code}", verb.as_str()),
+        ))
     }
 }
 
@@ -371,8 +385,14 @@ impl Served {
                         let inner = Arc::clone(&inner);
                         async move {
                             let (parts, body) = request.into_parts();
-                            let bytes: Bytes = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
-                            Ok::<_, Infallible>(handler::handle(inner, Request::from_parts(parts, bytes)).await)
+                            let bytes: Bytes = body
+                                .collect()
+                                .await
+                                .map(|collected| collected.to_bytes())
+                                .unwrap_or_default();
+                            Ok::<_, Infallible>(
+                                handler::handle(inner, Request::from_parts(parts, bytes)).await,
+                            )
                         }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
@@ -381,7 +401,8 @@ impl Served {
             }
         });
         let kubeconfig = kubeconfig_yaml(&format!("https://{address}"), &pki.ca_cert);
-        let mut kubeconfig_file = tempfile::Builder::new().prefix("kuberator-in-memory-").suffix(".kubeconfig").tempfile()?;
+        let mut kubeconfig_file =
+            tempfile::Builder::new().prefix("kuberator-in-memory-").suffix(".kubeconfig").tempfile()?;
         io::Write::write_all(&mut kubeconfig_file, kubeconfig.as_bytes())?;
         Ok(Served { address, kubeconfig, kubeconfig_file, accept })
     }
@@ -414,9 +435,10 @@ impl Served {
     /// When the kubeconfig does not load, which would be a bug here.
     pub async fn client(&self) -> io::Result<kube::Client> {
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig).map_err(io::Error::other)?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(io::Error::other)?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(io::Error::other)?;
         kube::Client::try_from(config).map_err(io::Error::other)
     }
 }

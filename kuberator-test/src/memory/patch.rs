@@ -224,10 +224,8 @@ pub(crate) struct Managed {
 
 fn decode_fields(value: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
     let Some(fields) = value.as_object() else { return };
-    if fields.is_empty() || fields.contains_key(".") {
-        if !prefix.is_empty() {
-            out.insert(prefix.clone());
-        }
+    if (fields.is_empty() || fields.contains_key(".")) && !prefix.is_empty() {
+        out.insert(prefix.clone());
     }
     for (key, child) in fields {
         if key == "." {
@@ -346,7 +344,8 @@ pub(crate) fn apply(live: &Value, config: &Value, who: &Applier<'_>) -> Result<V
             entry.fields.retain(|owned| !contested.contains(owned));
         } else {
             for path in contested {
-                let shown: String = path.iter().map(|segment| format!(".{}", segment.trim_start_matches("f:"))).collect();
+                let shown: String =
+                    path.iter().map(|segment| format!(".{}", segment.trim_start_matches("f:"))).collect();
                 conflicts.push((entry.manager.clone(), shown));
             }
         }
@@ -358,7 +357,11 @@ pub(crate) fn apply(live: &Value, config: &Value, who: &Applier<'_>) -> Result<V
     let mut result = live.clone();
     let previous = entries
         .iter()
-        .find(|entry| entry.manager == who.manager && entry.operation == "Apply" && entry.subresource.as_deref() == who.subresource)
+        .find(|entry| {
+            entry.manager == who.manager
+                && entry.operation == "Apply"
+                && entry.subresource.as_deref() == who.subresource
+        })
         .map(|entry| entry.fields.clone())
         .unwrap_or_default();
     for removed in previous.difference(&applied) {
@@ -372,7 +375,11 @@ pub(crate) fn apply(live: &Value, config: &Value, who: &Applier<'_>) -> Result<V
     }
     apply_merge(&mut result, config);
 
-    entries.retain(|entry| !(entry.manager == who.manager && entry.operation == "Apply" && entry.subresource.as_deref() == who.subresource));
+    entries.retain(|entry| {
+        !(entry.manager == who.manager
+            && entry.operation == "Apply"
+            && entry.subresource.as_deref() == who.subresource)
+    });
     entries.push(Managed {
         manager: who.manager.into(),
         operation: "Apply".into(),
@@ -391,7 +398,9 @@ fn apply_merge(target: &mut Value, config: &Value) {
         (Value::Object(target), Value::Object(config)) => {
             for (key, value) in config {
                 match target.get_mut(key) {
-                    Some(existing) if existing.is_object() && value.is_object() => apply_merge(existing, value),
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        apply_merge(existing, value)
+                    }
                     _ => {
                         target.insert(key.clone(), value.clone());
                     }
@@ -404,18 +413,30 @@ fn apply_merge(target: &mut Value, config: &Value) {
 
 /// Records an update (create, PUT or a non-apply patch) by `manager`: the fields it changed
 /// become its own and stop being anyone else's; fields that went away stop being owned.
-pub(crate) fn record_update(old: &Value, new: &mut Value, manager: &str, api_version: &str, subresource: Option<&str>, time: &str, part: Part) {
+pub(crate) fn record_update(
+    old: &Value,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    subresource: Option<&str>,
+    time: &str,
+    part: Part,
+) {
     let before = tracked(old, part);
     let after = tracked(new, part);
     let changed: BTreeSet<Path> =
         after.iter().filter(|path| value_at(old, path) != value_at(new, path)).cloned().collect();
     let mut entries = managed(old);
     for entry in &mut entries {
-        entry.fields.retain(|owned| !changed.contains(owned) && (after.contains(owned) || !before.contains(owned)));
+        entry
+            .fields
+            .retain(|owned| !changed.contains(owned) && (after.contains(owned) || !before.contains(owned)));
     }
     if !changed.is_empty() {
         match entries.iter_mut().find(|entry| {
-            entry.manager == manager && entry.operation == "Update" && entry.subresource.as_deref() == subresource
+            entry.manager == manager
+                && entry.operation == "Update"
+                && entry.subresource.as_deref() == subresource
         }) {
             Some(entry) => {
                 entry.fields.extend(changed);
@@ -476,7 +497,10 @@ mod tests {
     #[test]
     fn strategic_merge_merges_containers_by_name_and_finalizers_as_a_set() {
         let mut target = json!({"metadata": {"finalizers": ["a"]}, "spec": {"containers": [{"name": "x", "image": "1"}, {"name": "y", "image": "1"}]}});
-        strategic(&mut target, &json!({"metadata": {"finalizers": ["b"]}, "spec": {"containers": [{"name": "y", "image": "2"}, {"name": "x", "$patch": "delete"}]}}));
+        strategic(
+            &mut target,
+            &json!({"metadata": {"finalizers": ["b"]}, "spec": {"containers": [{"name": "y", "image": "2"}, {"name": "x", "$patch": "delete"}]}}),
+        );
         assert_eq!(target["spec"]["containers"], json!([{"name": "y", "image": "2"}]));
         assert_eq!(target["metadata"]["finalizers"], json!(["a", "b"]));
     }

@@ -37,7 +37,8 @@ pub(crate) struct ResourceType {
     pub(crate) served_verbs: &'static [&'static str],
 }
 
-const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const ALL_VERBS: &[&str] =
+    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 const CREATE_ONLY: &[&str] = &["create"];
 
 impl ResourceType {
@@ -49,7 +50,6 @@ impl ResourceType {
     pub(crate) fn api_version(&self) -> String {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
-
 
     #[allow(clippy::too_many_arguments)]
     fn builtin(
@@ -139,7 +139,16 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
         b("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false),
         b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false),
         b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[], false, false),
-        b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[], false, false),
+        b(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            &[],
+            false,
+            false,
+        ),
         ResourceType::review("authentication.k8s.io", "tokenreviews", "TokenReview"),
         ResourceType::review("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview"),
         ResourceType::review("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
@@ -175,7 +184,7 @@ pub(crate) fn from_crd(crd: &Value) -> Vec<ResourceType> {
             schema: Some(version["schema"]["openAPIV3Schema"].clone()).filter(|schema| !schema.is_null()),
             columns: version["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
             unconditional_update: false,
-            returns_deleted: true,
+            returns_deleted: false,
             review: false,
             custom: true,
             served_verbs: ALL_VERBS,

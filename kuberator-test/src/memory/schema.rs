@@ -48,7 +48,9 @@ fn apply_defaults(schema: &Value, fields: &mut Map<String, Value>) {
 fn walk(schema: &Value, value: &mut Value) {
     match value {
         Value::Object(fields) => {
-            if schema["x-kubernetes-embedded-resource"] == Value::Bool(true) || schema.get("properties").is_some() {
+            if schema["x-kubernetes-embedded-resource"] == Value::Bool(true)
+                || schema.get("properties").is_some()
+            {
                 for (key, child) in fields.iter_mut() {
                     if let Some(property) = schema["properties"].get(key) {
                         walk(property, child);
@@ -136,13 +138,22 @@ fn shown(value: &Value) -> String {
 fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, String)>) {
     if value.is_null() {
         if schema["nullable"] != Value::Bool(true) {
-            errors.push((path.into(), format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema["type"].as_str().unwrap_or("object"))));
+            errors.push((
+                path.into(),
+                format!(
+                    "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
+                    schema["type"].as_str().unwrap_or("object")
+                ),
+            ));
         }
         return;
     }
     if schema["x-kubernetes-int-or-string"] == Value::Bool(true) {
         if !matches!(type_name(value), "integer" | "string") {
-            errors.push((path.into(), format!("Invalid value: {}: {path} in body must be of type integer-or-string", shown(value))));
+            errors.push((
+                path.into(),
+                format!("Invalid value: {}: {path} in body must be of type integer-or-string", shown(value)),
+            ));
         }
         return;
     }
@@ -152,7 +163,9 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, St
         if !fits {
             errors.push((
                 path.into(),
-                format!("Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""),
+                format!(
+                    "Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""
+                ),
             ));
             return;
         }
@@ -161,21 +174,36 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, St
         && !allowed.contains(value)
     {
         let listed: Vec<String> = allowed.iter().map(Value::to_string).collect();
-        errors.push((path.into(), format!("Unsupported value: {value}: supported values: {}", listed.join(", "))));
+        errors.push((
+            path.into(),
+            format!("Unsupported value: {value}: supported values: {}", listed.join(", ")),
+        ));
     }
     if let Some(number) = value.as_f64() {
         if let Some(minimum) = schema["minimum"].as_f64() {
             let exclusive = schema["exclusiveMinimum"] == Value::Bool(true);
             if number < minimum || (exclusive && number == minimum) {
                 let relation = if exclusive { "greater than" } else { "greater than or equal to" };
-                errors.push((path.into(), format!("Invalid value: {value}: {path} in body should be {relation} {}", schema["minimum"])));
+                errors.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {value}: {path} in body should be {relation} {}",
+                        schema["minimum"]
+                    ),
+                ));
             }
         }
         if let Some(maximum) = schema["maximum"].as_f64() {
             let exclusive = schema["exclusiveMaximum"] == Value::Bool(true);
             if number > maximum || (exclusive && number == maximum) {
                 let relation = if exclusive { "less than" } else { "less than or equal to" };
-                errors.push((path.into(), format!("Invalid value: {value}: {path} in body should be {relation} {}", schema["maximum"])));
+                errors.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {value}: {path} in body should be {relation} {}",
+                        schema["maximum"]
+                    ),
+                ));
             }
         }
     }
@@ -184,7 +212,10 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, St
         if let Some(min) = schema["minLength"].as_u64()
             && length < min
         {
-            errors.push((path.into(), format!("Invalid value: {value}: {path} in body should be at least {min} chars long")));
+            errors.push((
+                path.into(),
+                format!("Invalid value: {value}: {path} in body should be at least {min} chars long"),
+            ));
         }
         if let Some(max) = schema["maxLength"].as_u64()
             && length > max
@@ -195,7 +226,10 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, St
             && let Ok(regex) = regex::Regex::new(pattern)
             && !regex.is_match(text)
         {
-            errors.push((path.into(), format!("Invalid value: {value}: {path} in body should match '{pattern}'")));
+            errors.push((
+                path.into(),
+                format!("Invalid value: {value}: {path} in body should match '{pattern}'"),
+            ));
         }
     }
     match value {
@@ -204,7 +238,8 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, St
                 let child_path = format!("{path}.{key}");
                 if let Some(property) = schema["properties"].get(key) {
                     check(property, child, &child_path, errors);
-                } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object())
+                {
                     check(additional, child, &child_path, errors);
                 }
             }
@@ -214,12 +249,19 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, St
             if let Some(min) = schema["minItems"].as_u64()
                 && (items.len() as u64) < min
             {
-                errors.push((path.into(), format!("Invalid value: {}: {path} in body should have at least {min} items", items.len())));
+                errors.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {}: {path} in body should have at least {min} items",
+                        items.len()
+                    ),
+                ));
             }
             if let Some(max) = schema["maxItems"].as_u64()
                 && (items.len() as u64) > max
             {
-                errors.push((path.into(), format!("Too many: {}: must have at most {max} items", items.len())));
+                errors
+                    .push((path.into(), format!("Too many: {}: must have at most {max} items", items.len())));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (index, item) in items.iter().enumerate() {

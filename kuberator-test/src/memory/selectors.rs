@@ -78,7 +78,9 @@ impl LabelSelector {
             Requirement::Equals(key, value) => label(key) == Some(value),
             Requirement::NotEquals(key, value) => label(key) != Some(value),
             Requirement::In(key, values) => label(key).is_some_and(|label| values.iter().any(|v| v == label)),
-            Requirement::NotIn(key, values) => !label(key).is_some_and(|label| values.iter().any(|v| v == label)),
+            Requirement::NotIn(key, values) => {
+                !label(key).is_some_and(|label| values.iter().any(|v| v == label))
+            }
             Requirement::Exists(key) => label(key).is_some(),
             Requirement::NotExists(key) => label(key).is_none(),
         })
@@ -129,10 +131,15 @@ impl FieldSelector {
             } else if let Some((path, value)) = part.split_once('=') {
                 (path, true, value)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{text}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{text}'; can't understand '{part}'"
+                )));
             };
             let path = path.trim();
-            if path != "metadata.name" && path != "metadata.namespace" && !extra_fields(storage).contains(&path) {
+            if path != "metadata.name"
+                && path != "metadata.namespace"
+                && !extra_fields(storage).contains(&path)
+            {
                 return Err(ApiError::bad_request(format!("field label not supported: {path}")));
             }
             terms.push((path.to_string(), equal, value.trim().to_string()));
@@ -142,7 +149,9 @@ impl FieldSelector {
 
     pub(crate) fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(path, equal, value)| {
-            let path = path.replacen("regarding.", "involvedObject.", 1).replace("reportingController", "reportingComponent");
+            let path = path
+                .replacen("regarding.", "involvedObject.", 1)
+                .replace("reportingController", "reportingComponent");
             let found = if path == "source" {
                 object["source"]["component"].as_str().unwrap_or_default().to_string()
             } else {

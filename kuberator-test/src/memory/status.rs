@@ -56,18 +56,48 @@ impl ApiError {
     }
 
     pub(crate) fn precondition(resource: &ResourceType, name: &str, what: &str) -> Self {
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": {what}", resource.qualified()))
+        let kind = if resource.group.is_empty() {
+            resource.kind.clone()
+        } else {
+            format!("{}.{}", resource.kind, resource.group)
+        };
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {kind} \"{name}\": {what}"))
             .with_details(resource, name)
     }
 
-    pub(crate) fn apply_conflicts(resource: &ResourceType, name: &str, conflicts: &[(String, String)]) -> Self {
-        let listed: Vec<String> =
-            conflicts.iter().map(|(manager, field)| format!("conflict with \"{manager}\": {field}")).collect();
-        let message = if listed.len() == 1 {
-            format!("Apply failed with 1 conflict: {}", listed[0])
-        } else {
-            format!("Apply failed with {} conflicts: {}", listed.len(), listed.join("\n"))
-        };
+    pub(crate) fn apply_conflicts(
+        resource: &ResourceType,
+        name: &str,
+        conflicts: &[(String, String)],
+    ) -> Self {
+        // Grouped by manager, as the real server words them.
+        let mut managers: Vec<&str> = Vec::new();
+        for (manager, _) in conflicts {
+            if !managers.contains(&manager.as_str()) {
+                managers.push(manager);
+            }
+        }
+        let groups: Vec<String> = managers
+            .iter()
+            .map(|manager| {
+                let fields: Vec<&str> = conflicts
+                    .iter()
+                    .filter(|(owner, _)| owner == manager)
+                    .map(|(_, field)| field.as_str())
+                    .collect();
+                if fields.len() == 1 {
+                    format!("conflict with \"{manager}\": {}", fields[0])
+                } else {
+                    format!("conflicts with \"{manager}\":\n- {}", fields.join("\n- "))
+                }
+            })
+            .collect();
+        let count = conflicts.len();
+        let message = format!(
+            "Apply failed with {count} conflict{}: {}",
+            if count == 1 { "" } else { "s" },
+            groups.join("\n")
+        );
         let mut error = Self::new(409, "Conflict", message).with_details(resource, name);
         error.details["causes"] = conflicts
             .iter()
@@ -80,7 +110,8 @@ impl ApiError {
 
     /// 422: `causes` are `(field, message)` pairs, as `field: message` in the text.
     pub(crate) fn invalid(resource: &ResourceType, name: &str, causes: &[(String, String)]) -> Self {
-        let listed: Vec<String> = causes.iter().map(|(field, message)| format!("{field}: {message}")).collect();
+        let listed: Vec<String> =
+            causes.iter().map(|(field, message)| format!("{field}: {message}")).collect();
         let joined = if listed.len() == 1 { listed[0].clone() } else { format!("[{}]", listed.join(", ")) };
         let kind = if resource.group.is_empty() {
             resource.kind.clone()
@@ -94,7 +125,9 @@ impl ApiError {
         }
         error.details["causes"] = causes
             .iter()
-            .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+            .map(
+                |(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}),
+            )
             .collect();
         error
     }
@@ -116,7 +149,13 @@ impl ApiError {
     }
 
     pub(crate) fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+        )
     }
 
     /// The `Status` object.

@@ -90,8 +90,43 @@ impl Watcher {
     }
 }
 
-/// Objects by storage, then by (namespace, name): the order the real server lists in.
-pub(crate) type Objects = BTreeMap<String, BTreeMap<(String, String), Value>>;
+/// Where an object is stored: ordered as etcd orders `namespace/name`, which is the order
+/// the real server lists in (`a-b/x` before `a/y`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+impl Key {
+    pub(crate) fn new(namespace: &str, name: &str) -> Self {
+        Key { namespace: namespace.into(), name: name.into() }
+    }
+
+    pub(crate) fn of(object: &Value) -> Self {
+        let (namespace, name) = key_of(object);
+        Key { namespace, name }
+    }
+
+    fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.namespace.bytes().chain(std::iter::once(b'/')).chain(self.name.bytes())
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bytes().cmp(other.bytes())
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Objects by storage, then by key.
+pub(crate) type Objects = BTreeMap<String, BTreeMap<Key, Value>>;
 
 pub(crate) struct State {
     pub(crate) resource_version: u64,
@@ -119,13 +154,18 @@ impl State {
             initialize(&namespaces, &mut namespace, None);
             state.commit_put(&namespaces, namespace);
         }
+        // Like the real server's watch cache, history starts after the cluster came up:
+        // a watch from before that is too old.
+        state.oldest_watchable = state.resource_version;
         state
     }
 
     pub(crate) fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
         self.types
             .iter()
-            .find(|resource| resource.group == group && resource.version == version && resource.plural == plural)
+            .find(|resource| {
+                resource.group == group && resource.version == version && resource.plural == plural
+            })
             .cloned()
     }
 
@@ -135,7 +175,7 @@ impl State {
     }
 
     pub(crate) fn get(&self, storage: &str, namespace: &str, name: &str) -> Option<&Value> {
-        self.objects.get(storage)?.get(&(namespace.to_string(), name.to_string()))
+        self.objects.get(storage)?.get(&Key::new(namespace, name))
     }
 
     fn next_version(&mut self) -> u64 {
@@ -144,11 +184,9 @@ impl State {
     }
 
     fn record(&mut self, change: Change) {
-        self.watchers.retain(|watcher| {
-            match watcher.event_for(&change) {
-                Some(event) => watcher.sender.send(event).is_ok(),
-                None => !watcher.sender.is_closed(),
-            }
+        self.watchers.retain(|watcher| match watcher.event_for(&change) {
+            Some(event) => watcher.sender.send(event).is_ok(),
+            None => !watcher.sender.is_closed(),
         });
         self.history.push_back(change);
         while self.history.len() > HISTORY {
@@ -161,16 +199,22 @@ impl State {
     pub(crate) fn commit_put(&mut self, resource: &ResourceType, mut object: Value) -> Value {
         let version = self.next_version();
         object["metadata"]["resourceVersion"] = json!(version.to_string());
-        let key = key_of(&object);
+        let key = Key::of(&object);
         let old = self.objects.entry(resource.storage.clone()).or_default().insert(key, object.clone());
         let kind = if old.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
-        self.record(Change { resource_version: version, storage: resource.storage.clone(), kind, object: object.clone(), old });
+        self.record(Change {
+            resource_version: version,
+            storage: resource.storage.clone(),
+            kind,
+            object: object.clone(),
+            old,
+        });
         object
     }
 
     /// Removes an object for good; returns its last state, at the deletion's version.
     pub(crate) fn commit_remove(&mut self, storage: &str, namespace: &str, name: &str) -> Option<Value> {
-        let mut object = self.objects.get_mut(storage)?.remove(&(namespace.to_string(), name.to_string()))?;
+        let mut object = self.objects.get_mut(storage)?.remove(&Key::new(namespace, name))?;
         let version = self.next_version();
         object["metadata"]["resourceVersion"] = json!(version.to_string());
         self.record(Change {
@@ -193,7 +237,10 @@ impl State {
 
     fn find_uid(&self, uid: &str) -> Option<(String, Value)> {
         self.objects.iter().find_map(|(storage, objects)| {
-            objects.values().find(|object| object["metadata"]["uid"] == uid).map(|object| (storage.clone(), object.clone()))
+            objects
+                .values()
+                .find(|object| object["metadata"]["uid"] == uid)
+                .map(|object| (storage.clone(), object.clone()))
         })
     }
 
@@ -229,7 +276,9 @@ impl State {
         let all: Vec<(String, Value)> = self
             .objects
             .iter()
-            .flat_map(|(storage, objects)| objects.values().map(move |object| (storage.clone(), object.clone())))
+            .flat_map(|(storage, objects)| {
+                objects.values().map(move |object| (storage.clone(), object.clone()))
+            })
             .collect();
         let uids: HashMap<String, &Value> = all
             .iter()
@@ -259,8 +308,14 @@ impl State {
                     let mut freed = dependent.clone();
                     if let Some(owners) = freed["metadata"]["ownerReferences"].as_array_mut() {
                         owners.retain(|owner| owner["uid"] != uid);
+                        if owners.is_empty()
+                            && let Some(metadata) = freed["metadata"].as_object_mut()
+                        {
+                            metadata.remove("ownerReferences");
+                        }
                     }
-                    let resource = self.resource_of_storage(dependent_storage).expect("stored kinds are known");
+                    let resource =
+                        self.resource_of_storage(dependent_storage).expect("stored kinds are known");
                     self.commit_put(&resource, freed);
                 }
                 self.drop_finalizer(storage, object, "orphan");
@@ -306,8 +361,11 @@ impl State {
                 let group = object["spec"]["group"].as_str().unwrap_or_default();
                 let plural = object["spec"]["names"]["plural"].as_str().unwrap_or_default();
                 let instances_storage = format!("{group}/{plural}");
-                let instances: Vec<Value> =
-                    self.objects.get(&instances_storage).map(|objects| objects.values().cloned().collect()).unwrap_or_default();
+                let instances: Vec<Value> = self
+                    .objects
+                    .get(&instances_storage)
+                    .map(|objects| objects.values().cloned().collect())
+                    .unwrap_or_default();
                 if instances.is_empty() {
                     self.drop_finalizer(storage, object, "customresourcecleanup.apiextensions.k8s.io");
                     if self.get(storage, "", metadata["name"].as_str().unwrap_or_default()).is_none() {
@@ -333,7 +391,9 @@ impl State {
                         let finalizers = &found["metadata"]["finalizers"];
                         // An owner being deleted in the foreground takes its dependents along.
                         !(found["metadata"]["deletionTimestamp"].is_string()
-                            && finalizers.as_array().is_some_and(|f| f.contains(&json!("foregroundDeletion"))))
+                            && finalizers
+                                .as_array()
+                                .is_some_and(|f| f.contains(&json!("foregroundDeletion"))))
                     })
                 });
                 if !alive && self.delete_object(storage, object, now) {
