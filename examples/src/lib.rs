@@ -9,8 +9,10 @@
 //!   once reconciled, delete it, wait until cleanup let it go, and exit.
 //!
 //! The cluster is the one in `KUBECONFIG` (or `~/.kube/config`, or the in-cluster config).
-//! When none is configured (or `KUBERATOR_EXAMPLES_LOCAL=1`), the example starts a local
-//! control plane with `kuberator-test`, says so, and stops them when it exits.
+//! When none is configured (or `KUBERATOR_EXAMPLES_LOCAL=1`), the example runs on
+//! `kuberator-test`'s in-memory API server, in-process, and says so; with `--real` after the
+//! command it starts a real kube-apiserver, etcd and kube-controller-manager on loopback
+//! instead, and stops them when it exits.
 #![allow(clippy::print_stdout)]
 
 use std::fmt::Debug;
@@ -153,31 +155,47 @@ where
     outcome
 }
 
+/// The cluster an example runs on when none is configured; dropping it stops it.
+#[derive(Debug)]
+pub enum LocalCluster {
+    /// `kuberator-test`'s in-memory API server, in this process.
+    InMemory(kuberator_test::memory::MemoryServer),
+    /// A real kube-apiserver, etcd and kube-controller-manager on loopback (`--real`).
+    Real(kuberator_test::ControlPlane),
+}
+
 /// A client for the cluster in `KUBECONFIG`, or, when no cluster is configured at all, for
-/// a local control plane started here (returned too: it stops when dropped).
+/// the in-memory API server, or with `--real` among the arguments for a real control plane
+/// started here. The local cluster is returned too: it stops when dropped.
 ///
 /// # Errors
 ///
 /// When the configured cluster is not usable, or the local control plane does not start.
-pub async fn client() -> anyhow::Result<(Client, Option<kuberator_test::ControlPlane>)> {
-    if cluster_configured() {
+pub async fn client() -> anyhow::Result<(Client, Option<LocalCluster>)> {
+    let real = std::env::args().skip(1).any(|argument| argument == "--real");
+    if !real && cluster_configured() {
         let client = Client::try_default().await.context("connecting to the cluster in KUBECONFIG")?;
         return Ok((client, None));
     }
-    println!(
-        "no cluster configured (KUBECONFIG, ~/.kube/config): starting a local kube-apiserver, etcd and \
-         kube-controller-manager"
-    );
-    println!("(the first run builds them from source, which takes 10 to 20 minutes)");
+    if !real {
+        println!(
+            "no cluster configured (KUBECONFIG, ~/.kube/config): running on kuberator-test's in-memory API \
+             server (add --real for a real kube-apiserver and etcd)"
+        );
+        let server = kuberator_test::memory::MemoryServer::new();
+        return Ok((server.client(), Some(LocalCluster::InMemory(server))));
+    }
+    println!("--real: starting a local kube-apiserver, etcd and kube-controller-manager");
+    println!("(the first run builds them from source, which takes 10 to 20 minutes and needs Go)");
     let control_plane =
         kuberator_test::ControlPlane::start().await.context("starting a local control plane")?;
     println!("local control plane ready at {}", control_plane.server());
     let client = control_plane.client().await?;
-    Ok((client, Some(control_plane)))
+    Ok((client, Some(LocalCluster::Real(control_plane))))
 }
 
 /// Whether a kubeconfig or an in-cluster configuration is there to use.
-/// `KUBERATOR_EXAMPLES_LOCAL=1` ignores them and starts a local control plane anyway.
+/// `KUBERATOR_EXAMPLES_LOCAL=1` ignores them and runs on a local cluster anyway.
 fn cluster_configured() -> bool {
     if std::env::var_os("KUBERATOR_EXAMPLES_LOCAL").is_some_and(|value| value == "1") {
         return false;

@@ -95,7 +95,7 @@ async fn kubectl_waits_for_a_shout_to_be_ready() {
     use kuberator::operator::Operator as _;
 
     let client = kuberator_test::admin_client().await;
-    let control_plane = kuberator_test::ControlPlane::shared().await.unwrap();
+    let cluster = kuberator_test::TestCluster::shared().await.unwrap();
     kuberator_test::install_crd::<derive_operator::Shout>(&client).await.unwrap();
     let operator = Background::spawn({
         let client = client.clone();
@@ -106,7 +106,7 @@ async fn kubectl_waits_for_a_shout_to_be_ready() {
     shouts.create(&Default::default(), &derive_operator::Shout::new("waited", spec)).await.unwrap();
 
     let wait = ["wait", "--for=condition=Ready", "shout/waited", "-n", "default", "--timeout=60s"];
-    let said = control_plane.run_kubectl(&wait).await.unwrap();
+    let said = cluster.run_kubectl(&wait).await.unwrap();
     assert_eq!(said.trim(), "shout.kuberator.dev/waited condition met");
     let shout = shouts.get("waited").await.unwrap();
     assert_eq!(shout.status.unwrap().shouted.as_deref(), Some("WAIT FOR ME"));

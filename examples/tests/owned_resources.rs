@@ -205,7 +205,7 @@ async fn a_child_controlled_by_another_object_is_a_clear_error_and_a_warning_eve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_wait_for_condition_ready_succeeds() {
     let (client, namespace, sites, _) = setup("site-wait").await;
-    let control_plane = kuberator_test::ControlPlane::shared().await.unwrap();
+    let cluster = kuberator_test::TestCluster::shared().await.unwrap();
     let (operator, _) = operator(&client, &namespace);
     sites
         .create(&PostParams::default(), &owned_resources::sample("waited", &namespace, false))
@@ -213,7 +213,7 @@ async fn kubectl_wait_for_condition_ready_succeeds() {
         .unwrap();
 
     let wait = ["wait", "--for=condition=Ready", "staticsite/waited", "--timeout=60s", "-n", &namespace];
-    let said = control_plane.run_kubectl(&wait).await.unwrap();
+    let said = cluster.run_kubectl(&wait).await.unwrap();
     assert_eq!(said.trim(), "staticsite.kuberator.dev/waited condition met");
 
     let site = sites.get("waited").await.unwrap();

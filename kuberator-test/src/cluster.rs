@@ -85,6 +85,26 @@ impl TestCluster {
         }
     }
 
+    /// Runs `kubectl` with `args` against this cluster and returns what it printed. The
+    /// in-memory server is served over HTTPS for it (once, for as long as the server
+    /// lives); `kubectl` is the one built beside the control plane, or the one on `PATH`.
+    ///
+    /// # Errors
+    ///
+    /// When `kubectl` cannot be started or fails; the error carries its output.
+    pub async fn run_kubectl(&self, args: &[&str]) -> std::io::Result<String> {
+        match self {
+            TestCluster::Real(control_plane) => control_plane.run_kubectl(args).await,
+            TestCluster::InMemory(server) => {
+                let served = server.https().await?;
+                let kubectl = tokio::task::spawn_blocking(crate::control_plane::kubectl_binary)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                crate::control_plane::run_kubectl(&kubectl, served.kubeconfig_path(), args).await
+            }
+        }
+    }
+
     /// `"in-memory"` or `"real"`, for messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -173,6 +173,16 @@ struct Processes {
 
 static SHARED: OnceCell<ControlPlane> = OnceCell::const_new();
 
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ControlPlane")
+            .field("server", &self.server)
+            .field("local", &self.processes.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ControlPlane {
     /// The control plane of this test binary: started on first use, shared by every test,
     /// stopped when the binary exits.
@@ -428,20 +438,7 @@ impl ControlPlane {
     ///
     /// When `kubectl` cannot be started or fails; the error carries its output.
     pub async fn run_kubectl(&self, args: &[&str]) -> io::Result<String> {
-        let mut command = Command::new(self.kubectl().unwrap_or_else(|| "kubectl".into()));
-        command.arg("--kubeconfig").arg(&self.kubeconfig_path).args(args).stdin(Stdio::null());
-        let output =
-            tokio::task::spawn_blocking(move || command.output()).await.map_err(io::Error::other)??;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            return Err(io::Error::other(format!(
-                "kubectl {} failed ({}): {stdout}{stderr}",
-                args.join(" "),
-                output.status
-            )));
-        }
-        Ok(stdout)
+        run_kubectl(&self.kubectl().unwrap_or_else(|| "kubectl".into()), &self.kubeconfig_path, args).await
     }
 
     /// Kills kube-apiserver with SIGKILL, as a crashed or evicted API server goes, keeps it
@@ -515,6 +512,33 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> io::Result<()> {
 }
 
 /// The binaries' directory: `KUBERATOR_CONTROL_PLANE_BIN`, or what `build.sh` builds.
+/// Runs `kubectl` (the binary `kubectl`) with `args` against the cluster of `kubeconfig`,
+/// and returns what it printed; the error carries its output.
+pub(crate) async fn run_kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> io::Result<String> {
+    let mut command = Command::new(kubectl);
+    command.arg("--kubeconfig").arg(kubeconfig).args(args).stdin(Stdio::null());
+    let output = tokio::task::spawn_blocking(move || command.output()).await.map_err(io::Error::other)??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(io::Error::other(format!(
+            "kubectl {} failed ({}): {stdout}{stderr}",
+            args.join(" "),
+            output.status
+        )));
+    }
+    Ok(stdout)
+}
+
+/// A `kubectl`: the one built beside the control plane (built now if it is not yet, which
+/// needs Go), or else the one on `PATH`.
+pub(crate) fn kubectl_binary() -> PathBuf {
+    match binaries() {
+        Ok(dir) if dir.join("kubectl").exists() => dir.join("kubectl"),
+        _ => PathBuf::from("kubectl"),
+    }
+}
+
 fn binaries() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os(BIN_ENV) {
         return Ok(PathBuf::from(dir));

@@ -544,12 +544,13 @@ fn stored_shape(call: &Call<'_>, object: Value) -> Value {
 }
 
 fn create(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value), ApiError> {
-    create_with(inner, call, object, None)
+    let mut state = inner.state.lock().expect("state lock");
+    create_in(&mut state, call, object, None)
 }
 
 /// Creates `object`; `applied` is the field ownership of a create by server-side apply.
-fn create_with(
-    inner: &Inner,
+fn create_in(
+    state: &mut State,
     call: &Call<'_>,
     object: Value,
     applied: Option<Value>,
@@ -560,7 +561,7 @@ fn create_with(
         object["metadata"] = json!({});
     }
     place(call, &mut object)?;
-    let mut state = inner.state.lock().expect("state lock");
+
     if call.resource.namespaced {
         let namespaces = state.resource("", "v1", "namespaces").expect("built in");
         match state.get("/namespaces", "", &call.namespace) {
@@ -635,7 +636,7 @@ fn create_with(
         return Ok((201, present(call.resource, &object)));
     }
     if call.resource.storage == "apiextensions.k8s.io/customresourcedefinitions" {
-        register(&mut state, &object);
+        register(state, &object);
     }
     let stored = state.commit_put(call.resource, object);
     state.settle(&call.now);
@@ -936,13 +937,13 @@ fn patch(
             if call.part == Part::Status {
                 return Err(ApiError::not_found(call.resource, &call.name));
             }
-            drop(state);
+
             let mut created = patch::apply(&json!({}), &config, &applier)
                 .map_err(|conflicts| ApiError::apply_conflicts(call.resource, &call.name, &conflicts))?;
             let managed = created["metadata"]["managedFields"].clone();
             created["apiVersion"] = json!(api_version);
             created["kind"] = json!(call.resource.kind);
-            let (code, object) = create_with(inner, call, created, Some(managed))?;
+            let (code, object) = create_in(&mut state, call, created, Some(managed))?;
             return Ok((code, object));
         };
         if let Some(version) = config["metadata"]["resourceVersion"].as_str()

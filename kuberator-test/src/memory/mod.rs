@@ -54,7 +54,6 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject as _;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
@@ -126,6 +125,7 @@ pub(crate) struct Inner {
     paused: tokio::sync::watch::Sender<bool>,
     drops: tokio::sync::watch::Sender<u64>,
     bookmark_every: Duration,
+    served: tokio::sync::OnceCell<Served>,
 }
 
 fn reason_for(code: u16) -> &'static str {
@@ -227,6 +227,7 @@ impl MemoryServer {
                 paused: tokio::sync::watch::channel(false).0,
                 drops: tokio::sync::watch::channel(0).0,
                 bookmark_every: every,
+                served: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -244,7 +245,17 @@ impl MemoryServer {
     ///
     /// When no port can be bound or the certificate cannot be made.
     pub async fn serve(&self) -> io::Result<Served> {
-        Served::start(Arc::clone(&self.inner)).await
+        Served::start(&self.inner).await
+    }
+
+    /// This server over HTTPS, started on first use and kept as long as the server: what
+    /// `kubectl` and other processes use.
+    ///
+    /// # Errors
+    ///
+    /// When no port can be bound.
+    pub async fn https(&self) -> io::Result<&Served> {
+        self.inner.served.get_or_try_init(|| Served::start(&self.inner)).await
     }
 
     /// Makes the next `count` requests with `verb` on `resource` (a plural such as
@@ -313,6 +324,28 @@ impl MemoryServer {
     }
 }
 
+/// Serves connections while the server exists: the thread holds it weakly, so a server
+/// that goes away (with its [`Served`]) stops its thread.
+async fn accept(listener: TcpListener, acceptor: TlsAcceptor, inner: std::sync::Weak<Inner>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let acceptor = acceptor.clone();
+        let Some(inner) = inner.upgrade() else { return };
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(stream).await else { return };
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let inner = Arc::clone(&inner);
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let bytes: Bytes =
+                        body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
+                    Ok::<_, Infallible>(handler::handle(inner, Request::from_parts(parts, bytes)).await)
+                }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
 /// The in-process `tower::Service` a [`kube::Client`] talks to.
 #[derive(Clone)]
 struct InProcess(Arc<Inner>);
@@ -336,12 +369,13 @@ impl tower::Service<Request<kube::client::Body>> for InProcess {
     }
 }
 
-/// A [`MemoryServer`] served over HTTPS on loopback; stops serving when dropped.
+/// A [`MemoryServer`] served over HTTPS on loopback, from a thread of its own (so it
+/// outlives the runtime that asked for it); stops serving when dropped.
 pub struct Served {
     address: SocketAddr,
     kubeconfig: String,
     kubeconfig_file: tempfile::NamedTempFile,
-    accept: JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for Served {
@@ -352,12 +386,15 @@ impl std::fmt::Debug for Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
 impl Served {
-    async fn start(inner: Arc<Inner>) -> io::Result<Served> {
+    async fn start(inner: &Arc<Inner>) -> io::Result<Served> {
+        let inner = Arc::downgrade(inner);
         let pki = crate::certs::Pki::generate().map_err(io::Error::other)?;
         let chain = CertificateDer::pem_slice_iter(pki.serving_cert.as_bytes())
             .collect::<Result<Vec<_>, _>>()
@@ -372,39 +409,27 @@ impl Served {
             .map_err(io::Error::other)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
-        let accept = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                let inner = Arc::clone(&inner);
-                connections.spawn(async move {
-                    let Ok(stream) = acceptor.accept(stream).await else { return };
-                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let inner = Arc::clone(&inner);
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let bytes: Bytes = body
-                                .collect()
-                                .await
-                                .map(|collected| collected.to_bytes())
-                                .unwrap_or_default();
-                            Ok::<_, Infallible>(
-                                handler::handle(inner, Request::from_parts(parts, bytes)).await,
-                            )
-                        }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
-        });
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        std::thread::Builder::new().name("kuberator-in-memory-https".into()).spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = TcpListener::from_std(listener) else { return };
+                tokio::select! {
+                    () = accept(listener, acceptor, inner) => {}
+                    _ = stopped => {}
+                }
+            });
+            // Open connections (watches) end with the runtime.
+            runtime.shutdown_background();
+        })?;
         let kubeconfig = kubeconfig_yaml(&format!("https://{address}"), &pki.ca_cert);
         let mut kubeconfig_file =
             tempfile::Builder::new().prefix("kuberator-in-memory-").suffix(".kubeconfig").tempfile()?;
         io::Write::write_all(&mut kubeconfig_file, kubeconfig.as_bytes())?;
-        Ok(Served { address, kubeconfig, kubeconfig_file, accept })
+        Ok(Served { address, kubeconfig, kubeconfig_file, stop: Some(stop) })
     }
 
     /// The address it listens on.
