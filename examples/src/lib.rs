@@ -161,7 +161,7 @@ pub enum LocalCluster {
     /// `kuberator-test`'s in-memory API server, in this process.
     InMemory(kuberator_test::memory::MemoryServer),
     /// A real kube-apiserver, etcd and kube-controller-manager on loopback (`--real`).
-    Real(kuberator_test::ControlPlane),
+    Real(Box<kuberator_test::ControlPlane>),
 }
 
 /// A client for the cluster in `KUBECONFIG`, or, when no cluster is configured at all, for
@@ -191,7 +191,7 @@ pub async fn client() -> anyhow::Result<(Client, Option<LocalCluster>)> {
         kuberator_test::ControlPlane::start().await.context("starting a local control plane")?;
     println!("local control plane ready at {}", control_plane.server());
     let client = control_plane.client().await?;
-    Ok((client, Some(LocalCluster::Real(control_plane))))
+    Ok((client, Some(LocalCluster::Real(Box::new(control_plane)))))
 }
 
 /// Whether a kubeconfig or an in-cluster configuration is there to use.

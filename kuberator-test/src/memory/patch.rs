@@ -399,7 +399,7 @@ fn apply_merge(target: &mut Value, config: &Value) {
             for (key, value) in config {
                 match target.get_mut(key) {
                     Some(existing) if existing.is_object() && value.is_object() => {
-                        apply_merge(existing, value)
+                        apply_merge(existing, value);
                     }
                     _ => {
                         target.insert(key.clone(), value.clone());
