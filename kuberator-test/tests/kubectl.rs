@@ -44,15 +44,26 @@ async fn flow(cluster: &TestCluster) {
     let namespace = kuberator_test::test_namespace(&client, "kubectl").await.unwrap();
     let kubectl = |args: Vec<String>| async move {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cluster.run_kubectl(&args).await.unwrap_or_else(|error| panic!("on the {} server: {error}", cluster.kind()))
+        cluster
+            .run_kubectl(&args)
+            .await
+            .unwrap_or_else(|error| panic!("on the {} server: {error}", cluster.kind()))
     };
     let args = |text: &str| -> Vec<String> { text.split_whitespace().map(str::to_string).collect() };
 
     let crd = file(CRD);
-    let applied = kubectl(vec!["apply".into(), "--server-side".into(), "-f".into(), crd.path().display().to_string()]).await;
-    assert_eq!(applied.trim(), "customresourcedefinition.apiextensions.k8s.io/gizmos.kubectl.kuberator.dev serverside-applied");
+    let applied =
+        kubectl(vec!["apply".into(), "--server-side".into(), "-f".into(), crd.path().display().to_string()])
+            .await;
+    assert_eq!(
+        applied.trim(),
+        "customresourcedefinition.apiextensions.k8s.io/gizmos.kubectl.kuberator.dev serverside-applied"
+    );
     let established = "wait --for=condition=Established crd/gizmos.kubectl.kuberator.dev --timeout=60s";
-    assert_eq!(kubectl(args(established)).await.trim(), "customresourcedefinition.apiextensions.k8s.io/gizmos.kubectl.kuberator.dev condition met");
+    assert_eq!(
+        kubectl(args(established)).await.trim(),
+        "customresourcedefinition.apiextensions.k8s.io/gizmos.kubectl.kuberator.dev condition met"
+    );
 
     let gizmo = file(&format!(
         "apiVersion: kubectl.kuberator.dev/v1\nkind: Gizmo\nmetadata:\n  name: one\n  namespace: {namespace}\nspec:\n  size: 3\n"
@@ -91,9 +102,13 @@ async fn flow(cluster: &TestCluster) {
         },
     );
     let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Done", "message": "all good", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-    gizmos.patch_status("one", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status)).await.unwrap();
+    gizmos
+        .patch_status("one", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status))
+        .await
+        .unwrap();
     let uid = gizmos.get("one").await.unwrap().metadata.uid.unwrap();
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(client.clone(), &namespace);
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(client.clone(), &namespace);
     let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
         "metadata": {"name": "one.event"},
         "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "kubectl-test", "reportingInstance": "kubectl-test-1",
@@ -103,7 +118,8 @@ async fn flow(cluster: &TestCluster) {
     .unwrap();
     events.create(&Default::default(), &event).await.unwrap();
 
-    let waited = kubectl(args(&format!("wait --for=condition=Ready gizmo/one -n {namespace} --timeout=60s"))).await;
+    let waited =
+        kubectl(args(&format!("wait --for=condition=Ready gizmo/one -n {namespace} --timeout=60s"))).await;
     assert_eq!(waited.trim(), "gizmo.kubectl.kuberator.dev/one condition met");
     let described = kubectl(args(&format!("describe gizmo one -n {namespace}"))).await;
     for line in ["Name:         one", "Kind:         Gizmo", "Size:  3", "Polished", "the gizmo shines"] {
@@ -113,10 +129,20 @@ async fn flow(cluster: &TestCluster) {
     assert!(listed.contains("Polished") && listed.contains("the gizmo shines"), "{listed}");
 
     let deleted = kubectl(args(&format!("delete gizmo one -n {namespace} --wait=true"))).await;
-    assert_eq!(deleted.trim(), format!("gizmo.kubectl.kuberator.dev \"one\" deleted from {namespace} namespace"));
-    let missing = cluster.run_kubectl(&args(&format!("get gizmo one -n {namespace}")).iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(
+        deleted.trim(),
+        format!("gizmo.kubectl.kuberator.dev \"one\" deleted from {namespace} namespace")
+    );
+    let missing = cluster
+        .run_kubectl(
+            &args(&format!("get gizmo one -n {namespace}")).iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
     let error = missing.expect_err("the gizmo is gone").to_string();
-    assert!(error.contains("Error from server (NotFound): gizmos.kubectl.kuberator.dev \"one\" not found"), "{error}");
+    assert!(
+        error.contains("Error from server (NotFound): gizmos.kubectl.kuberator.dev \"one\" not found"),
+        "{error}"
+    );
     kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }
 

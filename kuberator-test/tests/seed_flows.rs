@@ -344,6 +344,9 @@ async fn cleanup_runs_once_when_only_the_finalizer_removal_fails() {
     use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
 
     let test = setup("cleanup-once").await;
+    let cluster = kuberator_test::TestCluster::shared().await.unwrap();
+    // The in-memory server has no admission policies: its faults refuse the removal instead.
+    let in_memory = cluster.in_memory_server();
     let name = format!("hold-finalizer-{}", test.namespace);
     let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
         "metadata": { "name": name },
@@ -375,8 +378,10 @@ async fn cleanup_runs_once_when_only_the_finalizer_removal_fails() {
     .unwrap();
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(test.client.clone());
     let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(test.client.clone());
-    policies.create(&Default::default(), &policy).await.unwrap();
-    bindings.create(&Default::default(), &binding).await.unwrap();
+    if in_memory.is_none() {
+        policies.create(&Default::default(), &policy).await.unwrap();
+        bindings.create(&Default::default(), &binding).await.unwrap();
+    }
 
     let (reconciler, journal) = test.operator();
     let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
@@ -389,6 +394,10 @@ async fn cleanup_runs_once_when_only_the_finalizer_removal_fails() {
     let removal = json!({ "metadata": { "finalizers": null } });
     let dry_run = PatchParams { dry_run: true, ..PatchParams::default() };
     let deadline = std::time::Instant::now() + WAIT;
+    if let Some(server) = in_memory {
+        let denied = "admission denied the request: the test holds this finalizer";
+        server.fail_next_with(usize::MAX, kuberator_test::memory::Verb::Patch, "probes", 422, denied);
+    }
     while test.api.patch("held", &dry_run, &Patch::Merge(&removal)).await.is_ok() {
         assert!(std::time::Instant::now() < deadline, "the admission policy never took effect");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -422,13 +431,18 @@ async fn cleanup_runs_once_when_only_the_finalizer_removal_fails() {
     .await;
     assert_eq!(journal.lock().unwrap().cleanups["held"], 1);
 
+    if let Some(server) = in_memory {
+        server.clear_faults();
+    }
     let release = json!({ "metadata": { "labels": { "hold": null } } });
     test.api.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
     wait_for(&test.api, "held", WAIT, "held to be deleted", |probe| probe.is_none()).await.unwrap();
     assert_eq!(journal.lock().unwrap().cleanups["held"], 1, "cleanup ran once for this deletion");
 
     operator.stop(STOP).await;
-    bindings.delete(&name, &DeleteParams::default()).await.unwrap();
-    policies.delete(&name, &DeleteParams::default()).await.unwrap();
+    if in_memory.is_none() {
+        bindings.delete(&name, &DeleteParams::default()).await.unwrap();
+        policies.delete(&name, &DeleteParams::default()).await.unwrap();
+    }
     test.cleanup().await;
 }

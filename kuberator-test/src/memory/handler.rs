@@ -162,8 +162,13 @@ pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Respon
             ));
         }
     };
+    // Faults name a resource as RBAC does: `widgets`, or `widgets/status`.
+    let faulted = match &target.subresource {
+        Some(subresource) => format!("{}/{subresource}", resource.plural),
+        None => resource.plural.clone(),
+    };
     if let Some(failure) =
-        inner.faults_for(verb, &resource.plural, target.name.as_deref(), target.namespace.as_deref()).await
+        inner.faults_for(verb, &faulted, target.name.as_deref(), target.namespace.as_deref()).await
     {
         return error(&failure);
     }

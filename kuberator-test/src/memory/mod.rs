@@ -109,6 +109,7 @@ struct Failure {
     resource: String,
     remaining: usize,
     code: u16,
+    message: Option<String>,
 }
 
 #[derive(Default)]
@@ -184,12 +185,12 @@ impl Inner {
         })?;
         failure.remaining -= 1;
         let code = failure.code;
+        let message = failure
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("injected fault: {} {resource} answers {code}", verb.as_str()));
         faults.failures.retain(|failure| failure.remaining > 0);
-        Some(ApiError::new(
-            code,
-            reason_for(code),
-            format!("injected fault: {} {resource} answers {code}", verb.as_str()),
-        ))
+        Some(ApiError::new(code, reason_for(code), message))
     }
 }
 
@@ -258,14 +259,26 @@ impl MemoryServer {
         self.inner.served.get_or_try_init(|| Served::start(&self.inner)).await
     }
 
-    /// Makes the next `count` requests with `verb` on `resource` (a plural such as
-    /// `"widgets"`, or `"*"`) fail with `code` and the `Status` the real server sends with it.
+    /// Makes the next `count` requests with `verb` on `resource` fail with `code` and the
+    /// `Status` reason the real server sends with it. `resource` is a plural as RBAC names
+    /// it: `"widgets"` (the object itself), `"widgets/status"`, or `"*"` for every one.
     pub fn fail_next(&self, count: usize, verb: Verb, resource: &str, code: u16) {
+        self.push_failure(count, verb, resource, code, None);
+    }
+
+    /// [`MemoryServer::fail_next`] with the `Status` message `message`, as an admission
+    /// webhook or policy that denies a request would word it.
+    pub fn fail_next_with(&self, count: usize, verb: Verb, resource: &str, code: u16, message: &str) {
+        self.push_failure(count, verb, resource, code, Some(message.to_string()));
+    }
+
+    fn push_failure(&self, count: usize, verb: Verb, resource: &str, code: u16, message: Option<String>) {
         self.inner.faults.lock().expect("faults lock").failures.push(Failure {
             verb,
             resource: resource.into(),
             remaining: count,
             code,
+            message,
         });
     }
 

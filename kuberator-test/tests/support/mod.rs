@@ -33,7 +33,6 @@ use kuberator::events::EmitEvent;
 use kuberator::events::EventData;
 use kuberator::events::EventRecorder;
 use kuberator::k8s::K8sRepository;
-use kuberator_test::ControlPlane;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::Serialize;
@@ -248,9 +247,10 @@ pub struct Setup {
 
 pub async fn setup(prefix: &str) -> Setup {
     kuberator_test::init_tracing();
-    let control_plane =
-        ControlPlane::shared().await.expect("the control plane must start (tests never skip)");
-    let client = control_plane.client().await.unwrap();
+    // The real control plane, or the in-memory server with KUBERATOR_TEST_CLUSTER=in-memory.
+    let cluster =
+        kuberator_test::TestCluster::shared().await.expect("the cluster must start (tests never skip)");
+    let client = cluster.client().await.unwrap();
     kuberator_test::install_crd::<Probe>(&client).await.unwrap();
     let namespace = kuberator_test::test_namespace(&client, prefix).await.unwrap();
     let api = Api::namespaced(client.clone(), &namespace);
