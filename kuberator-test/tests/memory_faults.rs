@@ -109,7 +109,7 @@ async fn dropped_watches_end_and_expired_versions_are_gone() {
     let mut watch = maps.watch(&WatchParams::default(), &version).await.unwrap().boxed();
     match watch.try_next().await.unwrap() {
         Some(WatchEvent::Error(status)) => {
-            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
         }
         other => panic!("expected 410 Gone, got {other:?}"),
     }
