@@ -68,7 +68,8 @@ async fn typical_test(cluster: &TestCluster) -> Duration {
     kuberator_test::install_crd::<Chime>(&client).await.expect("the CRD installs");
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     if namespaces.get_opt("bench-typical").await.expect("namespaces read").is_none() {
-        let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "bench-typical"}})).expect("a namespace");
+        let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "bench-typical"}}))
+            .expect("a namespace");
         namespaces.create(&Default::default(), &namespace).await.expect("the namespace is created");
     }
     let operator = Background::spawn({
@@ -93,7 +94,8 @@ fn summary(samples: &mut [Duration]) -> (f64, f64, f64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: usize = std::env::var("KUBERATOR_BENCH_ROUNDS").ok().and_then(|rounds| rounds.parse().ok()).unwrap_or(20);
+    let rounds: usize =
+        std::env::var("KUBERATOR_BENCH_ROUNDS").ok().and_then(|rounds| rounds.parse().ok()).unwrap_or(20);
     let real = TestCluster::real().await.expect("the control plane must start");
     // Warm both: the first run of each pays for connection set-up and the CRD's first install.
     typical_test(&TestCluster::in_memory()).await;
@@ -115,7 +117,9 @@ async fn main() {
     println!("typical operator test ({rounds} rounds each, alternating; milliseconds)");
     println!("| server | median | min–max | vs in-memory |");
     println!("| --- | --- | --- | --- |");
-    println!("| in-memory (new server per test, in-process) | {memory_median:.1} | {memory_min:.1}–{memory_max:.1} | 1.00x |");
+    println!(
+        "| in-memory (new server per test, in-process) | {memory_median:.1} | {memory_min:.1}–{memory_max:.1} | 1.00x |"
+    );
     println!(
         "| real control plane (shared, loopback HTTPS) | {real_median:.1} | {real_min:.1}–{real_max:.1} | {:.1}x |",
         real_median / memory_median

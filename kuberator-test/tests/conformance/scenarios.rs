@@ -111,6 +111,8 @@ scenarios![
     leases_update_with_conflicts,
     cluster_scoped_objects_have_no_namespace,
     table_for_kubectl_get_has_the_printer_columns,
+    crd_deletion_deletes_its_objects_then_itself,
+    list_in_an_empty_namespace_is_empty,
 ];
 
 const SHORT: Duration = Duration::from_secs(10);
@@ -1323,4 +1325,37 @@ async fn table_for_kubectl_get_has_the_printer_columns(c: Ctx) -> anyhow::Result
     ensure_eq(&json!(columns), &json!(["Name", "Size", "Age"]), "columns")?;
     ensure_eq(&table["rows"][0]["cells"][0], &json!("tabled"), "name cell")?;
     ensure_eq(&table["rows"][0]["cells"][1], &json!(4), "size cell")
+}
+
+async fn crd_deletion_deletes_its_objects_then_itself(c: Ctx) -> anyhow::Result<()> {
+    // A CRD of this scenario's own: the plural carries the namespace's random suffix.
+    let suffix: String = c.namespace.chars().rev().take(8).collect::<String>().chars().rev().collect();
+    let plural = format!("doomed{suffix}");
+    let name = format!("{plural}.{GROUP}");
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": name},
+        "spec": {"group": GROUP, "scope": "Namespaced", "names": {"plural": plural, "singular": plural, "kind": format!("Doomed{suffix}")},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+    });
+    super::harness::install(&c.client, &crd).await?;
+    let objects = format!("/apis/{GROUP}/v1/namespaces/{}/{plural}", c.namespace);
+    let object = json!({"apiVersion": format!("{GROUP}/v1"), "kind": format!("Doomed{suffix}"), "metadata": {"name": "d"}});
+    c.post(&objects, &object).await?.expect(201, "")?;
+    let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}");
+    let answer = c.delete(&path, None).await?;
+    ensure!(
+        answer.ok()?["metadata"]["finalizers"] == json!(["customresourcecleanup.apiextensions.k8s.io"]),
+        "finalizers {}",
+        answer.body["metadata"]["finalizers"]
+    );
+    c.gone(&path).await?;
+    c.eventually(&format!("{objects}/d"), "the resource to stop being served", |a| a.code == 404).await?;
+    Ok(())
+}
+
+async fn list_in_an_empty_namespace_is_empty(c: Ctx) -> anyhow::Result<()> {
+    let answer = c.get(&c.widgets()).await?;
+    ensure_eq(&answer.ok()?["items"], &json!([]), "items")?;
+    let missing = c.get(&format!("/apis/{GROUP}/v1/namespaces/never-created-here/widgets")).await?;
+    ensure_eq(&missing.ok()?["items"], &json!([]), "items of a namespace that does not exist")
 }
