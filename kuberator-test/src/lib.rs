@@ -1,5 +1,10 @@
 //! Testing toolkit for Kuberator operators.
 //!
+//! - [`TestCluster`]: the cluster of a test, picked with one word: [`TestCluster::in_memory`]
+//!   or [`TestCluster::real`] ([`TestCluster::shared`] reads `KUBERATOR_TEST_CLUSTER`).
+//! - [`memory::MemoryServer`]: an in-memory Kubernetes API server, in-process for a
+//!   `kube::Client` and over loopback HTTPS for `kubectl`, with faults for tests. What it
+//!   does and where it differs from the real server: `kuberator-test/IN_MEMORY.md`.
 //! - [`ControlPlane`]: a real kube-apiserver and etcd (with kube-controller-manager for garbage
 //!   collection and namespace deletion), built from their published Go
 //!   modules and started on loopback with generated certificates and RBAC on, like
