@@ -469,7 +469,7 @@ fn check_kind(call: &Call<'_>, object: &Value) -> Result<(), ApiError> {
 /// Checks a name as the real server does, for namespaces (labels) and everything else
 /// (subdomains).
 fn check_name(call: &Call<'_>, name: &str) -> Result<(), ApiError> {
-    let label = call.resource.storage == "/namespaces";
+    let label = call.resource.storage == store::NAMESPACES;
     let part_ok = |part: &str| {
         !part.is_empty()
             && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -523,7 +523,7 @@ fn conform(call: &Call<'_>, object: &mut Value) -> Result<(), ApiError> {
             return Err(ApiError::invalid(call.resource, &name, &errors));
         }
     }
-    if call.resource.storage == "apiextensions.k8s.io/customresourcedefinitions" {
+    if call.resource.storage == store::CRDS {
         let expected = format!(
             "{}.{}",
             object["spec"]["names"]["plural"].as_str().unwrap_or_default(),
@@ -569,7 +569,7 @@ fn create_in(
 
     if call.resource.namespaced {
         let namespaces = state.resource("", "v1", "namespaces").expect("built in");
-        match state.get("/namespaces", "", &call.namespace) {
+        match state.get(store::NAMESPACES, "", &call.namespace) {
             None => return Err(ApiError::not_found(&namespaces, &call.namespace)),
             Some(namespace) if namespace["metadata"]["deletionTimestamp"].is_string() => {
                 return Err(ApiError::forbidden(format!(
@@ -613,7 +613,7 @@ fn create_in(
     let mut object = stored_shape(call, object);
     store::initialize(call.resource, &mut object, Some(&call.now));
     if call.resource.status
-        && call.resource.storage != "/namespaces"
+        && call.resource.storage != store::NAMESPACES
         && let Some(fields) = object.as_object_mut()
     {
         fields.remove("status");
@@ -634,18 +634,23 @@ fn create_in(
             Part::Everything,
         ),
     }
-    if call.resource.storage == "apiextensions.k8s.io/customresourcedefinitions" {
+    if call.resource.storage == store::CRDS {
         establish(&mut object);
     }
     if call.dry_run() {
         return Ok((201, present(call.resource, &object)));
     }
-    if call.resource.storage == "apiextensions.k8s.io/customresourcedefinitions" {
+    Ok(commit(state, call, object, 201))
+}
+
+/// Stores `object`, serves a CRD's resources, runs the controllers, and answers with it.
+fn commit(state: &mut State, call: &Call<'_>, object: Value, code: u16) -> (u16, Value) {
+    if call.resource.storage == store::CRDS {
         register(state, &object);
     }
     let stored = state.commit_put(call.resource, object);
     state.settle(&call.now);
-    Ok((201, present(call.resource, &stored)))
+    (code, present(call.resource, &stored))
 }
 
 /// What a TokenReview or SubjectAccessReview answers: with no authentication here, tokens
@@ -797,7 +802,7 @@ fn write(
         },
         Part::Everything => {}
     }
-    if call.resource.storage == "/namespaces" {
+    if call.resource.storage == store::NAMESPACES {
         new["spec"] = old["spec"].clone();
         if call.part != Part::Status {
             new["status"] = old["status"].clone();
@@ -880,12 +885,7 @@ fn write(
     if call.dry_run() {
         return Ok((200, present(call.resource, &new)));
     }
-    if call.resource.storage == "apiextensions.k8s.io/customresourcedefinitions" {
-        register(state, &new);
-    }
-    let stored = state.commit_put(call.resource, new);
-    state.settle(&call.now);
-    Ok((200, present(call.resource, &stored)))
+    Ok(commit(state, call, new, 200))
 }
 
 fn patch(
@@ -1065,7 +1065,7 @@ fn delete_one(state: &mut State, call: &Call<'_>, old: &Value, options: &Value) 
         }
         marked["metadata"]["finalizers"] = Value::Array(finalizers);
     }
-    let namespace = call.resource.storage == "/namespaces";
+    let namespace = call.resource.storage == store::NAMESPACES;
     if namespace || store::has_finalizers(&marked) {
         if deleting {
             return (200, present(call.resource, old));

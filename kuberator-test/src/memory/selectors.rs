@@ -113,7 +113,7 @@ fn extra_fields(storage: &str) -> &'static [&'static str] {
             "regarding.apiVersion",
             "reportingController",
         ],
-        "/namespaces" => &["status.phase"],
+        super::store::NAMESPACES => &["status.phase"],
         "/pods" => &["spec.nodeName", "status.phase", "spec.serviceAccountName"],
         "/secrets" => &["type"],
         _ => &[],

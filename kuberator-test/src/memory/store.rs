@@ -18,6 +18,11 @@ use super::resources::ResourceType;
 use super::selectors::FieldSelector;
 use super::selectors::LabelSelector;
 
+/// Where CustomResourceDefinitions are stored.
+pub(crate) const CRDS: &str = "apiextensions.k8s.io/customresourcedefinitions";
+/// Where Namespaces are stored.
+pub(crate) const NAMESPACES: &str = "/namespaces";
+
 /// How many changes watches can replay: an older `resourceVersion` gets `410 Gone`.
 const HISTORY: usize = 10_000;
 
@@ -136,6 +141,9 @@ pub(crate) struct State {
     /// Watches from a version older than this get `410 Gone`.
     pub(crate) oldest_watchable: u64,
     pub(crate) watchers: Vec<Watcher>,
+    /// Whether a write since the last [`State::settle`] may give the controllers work: a
+    /// removal, a deletion mark, or an object with owners.
+    controllers_due: bool,
 }
 
 impl State {
@@ -147,6 +155,7 @@ impl State {
             history: VecDeque::new(),
             oldest_watchable: 1,
             watchers: Vec::new(),
+            controllers_due: false,
         };
         let namespaces = state.resource("", "v1", "namespaces").expect("namespaces are built in");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -199,6 +208,9 @@ impl State {
     pub(crate) fn commit_put(&mut self, resource: &ResourceType, mut object: Value) -> Value {
         let version = self.next_version();
         object["metadata"]["resourceVersion"] = json!(version.to_string());
+        let metadata = &object["metadata"];
+        self.controllers_due |= metadata["deletionTimestamp"].is_string()
+            || metadata["ownerReferences"].as_array().is_some_and(|owners| !owners.is_empty());
         let key = Key::of(&object);
         let old = self.objects.entry(resource.storage.clone()).or_default().insert(key, object.clone());
         let kind = if old.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
@@ -217,6 +229,7 @@ impl State {
         let mut object = self.objects.get_mut(storage)?.remove(&Key::new(namespace, name))?;
         let version = self.next_version();
         object["metadata"]["resourceVersion"] = json!(version.to_string());
+        self.controllers_due = true;
         self.record(Change {
             resource_version: version,
             storage: storage.into(),
@@ -265,11 +278,15 @@ impl State {
     /// Runs the garbage collector, the namespace controller and CRD cleanup until nothing
     /// changes.
     pub(crate) fn settle(&mut self, now: &str) {
+        if !self.controllers_due {
+            return;
+        }
         for _ in 0..1000 {
             if !self.settle_once(now) {
-                return;
+                break;
             }
         }
+        self.controllers_due = false;
     }
 
     fn settle_once(&mut self, now: &str) -> bool {
@@ -328,16 +345,12 @@ impl State {
                     self.drop_finalizer(storage, object, "foregroundDeletion");
                     return true;
                 }
-                let mut changed = false;
-                for (dependent_storage, dependent) in &dependents {
-                    changed |= self.delete_object(dependent_storage, dependent, now);
-                }
-                if changed {
+                if self.delete_all(&dependents, now) {
                     return true;
                 }
             }
             // Namespaces: delete what is in them, then the namespace.
-            if storage == "/namespaces" && deleting {
+            if storage == NAMESPACES && deleting {
                 let name = metadata["name"].as_str().unwrap_or_default();
                 let inside: Vec<(String, Value)> = all
                     .iter()
@@ -348,23 +361,21 @@ impl State {
                     self.commit_remove(storage, "", name);
                     return true;
                 }
-                let mut changed = false;
-                for (inner_storage, inner) in &inside {
-                    changed |= self.delete_object(inner_storage, inner, now);
-                }
-                if changed {
+                if self.delete_all(&inside, now) {
                     return true;
                 }
             }
             // CRDs: delete every instance, then the definition.
-            if storage == "apiextensions.k8s.io/customresourcedefinitions" && deleting {
+            if storage == CRDS && deleting {
                 let group = object["spec"]["group"].as_str().unwrap_or_default();
                 let plural = object["spec"]["names"]["plural"].as_str().unwrap_or_default();
                 let instances_storage = format!("{group}/{plural}");
-                let instances: Vec<Value> = self
+                let instances: Vec<(String, Value)> = self
                     .objects
                     .get(&instances_storage)
-                    .map(|objects| objects.values().cloned().collect())
+                    .map(|objects| {
+                        objects.values().map(|object| (instances_storage.clone(), object.clone())).collect()
+                    })
                     .unwrap_or_default();
                 if instances.is_empty() {
                     self.drop_finalizer(storage, object, "customresourcecleanup.apiextensions.k8s.io");
@@ -373,11 +384,7 @@ impl State {
                     }
                     return true;
                 }
-                let mut changed = false;
-                for instance in &instances {
-                    changed |= self.delete_object(&instances_storage, instance, now);
-                }
-                if changed {
+                if self.delete_all(&instances, now) {
                     return true;
                 }
             }
@@ -402,6 +409,16 @@ impl State {
             }
         }
         false
+    }
+
+    /// Deletes each of `objects` (storage, object) as [`State::delete_object`] does; returns
+    /// whether anything changed.
+    fn delete_all(&mut self, objects: &[(String, Value)], now: &str) -> bool {
+        let mut changed = false;
+        for (storage, object) in objects {
+            changed |= self.delete_object(storage, object, now);
+        }
+        changed
     }
 
     /// Removes `finalizer` from the stored `object`, deleting it when it was the last.
@@ -468,7 +485,7 @@ pub(crate) fn initialize(resource: &ResourceType, object: &mut Value, now: Optio
             fields.remove("generation");
         }
     }
-    if resource.storage == "/namespaces" {
+    if resource.storage == NAMESPACES {
         object["spec"] = json!({"finalizers": ["kubernetes"]});
         object["status"] = json!({"phase": "Active"});
         object["metadata"]["labels"]["kubernetes.io/metadata.name"] = object["metadata"]["name"].clone();
