@@ -165,8 +165,74 @@ async fn a_taken_lease_stops_the_work_at_once_and_the_elector_stands_by_again() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_renew_stops_before_anyone_may_take_over() {
+    // On the real control plane RBAC takes the leases away; on the in-memory server (which
+    // has no RBAC), a server of the test's own refuses them.
+    let revocation = match kuberator_test::TestCluster::shared().await.unwrap() {
+        kuberator_test::TestCluster::Real(_) => revoked_by_rbac().await,
+        kuberator_test::TestCluster::InMemory(_) => {
+            let server = kuberator_test::memory::MemoryServer::new();
+            let client = server.client();
+            let namespace = kuberator_test::test_namespace(&client, "lease-refused").await.unwrap();
+            Revocation { admin: client.clone(), client, namespace, revoke: Revoke::Refuse(server) }
+        }
+    };
+    let Revocation { admin, client, namespace, revoke } = revocation;
+
+    let terms = Arc::new(Terms::default());
+    let running = tokio::spawn({
+        let (election, work) = (election(&namespace, "me"), work(&terms, Duration::ZERO));
+        election.run(client, std::future::pending(), work)
+    });
+    terms.wait("the first term", Duration::from_secs(30), |terms| terms.len() == 1).await;
+    // Let a renewal or two go through.
+    tokio::time::sleep(RETRY * 3).await;
+
+    match revoke {
+        Revoke::Unbind(bindings) => {
+            bindings.delete("leases", &DeleteParams::default()).await.unwrap();
+        }
+        Revoke::Refuse(server) => server.refuse(kuberator_test::memory::Verb::Any, "leases"),
+    }
+    let revoked = Instant::now();
+    terms
+        .wait("the work to be cancelled", Duration::from_secs(10), |terms| terms[0].1 == Ending::Cancelled)
+        .await;
+    let stopped = terms.snapshot()[0].2.unwrap() - revoked;
+    // The last renewal was at most one retry period before the revocation; a standby may take
+    // over a lease duration after it. The holder gave up at its renew deadline, before that.
+    assert!(
+        stopped <= RENEW_DEADLINE + Duration::from_millis(300),
+        "stopped {stopped:?} after the revocation"
+    );
+    assert!(stopped < LEASE - RETRY, "stopped {stopped:?} after the revocation: others could lead by then");
+
+    // Standing by again, it may not even read the lease: the election ends with the reason.
+    let ended = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
+    let error = ended.unwrap_err();
+    assert!(matches!(error, ElectionError::Forbidden { .. }), "{error:?}");
+    assert!(error.to_string().contains(&format!("Lease {namespace}/work")), "{error}");
+    kuberator_test::delete_namespace(&admin, &namespace).await.unwrap();
+}
+
+/// How a test takes a leader's leases away.
+enum Revoke {
+    /// Delete the RoleBinding that allowed them (the real control plane).
+    Unbind(Box<Api<RoleBinding>>),
+    /// Refuse every verb on leases (the in-memory server).
+    Refuse(kuberator_test::memory::MemoryServer),
+}
+
+struct Revocation {
+    admin: Client,
+    client: Client,
+    namespace: String,
+    revoke: Revoke,
+}
+
+/// A user that may use leases in a namespace of its own, through a binding the test takes
+/// away.
+async fn revoked_by_rbac() -> Revocation {
     let (admin, namespace) = setup("lease-revoked").await;
-    // A user that may use leases here, through a binding the test takes away.
     let user = "lease-holder";
     let role = Role {
         metadata: ObjectMeta { name: Some("leases".into()), ..ObjectMeta::default() },
@@ -187,36 +253,7 @@ async fn a_leader_that_cannot_renew_stops_before_anyone_may_take_over() {
     let mut config = ControlPlane::shared().await.unwrap().config().await.unwrap();
     config.auth_info.impersonate = Some(user.into());
     let client = Client::try_from(config).unwrap();
-
-    let terms = Arc::new(Terms::default());
-    let running = tokio::spawn({
-        let (election, work) = (election(&namespace, "me"), work(&terms, Duration::ZERO));
-        election.run(client, std::future::pending(), work)
-    });
-    terms.wait("the first term", Duration::from_secs(30), |terms| terms.len() == 1).await;
-    // Let a renewal or two go through.
-    tokio::time::sleep(RETRY * 3).await;
-
-    bindings.delete("leases", &DeleteParams::default()).await.unwrap();
-    let revoked = Instant::now();
-    terms
-        .wait("the work to be cancelled", Duration::from_secs(10), |terms| terms[0].1 == Ending::Cancelled)
-        .await;
-    let stopped = terms.snapshot()[0].2.unwrap() - revoked;
-    // The last renewal was at most one retry period before the revocation; a standby may take
-    // over a lease duration after it. The holder gave up at its renew deadline, before that.
-    assert!(
-        stopped <= RENEW_DEADLINE + Duration::from_millis(300),
-        "stopped {stopped:?} after the revocation"
-    );
-    assert!(stopped < LEASE - RETRY, "stopped {stopped:?} after the revocation: others could lead by then");
-
-    // Standing by again, it may not even read the lease: the election ends with the reason.
-    let ended = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
-    let error = ended.unwrap_err();
-    assert!(matches!(error, ElectionError::Forbidden { .. }), "{error:?}");
-    assert!(error.to_string().contains(&format!("Lease {namespace}/work")), "{error}");
-    kuberator_test::delete_namespace(&admin, &namespace).await.unwrap();
+    Revocation { admin, client, namespace, revoke: Revoke::Unbind(Box::new(bindings)) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
