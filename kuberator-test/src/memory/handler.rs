@@ -280,20 +280,27 @@ fn selectors(call: &Call<'_>) -> Result<(LabelSelector, FieldSelector), ApiError
     ))
 }
 
+static NO_OBJECTS: std::collections::BTreeMap<Key, Value> = std::collections::BTreeMap::new();
+
+/// Whether `object` is in the request's namespace (if any) and its selectors.
+fn in_scope(call: &Call<'_>, labels: &LabelSelector, fields: &FieldSelector, object: &Value) -> bool {
+    (call.namespace.is_empty() || object["metadata"]["namespace"].as_str() == Some(call.namespace.as_str()))
+        && labels.matches(object)
+        && fields.matches(object)
+}
+
 fn selected<'a>(
     state: &'a State,
     call: &'a Call<'_>,
     labels: &'a LabelSelector,
     fields: &'a FieldSelector,
 ) -> impl Iterator<Item = &'a Value> + 'a {
-    state.objects.get(&call.resource.storage).into_iter().flat_map(|objects| objects.values()).filter(
-        move |object| {
-            (call.namespace.is_empty()
-                || object["metadata"]["namespace"].as_str() == Some(call.namespace.as_str()))
-                && labels.matches(object)
-                && fields.matches(object)
-        },
-    )
+    state
+        .objects
+        .get(&call.resource.storage)
+        .into_iter()
+        .flat_map(|objects| objects.values())
+        .filter(move |object| in_scope(call, labels, fields, object))
 }
 
 fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> {
@@ -302,11 +309,22 @@ fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> 
         let state = inner.state.lock().expect("state lock");
         let limit =
             call.query.get("limit").and_then(|limit| limit.parse::<usize>().ok()).filter(|limit| *limit > 0);
-        let start = match call.query.get("continue").filter(|token| !token.is_empty()) {
-            Some(token) => Some(decode_continue(token, &state)?),
-            None => None,
+        // A continued list reads the snapshot of its first page's version, as etcd gives it.
+        let (start, version) = match call.query.get("continue").filter(|token| !token.is_empty()) {
+            Some(token) => {
+                let (start, version) = decode_continue(token, &state)?;
+                (Some(start), version)
+            }
+            None => (None, state.resource_version),
         };
-        let all: Vec<&Value> = selected(&state, call, &labels, &fields)
+        let snapshot = if version == state.resource_version {
+            std::borrow::Cow::Borrowed(state.objects.get(&call.resource.storage).unwrap_or(&NO_OBJECTS))
+        } else {
+            std::borrow::Cow::Owned(state.snapshot(&call.resource.storage, version))
+        };
+        let all: Vec<&Value> = snapshot
+            .values()
+            .filter(|object| in_scope(call, &labels, &fields, object))
             .filter(|object| start.as_ref().is_none_or(|start| Key::of(object) > *start))
             .collect();
         let taken: Vec<Value> = all
@@ -314,12 +332,12 @@ fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> 
             .take(limit.unwrap_or(usize::MAX))
             .map(|object| present(call.resource, object))
             .collect();
-        let mut metadata = json!({"resourceVersion": state.resource_version.to_string()});
+        let mut metadata = json!({"resourceVersion": version.to_string()});
         if let Some(limit) = limit
             && all.len() > limit
         {
             let last = Key::of(taken.last().expect("limit > 0"));
-            metadata["continue"] = json!(encode_continue(&last, state.resource_version));
+            metadata["continue"] = json!(encode_continue(&last, version));
             metadata["remainingItemCount"] = json!(all.len() - limit);
         }
         if accept.contains("as=Table") {
@@ -350,7 +368,7 @@ fn encode_continue(key: &Key, version: u64) -> String {
     base64::engine::general_purpose::STANDARD.encode(token.to_string())
 }
 
-fn decode_continue(token: &str, state: &State) -> Result<Key, ApiError> {
+fn decode_continue(token: &str, state: &State) -> Result<(Key, u64), ApiError> {
     use base64::Engine as _;
     let invalid = || {
         ApiError::bad_request(
@@ -367,7 +385,7 @@ fn decode_continue(token: &str, state: &State) -> Result<Key, ApiError> {
     }
     let start = token["start"].as_str().ok_or_else(invalid)?;
     let (namespace, name) = start.split_once('/').ok_or_else(invalid)?;
-    Ok(Key::new(namespace, name))
+    Ok((Key::new(namespace, name), version))
 }
 
 fn watch(inner: &Arc<Inner>, call: &Call<'_>) -> Response<ResponseBody> {

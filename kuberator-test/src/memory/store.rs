@@ -52,7 +52,8 @@ pub(crate) struct Change {
     pub(crate) kind: ChangeKind,
     /// The object after the change (before it, for a deletion, with the deletion's version).
     pub(crate) object: Value,
-    /// The object before the change, to see objects enter and leave a selector.
+    /// The object before the change (for a deletion, as it was stored), to see objects enter
+    /// and leave a selector and to rebuild older versions for continued lists.
     pub(crate) old: Option<Value>,
 }
 
@@ -227,6 +228,7 @@ impl State {
     /// Removes an object for good; returns its last state, at the deletion's version.
     pub(crate) fn commit_remove(&mut self, storage: &str, namespace: &str, name: &str) -> Option<Value> {
         let mut object = self.objects.get_mut(storage)?.remove(&Key::new(namespace, name))?;
+        let prior = object.clone();
         let version = self.next_version();
         object["metadata"]["resourceVersion"] = json!(version.to_string());
         self.controllers_due = true;
@@ -235,9 +237,30 @@ impl State {
             storage: storage.into(),
             kind: ChangeKind::Deleted,
             object: object.clone(),
-            old: None,
+            old: Some(prior),
         });
         Some(object)
+    }
+
+    /// The objects of `storage` as they were at `version` (which must not be older than the
+    /// history): the current ones with every later change undone.
+    pub(crate) fn snapshot(&self, storage: &str, version: u64) -> BTreeMap<Key, Value> {
+        let mut objects = self.objects.get(storage).cloned().unwrap_or_default();
+        for change in self.history.iter().rev().take_while(|change| change.resource_version > version) {
+            if change.storage != storage {
+                continue;
+            }
+            match (&change.kind, &change.old) {
+                (ChangeKind::Added, _) => {
+                    objects.remove(&Key::of(&change.object));
+                }
+                (ChangeKind::Modified | ChangeKind::Deleted, Some(old)) => {
+                    objects.insert(Key::of(old), old.clone());
+                }
+                (ChangeKind::Modified | ChangeKind::Deleted, None) => {}
+            }
+        }
+        objects
     }
 
     /// Forgets the history: every watch from a version before now gets `410 Gone`.

@@ -113,6 +113,7 @@ scenarios![
     table_for_kubectl_get_has_the_printer_columns,
     crd_deletion_deletes_its_objects_then_itself,
     list_in_an_empty_namespace_is_empty,
+    list_pages_after_the_first_are_a_snapshot_of_its_version,
 ];
 
 const SHORT: Duration = Duration::from_secs(10);
@@ -1358,4 +1359,30 @@ async fn list_in_an_empty_namespace_is_empty(c: Ctx) -> anyhow::Result<()> {
     ensure_eq(&answer.ok()?["items"], &json!([]), "items")?;
     let missing = c.get(&format!("/apis/{GROUP}/v1/namespaces/never-created-here/widgets")).await?;
     ensure_eq(&missing.ok()?["items"], &json!([]), "items of a namespace that does not exist")
+}
+
+async fn list_pages_after_the_first_are_a_snapshot_of_its_version(c: Ctx) -> anyhow::Result<()> {
+    for name in ["s1", "s2", "s3", "s4"] {
+        c.new_widget(name).await?;
+    }
+    let first = c.get(&format!("{}?limit=2", c.widgets())).await?;
+    let first = first.ok()?.clone();
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no continue token"))?
+        .to_string();
+    // Changes after the first page: one object goes, one comes, one changes.
+    c.delete(&c.widget("s3"), None).await?.ok()?;
+    c.new_widget("s5").await?;
+    c.merge(&c.widget("s4"), &json!({"spec": {"size": 9}})).await?.ok()?;
+    let rest = c.get(&format!("{}?limit=10&continue={token}", c.widgets())).await?;
+    let rest = rest.ok()?;
+    let seen: Vec<(Value, Value)> = rest["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| (item["metadata"]["name"].clone(), item["spec"]["size"].clone()))
+        .collect();
+    ensure_eq(&json!(seen), &json!([["s3", 1], ["s4", 1]]), "the rest, as of the first page")?;
+    ensure_eq(&rest["metadata"]["resourceVersion"], &first["metadata"]["resourceVersion"], "resourceVersion")
 }
