@@ -24,6 +24,7 @@ use super::resources::ResourceType;
 use super::schema;
 use super::selectors::FieldSelector;
 use super::selectors::LabelSelector;
+use super::selectors::Scope;
 use super::status;
 use super::status::ApiError;
 use super::store;
@@ -273,39 +274,28 @@ fn get(inner: &Inner, call: &Call<'_>) -> Result<(u16, Value), ApiError> {
     Ok((200, present(call.resource, object)))
 }
 
-fn selectors(call: &Call<'_>) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    Ok((
-        LabelSelector::parse(call.query.get("labelSelector").unwrap_or_default())?,
-        FieldSelector::parse(call.query.get("fieldSelector").unwrap_or_default(), &call.resource.storage)?,
-    ))
+/// The request's namespace (none for all) and selectors.
+fn scope(call: &Call<'_>) -> Result<Scope, ApiError> {
+    Ok(Scope {
+        namespace: Some(call.namespace.clone()).filter(|namespace| !namespace.is_empty()),
+        labels: LabelSelector::parse(call.query.get("labelSelector").unwrap_or_default())?,
+        fields: FieldSelector::parse(
+            call.query.get("fieldSelector").unwrap_or_default(),
+            &call.resource.storage,
+        )?,
+    })
 }
 
 static NO_OBJECTS: std::collections::BTreeMap<Key, Value> = std::collections::BTreeMap::new();
 
-/// Whether `object` is in the request's namespace (if any) and its selectors.
-fn in_scope(call: &Call<'_>, labels: &LabelSelector, fields: &FieldSelector, object: &Value) -> bool {
-    (call.namespace.is_empty() || object["metadata"]["namespace"].as_str() == Some(call.namespace.as_str()))
-        && labels.matches(object)
-        && fields.matches(object)
-}
-
-fn selected<'a>(
-    state: &'a State,
-    call: &'a Call<'_>,
-    labels: &'a LabelSelector,
-    fields: &'a FieldSelector,
-) -> impl Iterator<Item = &'a Value> + 'a {
-    state
-        .objects
-        .get(&call.resource.storage)
-        .into_iter()
-        .flat_map(|objects| objects.values())
-        .filter(move |object| in_scope(call, labels, fields, object))
+/// The objects of the request's kind, in the order the real server lists them.
+fn stored<'a>(state: &'a State, call: &Call<'_>) -> impl Iterator<Item = &'a Value> + 'a {
+    state.objects.get(&call.resource.storage).into_iter().flat_map(|objects| objects.values())
 }
 
 fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> {
     let outcome = (|| {
-        let (labels, fields) = selectors(call)?;
+        let scope = scope(call)?;
         let state = inner.state.lock().expect("state lock");
         let limit =
             call.query.get("limit").and_then(|limit| limit.parse::<usize>().ok()).filter(|limit| *limit > 0);
@@ -324,7 +314,7 @@ fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> 
         };
         let all: Vec<&Value> = snapshot
             .values()
-            .filter(|object| in_scope(call, &labels, &fields, object))
+            .filter(|object| scope.selects(object))
             .filter(|object| start.as_ref().is_none_or(|start| Key::of(object) > *start))
             .collect();
         let taken: Vec<Value> = all
@@ -390,9 +380,10 @@ fn decode_continue(token: &str, state: &State) -> Result<(Key, u64), ApiError> {
 
 fn watch(inner: &Arc<Inner>, call: &Call<'_>) -> Response<ResponseBody> {
     let outcome = (|| {
-        let (labels, mut fields) = selectors(call)?;
+        let mut scope = scope(call)?;
         if !call.name.is_empty() {
-            fields = FieldSelector::parse(&format!("metadata.name={}", call.name), &call.resource.storage)?;
+            scope.fields =
+                FieldSelector::parse(&format!("metadata.name={}", call.name), &call.resource.storage)?;
         }
         let initial_events = call.query.flag("sendInitialEvents");
         let bookmarks = call.query.flag("allowWatchBookmarks");
@@ -408,18 +399,14 @@ fn watch(inner: &Arc<Inner>, call: &Call<'_>) -> Response<ResponseBody> {
         let mut state = inner.state.lock().expect("state lock");
         let watcher = Watcher {
             storage: call.resource.storage.clone(),
-            namespace: Some(call.namespace.clone()).filter(|namespace| !namespace.is_empty()),
-            labels,
-            fields,
+            scope,
             resource: call.resource.clone(),
             sender: sender.clone(),
         };
         let from_scratch = initial_events || version.is_empty() || version == "0";
         if from_scratch {
-            for object in
-                state.objects.get(&call.resource.storage).into_iter().flat_map(|objects| objects.values())
-            {
-                if watcher.selects(object) {
+            for object in stored(&state, call) {
+                if watcher.scope.selects(object) {
                     let _ = sender.send(json!({"type": "ADDED", "object": present(call.resource, object)}));
                 }
             }
@@ -1113,9 +1100,9 @@ fn delete_one(state: &mut State, call: &Call<'_>, old: &Value, options: &Value) 
 
 fn delete_collection(inner: &Inner, call: &Call<'_>, bytes: &Bytes) -> Result<(u16, Value), ApiError> {
     let options = delete_options(call, bytes)?;
-    let (labels, fields) = selectors(call)?;
+    let scope = scope(call)?;
     let mut state = inner.state.lock().expect("state lock");
-    let chosen: Vec<Value> = selected(&state, call, &labels, &fields).cloned().collect();
+    let chosen: Vec<Value> = stored(&state, call).filter(|object| scope.selects(object)).cloned().collect();
     let mut items = Vec::new();
     for old in &chosen {
         let (_, object) = delete_one(&mut state, call, old, &options);

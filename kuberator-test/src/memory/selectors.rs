@@ -169,3 +169,22 @@ impl FieldSelector {
         })
     }
 }
+
+/// What a list, a watch or a deletecollection selects: one namespace (or all) and the
+/// request's selectors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    pub(crate) namespace: Option<String>,
+    pub(crate) labels: LabelSelector,
+    pub(crate) fields: FieldSelector,
+}
+
+impl Scope {
+    pub(crate) fn selects(&self, object: &Value) -> bool {
+        let namespace_matches = self
+            .namespace
+            .as_deref()
+            .is_none_or(|namespace| object["metadata"]["namespace"].as_str() == Some(namespace));
+        namespace_matches && self.labels.matches(object) && self.fields.matches(object)
+    }
+}

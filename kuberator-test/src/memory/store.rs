@@ -15,8 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::resources;
 use super::resources::ResourceType;
-use super::selectors::FieldSelector;
-use super::selectors::LabelSelector;
+use super::selectors::Scope;
 
 /// Where CustomResourceDefinitions are stored.
 pub(crate) const CRDS: &str = "apiextensions.k8s.io/customresourcedefinitions";
@@ -60,30 +59,20 @@ pub(crate) struct Change {
 /// An open watch.
 pub(crate) struct Watcher {
     pub(crate) storage: String,
-    pub(crate) namespace: Option<String>,
-    pub(crate) labels: LabelSelector,
-    pub(crate) fields: FieldSelector,
+    pub(crate) scope: Scope,
     pub(crate) resource: ResourceType,
     pub(crate) sender: UnboundedSender<Value>,
 }
 
 impl Watcher {
-    pub(crate) fn selects(&self, object: &Value) -> bool {
-        let namespace_matches = self
-            .namespace
-            .as_deref()
-            .is_none_or(|namespace| object["metadata"]["namespace"].as_str() == Some(namespace));
-        namespace_matches && self.labels.matches(object) && self.fields.matches(object)
-    }
-
     /// The event this watch sees for `change`, if any: an object entering its selection is
     /// ADDED, one leaving it DELETED, as the real server's watch cache does.
     pub(crate) fn event_for(&self, change: &Change) -> Option<Value> {
         if change.storage != self.storage {
             return None;
         }
-        let now = self.selects(&change.object);
-        let before = change.old.as_ref().is_some_and(|old| self.selects(old));
+        let now = self.scope.selects(&change.object);
+        let before = change.old.as_ref().is_some_and(|old| self.scope.selects(old));
         let kind = match (change.kind, before, now) {
             (ChangeKind::Deleted, _, true) => ChangeKind::Deleted,
             (ChangeKind::Added, _, true) => ChangeKind::Added,
