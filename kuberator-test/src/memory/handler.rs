@@ -8,6 +8,7 @@ use http::Method;
 use http::Request;
 use http::Response;
 use http::StatusCode;
+use http_body_util::BodyExt as _;
 use serde_json::Value;
 use serde_json::json;
 
@@ -124,8 +125,19 @@ fn parse_target(path: &str) -> Option<Target> {
     Some(target)
 }
 
+/// Answers one request, whatever its body type: the in-process service and the HTTPS
+/// server both come in here.
+pub(crate) async fn handle_request<B: hyper::body::Body>(
+    inner: Arc<Inner>,
+    request: Request<B>,
+) -> Response<ResponseBody> {
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
+    handle(inner, Request::from_parts(parts, bytes)).await
+}
+
 /// Answers one request.
-pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Response<ResponseBody> {
+async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Response<ResponseBody> {
     let (parts, bytes) = request.into_parts();
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
@@ -550,7 +562,7 @@ fn conform(call: &Call<'_>, object: &mut Value) -> Result<(), ApiError> {
 }
 
 fn stored_shape(call: &Call<'_>, object: Value) -> Value {
-    if call.resource.group == "events.k8s.io" { store::event_to_core(&object) } else { object }
+    if call.resource.group == "events.k8s.io" { store::rename_event_fields(object, true) } else { object }
 }
 
 fn create(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value), ApiError> {

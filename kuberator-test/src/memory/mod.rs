@@ -43,10 +43,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
 use http::Request;
 use http::Response;
-use http_body_util::BodyExt as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -347,12 +345,7 @@ async fn accept(listener: TcpListener, acceptor: TlsAcceptor, inner: std::sync::
             let Ok(stream) = acceptor.accept(stream).await else { return };
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let inner = Arc::clone(&inner);
-                async move {
-                    let (parts, body) = request.into_parts();
-                    let bytes: Bytes =
-                        body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
-                    Ok::<_, Infallible>(handler::handle(inner, Request::from_parts(parts, bytes)).await)
-                }
+                async move { Ok::<_, Infallible>(handler::handle_request(inner, request).await) }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -374,11 +367,7 @@ impl tower::Service<Request<kube::client::Body>> for InProcess {
 
     fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
         let inner = Arc::clone(&self.0);
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
-            Ok(handler::handle(inner, Request::from_parts(parts, bytes)).await)
-        })
+        Box::pin(async move { Ok(handler::handle_request(inner, request).await) })
     }
 }
 

@@ -260,15 +260,6 @@ impl State {
         self.resource_version += 1;
     }
 
-    fn find_uid(&self, uid: &str) -> Option<(String, Value)> {
-        self.objects.iter().find_map(|(storage, objects)| {
-            objects
-                .values()
-                .find(|object| object["metadata"]["uid"] == uid)
-                .map(|object| (storage.clone(), object.clone()))
-        })
-    }
-
     /// Deletes `object` as a controller would: marks it when finalizers hold it, removes it
     /// otherwise. Returns whether anything changed.
     pub(crate) fn delete_object(&mut self, storage: &str, object: &Value, now: &str) -> bool {
@@ -447,12 +438,6 @@ impl State {
             self.commit_remove(storage, &namespace, &name);
         }
     }
-
-    /// The owner of `uid`, if it exists (used by tests of GC).
-    #[allow(dead_code)]
-    pub(crate) fn owner(&self, uid: &str) -> Option<(String, Value)> {
-        self.find_uid(uid)
-    }
 }
 
 pub(crate) fn key_of(object: &Value) -> (String, String) {
@@ -543,7 +528,7 @@ pub(crate) fn timestamp() -> String {
 pub(crate) fn present(resource: &ResourceType, object: &Value) -> Value {
     let mut shown = object.clone();
     if resource.group == "events.k8s.io" {
-        shown = event_to_new(&shown);
+        shown = rename_event_fields(shown, false);
     }
     shown["apiVersion"] = json!(resource.api_version());
     shown["kind"] = json!(resource.kind);
@@ -560,25 +545,14 @@ const EVENT_FIELDS: &[(&str, &str)] = &[
     ("reportingComponent", "reportingController"),
 ];
 
-fn event_to_new(event: &Value) -> Value {
-    let mut event = event.clone();
+/// Renames an Event's fields between the core shape it is stored in and the
+/// `events.k8s.io/v1` shape (`to_core` says which way).
+pub(crate) fn rename_event_fields(mut event: Value, to_core: bool) -> Value {
     if let Some(fields) = event.as_object_mut() {
         for (core, new) in EVENT_FIELDS {
-            if let Some(value) = fields.remove(*core) {
-                fields.insert((*new).to_string(), value);
-            }
-        }
-    }
-    event
-}
-
-/// An `events.k8s.io/v1` Event in the core shape it is stored in.
-pub(crate) fn event_to_core(event: &Value) -> Value {
-    let mut event = event.clone();
-    if let Some(fields) = event.as_object_mut() {
-        for (core, new) in EVENT_FIELDS {
-            if let Some(value) = fields.remove(*new) {
-                fields.insert((*core).to_string(), value);
+            let (from, to) = if to_core { (new, core) } else { (core, new) };
+            if let Some(value) = fields.remove(*from) {
+                fields.insert((*to).to_string(), value);
             }
         }
     }
