@@ -719,8 +719,8 @@ fn register(state: &mut State, crd: &Value) {
     state.types.extend(defined);
 }
 
-fn update(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value), ApiError> {
-    check_kind(call, &object)?;
+/// The object in a PUT or an apply must be the one the URL names.
+fn check_body_name(call: &Call<'_>, object: &Value) -> Result<(), ApiError> {
     let body_name = object["metadata"]["name"].as_str().unwrap_or_default();
     if body_name != call.name {
         return Err(ApiError::bad_request(format!(
@@ -728,6 +728,22 @@ fn update(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value),
             call.name
         )));
     }
+    Ok(())
+}
+
+/// A write that names a resourceVersion must name the current one: `409 Conflict` otherwise.
+fn check_version(call: &Call<'_>, object: &Value, old: &Value) -> Result<(), ApiError> {
+    match object["metadata"]["resourceVersion"].as_str().filter(|version| !version.is_empty()) {
+        Some(version) if Some(version) != old["metadata"]["resourceVersion"].as_str() => {
+            Err(ApiError::conflict(call.resource, &call.name))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn update(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value), ApiError> {
+    check_kind(call, &object)?;
+    check_body_name(call, &object)?;
     let mut object = object;
     place(call, &mut object)?;
     let mut state = inner.state.lock().expect("state lock");
@@ -735,21 +751,18 @@ fn update(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value),
         .get(&call.resource.storage, &call.namespace, &call.name)
         .cloned()
         .ok_or_else(|| ApiError::not_found(call.resource, &call.name))?;
-    match object["metadata"]["resourceVersion"].as_str().filter(|version| !version.is_empty()) {
-        Some(version) if Some(version) != old["metadata"]["resourceVersion"].as_str() => {
-            return Err(ApiError::conflict(call.resource, &call.name));
-        }
-        None if !call.resource.unconditional_update => {
-            return Err(ApiError::invalid(
-                call.resource,
-                &call.name,
-                &[(
-                    "metadata.resourceVersion".into(),
-                    "Invalid value: 0: must be specified for an update".into(),
-                )],
-            ));
-        }
-        _ => {}
+    check_version(call, &object, &old)?;
+    if !call.resource.unconditional_update
+        && object["metadata"]["resourceVersion"].as_str().is_none_or(str::is_empty)
+    {
+        return Err(ApiError::invalid(
+            call.resource,
+            &call.name,
+            &[(
+                "metadata.resourceVersion".into(),
+                "Invalid value: 0: must be specified for an update".into(),
+            )],
+        ));
     }
     let object = stored_shape(call, object);
     write(&mut state, call, &old, object, Record::Update)
@@ -937,13 +950,7 @@ fn patch(
             ));
         }
         check_kind(call, &body)?;
-        let body_name = body["metadata"]["name"].as_str().unwrap_or_default();
-        if body_name != call.name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({})",
-                call.name
-            )));
-        }
+        check_body_name(call, &body)?;
         let mut config = stored_shape(call, body);
         place(call, &mut config)?;
         let api_version = call.resource.api_version();
@@ -968,18 +975,13 @@ fn patch(
             let (code, object) = create_in(&mut state, call, created, Some(managed))?;
             return Ok((code, object));
         };
-        if let Some(version) = config["metadata"]["resourceVersion"].as_str()
-            && Some(version) != old["metadata"]["resourceVersion"].as_str()
-        {
-            return Err(ApiError::conflict(call.resource, &call.name));
-        }
+        check_version(call, &config, &old)?;
         let applied = patch::apply(&old, &config, &applier)
             .map_err(|conflicts| ApiError::apply_conflicts(call.resource, &call.name, &conflicts))?;
         return write(&mut state, call, &old, applied, Record::Applied);
     }
     let old = old.ok_or_else(|| ApiError::not_found(call.resource, &call.name))?;
-    let shown = present(call.resource, &old);
-    let mut new = shown.clone();
+    let mut new = present(call.resource, &old);
     match media {
         "application/merge-patch+json" => patch::merge(&mut new, &body),
         "application/strategic-merge-patch+json" => patch::strategic(&mut new, &body),
@@ -1005,14 +1007,9 @@ fn patch(
             }
         }
     }
-    if new["metadata"]["resourceVersion"] != shown["metadata"]["resourceVersion"]
-        && new["metadata"]["resourceVersion"].as_str().is_some_and(|version| !version.is_empty())
-    {
-        return Err(ApiError::conflict(call.resource, &call.name));
-    }
+    check_version(call, &new, &old)?;
     let new = stored_shape(call, new);
-    let old_stored = old;
-    write(&mut state, call, &old_stored, new, Record::Update)
+    write(&mut state, call, &old, new, Record::Update)
 }
 
 fn delete_options(call: &Call<'_>, bytes: &Bytes) -> Result<Value, ApiError> {
