@@ -531,12 +531,16 @@ pub(crate) async fn run_kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str]
 }
 
 /// A `kubectl`: the one built beside the control plane (built now if it is not yet, which
-/// needs Go), or else the one on `PATH`.
+/// needs Go), or else the one on `PATH`. Found once per process: finding it runs the build
+/// script.
 pub(crate) fn kubectl_binary() -> PathBuf {
-    match binaries() {
-        Ok(dir) if dir.join("kubectl").exists() => dir.join("kubectl"),
-        _ => PathBuf::from("kubectl"),
-    }
+    static KUBECTL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KUBECTL
+        .get_or_init(|| match binaries() {
+            Ok(dir) if dir.join("kubectl").exists() => dir.join("kubectl"),
+            _ => PathBuf::from("kubectl"),
+        })
+        .clone()
 }
 
 fn binaries() -> Result<PathBuf, Error> {
