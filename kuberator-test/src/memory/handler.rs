@@ -18,8 +18,8 @@ use super::body;
 use super::body::ResponseBody;
 use super::discovery;
 use super::patch;
-use super::patch::Applier;
 use super::patch::Part;
+use super::patch::Writer;
 use super::resources;
 use super::resources::ResourceType;
 use super::schema;
@@ -205,6 +205,7 @@ async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Response<Response
         part,
         query: &query,
         manager,
+        api_version: resource.api_version(),
         now: store::timestamp(),
     };
 
@@ -242,12 +243,26 @@ struct Call<'a> {
     part: Part,
     query: &'a Query,
     manager: String,
+    /// The resource's `apiVersion`, as field ownership records it.
+    api_version: String,
     now: String,
 }
 
 impl Call<'_> {
     fn dry_run(&self) -> bool {
         self.query.get("dryRun") == Some("All")
+    }
+
+    /// This request's field manager, writing `part` (forcing conflicts if `force`).
+    fn writer(&self, part: Part, force: bool) -> Writer<'_> {
+        Writer {
+            manager: &self.manager,
+            api_version: &self.api_version,
+            subresource: (self.part == Part::Status).then_some("status"),
+            time: &self.now,
+            force,
+            part,
+        }
     }
 }
 
@@ -641,15 +656,7 @@ fn create_in(
     }
     match applied {
         Some(managed) => object["metadata"]["managedFields"] = managed,
-        None => patch::record_update(
-            &json!({}),
-            &mut object,
-            &call.manager,
-            &call.resource.api_version(),
-            None,
-            &call.now,
-            Part::Everything,
-        ),
+        None => patch::record_update(&json!({}), &mut object, &call.writer(Part::Everything, false)),
     }
     if call.resource.storage == store::CRDS {
         establish(&mut object);
@@ -881,7 +888,6 @@ fn write(
         }
     }
     if matches!(record, Record::Update) {
-        let subresource = (call.part == Part::Status).then_some("status");
         let part = if call.part == Part::Status { Part::Status } else { Part::Everything };
         new["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
         if new["metadata"]["managedFields"].is_null()
@@ -889,15 +895,7 @@ fn write(
         {
             metadata.remove("managedFields");
         }
-        patch::record_update(
-            old,
-            &mut new,
-            &call.manager,
-            &call.resource.api_version(),
-            subresource,
-            &call.now,
-            part,
-        );
+        patch::record_update(old, &mut new, &call.writer(part, false));
     }
     if new == *old {
         return Ok((200, present(call.resource, old)));
@@ -953,15 +951,7 @@ fn patch(
         check_body_name(call, &body)?;
         let mut config = stored_shape(call, body);
         place(call, &mut config)?;
-        let api_version = call.resource.api_version();
-        let applier = Applier {
-            manager: &call.manager,
-            api_version: &api_version,
-            subresource: (call.part == Part::Status).then_some("status"),
-            time: &call.now,
-            force: call.query.flag("force"),
-            part: call.part,
-        };
+        let applier = call.writer(call.part, call.query.flag("force"));
         let Some(old) = old else {
             if call.part == Part::Status {
                 return Err(ApiError::not_found(call.resource, &call.name));
@@ -970,7 +960,7 @@ fn patch(
             let mut created = patch::apply(&json!({}), &config, &applier)
                 .map_err(|conflicts| ApiError::apply_conflicts(call.resource, &call.name, &conflicts))?;
             let managed = created["metadata"]["managedFields"].clone();
-            created["apiVersion"] = json!(api_version);
+            created["apiVersion"] = json!(call.api_version);
             created["kind"] = json!(call.resource.kind);
             let (code, object) = create_in(&mut state, call, created, Some(managed))?;
             return Ok((code, object));

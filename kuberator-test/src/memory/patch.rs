@@ -1,7 +1,6 @@
 //! Patches: JSON merge (RFC 7386), JSON (RFC 6902), strategic merge for the built-in kinds,
 //! and server-side apply with its field ownership (`managedFields`).
 
-use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use serde_json::Map;
@@ -127,7 +126,7 @@ fn merge_list(mut current: Vec<Value>, patch: &[Value], key: &str) -> Vec<Value>
 }
 
 /// The leaf paths of `value` that field ownership tracks: every scalar, every list (lists
-/// are atomic here), every empty object. `skip` says which top-level keys are not tracked.
+/// are atomic here), every empty object.
 pub(crate) fn leaves(value: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
     match value {
         Value::Object(fields) if !fields.is_empty() => {
@@ -302,8 +301,9 @@ pub(crate) fn store_managed(object: &mut Value, entries: &[Managed]) {
     }
 }
 
-/// What an apply is: who, for which version and subresource, when.
-pub(crate) struct Applier<'a> {
+/// Who writes, for which version and subresource, when, which part of the object it may
+/// change, and (for an apply) whether it forces conflicts.
+pub(crate) struct Writer<'a> {
     pub(crate) manager: &'a str,
     pub(crate) api_version: &'a str,
     pub(crate) subresource: Option<&'a str>,
@@ -315,7 +315,7 @@ pub(crate) struct Applier<'a> {
 /// Server-side apply of `config` onto `live` (an empty object when creating). Returns the
 /// new object, or the conflicts `(manager, field)` when another manager owns a field with a
 /// different value and `force` is off.
-pub(crate) fn apply(live: &Value, config: &Value, who: &Applier<'_>) -> Result<Value, Vec<(String, String)>> {
+pub(crate) fn apply(live: &Value, config: &Value, who: &Writer<'_>) -> Result<Value, Vec<(String, String)>> {
     let applied = tracked(config, who.part);
     let mut entries = managed(live);
     let mut conflicts = Vec::new();
@@ -413,15 +413,8 @@ fn apply_merge(target: &mut Value, config: &Value) {
 
 /// Records an update (create, PUT or a non-apply patch) by `manager`: the fields it changed
 /// become its own and stop being anyone else's; fields that went away stop being owned.
-pub(crate) fn record_update(
-    old: &Value,
-    new: &mut Value,
-    manager: &str,
-    api_version: &str,
-    subresource: Option<&str>,
-    time: &str,
-    part: Part,
-) {
+pub(crate) fn record_update(old: &Value, new: &mut Value, who: &Writer<'_>) {
+    let Writer { manager, api_version, subresource, time, part, .. } = *who;
     let before = tracked(old, part);
     let after = tracked(new, part);
     let changed: BTreeSet<Path> =
@@ -455,10 +448,10 @@ pub(crate) fn record_update(
     store_managed(new, &entries);
 }
 
-/// Owners per field, for tests and debugging.
-#[allow(dead_code)]
-pub(crate) fn owners(object: &Value) -> BTreeMap<Path, Vec<String>> {
-    let mut owners: BTreeMap<Path, Vec<String>> = BTreeMap::new();
+/// Owners per field.
+#[cfg(test)]
+fn owners(object: &Value) -> std::collections::BTreeMap<Path, Vec<String>> {
+    let mut owners = std::collections::BTreeMap::<Path, Vec<String>>::new();
     for entry in managed(object) {
         for path in entry.fields {
             owners.entry(path).or_default().push(entry.manager.clone());
@@ -471,8 +464,8 @@ pub(crate) fn owners(object: &Value) -> BTreeMap<Path, Vec<String>> {
 mod tests {
     use super::*;
 
-    fn applier(manager: &str, force: bool) -> Applier<'_> {
-        Applier { manager, api_version: "v1", subresource: None, time: "t", force, part: Part::Everything }
+    fn applier(manager: &str, force: bool) -> Writer<'_> {
+        Writer { manager, api_version: "v1", subresource: None, time: "t", force, part: Part::Everything }
     }
 
     #[test]
