@@ -122,11 +122,7 @@ fn group_list(types: &[ResourceType]) -> Value {
 fn openapi_root(types: &[ResourceType]) -> Value {
     let mut paths = serde_json::Map::new();
     for resource in types {
-        let path = if resource.group.is_empty() {
-            format!("api/{}", resource.version)
-        } else {
-            format!("apis/{}/{}", resource.group, resource.version)
-        };
+        let path = resource.group_version_path();
         paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}")}));
     }
     json!({"paths": paths})
@@ -135,15 +131,10 @@ fn openapi_root(types: &[ResourceType]) -> Value {
 /// A small OpenAPI v3 document for one group version: every resource's paths, with the
 /// `fieldValidation` parameter that tells `kubectl` the server validates fields itself.
 fn openapi_document(types: &[ResourceType], group_version: &str) -> Value {
-    let group_version = group_version.split('?').next().unwrap_or_default();
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
     for resource in types {
-        let prefix = if resource.group.is_empty() {
-            format!("api/{}", resource.version)
-        } else {
-            format!("apis/{}/{}", resource.group, resource.version)
-        };
+        let prefix = resource.group_version_path();
         if prefix != group_version {
             continue;
         }
