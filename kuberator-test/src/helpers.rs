@@ -405,6 +405,9 @@ where
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
+    // TLS may hold the request back until flushed (it did under load, and the server's header
+    // timeout then closed the connection).
+    stream.flush().await?;
     let mut response = Vec::new();
     // A TLS peer may close without close_notify once it has answered; what came is the answer.
     if let Err(error) = stream.read_to_end(&mut response).await

@@ -367,3 +367,137 @@ async fn secure_metrics_answer_only_callers_the_api_server_authorizes() {
     drop(replica);
     test.cleanup().await;
 }
+
+/// The operator's resident memory, from `/proc`.
+fn rss_kib(replica: &Replica) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", replica.child.id())).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// TokenReviews the API server has answered since it started, from its own metrics.
+async fn token_reviews(client: &kube::Client) -> f64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = client.request_text(request).await.unwrap();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("apiserver_request_total{") && line.contains("resource=\"tokenreviews\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `GET /metrics` over HTTPS with each token, `at_once` at a time; what each got (or 0 when
+/// the connection was cut, as it is for a request whose headers are too large).
+async fn scrape_with(replica: &Replica, tokens: Vec<String>, at_once: usize) -> Vec<u16> {
+    use futures::StreamExt as _;
+    let address = replica.metrics;
+    futures::stream::iter(tokens)
+        .map(|token| async move {
+            match kuberator_test::https_get(address, "/metrics", Some(&token)).await {
+                Ok((status, _)) => status,
+                Err(error) => {
+                    if token.len() < 16 * 1024 {
+                        eprintln!("a scrape with a {} byte token failed: {error}", token.len());
+                    }
+                    0
+                }
+            }
+        })
+        .buffer_unordered(at_once)
+        .collect()
+        .await
+}
+
+/// A hostile caller on both ports, as issue 21's probe did it: thousands of distinct
+/// unauthenticated tokens (256 KiB ones, refused unread; 4 KiB ones, reviewed only within a
+/// rate) leave the operator's memory within a few MiB of where it was and the API server's
+/// TokenReview count bounded, while an authorized scraper keeps getting its metrics; a
+/// thousand connections that never send a byte are closed by the timeout, and `/readyz`
+/// answers within 100 ms all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_callers_neither_grow_memory_nor_flood_the_api_server_nor_starve_the_probes() {
+    let test = setup("hostile-metrics").await;
+    let printed = Command::new(OPERATOR).args(["rbac", "--namespace", &test.namespace]).output().unwrap();
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let reader =
+        text.split("\n---\n").find(|document| document.contains("name: baton-operator-metrics-reader"));
+    apply(&test, reader.expect("the reader ClusterRole")).await;
+    let replica = Replica::spawn_secure(&test, "hostile", &test.kubeconfig, &[]);
+    replica.wait_ready().await;
+    let scraper = reader_token(&test, "scraper").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape_with(&replica, vec![scraper.clone()], 1).await != [200] {
+        assert!(Instant::now() < deadline, "the scraper never got /metrics:\n{}", replica.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Settled: a few scrapes and probes first, so that buffers and caches exist.
+    for _ in 0..20 {
+        scrape_with(&replica, vec![scraper.clone(), "warm-up".to_owned()], 2).await;
+    }
+    let rss_before = rss_kib(&replica);
+    let reviews_before = token_reviews(&test.client).await;
+    let started = Instant::now();
+
+    let large: Vec<String> = (0..1100).map(|n| format!("{n:06}{}", "x".repeat(256 * 1024))).collect();
+    let statuses = scrape_with(&replica, large, 16).await;
+    assert!(statuses.iter().all(|status| [0, 401, 431].contains(status)), "{statuses:?}");
+    let small: Vec<String> = (0..2000).map(|n| format!("{n:06}{}", "y".repeat(4 * 1024))).collect();
+    let statuses = scrape_with(&replica, small, 16).await;
+    let busy = statuses.iter().filter(|status| **status == 429).count();
+    assert!(statuses.iter().all(|status| [401, 429].contains(status)), "{statuses:?}");
+    assert!(busy > 0, "over the strangers' rate, callers are told to wait");
+    assert_eq!(
+        scrape_with(&replica, vec![scraper.clone()], 1).await,
+        [200],
+        "the scraper is never locked out"
+    );
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let reviews = token_reviews(&test.client).await - reviews_before;
+    let rss_after = rss_kib(&replica);
+    eprintln!(
+        "hostile tokens: 1100 × 256 KiB and 2000 × 4 KiB in {elapsed:.1} s; {busy} answered 429; TokenReviews \
+         {reviews}; RSS {rss_before} KiB before, {rss_after} KiB after"
+    );
+    // 20 at once, then 5 a second; the other tests in this binary review a few tokens too.
+    assert!(reviews <= 20.0 + 5.0 * (elapsed + 1.0) + 10.0, "{reviews} TokenReviews in {elapsed:.1} s");
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB\n{}",
+        replica.log()
+    );
+
+    // A thousand connections that never send a byte, to the probes' port.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(replica.health).await.unwrap());
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let answer = replica.get("/readyz").await;
+        slowest = slowest.max(asked.elapsed());
+        assert_eq!(answer.map(|(status, _)| status), Some(200));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(slowest < Duration::from_millis(100), "/readyz took {slowest:?} beside 1000 idle connections");
+    // Each is closed: the newest 256 by the 10 s header timeout, the rest as newer ones took
+    // their places.
+    let closed = futures::future::join_all(idle.iter_mut().map(|stream| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut byte = [0_u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(15), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }))
+    .await;
+    let open = closed.iter().filter(|closed| !**closed).count();
+    assert_eq!(open, 0, "{open} of 1000 idle connections still open after 15 s");
+    eprintln!("1000 idle connections: /readyz answered in at most {slowest:?}; all closed within 15 s");
+
+    drop(replica);
+    test.cleanup().await;
+}

@@ -92,6 +92,13 @@ struct TelemetryArgs {
     #[arg(long, env = "KUBERATOR_METRICS_CERT_DIR", global = true)]
     metrics_cert_dir: Option<std::path::PathBuf>,
 
+    /// Accept on /metrics only tokens meant for this audience (repeat for several), as
+    /// kube-rbac-proxy's --auth-token-audiences; the scraper then sends a projected
+    /// ServiceAccount token with that audience [default: tokens meant for the API server, which
+    /// a Prometheus in the cluster sends]
+    #[arg(long, env = "KUBERATOR_METRICS_AUDIENCE", value_delimiter = ',', global = true)]
+    metrics_audience: Vec<String>,
+
     /// Where to serve /healthz and /readyz, in plain HTTP for the kubelet's probes
     #[arg(long, env = "KUBERATOR_HEALTH_ADDRESS", default_value = "0.0.0.0:8081", global = true)]
     health_address: std::net::SocketAddr,
@@ -104,6 +111,7 @@ impl TelemetryArgs {
         client: &Client,
     ) -> anyhow::Result<(crate::telemetry::Telemetry, crate::telemetry::Telemetry)> {
         use crate::telemetry::MetricsAccess;
+        use crate::telemetry::SecureMetrics;
         use crate::telemetry::TlsIdentity;
         let health = crate::telemetry::serve_health(self.health_address).await.with_context(|| {
             format!(
@@ -118,7 +126,9 @@ impl TelemetryArgs {
                 Some(dir) => TlsIdentity::from_dir(dir).context("check --metrics-cert-dir")?,
                 None => TlsIdentity::self_signed()?,
             };
-            MetricsAccess::Secure { client: client.clone(), identity }
+            MetricsAccess::Secure(
+                SecureMetrics::new(client.clone(), identity).audiences(self.metrics_audience.iter().cloned()),
+            )
         };
         let metrics =
             crate::telemetry::serve_metrics(self.metrics_address, access).await.with_context(|| {
@@ -451,14 +461,22 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
 }
 
 fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     let filter = log_filter(filter)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = colour(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     // An application that set up tracing itself keeps its own.
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     Ok(())
+}
+
+/// Whether log lines carry colours: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>). A file or a pipe gets plain text.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// The tracing filter for `--log`. Filters match target prefixes, so a directive meant for kube's
@@ -487,6 +505,14 @@ fn log_filter(filter: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())), "an empty NO_COLOR is unset");
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None), "a file or a pipe");
+    }
 
     /// What `filter` lets through of an INFO line of Kuberator and of kube's runtime.
     fn logged(filter: &str) -> (bool, bool) {

@@ -60,4 +60,6 @@ pub use self::metrics::shutting_down;
 pub use self::server::Telemetry;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
-pub use self::server::{MetricsAccess, TlsError, TlsIdentity, serve, serve_health, serve_metrics};
+pub use self::server::{
+    MetricsAccess, SecureMetrics, TlsError, TlsIdentity, serve, serve_health, serve_metrics,
+};

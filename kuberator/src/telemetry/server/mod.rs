@@ -2,16 +2,14 @@
 //! either in plain HTTP to anyone ([`serve`], [`MetricsAccess::Open`]) or over HTTPS to the
 //! callers the API server vouches for ([`MetricsAccess::Secure`]).
 
-use std::collections::HashMap;
+mod connections;
+mod review;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::PoisonError;
-use std::time::Duration;
-use std::time::Instant;
 
 use http_body_util::Full;
 use hyper::Request;
@@ -22,23 +20,24 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::authentication::v1::TokenReview;
-use k8s_openapi::api::authentication::v1::TokenReviewSpec;
-use k8s_openapi::api::authorization::v1::NonResourceAttributes;
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::authorization::v1::SubjectAccessReviewSpec;
-use kube::Api;
+use hyper_util::rt::TokioTimer;
 use kube::Client;
-use kube::api::PostParams;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject as _;
 use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
+
+use self::connections::AcceptBackoff;
+use self::connections::Connections;
+use self::connections::Limits;
+use self::review::Reviewer;
+use self::review::Verdict;
 
 /// A running endpoint; it stops when dropped.
 #[derive(Debug)]
@@ -61,6 +60,8 @@ impl Drop for Telemetry {
 }
 
 /// Who may read `/metrics`.
+#[derive(Debug)]
+#[non_exhaustive]
 pub enum MetricsAccess {
     /// Anyone who can reach the port, in plain HTTP: for a local run, or behind a proxy of
     /// your own.
@@ -68,26 +69,63 @@ pub enum MetricsAccess {
     /// Over HTTPS, only callers whose bearer token the API server authenticates
     /// (TokenReview) and who may `get` the non-resource URL `/metrics`
     /// (SubjectAccessReview): the way controller-runtime's secure metrics filter works.
-    /// Answers are remembered for a minute per token, so a scrape every few seconds costs the
-    /// API server two calls a minute.
-    Secure {
-        /// To ask the API server; the operator's own client. It needs `create` on
-        /// `tokenreviews` (group `authentication.k8s.io`) and `subjectaccessreviews` (group
-        /// `authorization.k8s.io`); the derived operator's `rbac` subcommand prints them.
-        client: Client,
-        /// The certificate it serves.
-        identity: TlsIdentity,
-    },
+    Secure(SecureMetrics),
 }
 
-impl std::fmt::Debug for MetricsAccess {
+/// `/metrics` over HTTPS for the callers the API server vouches for: see
+/// [`MetricsAccess::Secure`].
+///
+/// Answers are remembered for a minute per token (by its SHA-256; the token itself is never
+/// kept), so a scrape every few seconds costs the API server two calls a minute. What a
+/// hostile caller can make the operator hold or send is bounded:
+///
+/// - an `Authorization` header over 8 KiB is refused (401) unread, and a request's headers
+///   over 16 KiB are answered 431;
+/// - tokens the API server refused are remembered apart (at most 4096) from those it
+///   authenticated (at most 1024), so strangers cannot push a scraper's answer out;
+/// - concurrent requests with one token share one review;
+/// - tokens not seen authenticated in the last 15 minutes are reviewed at most 5 a second
+///   (bursts of 20); past that the caller gets `429 Too Many Requests` with `Retry-After`.
+///   A scraper's token, once authenticated, is never held back by strangers.
+///
+/// Each port, the probes' included, holds at most 256 connections (a new one takes the
+/// place of the one idle longest), closes a connection idle for 90 s, and gives a caller
+/// 10 s for its TLS handshake and 10 s for a request's headers; a failed `accept` (out of
+/// file descriptors) backs off up to a second instead of spinning.
+pub struct SecureMetrics {
+    client: Client,
+    identity: TlsIdentity,
+    audiences: Vec<String>,
+}
+
+impl SecureMetrics {
+    /// Checks callers with `client`, the operator's own. It needs `create` on `tokenreviews`
+    /// (group `authentication.k8s.io`) and `subjectaccessreviews` (group
+    /// `authorization.k8s.io`); the derived operator's `rbac` subcommand prints them. Serves
+    /// `identity`.
+    pub fn new(client: Client, identity: TlsIdentity) -> Self {
+        Self { client, identity, audiences: Vec::new() }
+    }
+
+    /// Accepts only tokens meant for one of `audiences` (TokenReview `spec.audiences`, as
+    /// kube-rbac-proxy's `--auth-token-audiences`). Default: none asked, so the API server
+    /// accepts tokens meant for itself, which is what a Prometheus in the cluster sends with
+    /// its ServiceAccount token. With an audience, a token sent to `/metrics` cannot be
+    /// replayed against the API server, but the scraper must mount a projected
+    /// ServiceAccount token for that audience (see the guide's metrics chapter).
+    #[must_use]
+    pub fn audiences(mut self, audiences: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+impl std::fmt::Debug for SecureMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Open => f.write_str("Open"),
-            Self::Secure { identity, .. } => {
-                f.debug_struct("Secure").field("identity", identity).finish_non_exhaustive()
-            }
-        }
+        f.debug_struct("SecureMetrics")
+            .field("identity", &self.identity)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
     }
 }
 
@@ -209,10 +247,10 @@ pub async fn serve_health(address: SocketAddr) -> io::Result<Telemetry> {
 pub async fn serve_metrics(address: SocketAddr, access: MetricsAccess) -> io::Result<Telemetry> {
     let endpoint = match access {
         MetricsAccess::Open => Endpoint { paths: METRICS, tls: None, reviewer: None },
-        MetricsAccess::Secure { client, identity } => Endpoint {
+        MetricsAccess::Secure(SecureMetrics { client, identity, audiences }) => Endpoint {
             paths: METRICS,
             tls: Some(identity.acceptor().map_err(io::Error::other)?),
-            reviewer: Some(Reviewer { client, remembered: Mutex::default() }),
+            reviewer: Some(Reviewer::new(client, audiences)),
         },
     };
     listen(address, Arc::new(endpoint)).await
@@ -230,17 +268,34 @@ async fn listen(address: SocketAddr, endpoint: Arc<Endpoint>) -> io::Result<Tele
     let scheme = if endpoint.tls.is_some() { "https" } else { "http" };
     let access = if endpoint.reviewer.is_some() { "to authorized callers" } else { "to anyone" };
     tracing::info!(%address, paths = %endpoint.paths.join(", "), "serving over {scheme} {access}");
+    let connections = Connections::new(Limits::DEFAULT);
     let task = tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff.succeeded();
+                    stream
+                }
+                Err(error) => {
+                    let delay = backoff.failed();
+                    tracing::warn!(%error, %address, "could not accept a connection; trying again in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            let Some(admitted) = connections.admit() else {
+                tracing::debug!(%address, "every connection is answering a request: a new one is closed");
+                continue;
+            };
             let endpoint = Arc::clone(&endpoint);
+            let limits = connections.limits();
             tokio::spawn(async move {
-                match &endpoint.tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => serve_connection(stream, endpoint).await,
-                        Err(error) => tracing::debug!(%error, "TLS handshake failed"),
-                    },
-                    None => serve_connection(stream, endpoint).await,
+                let connection = admitted.connection();
+                let served = accept(stream, Arc::clone(&endpoint), connection, limits);
+                tokio::select! {
+                    () = served => {}
+                    () = admitted.closed() => tracing::debug!("closed an idle telemetry connection"),
                 }
             });
         }
@@ -248,15 +303,48 @@ async fn listen(address: SocketAddr, endpoint: Arc<Endpoint>) -> io::Result<Tele
     Ok(Telemetry { address, task })
 }
 
-async fn serve_connection<S>(stream: S, endpoint: Arc<Endpoint>)
-where
+/// Serves one accepted connection: its TLS handshake first, if the port has TLS.
+async fn accept(
+    stream: TcpStream,
+    endpoint: Arc<Endpoint>,
+    connection: Arc<connections::Connection>,
+    limits: Limits,
+) {
+    let Some(acceptor) = &endpoint.tls else {
+        return serve_connection(stream, endpoint, connection, limits).await;
+    };
+    match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_connection(stream, endpoint, connection, limits).await,
+        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake took longer than {:?}", limits.handshake),
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    endpoint: Arc<Endpoint>,
+    connection: Arc<connections::Connection>,
+    limits: Limits,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| {
         let endpoint = Arc::clone(&endpoint);
-        async move { Ok::<_, Infallible>(endpoint.answer(&request).await) }
+        let busy = connection.request();
+        async move {
+            let response = endpoint.answer(&request).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
     });
-    if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_header_size(limits.header_bytes)
+        .max_buf_size(limits.header_bytes)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(error) = served {
         tracing::debug!(%error, "telemetry connection ended with an error");
     }
 }
@@ -270,12 +358,12 @@ impl Endpoint {
         }
         if let Some(reviewer) = &self.reviewer {
             let authorization = request.headers().get(hyper::header::AUTHORIZATION);
-            let refused = match reviewer.verdict(authorization.and_then(|value| value.to_str().ok())).await {
+            let refused = match reviewer.verdict(authorization.map(hyper::header::HeaderValue::as_bytes)).await {
                 Ok(Verdict::Allowed) => None,
                 Ok(Verdict::Unauthenticated) => Some((
                     StatusCode::UNAUTHORIZED,
                     "send `Authorization: Bearer <token>` with a token that the Kubernetes API server accepts, \
-                     such as a ServiceAccount's"
+                     such as a ServiceAccount's (at most 8 KiB)"
                         .to_owned(),
                 )),
                 Ok(Verdict::Forbidden { user }) => Some((
@@ -285,6 +373,15 @@ impl Endpoint {
                          operator's `rbac` subcommand prints a ClusterRole `<operator>-metrics-reader` that does)"
                     ),
                 )),
+                Ok(Verdict::Busy) => {
+                    let mut answer = response(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "text/plain",
+                        "too many new tokens to check with the API server; try again in a second".to_owned(),
+                    );
+                    answer.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+                    return answer;
+                }
                 Err(error) => {
                     tracing::warn!(
                         error = %error,
@@ -324,101 +421,6 @@ fn response(status: StatusCode, content_type: &str, body: String) -> Response<Fu
         .expect("a response of static parts is valid")
 }
 
-/// How long an answer about a token is remembered.
-const REMEMBER_FOR: Duration = Duration::from_secs(60);
-/// At most this many tokens are remembered; expired answers go first.
-const REMEMBER_AT_MOST: usize = 1024;
-
-/// What the API server said about a caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
-    Allowed,
-    /// No token, or one the API server does not accept.
-    Unauthenticated,
-    /// Authenticated as `user`, and not allowed to get `/metrics`.
-    Forbidden {
-        user: String,
-    },
-}
-
-/// Asks the API server who a bearer token belongs to and whether they may get `/metrics`,
-/// and remembers the answer for a while.
-struct Reviewer {
-    client: Client,
-    /// Per token: the verdict, and when it was given. Tokens stay in this process's memory
-    /// only, and are never logged.
-    remembered: Mutex<HashMap<String, (Verdict, Instant)>>,
-}
-
-impl Reviewer {
-    async fn verdict(&self, authorization: Option<&str>) -> Result<Verdict, kube::Error> {
-        let token = authorization
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty());
-        let Some(token) = token else { return Ok(Verdict::Unauthenticated) };
-        if let Some((verdict, at)) = self.remembered().get(token)
-            && at.elapsed() < REMEMBER_FOR
-        {
-            return Ok(verdict.clone());
-        }
-        let verdict = self.review(token).await?;
-        let mut remembered = self.remembered();
-        if remembered.len() >= REMEMBER_AT_MOST {
-            remembered.retain(|_, (_, at)| at.elapsed() < REMEMBER_FOR);
-            if remembered.len() >= REMEMBER_AT_MOST {
-                remembered.clear();
-            }
-        }
-        remembered.insert(token.to_owned(), (verdict.clone(), Instant::now()));
-        Ok(verdict)
-    }
-
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Verdict, Instant)>> {
-        self.remembered.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    async fn review(&self, token: &str) -> Result<Verdict, kube::Error> {
-        let review = TokenReview {
-            spec: TokenReviewSpec { token: token.to_owned(), ..TokenReviewSpec::default() },
-            ..TokenReview::default()
-        };
-        let reviewed =
-            Api::<TokenReview>::all(self.client.clone()).create(&PostParams::default(), &review).await?;
-        let status = reviewed.status.unwrap_or_default();
-        let Some(user) = status.user.filter(|_| status.authenticated == Some(true)) else {
-            tracing::debug!("a /metrics caller's token was not accepted by the API server");
-            return Ok(Verdict::Unauthenticated);
-        };
-        let access = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: user.username.clone(),
-                groups: user.groups,
-                uid: user.uid,
-                extra: user.extra,
-                non_resource_attributes: Some(NonResourceAttributes {
-                    path: Some("/metrics".to_owned()),
-                    verb: Some("get".to_owned()),
-                }),
-                ..SubjectAccessReviewSpec::default()
-            },
-            ..SubjectAccessReview::default()
-        };
-        let decided = Api::<SubjectAccessReview>::all(self.client.clone())
-            .create(&PostParams::default(), &access)
-            .await?;
-        let username = user.username.unwrap_or_default();
-        if decided.status.is_some_and(|status| status.allowed) {
-            tracing::debug!(user = %username, "allowed to get /metrics");
-            Ok(Verdict::Allowed)
-        } else {
-            tracing::debug!(user = %username, "not allowed to get /metrics");
-            Ok(Verdict::Forbidden { user: username })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,15 +445,5 @@ mod tests {
         let error = TlsIdentity::from_dir(&dir).unwrap_err().to_string();
         assert!(error.contains("tls.crt"), "{error}");
         TlsIdentity::self_signed().unwrap().acceptor().unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_caller_without_a_bearer_token_is_not_authenticated_and_nothing_is_asked() {
-        let reviewer =
-            Reviewer { client: crate::cache::test_support::offline_client(), remembered: Mutex::default() };
-        for header in [None, Some(""), Some("Basic dXNlcjpwYXNz"), Some("Bearer "), Some("Bearer")] {
-            assert_eq!(reviewer.verdict(header).await.unwrap(), Verdict::Unauthenticated, "{header:?}");
-        }
-        assert!(reviewer.remembered().is_empty());
     }
 }
