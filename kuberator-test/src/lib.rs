@@ -57,13 +57,17 @@ pub use crate::helpers::wait_for;
 pub use crate::helpers::wait_for_event;
 pub use crate::proxy::Proxy;
 
-/// Logs to stderr for tests and tools, at `info` or as `RUST_LOG` says; calling it again
-/// does nothing.
+/// Logs to stderr for tests and tools, at `info` or as `RUST_LOG` says, in colour only on a
+/// terminal and without `NO_COLOR`; calling it again does nothing.
 pub fn init_tracing() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi =
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_test_writer()
         .try_init();

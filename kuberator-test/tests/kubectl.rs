@@ -1,5 +1,6 @@
-//! The real `kubectl` against both servers: `apply --server-side`, `get`, `describe`,
-//! `events`, `wait` and `delete`, with the same output from each.
+//! The real `kubectl` against both servers: `create namespace`, `create configmap`, `create
+//! secret generic` and `create serviceaccount` (protobuf bodies), `apply --server-side`,
+//! `get`, `describe`, `events`, `wait` and `delete`, with the same output from each.
 
 use std::io::Write as _;
 
@@ -50,6 +51,27 @@ async fn flow(cluster: &TestCluster) {
             .unwrap_or_else(|error| panic!("on the {} server: {error}", cluster.kind()))
     };
     let args = |text: &str| -> Vec<String> { text.split_whitespace().map(str::to_string).collect() };
+
+    // The commands a new user types first: kubectl sends these bodies as protobuf.
+    let created = format!("{namespace}-created");
+    assert_eq!(
+        kubectl(args(&format!("create namespace {created}"))).await.trim(),
+        format!("namespace/{created} created")
+    );
+    let creations = [
+        ("create configmap settings --from-literal=mode=fast", "configmap/settings created"),
+        ("create secret generic login --from-literal=password=s3cr3t", "secret/login created"),
+        ("create serviceaccount robot", "serviceaccount/robot created"),
+    ];
+    for (command, said) in creations {
+        assert_eq!(kubectl(args(&format!("{command} -n {created}"))).await.trim(), said, "{command}");
+    }
+    let read = |what: &str, path: &str| args(&format!("get {what} -n {created} -o jsonpath={{{path}}}"));
+    assert_eq!(kubectl(read("configmap settings", ".data.mode")).await, "fast");
+    assert_eq!(kubectl(read("secret login", ".data.password")).await, "czNjcjN0", "base64 of s3cr3t");
+    assert_eq!(kubectl(read("secret login", ".type")).await, "Opaque");
+    assert_eq!(kubectl(read("serviceaccount robot", ".metadata.name")).await, "robot");
+    kuberator_test::delete_namespace(&client, &created).await.unwrap();
 
     let crd = file(CRD);
     let applied =

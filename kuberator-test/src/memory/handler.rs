@@ -20,6 +20,7 @@ use super::discovery;
 use super::patch;
 use super::patch::Part;
 use super::patch::Writer;
+use super::protobuf;
 use super::resources;
 use super::resources::ResourceType;
 use super::schema;
@@ -209,16 +210,19 @@ async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Response<Response
         now: store::timestamp(),
     };
 
-    let outcome = match verb {
-        Verb::Get | Verb::Any => get(&inner, &request),
-        Verb::List => return list(&inner, &request, &accept),
-        Verb::Watch => return watch(&inner, &request),
-        Verb::Create => parse_body(&bytes).and_then(|object| create(&inner, &request, object)),
-        Verb::Update => parse_body(&bytes).and_then(|object| update(&inner, &request, object)),
-        Verb::Patch => patch(&inner, &request, &header("content-type"), &bytes),
-        Verb::Delete => delete(&inner, &request, &bytes),
-        Verb::DeleteCollection => delete_collection(&inner, &request, &bytes),
-    };
+    let outcome =
+        match verb {
+            Verb::Get | Verb::Any => get(&inner, &request),
+            Verb::List => return list(&inner, &request, &accept),
+            Verb::Watch => return watch(&inner, &request),
+            Verb::Create => parse_object(&header("content-type"), &bytes)
+                .and_then(|object| create(&inner, &request, object)),
+            Verb::Update => parse_object(&header("content-type"), &bytes)
+                .and_then(|object| update(&inner, &request, object)),
+            Verb::Patch => patch(&inner, &request, &header("content-type"), &bytes),
+            Verb::Delete => delete(&inner, &request, &bytes),
+            Verb::DeleteCollection => delete_collection(&inner, &request, &bytes),
+        };
     match outcome {
         Ok((code, value)) => {
             if accept.contains("as=Table") && matches!(verb, Verb::Get) {
@@ -285,6 +289,20 @@ pub(crate) fn page_not_found() -> Response<ResponseBody> {
 
 pub(crate) fn error(failure: &ApiError) -> Response<ResponseBody> {
     json_response(failure.code, &failure.body())
+}
+
+/// The object of a create or update: JSON or YAML, or protobuf for the built-in kinds
+/// kubectl's `create` subcommands send that way (see [`protobuf`]).
+fn parse_object(content_type: &str, bytes: &Bytes) -> Result<Value, ApiError> {
+    if content_type.split(';').next().map(str::trim) != Some(protobuf::MEDIA_TYPE) {
+        return parse_body(bytes);
+    }
+    protobuf::decode(bytes).map_err(|unreadable| match unreadable {
+        protobuf::Unreadable::Malformed(_) => {
+            ApiError::bad_request(format!("the object provided is unrecognized: {unreadable}"))
+        }
+        _ => ApiError::new(415, "UnsupportedMediaType", unreadable.to_string()),
+    })
 }
 
 fn parse_body(bytes: &Bytes) -> Result<Value, ApiError> {
@@ -580,6 +598,29 @@ fn stored_shape(call: &Call<'_>, object: Value) -> Value {
     if call.resource.group == "events.k8s.io" { store::rename_event_fields(object, true) } else { object }
 }
 
+/// What the real server does to a new Secret: `type` defaults to `Opaque`, and `stringData`
+/// is written into `data` (base64), which it overrides.
+fn secret_defaults(call: &Call<'_>, object: &mut Value) {
+    use base64::Engine as _;
+    if call.resource.group != "" || call.resource.plural != "secrets" {
+        return;
+    }
+    if object["type"].as_str().is_none_or(str::is_empty) {
+        object["type"] = json!("Opaque");
+    }
+    let Some(Value::Object(strings)) = object.as_object_mut().and_then(|object| object.remove("stringData"))
+    else {
+        return;
+    };
+    if !object["data"].is_object() {
+        object["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_str().unwrap_or_default());
+        object["data"][key] = json!(encoded);
+    }
+}
+
 fn create(inner: &Inner, call: &Call<'_>, object: Value) -> Result<(u16, Value), ApiError> {
     let mut state = inner.state.lock().expect("state lock");
     create_in(&mut state, call, object, None)
@@ -598,6 +639,7 @@ fn create_in(
         object["metadata"] = json!({});
     }
     place(call, &mut object)?;
+    secret_defaults(call, &mut object);
 
     if call.resource.namespaced {
         let namespaces = state.resource("", "v1", "namespaces").expect("built in");

@@ -23,6 +23,7 @@ mod body;
 mod discovery;
 mod handler;
 mod patch;
+mod protobuf;
 mod resources;
 mod schema;
 mod selectors;

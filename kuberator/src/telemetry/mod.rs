@@ -21,6 +21,36 @@
 //! over HTTPS to callers the API server authenticates and authorizes, or in plain HTTP to
 //! anyone with `--metrics-insecure`.
 //!
+//! # Who may scrape, and what a hostile caller can do
+//!
+//! Over HTTPS, a caller needs a bearer token the API server authenticates (TokenReview) and
+//! `get` on the non-resource URL `/metrics` (SubjectAccessReview). What a caller can make the
+//! operator hold or send is bounded, whoever it is: see [`SecureMetrics`] for the numbers.
+//!
+//! By default any token the API server accepts for itself will do: that is what a Prometheus
+//! in the cluster sends (`authorization.credentials_file:
+//! /var/run/secrets/kubernetes.io/serviceaccount/token`). Such a token, sent to `/metrics`,
+//! could be replayed against the API server by whoever terminates TLS for it. To rule that
+//! out, run the operator with `--metrics-audience kuberator-metrics` (or
+//! [`SecureMetrics::audiences`]) and give the scraper a projected ServiceAccount token meant
+//! for that audience only:
+//!
+//! ```yaml
+//! # In the Prometheus Pod's spec:
+//! volumes:
+//!   - name: metrics-token
+//!     projected:
+//!       sources:
+//!         - serviceAccountToken:
+//!             audience: kuberator-metrics
+//!             expirationSeconds: 3600
+//!             path: token
+//! # and in its scrape config: authorization.credentials_file: /var/run/metrics-token/token
+//! ```
+//!
+//! The kubelet renews the projected token before it expires; the operator checks each new
+//! one once (answers are remembered for a minute).
+//!
 //! # Metrics
 //!
 //! Every metric has a `controller` label (the name Events are reported under).

@@ -112,7 +112,7 @@ impl SecureMetrics {
     /// accepts tokens meant for itself, which is what a Prometheus in the cluster sends with
     /// its ServiceAccount token. With an audience, a token sent to `/metrics` cannot be
     /// replayed against the API server, but the scraper must mount a projected
-    /// ServiceAccount token for that audience (see the guide's metrics chapter).
+    /// ServiceAccount token for that audience ([how](crate::telemetry#who-may-scrape-and-what-a-hostile-caller-can-do)).
     #[must_use]
     pub fn audiences(mut self, audiences: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.audiences = audiences.into_iter().map(Into::into).collect();
