@@ -15,6 +15,9 @@
 //! - Each object backs off on its own: a failing object does not slow down the others.
 //! - The count lives with the running controller: a restarted operator starts every object
 //!   at the base delay again.
+//! - A count leaves when its object reconciles, when the object is deleted, or when a relist
+//!   no longer shows it (deleted while the watch was down); an object made again under the
+//!   same name starts at the base delay.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
@@ -33,10 +36,33 @@ tokio::task_local! {
 /// How many times in a row each object's reconcile failed, for one running controller.
 #[derive(Debug, Default)]
 pub(crate) struct Failures {
+    /// The controller's name, for the size gauge.
+    controller: String,
     counts: DashMap<String, u32>,
 }
 
 impl Failures {
+    pub(crate) fn new(controller: &str) -> Self {
+        Self { controller: controller.to_owned(), counts: DashMap::new() }
+    }
+
+    fn report(&self) {
+        crate::telemetry::remembered(&self.controller, "backoff", self.counts.len());
+    }
+
+    /// Forgets the failures of `object`, which is gone.
+    pub(crate) fn forget(&self, object: &str) {
+        if self.counts.remove(object).is_some() {
+            self.report();
+        }
+    }
+
+    /// Keeps only the counts of the objects in `live`, after a relist.
+    pub(crate) fn retain(&self, live: &std::collections::HashSet<String>) {
+        self.counts.retain(|object, _| live.contains(object));
+        self.report();
+    }
+
     /// Runs `future` (a controller) with this count available to its error policy.
     pub(crate) async fn scope<F: std::future::Future>(self: Arc<Self>, future: F) -> F::Output {
         FAILURES.scope(self, future).await
@@ -44,13 +70,17 @@ impl Failures {
 
     /// Forgets the failures of `object` after it reconciled.
     pub(crate) fn succeeded(&self, object: &str) {
-        self.counts.remove(object);
+        self.forget(object);
     }
 
     fn failed(&self, object: &str) -> u32 {
-        let mut count = self.counts.entry(object.to_owned()).or_default();
-        *count = count.saturating_add(1);
-        *count
+        let count = {
+            let mut count = self.counts.entry(object.to_owned()).or_default();
+            *count = count.saturating_add(1);
+            *count
+        };
+        self.report();
+        count
     }
 }
 
@@ -80,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn delays_double_up_to_the_cap_and_start_over_after_a_success() {
-        let failures = Arc::new(Failures::default());
+        let failures = Arc::new(Failures::new("test"));
         let base = Duration::from_secs(1);
         let cap = Duration::from_secs(10);
         let delays = Arc::clone(&failures)
@@ -90,10 +120,16 @@ mod tests {
                 delays.push(next_delay("Probe ns/b", base, cap));
                 failures.succeeded("Probe ns/a");
                 delays.push(next_delay("Probe ns/a", base, cap));
+                // Gone while failing: the next object of that name starts over.
+                next_delay("Probe ns/c", base, cap);
+                failures.forget("Probe ns/c");
+                delays.push(next_delay("Probe ns/c", base, cap));
+                failures.retain(&["Probe ns/a".to_owned()].into());
+                assert_eq!(failures.counts.len(), 1, "a relist no longer shows b and c");
                 delays
             })
             .await;
-        let expected = [1, 2, 4, 8, 10, 10, 1, 1];
+        let expected = [1, 2, 4, 8, 10, 10, 1, 1, 1];
         for (delay, expected) in delays.iter().zip(expected) {
             let expected = Duration::from_secs(expected);
             assert!(

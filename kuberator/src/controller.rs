@@ -89,11 +89,16 @@ where
     } = setup;
     let (telemetry, _registered) = ControllerMetrics::new(recorder.controller());
     let waiting = Arc::new(Waiting::default());
-    let failures = Arc::new(Failures::default());
-    let own_writes = Arc::new(OwnWrites::new(keep_managed_fields));
+    let failures = Arc::new(Failures::new(recorder.controller()));
+    let own_writes = Arc::new(OwnWrites::new(recorder.controller(), keep_managed_fields));
 
     let (reader, writer) = reflector::store();
-    let changes = changes(&api, watcher, namespaces, writer, &recorder, &telemetry, &waiting, &own_writes);
+    let remembered = Remembered {
+        store: reader.clone(),
+        own_writes: Arc::clone(&own_writes),
+        failures: Arc::clone(&failures),
+    };
+    let changes = changes(&api, watcher, namespaces, writer, &recorder, &telemetry, &waiting, remembered);
     let concurrency = match limit {
         None | Some(0) => 0,
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
@@ -137,24 +142,19 @@ fn changes<R>(
     recorder: &EventRecorder,
     telemetry: &ControllerMetrics,
     waiting: &Arc<Waiting>,
-    own_writes: &Arc<OwnWrites>,
+    remembered: Remembered<R>,
 ) -> impl Stream<Item = Result<R, watcher::Error>> + Send + 'static
 where
     R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     R::DynamicType: Default + Eq + Hash + Clone,
 {
-    let undecodable = Arc::new(DecodeFailures::default());
+    let undecodable = Arc::new(DecodeFailures::new(recorder.controller()));
     let (waiting, counted) = (Arc::clone(waiting), telemetry.clone());
-    let (trimmed, forgotten, echoed) =
-        (Arc::clone(own_writes), Arc::clone(own_writes), Arc::clone(own_writes));
+    let (trimmed, echoed) = (Arc::clone(&remembered.own_writes), Arc::clone(&remembered.own_writes));
     decoded_watch(api, config, namespaces, recorder.clone(), undecodable, telemetry.clone())
         .modify(move |object| trimmed.trim(object))
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Delete(object)) = event {
-                forgotten.forget(object);
-            }
-        })
         .reflect(store)
+        .inspect(move |event| remembered.follow(event))
         .touched_objects()
         .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
         // After the predicate, so that it remembers the finalizers as they are now.
@@ -164,6 +164,40 @@ where
                 counted.queue_depth(waiting.add(object.meta().namespace.clone(), object.meta().name.clone()));
             }
         })
+}
+
+/// What the controller keeps per object, and the store that says which objects exist: each
+/// entry leaves on its object's Delete event, and, for objects deleted while the watch was
+/// down (a relist shows them gone, without a Delete), when the relist is done.
+struct Remembered<R: Resource + 'static>
+where
+    R::DynamicType: Eq + Hash + Clone,
+{
+    store: reflector::Store<R>,
+    own_writes: Arc<OwnWrites>,
+    failures: Arc<Failures>,
+}
+
+impl<R: Resource + Clone + 'static> Remembered<R>
+where
+    R::DynamicType: Eq + Hash + Clone + Default,
+{
+    fn follow(&self, event: &Result<watcher::Event<R>, watcher::Error>) {
+        match event {
+            Ok(watcher::Event::Delete(object)) => {
+                self.own_writes.forget(object);
+                self.failures.forget(&describe(object));
+            }
+            // The store holds the relisted objects now.
+            Ok(watcher::Event::InitDone) => {
+                let objects = self.store.state();
+                let uids = objects.iter().filter_map(|object| object.meta().uid.clone()).collect();
+                self.own_writes.retain(&uids);
+                self.failures.retain(&objects.iter().map(|object| describe(&**object)).collect());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Stops `controller` gracefully when `shutdown` completes. kube wants a `Sync` shutdown

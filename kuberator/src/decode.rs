@@ -50,17 +50,38 @@ use crate::events::EventRecorder;
 use crate::telemetry::ControllerMetrics;
 
 /// Per object (by uid) that does not decode now, the resourceVersion last reported: as many
-/// entries as objects that are undecodable at the moment, not one per version ever seen.
+/// entries as objects that are undecodable at the moment, not one per version ever seen. An
+/// entry leaves when its object decodes again, is deleted, or is missing from a relist
+/// (deleted while the watch was down).
 #[derive(Debug, Default)]
 pub(crate) struct DecodeFailures {
+    /// The controller's name, for the size gauge.
+    controller: String,
     reported: Mutex<HashMap<String, String>>,
+    /// During a relist: the undecodable objects it has shown so far.
+    relisted: Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 impl DecodeFailures {
+    pub(crate) fn new(controller: &str) -> Self {
+        Self { controller: controller.to_owned(), ..Self::default() }
+    }
+
+    fn report_size(&self, entries: usize) {
+        if !self.controller.is_empty() {
+            crate::telemetry::remembered(&self.controller, "undecodable", entries);
+        }
+    }
+
     /// Whether this version of the object is new to report.
     fn first_report(&self, uid: &str, version: &str) -> bool {
+        if let Some(relisted) = self.relisted.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            relisted.insert(uid.to_owned());
+        }
         let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
-        reported.insert(uid.to_owned(), version.to_owned()).as_deref() != Some(version)
+        let first = reported.insert(uid.to_owned(), version.to_owned()).as_deref() != Some(version);
+        self.report_size(reported.len());
+        first
     }
 
     /// The object decodes again, or is gone.
@@ -68,9 +89,24 @@ impl DecodeFailures {
         let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(uid) = uid
             && !reported.is_empty()
+            && reported.remove(&uid).is_some()
         {
-            reported.remove(&uid);
+            self.report_size(reported.len());
         }
+    }
+
+    /// A relist begins.
+    fn relist_started(&self) {
+        *self.relisted.lock().unwrap_or_else(PoisonError::into_inner) = Some(Default::default());
+    }
+
+    /// A relist is done: what it did not show is gone.
+    fn relist_done(&self) {
+        let relisted =
+            self.relisted.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default();
+        let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        reported.retain(|uid, _| relisted.contains(uid));
+        self.report_size(reported.len());
     }
 }
 
@@ -230,8 +266,14 @@ where
                 Watched::Undecodable(_) => None,
             }
         }
-        watcher::Event::Init => Some(watcher::Event::Init),
-        watcher::Event::InitDone => Some(watcher::Event::InitDone),
+        watcher::Event::Init => {
+            failures.relist_started();
+            Some(watcher::Event::Init)
+        }
+        watcher::Event::InitDone => {
+            failures.relist_done();
+            Some(watcher::Event::InitDone)
+        }
     }
 }
 
@@ -366,6 +408,11 @@ mod tests {
         assert!(failures.first_report("uid-1", "11"), "broken again: reported again");
         failures.forget(None);
         assert_eq!(failures.reported.lock().unwrap().len(), 2);
+        // A relist that shows uid-1 only: uid-2 went while the watch was down.
+        failures.relist_started();
+        assert!(!failures.first_report("uid-1", "11"), "still the same version");
+        failures.relist_done();
+        assert_eq!(failures.reported.lock().unwrap().keys().collect::<Vec<_>>(), ["uid-1"]);
     }
 
     #[derive(Debug, serde::Deserialize)]

@@ -18,6 +18,8 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::object::describe;
 use crate::object::name_and_scope;
+use crate::own_writes;
+use crate::own_writes::Deletion;
 use crate::status::AsStatusError;
 use crate::status::ObserveGeneration;
 use crate::status::WithStatusError;
@@ -106,12 +108,12 @@ where
         // A cluster-scoped object's `Api` is the provider's for the empty namespace.
         let api = self.api_provider().get(namespace.unwrap_or_default())?;
         let label = describe(&*object);
-        let deletion = cleaned::Deletion::of(&*object, finalizer_name);
-        if let Some(deletion) = deletion.as_ref().filter(|deletion| cleaned::ran(deletion)) {
+        let deletion = Deletion::of(&*object, finalizer_name);
+        if let Some(deletion) = deletion.as_ref().filter(|deletion| own_writes::cleanup_ran(deletion)) {
             // Cleanup succeeded before; only the finalizer's removal is left to do.
             return match cleaned::remove_finalizer(&api, &*object, finalizer_name).await {
                 Ok(()) => {
-                    cleaned::forget(deletion);
+                    own_writes::forget_cleanup(deletion);
                     Ok(Action::await_change())
                 }
                 Err(source) => Err(Error::RemoveFinalizer {
@@ -136,14 +138,14 @@ where
             let deletion = deletion.clone();
             reconcile(event).map_err(Error::other).map_ok(move |action| {
                 if let (true, Some(deletion)) = (cleanup, deletion) {
-                    cleaned::remember(deletion);
+                    own_writes::remember_cleanup(deletion);
                 }
                 action
             })
         };
         let result = finalizer(&api, finalizer_name, object, reconcile).await;
         if let (Ok(_), Some(deletion)) = (&result, &deletion) {
-            cleaned::forget(deletion);
+            own_writes::forget_cleanup(deletion);
         }
         result.map_err(|error| match error {
             finalizer::Error::ApplyFailed(source) => {
@@ -256,66 +258,13 @@ where
     Ok(Arc::new(expecting.landed(patched)))
 }
 
-/// The deletions whose cleanup succeeded while the finalizer's removal did not (yet): what
-/// makes cleanup run once per deletion while the process lives.
+/// The finalizer's removal after a cleanup that ran (see [`own_writes::cleanup_ran`]).
 mod cleaned {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::time::Duration;
-    use std::time::Instant;
-
     use kube::Api;
     use kube::Resource;
     use kube::api::Patch;
     use kube::api::PatchParams;
     use serde::de::DeserializeOwned;
-
-    /// How long a remembered cleanup is kept when its object is never seen again.
-    const KEPT: Duration = Duration::from_secs(3600);
-
-    static RAN: Mutex<Option<HashMap<Deletion, Instant>>> = Mutex::new(None);
-
-    /// One deletion of one object, under one finalizer.
-    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-    pub(super) struct Deletion {
-        uid: String,
-        deleted_at: String,
-        finalizer: String,
-    }
-
-    impl Deletion {
-        /// The deletion in progress of `object`, if it is being deleted and holds `finalizer`.
-        pub(super) fn of<R: Resource>(object: &R, finalizer: &str) -> Option<Self> {
-            let meta = object.meta();
-            let holds = meta.finalizers.as_ref().is_some_and(|all| all.iter().any(|f| f == finalizer));
-            let deleted_at = meta.deletion_timestamp.as_ref()?;
-            holds.then(|| Self {
-                uid: meta.uid.clone().unwrap_or_default(),
-                deleted_at: format!("{:?}", deleted_at.0),
-                finalizer: finalizer.to_owned(),
-            })
-        }
-    }
-
-    fn with<T>(f: impl FnOnce(&mut HashMap<Deletion, Instant>) -> T) -> T {
-        let mut ran = RAN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(ran.get_or_insert_with(HashMap::new))
-    }
-
-    pub(super) fn remember(deletion: Deletion) {
-        with(|ran| {
-            ran.retain(|_, at| at.elapsed() < KEPT);
-            ran.insert(deletion, Instant::now());
-        });
-    }
-
-    pub(super) fn ran(deletion: &Deletion) -> bool {
-        with(|ran| ran.contains_key(deletion))
-    }
-
-    pub(super) fn forget(deletion: &Deletion) {
-        with(|ran| ran.remove(deletion));
-    }
 
     /// Removes `finalizer` from `object` as kube's finalizer flow does: a JSON patch that
     /// first tests the entry is still at its index.
@@ -345,32 +294,5 @@ mod cleaned {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(error) => Err(error),
         }
-    }
-}
-
-#[cfg(test)]
-mod cleanup_once_tests {
-    use k8s_openapi::api::core::v1::ConfigMap;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    use super::cleaned;
-
-    #[test]
-    fn a_deletion_is_one_uid_one_deletion_time_and_one_finalizer() {
-        let mut map = ConfigMap::default();
-        map.metadata.uid = Some("u1".into());
-        map.metadata.finalizers = Some(vec!["a.b/f".into()]);
-        assert_eq!(cleaned::Deletion::of(&map, "a.b/f"), None, "not being deleted");
-        map.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-        let deletion = cleaned::Deletion::of(&map, "a.b/f").unwrap();
-        assert_eq!(cleaned::Deletion::of(&map, "other/f"), None, "not holding that finalizer");
-
-        assert!(!cleaned::ran(&deletion));
-        cleaned::remember(deletion.clone());
-        assert!(cleaned::ran(&deletion));
-        map.metadata.uid = Some("u2".into());
-        assert!(!cleaned::ran(&cleaned::Deletion::of(&map, "a.b/f").unwrap()), "another object");
-        cleaned::forget(&deletion);
-        assert!(!cleaned::ran(&deletion));
     }
 }

@@ -10,12 +10,24 @@
 //! expectation is set first. Any event that differs (a spec change by someone else, another
 //! finalizer) goes through as usual, and so do requeues and error retries, which do not
 //! come from the watch. A patch that fails withdraws its expectation.
+//!
+//! It also remembers the deletions whose cleanup ran while the finalizer's removal has not
+//! landed yet, so that cleanup runs once per deletion while the controller runs.
+//!
+//! Everything here is kept per object (by uid) and leaves when the object goes: on its
+//! watch's Delete event, or, for an object deleted while the watch was down, when the relist
+//! that follows no longer shows it ([`OwnWrites::retain`]). The sizes are the
+//! `kuberator_remembered_objects` gauge (`map="echoes"` and `map="cleanups"`).
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::Mutex;
 use std::sync::PoisonError;
+use std::time::Duration;
+use std::time::Instant;
 
 use kube::Resource;
 
@@ -33,21 +45,91 @@ struct Expected {
     finalizers: Vec<String>,
 }
 
-/// Per object (uid), the echo we expect of our finalizer write; and whether the controller
-/// trims objects.
+/// Per object (uid), the echo we expect of our finalizer write and the deletions whose
+/// cleanup ran; and whether the controller trims objects.
 #[derive(Debug, Default)]
 pub(crate) struct OwnWrites {
+    /// The controller's name, for the size gauges.
+    controller: String,
     expected: Mutex<HashMap<String, Expected>>,
+    cleaned: Mutex<HashMap<Deletion, Instant>>,
     keep_managed_fields: bool,
 }
 
+/// One deletion of one object, under one finalizer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Deletion {
+    uid: String,
+    deleted_at: String,
+    finalizer: String,
+}
+
+impl Deletion {
+    /// The deletion in progress of `object`, if it is being deleted and holds `finalizer`.
+    pub(crate) fn of<R: Resource>(object: &R, finalizer: &str) -> Option<Self> {
+        let meta = object.meta();
+        let holds = meta.finalizers.as_ref().is_some_and(|all| all.iter().any(|f| f == finalizer));
+        let deleted_at = meta.deletion_timestamp.as_ref()?;
+        holds.then(|| Self {
+            uid: meta.uid.clone().unwrap_or_default(),
+            deleted_at: format!("{:?}", deleted_at.0),
+            finalizer: finalizer.to_owned(),
+        })
+    }
+}
+
+/// How long a remembered cleanup is kept when its object is never seen again (outside a
+/// controller, where no watch says it went).
+const CLEANUP_KEPT: Duration = Duration::from_secs(3600);
+
+/// Where a [`crate::Finalize`] called outside a controller remembers its cleanups: nothing
+/// tells it when an object goes, so entries leave after [`CLEANUP_KEPT`].
+static OUTSIDE: LazyLock<Arc<OwnWrites>> = LazyLock::new(|| Arc::new(OwnWrites::new("", false)));
+
 impl OwnWrites {
-    pub(crate) fn new(keep_managed_fields: bool) -> Self {
-        Self { expected: Mutex::default(), keep_managed_fields }
+    pub(crate) fn new(controller: &str, keep_managed_fields: bool) -> Self {
+        Self { controller: controller.to_owned(), keep_managed_fields, ..Self::default() }
     }
 
     fn expected(&self) -> std::sync::MutexGuard<'_, HashMap<String, Expected>> {
         self.expected.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cleaned(&self) -> std::sync::MutexGuard<'_, HashMap<Deletion, Instant>> {
+        let mut cleaned = self.cleaned.lock().unwrap_or_else(PoisonError::into_inner);
+        if !cleaned.is_empty() {
+            cleaned.retain(|_, at| at.elapsed() < CLEANUP_KEPT);
+        }
+        cleaned
+    }
+
+    /// Publishes how many entries are kept.
+    fn report(&self) {
+        if !self.controller.is_empty() {
+            crate::telemetry::remembered(&self.controller, "echoes", self.expected().len());
+            crate::telemetry::remembered(&self.controller, "cleanups", self.cleaned().len());
+        }
+    }
+
+    /// The object `uid` is gone: nothing of it is kept.
+    pub(crate) fn forget_uid(&self, uid: &str) {
+        self.expected().remove(uid);
+        self.cleaned().retain(|deletion, _| deletion.uid != uid);
+        self.report();
+    }
+
+    /// Keeps only what concerns the objects in `live` (uids): after a relist, the objects
+    /// deleted while the watch was down are gone from it without a Delete event.
+    pub(crate) fn retain(&self, live: &HashSet<String>) {
+        self.expected().retain(|uid, _| live.contains(uid));
+        self.cleaned().retain(|deletion, _| live.contains(&deletion.uid));
+        self.report();
+    }
+
+    /// How many entries are kept, echoes and cleanups.
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
+        (self.expected().len(), self.cleaned().len())
     }
 
     /// Runs one reconcile, so that [`expect_finalizer`] inside it reaches this controller.
@@ -66,6 +148,8 @@ impl OwnWrites {
         });
         if matches {
             expected.remove(uid);
+            drop(expected);
+            self.report();
         }
         matches
     }
@@ -73,10 +157,7 @@ impl OwnWrites {
     /// The object is gone: nothing of it is kept.
     pub(crate) fn forget<R: Resource>(&self, object: &R) {
         if let Some(uid) = object.meta().uid.as_ref() {
-            let mut expected = self.expected();
-            if !expected.is_empty() {
-                expected.remove(uid);
-            }
+            self.forget_uid(uid);
         }
     }
 
@@ -85,6 +166,31 @@ impl OwnWrites {
         if !self.keep_managed_fields {
             trim(object);
         }
+    }
+}
+
+/// The running controller's memory, or, outside one, the process's.
+fn current() -> Arc<OwnWrites> {
+    SCOPE.try_with(Arc::clone).unwrap_or_else(|_| Arc::clone(&OUTSIDE))
+}
+
+/// Whether the cleanup of `deletion` ran (and the finalizer's removal has not landed yet).
+pub(crate) fn cleanup_ran(deletion: &Deletion) -> bool {
+    current().cleaned().contains_key(deletion)
+}
+
+/// The cleanup of `deletion` ran.
+pub(crate) fn remember_cleanup(deletion: Deletion) {
+    let writes = current();
+    writes.cleaned().insert(deletion, Instant::now());
+    writes.report();
+}
+
+/// The finalizer of `deletion` is removed: its cleanup need not be remembered.
+pub(crate) fn forget_cleanup(deletion: &Deletion) {
+    let writes = current();
+    if writes.cleaned().remove(deletion).is_some() {
+        writes.report();
     }
 }
 
@@ -99,6 +205,7 @@ pub(crate) fn expect_finalizer<R: Resource>(object: &R, finalizer: &str) -> Expe
             let mut finalizers = meta.finalizers.clone().unwrap_or_default();
             finalizers.push(finalizer.to_owned());
             writes.expected().insert(uid.clone(), Expected { generation: meta.generation, finalizers });
+            writes.report();
             Some((Arc::clone(writes), uid))
         })
         .ok()
@@ -124,6 +231,7 @@ impl Drop for Expecting {
     fn drop(&mut self) {
         if let Some((writes, uid)) = self.0.take() {
             writes.expected().remove(&uid);
+            writes.report();
         }
     }
 }
@@ -161,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_exact_change_written_is_an_echo_and_only_once() {
-        let writes = Arc::new(OwnWrites::new(false));
+        let writes = Arc::new(OwnWrites::new("test", false));
         Arc::clone(&writes)
             .scope(async {
                 let expecting = expect_finalizer(&object("u1", 1, &["other/f"]), FINALIZER);
@@ -177,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_that_failed_expects_no_echo() {
-        let writes = Arc::new(OwnWrites::new(false));
+        let writes = Arc::new(OwnWrites::new("test", false));
         Arc::clone(&writes)
             .scope(async {
                 let _failed = expect_finalizer(&object("u1", 1, &[]), FINALIZER);
@@ -196,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_delete_forgets_the_object() {
-        let writes = Arc::new(OwnWrites::new(false));
+        let writes = Arc::new(OwnWrites::new("test", false));
         Arc::clone(&writes)
             .scope(async {
                 expect_finalizer(&object("u1", 1, &[]), FINALIZER).landed(object("u1", 1, &[FINALIZER]))
@@ -206,6 +314,50 @@ mod tests {
         assert!(!writes.is_echo(&object("u1", 1, &[FINALIZER])));
     }
 
+    #[tokio::test]
+    async fn a_relist_forgets_what_concerns_objects_gone_meanwhile_and_cleanups_are_per_controller() {
+        let writes = Arc::new(OwnWrites::new("test", false));
+        let mut deleted = object("u2", 1, &[FINALIZER]);
+        deleted.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        let deletion = Deletion::of(&deleted, FINALIZER).unwrap();
+        Arc::clone(&writes)
+            .scope(async {
+                let _ =
+                    expect_finalizer(&object("u1", 1, &[]), FINALIZER).landed(object("u1", 1, &[FINALIZER]));
+                let _ =
+                    expect_finalizer(&object("u3", 1, &[]), FINALIZER).landed(object("u3", 1, &[FINALIZER]));
+                remember_cleanup(deletion.clone());
+                assert!(cleanup_ran(&deletion));
+            })
+            .await;
+        assert!(!cleanup_ran(&deletion), "outside the controller, its memory is not seen");
+        assert_eq!(writes.len(), (2, 1));
+        writes.retain(&HashSet::from(["u1".to_owned()]));
+        assert_eq!(writes.len(), (1, 0), "u2 and u3 went while the watch was down");
+        writes.forget_uid("u1");
+        assert_eq!(writes.len(), (0, 0));
+    }
+
+    #[test]
+    fn a_deletion_is_one_uid_one_deletion_time_and_one_finalizer() {
+        let mut map = object("u1", 1, &[FINALIZER]);
+        assert_eq!(Deletion::of(&map, FINALIZER), None, "not being deleted");
+        map.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        let deletion = Deletion::of(&map, FINALIZER).unwrap();
+        assert_eq!(Deletion::of(&map, "other/f"), None, "not holding that finalizer");
+        assert!(!cleanup_ran(&deletion));
+        remember_cleanup(deletion.clone());
+        assert!(cleanup_ran(&deletion));
+        map.metadata.uid = Some("u2".into());
+        assert!(!cleanup_ran(&Deletion::of(&map, FINALIZER).unwrap()), "another object");
+        forget_cleanup(&deletion);
+        assert!(!cleanup_ran(&deletion));
+    }
+
     #[test]
     fn trimming_drops_managed_fields_and_the_last_applied_copy_only() {
         let mut map = object("u1", 1, &[]);
@@ -213,7 +365,7 @@ mod tests {
         map.metadata.annotations =
             Some([(LAST_APPLIED.to_owned(), "{}".to_owned()), ("keep".to_owned(), "me".to_owned())].into());
         let mut kept = map.clone();
-        OwnWrites::new(true).trim(&mut kept);
+        OwnWrites::new("test", true).trim(&mut kept);
         assert_eq!(kept, map, "keep_managed_fields keeps everything");
         trim(&mut map);
         assert_eq!(map.metadata.managed_fields, None);

@@ -34,11 +34,16 @@
 //!
 //! - A child that someone strips of the managed-by label leaves the cache (its parent is
 //!   reconciled, and the next apply puts the label back).
-//! - A child deleted while the watch is disconnected is noticed at the parent's next
-//!   reconcile, not at once: a relist reports the children that exist, not the ones that
-//!   went.
-//! - When a watch event outruns the response of the apply that caused it, the operator's
-//!   own write triggers one more reconcile, which applies nothing new and settles.
+//! - A child deleted while the watch is disconnected is noticed when the watch comes back:
+//!   the relist is compared with what the cache held, and the parent of every child that
+//!   went (other than the ones the operator pruned) is reconciled.
+//! - When a watch event outruns the response of the apply that caused it, the watch does not
+//!   wait for that response: it goes on with other children's events, and decides about this
+//!   one when the response comes (at most 10 s later; a later or failed one counts as someone
+//!   else's change, and reconciles the parent once more).
+//! - What the operator remembers of its own writes (one entry per child it applied) leaves
+//!   when the child is deleted, by anyone, the garbage collector included, or when a relist
+//!   no longer shows it: the `kuberator_remembered_objects{map="children"}` gauge.
 //!
 //! # Errors
 //!
@@ -295,6 +300,7 @@ impl Children {
         let key = ChildKey::of::<K>(namespace, name.clone());
         let (answered, answer) = tokio::sync::watch::channel(None);
         self.inner.written.insert(key.clone(), Written::Applying(answer));
+        self.report();
         let applied = api.patch(&name, &params, &Patch::Apply(&child)).await;
         match applied.as_ref().ok().and_then(ResourceExt::resource_version) {
             Some(version) => {
@@ -303,6 +309,7 @@ impl Children {
             }
             None => {
                 self.inner.written.remove(&key);
+                self.report();
             }
         }
         applied.map_err(|source| Error::ApplyChild {
@@ -368,6 +375,7 @@ impl Children {
                 self.inner
                     .written
                     .insert(ChildKey::of::<K>(child_namespace.clone(), name.clone()), Written::Deleted(uid));
+                self.report();
             }
             match api.delete(&name, &params).await {
                 Ok(_) => deleted.push(name),
@@ -459,34 +467,58 @@ impl Children {
     }
 
     /// Whether the operator itself made this change of a child, as last written by
-    /// [`apply`](Children::apply) or [`prune`](Children::prune).
-    async fn own_write<K: Child>(&self, child: &K, deleted: bool) -> bool {
+    /// [`apply`](Children::apply) or [`prune`](Children::prune): yes, no, or not known until
+    /// the answer of an apply in flight comes. Never waits.
+    fn own_write<K: Child>(&self, child: &K, deleted: bool) -> Own {
         let key = ChildKey::of::<K>(child.meta().namespace.clone(), child.name_any());
         let Some(written) = self.inner.written.get(&key).map(|written| written.clone()) else {
-            return false;
-        };
-        let written = match written {
-            Written::Applying(mut answer) => {
-                let answered = tokio::time::timeout(APPLY_ANSWER, answer.wait_for(Option::is_some)).await;
-                match answered {
-                    Ok(Ok(version)) => Written::Applied(version.clone().unwrap_or_default()),
-                    // Failed or slow: count it as someone else's change, and reconcile.
-                    _ => return false,
-                }
-            }
-            written => written,
+            return Own::No;
         };
         match written {
-            Written::Applying(_) => false,
-            Written::Applied(version) => !deleted && child.resource_version().as_deref() == Some(&version),
-            Written::Deleted(uid) => {
-                let own = deleted && child.uid().as_deref() == Some(&uid);
-                if own {
-                    self.inner.written.remove(&key);
+            Written::Applying(answer) if !deleted => {
+                let Some(version) = child.resource_version() else { return Own::No };
+                Own::Pending(Box::pin(async move {
+                    let mut answer = answer;
+                    let answered = tokio::time::timeout(APPLY_ANSWER, answer.wait_for(Option::is_some)).await;
+                    // Failed or slow: count it as someone else's change, and reconcile.
+                    matches!(answered, Ok(Ok(answered)) if answered.as_deref() == Some(&version))
+                }))
+            }
+            Written::Applying(_) => Own::No,
+            Written::Applied(version) => {
+                if !deleted && child.resource_version().as_deref() == Some(&version) {
+                    Own::Yes
+                } else {
+                    Own::No
                 }
-                own
+            }
+            Written::Deleted(uid) => {
+                if deleted && child.uid().as_deref() == Some(&uid) {
+                    Own::Yes
+                } else {
+                    Own::No
+                }
             }
         }
+    }
+
+    /// The child `K` `namespace/name` is gone: what the operator wrote of it is forgotten,
+    /// unless an apply of it is on its way (a new child of that name).
+    fn forget<K: Child>(&self, namespace: Option<String>, name: String) {
+        let key = ChildKey::of::<K>(namespace, name);
+        self.inner.written.remove_if(&key, |_, written| !matches!(written, Written::Applying(_)));
+        self.report();
+    }
+
+    /// Whether the operator itself deleted `K` `namespace/name` (with a prune) and it is not
+    /// known to be gone yet.
+    fn pruned<K: Child>(&self, namespace: Option<String>, name: String) -> bool {
+        let key = ChildKey::of::<K>(namespace, name);
+        self.inner.written.get(&key).is_some_and(|written| matches!(*written, Written::Deleted(_)))
+    }
+
+    fn report(&self) {
+        crate::telemetry::remembered(&self.inner.manager, "children", self.inner.written.len());
     }
 
     /// The trigger streams of every owned kind, watched in `namespace` (every namespace when
@@ -494,6 +526,14 @@ impl Children {
     pub(crate) fn watch(&self, namespace: Option<&str>) -> Vec<watch::Triggers> {
         self.inner.owned.iter().map(|owned| (owned.watch)(self, namespace)).collect()
     }
+}
+
+/// Whether a child's change is the operator's own write.
+enum Own {
+    Yes,
+    No,
+    /// Known when the answer of the apply in flight comes: the future says.
+    Pending(futures::future::BoxFuture<'static, bool>),
 }
 
 impl ChildKey {

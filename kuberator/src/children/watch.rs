@@ -1,6 +1,8 @@
 //! The watches of owned kinds: each fills the kind's cache and maps a child's change to its
 //! parent through the child's controller ownerReference.
 
+use std::collections::HashMap;
+
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use kube::Resource;
@@ -13,6 +15,7 @@ use kube::runtime::watcher;
 use super::Child;
 use super::Children;
 use super::MANAGED_BY;
+use super::Own;
 use crate::object::ScopeKind;
 use crate::object::api_of;
 use crate::object::is_namespaced;
@@ -32,44 +35,76 @@ pub(crate) struct Trigger {
 
 /// Watches `K`'s children of this operator in `namespace` (all when `None`), fills the cache
 /// of `K`, and yields the parent of every child that someone other than the operator changed
-/// or deleted, including children a (re)list shows changed since the operator wrote them.
+/// or deleted: including children a (re)list shows changed since the operator wrote them, and
+/// children a relist no longer shows (deleted while the watch was down).
+///
+/// Nothing here waits: a child whose change may be the echo of an apply still in flight is
+/// decided when that apply's answer comes, beside the stream, so one slow apply never holds
+/// up another child's event (or the cache).
 pub(super) fn triggers<K: Child>(children: &Children, namespace: Option<&str>) -> Triggers {
     let namespace = namespace.filter(|_| is_namespaced::<K>());
     let api = api_of::<K>(children.inner.client.clone(), namespace);
     let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={}", children.inner.manager));
     let (reader, writer) = reflector::store();
-    children.set_store(reader);
+    children.set_store(reader.clone());
+    let (decided, later) = futures::channel::mpsc::unbounded::<Trigger>();
     let children = children.clone();
-    watcher::watcher(api, config)
+    // What the store held when a relist began, less what the relist has shown since.
+    let mut before_relist: HashMap<ObjectRef<K>, Option<Trigger>> = HashMap::new();
+    let events = watcher::watcher(api, config)
         .default_backoff()
         .reflect(writer)
-        .filter_map(move |event| {
-            let children = children.clone();
-            async move {
-                match event {
-                    Ok(watcher::Event::Apply(child)) => {
-                        let own = children.own_write(&child, false).await;
-                        controller_of(&child).filter(|_| !own)
-                    }
-                    Ok(watcher::Event::Delete(child)) => {
-                        let own = children.own_write(&child, true).await;
-                        controller_of(&child).filter(|_| !own)
-                    }
-                    // A (re)list: a child as the operator last wrote it is no news.
-                    Ok(watcher::Event::InitApply(child)) => {
-                        let own = children.own_write(&child, false).await;
-                        controller_of(&child).filter(|_| !own)
-                    }
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                    Err(error) => {
-                        let error = crate::error::report(&error);
-                        tracing::warn!(kind = %K::kind(&()), %error, "watch of owned children failed; retrying");
-                        None
+        .map(move |event| {
+            let mut triggers = Vec::new();
+            match event {
+                Ok(watcher::Event::Apply(child) | watcher::Event::InitApply(child)) => {
+                    before_relist.remove(&ObjectRef::from_obj(&child));
+                    match children.own_write(&child, false) {
+                        Own::Yes => {}
+                        Own::No => triggers.extend(controller_of(&child)),
+                        Own::Pending(own) => {
+                            let (trigger, decided) = (controller_of(&child), decided.clone());
+                            tokio::spawn(async move {
+                                if let (false, Some(trigger)) = (own.await, trigger) {
+                                    let _ = decided.unbounded_send(trigger);
+                                }
+                            });
+                        }
                     }
                 }
+                Ok(watcher::Event::Delete(child)) => {
+                    if matches!(children.own_write(&child, true), Own::No) {
+                        triggers.extend(controller_of(&child));
+                    }
+                    children.forget::<K>(child.namespace(), child.name_any());
+                }
+                // The store still holds what it held before the relist.
+                Ok(watcher::Event::Init) => {
+                    before_relist = reader
+                        .state()
+                        .iter()
+                        .map(|child| (ObjectRef::from_obj(&**child), controller_of(&**child)))
+                        .collect();
+                }
+                // What the relist did not show went while the watch was down.
+                Ok(watcher::Event::InitDone) => {
+                    for (child, trigger) in before_relist.drain() {
+                        let pruned = children.pruned::<K>(child.namespace.clone(), child.name.clone());
+                        if !pruned {
+                            triggers.extend(trigger);
+                        }
+                        children.forget::<K>(child.namespace, child.name);
+                    }
+                }
+                Err(error) => {
+                    let error = crate::error::report(&error);
+                    tracing::warn!(kind = %K::kind(&()), %error, "watch of owned children failed; retrying");
+                }
             }
+            futures::stream::iter(triggers)
         })
-        .boxed()
+        .flatten();
+    futures::stream::select(events, later).boxed()
 }
 
 fn controller_of<K: Resource>(child: &K) -> Option<Trigger> {

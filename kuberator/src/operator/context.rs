@@ -206,6 +206,7 @@ impl<O: Operator> Context<O::Resource, O::Repository, StaticApiProvider<O::Resou
     }
 
     async fn handle_apply(&self, object: Arc<O::Resource>) -> Result<Action> {
+        let _reconciling = self.ready.reconciling(&*object);
         let outcome = self.operator.__handle_apply(Arc::clone(&object), self).await;
         let written = self.ready.write(&*object, &outcome, self.repository.api_provider()).await;
         match (outcome, written) {
@@ -219,7 +220,9 @@ impl<O: Operator> Context<O::Resource, O::Repository, StaticApiProvider<O::Resou
     }
 
     async fn handle_cleanup(&self, object: Arc<O::Resource>) -> Result<Action> {
-        self.operator.__handle_cleanup(object, self).await
+        // A condition set here is not written: the object is on its way out.
+        let _reconciling = self.ready.reconciling(&*object);
+        self.operator.__handle_cleanup(Arc::clone(&object), self).await
     }
 }
 
@@ -257,7 +260,7 @@ impl<O: Operator> OperatorReconciler<O> {
             repository: Arc::new(O::Repository::from(provider)),
             events: EventRecorder::new(client.clone(), settings.controller_name),
             children: Children::new(client.clone(), settings.controller_name, &settings.owns),
-            ready: ReadyWriter::for_crd::<O::Resource>(&O::Resource::crd()),
+            ready: ReadyWriter::for_crd::<O::Resource>(&O::Resource::crd(), settings.controller_name),
             client,
             settings,
         };

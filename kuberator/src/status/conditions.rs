@@ -210,14 +210,39 @@ impl JsonSchema for Conditions {
 pub(crate) struct ReadyWriter {
     /// Whether the CRD's status can hold conditions; when not, nothing is written.
     enabled: bool,
-    /// The conditions set during the reconcile of each object, by `Kind namespace/name`.
+    /// The controller's name, for the size gauge.
+    controller: String,
+    /// The conditions set during the reconcile of each object, by uid: an object made again
+    /// under the same name never sees those of the one before. Each entry leaves when the
+    /// reconcile that set it ends, however it ends ([`ReadyWriter::reconciling`]).
     pending: dashmap::DashMap<String, Vec<Condition>>,
+}
+
+/// The reconcile of one object, for as long as it runs: what it set and did not write is
+/// dropped with it (a condition set in `handle_cleanup`, or in a reconcile that failed, timed
+/// out or panicked).
+pub(crate) struct Reconciling<'a> {
+    writer: &'a ReadyWriter,
+    uid: Option<String>,
+}
+
+impl Drop for Reconciling<'_> {
+    fn drop(&mut self) {
+        if let Some(uid) = &self.uid
+            && self.writer.pending.remove(uid).is_some()
+        {
+            self.writer.report();
+        }
+    }
 }
 
 impl ReadyWriter {
     /// A writer for objects of `R`, on when `crd` gives `R`'s version a status subresource
     /// with `conditions` in its schema (else the API server would drop them).
-    pub(crate) fn for_crd<R: Resource<DynamicType = ()>>(crd: &CustomResourceDefinition) -> Self {
+    pub(crate) fn for_crd<R: Resource<DynamicType = ()>>(
+        crd: &CustomResourceDefinition,
+        controller: &str,
+    ) -> Self {
         let version = R::version(&());
         let enabled = crd.spec.versions.iter().filter(|served| served.name == version).any(|served| {
             let has_status = served.subresources.as_ref().is_some_and(|sub| sub.status.is_some());
@@ -229,7 +254,17 @@ impl ReadyWriter {
                 );
             has_status && conditions.is_some()
         });
-        Self { enabled, pending: dashmap::DashMap::new() }
+        Self { enabled, controller: controller.to_owned(), pending: dashmap::DashMap::new() }
+    }
+
+    fn report(&self) {
+        crate::telemetry::remembered(&self.controller, "conditions", self.pending.len());
+    }
+
+    /// Starts the reconcile of `object`: the conditions set during it and not written leave
+    /// when the returned guard is dropped.
+    pub(crate) fn reconciling<R: Resource>(&self, object: &R) -> Reconciling<'_> {
+        Reconciling { writer: self, uid: object.meta().uid.clone() }
     }
 
     /// Records `condition` for `object`, to be written by the next [`write`](Self::write).
@@ -243,7 +278,12 @@ impl ReadyWriter {
             );
             return;
         }
-        self.pending.entry(describe(object)).or_default().push(condition);
+        let Some(uid) = object.meta().uid.clone() else {
+            tracing::warn!(object = %describe(object), "an object never stored has no conditions to set");
+            return;
+        };
+        self.pending.entry(uid).or_default().push(condition);
+        self.report();
     }
 
     /// Writes `Ready` for the `outcome` of `object`'s apply, with the conditions set meanwhile,
@@ -257,7 +297,9 @@ impl ReadyWriter {
         R: KubeResource,
         P: ProvideApi<R>,
     {
-        let set = self.pending.remove(&describe(object)).map(|(_, set)| set).unwrap_or_default();
+        let uid = object.meta().uid.as_deref().unwrap_or_default();
+        let set = self.pending.remove(uid).map(|(_, set)| set).unwrap_or_default();
+        self.report();
         if !self.enabled {
             return Ok(());
         }

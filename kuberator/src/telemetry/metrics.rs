@@ -27,6 +27,7 @@ struct Metrics {
     ready: Family<Labels, Gauge>,
     queue_depth: Family<Labels, Gauge>,
     leader: Family<Labels, Gauge>,
+    remembered: Family<Labels, Gauge>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -46,6 +47,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ready: Family::default(),
         queue_depth: Family::default(),
         leader: Family::default(),
+        remembered: Family::default(),
     };
     registry.register("reconciles", "Reconciles finished, by result", metrics.reconciles.clone());
     registry.register("reconcile_errors", "Failed reconciles, by cause", metrics.errors.clone());
@@ -67,6 +69,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 while this process holds the lease, 0 while it stands by",
         metrics.leader.clone(),
     );
+    registry.register(
+        "remembered_objects",
+        "Entries a controller keeps per object, by what for; each leaves when its object or its reason goes",
+        metrics.remembered.clone(),
+    );
     Metrics { registry, ..metrics }
 });
 
@@ -75,6 +82,13 @@ pub fn encode() -> String {
     let mut out = String::new();
     text::encode(&mut out, &METRICS.registry).expect("writing to a String cannot fail");
     out
+}
+
+/// Sets how many entries `controller` keeps in its `map` (one per object): the
+/// `kuberator_remembered_objects` gauge, which a churn of objects must bring back down.
+pub(crate) fn remembered(controller: &str, map: &'static str, entries: usize) {
+    let labels = vec![("controller".to_owned(), controller.to_owned()), ("map".to_owned(), map.to_owned())];
+    METRICS.remembered.get_or_create(&labels).set(i64::try_from(entries).unwrap_or(i64::MAX));
 }
 
 /// What `/readyz` answers from: per running controller whether its initial sync is done, and

@@ -64,6 +64,7 @@
 //! | `kuberator_undecodable_objects_total` | counter | | object versions that did not decode |
 //! | `kuberator_ready` | gauge | | 1 once the initial sync is done |
 //! | `kuberator_queue_depth` | gauge | | objects changed and waiting for their reconcile to start |
+//! | `kuberator_remembered_objects` | gauge | `map`: `echoes`, `cleanups`, `backoff`, `conditions`, `children`, `undecodable` | entries kept per object; each leaves when its object (or the reason for it) goes |
 //! | `kuberator_leader` | gauge | `lease` (`namespace/name`) instead of `controller` | 1 while this process holds the lease, 0 while it stands by |
 //!
 //! A controller's series leave `kuberator_ready` and `kuberator_queue_depth` when it stops
@@ -84,6 +85,7 @@ pub(crate) use self::metrics::ControllerMetrics;
 pub(crate) use self::metrics::LeaderStatus;
 pub use self::metrics::encode;
 pub use self::metrics::readiness;
+pub(crate) use self::metrics::remembered;
 pub use self::metrics::shutting_down;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
