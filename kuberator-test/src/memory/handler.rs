@@ -223,6 +223,9 @@ async fn handle(inner: Arc<Inner>, request: Request<Bytes>) -> Response<Response
             Verb::Delete => delete(&inner, &request, &bytes),
             Verb::DeleteCollection => delete_collection(&inner, &request, &bytes),
         };
+    if let Some(delay) = inner.answer_delay(verb, target.name.as_deref()) {
+        tokio::time::sleep(delay).await;
+    }
     match outcome {
         Ok((code, value)) => {
             if accept.contains("as=Table") && matches!(verb, Verb::Get) {
@@ -602,7 +605,7 @@ fn stored_shape(call: &Call<'_>, object: Value) -> Value {
 /// is written into `data` (base64), which it overrides.
 fn secret_defaults(call: &Call<'_>, object: &mut Value) {
     use base64::Engine as _;
-    if call.resource.group != "" || call.resource.plural != "secrets" {
+    if !call.resource.group.is_empty() || call.resource.plural != "secrets" {
         return;
     }
     if object["type"].as_str().is_none_or(str::is_empty) {

@@ -116,6 +116,8 @@ struct Faults {
     failures: Vec<Failure>,
     latency: Duration,
     refused: Vec<(Verb, String)>,
+    /// Writes of these objects (by name) are answered this long after they are done, once.
+    slow_answers: Vec<(String, Duration)>,
     requests: u64,
 }
 
@@ -147,6 +149,16 @@ fn reason_for(code: u16) -> &'static str {
 }
 
 impl Inner {
+    /// How long to hold the answer of a write of `name`, once, after the write is done.
+    pub(crate) fn answer_delay(&self, verb: Verb, name: Option<&str>) -> Option<Duration> {
+        if !matches!(verb, Verb::Create | Verb::Update | Verb::Patch | Verb::Delete) {
+            return None;
+        }
+        let mut faults = self.faults.lock().expect("faults lock");
+        let index = faults.slow_answers.iter().position(|(slow, _)| Some(slow.as_str()) == name)?;
+        Some(faults.slow_answers.remove(index).1)
+    }
+
     /// Applies the faults a test turned on to one request: waits while paused, waits out
     /// the latency, and answers a refused or failing request.
     async fn faults_for(
@@ -286,6 +298,13 @@ impl MemoryServer {
         self.inner.faults.lock().expect("faults lock").latency = latency;
     }
 
+    /// Holds the answer to the next write (create, update, patch or delete) of an object named
+    /// `name` for `delay` after the write is done: its watch event arrives first, as when the
+    /// network between a client and the API server is slow.
+    pub fn delay_answer(&self, name: &str, delay: Duration) {
+        self.inner.faults.lock().expect("faults lock").slow_answers.push((name.to_owned(), delay));
+    }
+
     /// Refuses `verb` on `resource` (a plural, or `"*"`) with `403 Forbidden`, as RBAC
     /// would; the server allows everything until this is called.
     pub fn refuse(&self, verb: Verb, resource: &str) {
@@ -297,6 +316,7 @@ impl MemoryServer {
         let mut faults = self.inner.faults.lock().expect("faults lock");
         faults.failures.clear();
         faults.refused.clear();
+        faults.slow_answers.clear();
         faults.latency = Duration::ZERO;
         drop(faults);
         self.resume();
@@ -403,8 +423,7 @@ impl Served {
             .collect::<Result<Vec<_>, _>>()
             .map_err(io::Error::other)?;
         let key = PrivateKeyDer::from_pem_slice(pki.serving_key.as_bytes()).map_err(io::Error::other)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(crate::helpers::crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(io::Error::other)?
             .with_no_client_auth()

@@ -206,14 +206,26 @@ impl TlsIdentity {
     }
 
     fn acceptor(self) -> Result<TlsAcceptor, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(self.chain, self.key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
+}
+
+/// The application's process-wide rustls provider when it installed one (aws-lc-rs, with
+/// post-quantum key exchange, say), else *ring*'s: kube's own TLS already builds on *ring*, so
+/// that choice costs no second cryptography library. rustls 0.23.48 deprecates *ring*'s
+/// provider for its lack of post-quantum algorithms; install another as the process default
+/// (`CryptoProvider::install_default`) to have them here too.
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    rustls::crypto::CryptoProvider::get_default().cloned().unwrap_or_else(|| {
+        #[allow(deprecated)]
+        let ring = rustls::crypto::ring::default_provider();
+        Arc::new(ring)
+    })
 }
 
 const ALL: &[&str] = &["/metrics", "/healthz", "/readyz"];
