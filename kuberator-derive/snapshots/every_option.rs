@@ -43,33 +43,33 @@ const _: () = {
         type Resource = crate::Echo;
         type Repository = MyRepository;
         fn config() -> ::kuberator::operator::OperatorConfig {
-            ::kuberator::operator::OperatorConfig {
-                finalizer: ::std::option::Option::Some("echoes.example.com/cleanup"),
-                namespaces: &["default", "production"],
-                caching: ::std::option::Option::Some(
-                    ::kuberator::cache::CachingStrategy::Adhoc,
-                ),
-                concurrency: ::std::option::Option::Some(0usize),
-                requeue_after_error: ::std::option::Option::Some(
-                    ::std::time::Duration::from_secs(5u64),
-                ),
-                error_backoff_base: ::std::option::Option::Some(
-                    ::std::time::Duration::from_millis(250u64),
-                ),
-                reconcile_timeout: ::std::option::Option::Some(
-                    ::std::time::Duration::from_secs(120u64),
-                ),
-                keep_managed_fields: true,
-                owns: const {
-                    &[
-                        ::kuberator::children::Owned::of::<ConfigMap>(),
-                        ::kuberator::children::Owned::of::<apps::Deployment>(),
-                    ]
-                },
-                labels: ::std::option::Option::Some("app=echo"),
-                controller_name: ::std::option::Option::Some("echo-operator"),
-                ..::std::default::Default::default()
-            }
+            #[allow(unused_mut)]
+            let mut config = <::kuberator::operator::OperatorConfig as ::std::default::Default>::default();
+            config.finalizer = ::std::option::Option::Some("echoes.example.com/cleanup");
+            config.namespaces = &["default", "production"];
+            config.caching = ::std::option::Option::Some(
+                ::kuberator::cache::CachingStrategy::Adhoc,
+            );
+            config.concurrency = ::std::option::Option::Some(0usize);
+            config.requeue_after_error = ::std::option::Option::Some(
+                ::std::time::Duration::from_secs(5u64),
+            );
+            config.error_backoff_base = ::std::option::Option::Some(
+                ::std::time::Duration::from_millis(250u64),
+            );
+            config.reconcile_timeout = ::std::option::Option::Some(
+                ::std::time::Duration::from_secs(120u64),
+            );
+            config.keep_managed_fields = true;
+            config.owns = const {
+                &[
+                    ::kuberator::children::Owned::of::<ConfigMap>(),
+                    ::kuberator::children::Owned::of::<apps::Deployment>(),
+                ]
+            };
+            config.labels = ::std::option::Option::Some("app=echo");
+            config.controller_name = ::std::option::Option::Some("echo-operator");
+            config
         }
         fn __handle_apply<'a>(
             &'a self,

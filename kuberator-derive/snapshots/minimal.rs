@@ -41,9 +41,9 @@ const _: () = {
             ::kuberator::cache::StaticApiProvider<Echo>,
         >;
         fn config() -> ::kuberator::operator::OperatorConfig {
-            ::kuberator::operator::OperatorConfig {
-                ..::std::default::Default::default()
-            }
+            #[allow(unused_mut)]
+            let mut config = <::kuberator::operator::OperatorConfig as ::std::default::Default>::default();
+            config
         }
         fn __handle_apply<'a>(
             &'a self,

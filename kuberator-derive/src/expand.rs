@@ -27,11 +27,11 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let mut config = Vec::new();
     let mut checks = Vec::new();
     if let Some(finalizer) = &model.finalizer {
-        config.push(quote!(finalizer: #some(#finalizer)));
+        config.push(quote!(finalizer = #some(#finalizer)));
     }
     if !model.namespaces.is_empty() {
         let namespaces = &model.namespaces;
-        config.push(quote!(namespaces: &[#(#namespaces),*]));
+        config.push(quote!(namespaces = &[#(#namespaces),*]));
     }
     // A cluster-scoped resource has no namespaces to list or limit to: compile errors that say so.
     if let Some(first) = model.namespaces.first() {
@@ -50,16 +50,16 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             Caching::Adhoc => quote!(#kuberator::cache::CachingStrategy::Adhoc),
             Caching::Extendable => quote!(#kuberator::cache::CachingStrategy::Extendable),
         };
-        config.push(quote!(caching: #some(#caching)));
+        config.push(quote!(caching = #some(#caching)));
     }
     if let Some(limit) = model.concurrency {
-        config.push(quote!(concurrency: #some(#limit)));
+        config.push(quote!(concurrency = #some(#limit)));
     }
     if let Some(seconds) = model.requeue_after_error_seconds {
-        config.push(quote!(requeue_after_error: #some(::std::time::Duration::from_secs(#seconds))));
+        config.push(quote!(requeue_after_error = #some(::std::time::Duration::from_secs(#seconds))));
     }
     if let Some((millis, written)) = &model.error_backoff_base_millis {
-        config.push(quote!(error_backoff_base: #some(::std::time::Duration::from_millis(#millis))));
+        config.push(quote!(error_backoff_base = #some(::std::time::Duration::from_millis(#millis))));
         if model.requeue_after_error_seconds.is_none() {
             // Spanned at the value: a base over the default longest delay fails to compile there.
             checks.push(quote_spanned!(written.span()=>
@@ -68,14 +68,14 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         }
     }
     if let Some(seconds) = model.reconcile_timeout_seconds {
-        config.push(quote!(reconcile_timeout: #some(::std::time::Duration::from_secs(#seconds))));
+        config.push(quote!(reconcile_timeout = #some(::std::time::Duration::from_secs(#seconds))));
     }
     if model.keep_managed_fields {
-        config.push(quote!(keep_managed_fields: true));
+        config.push(quote!(keep_managed_fields = true));
     }
     if !model.owns.is_empty() {
         let owns = &model.owns;
-        config.push(quote!(owns: const { &[#(#kuberator::children::Owned::of::<#owns>()),*] }));
+        config.push(quote!(owns = const { &[#(#kuberator::children::Owned::of::<#owns>()),*] }));
         for owned in owns {
             // Spanned at the kind: a child the resource cannot own fails to compile there.
             checks.push(quote_spanned!(owned.span()=>
@@ -84,10 +84,10 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         }
     }
     if let Some(labels) = &model.labels {
-        config.push(quote!(labels: #some(#labels)));
+        config.push(quote!(labels = #some(#labels)));
     }
     if let Some(name) = &model.controller_name {
-        config.push(quote!(controller_name: #some(#name)));
+        config.push(quote!(controller_name = #some(#name)));
     }
 
     let result = quote!(#kuberator::error::Result<#private::kube::runtime::controller::Action>);
@@ -129,10 +129,10 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 type Repository = #repository;
 
                 fn config() -> #kuberator::operator::OperatorConfig {
-                    #kuberator::operator::OperatorConfig {
-                        #(#config,)*
-                        ..::std::default::Default::default()
-                    }
+                    #[allow(unused_mut)]
+                    let mut config = <#kuberator::operator::OperatorConfig as ::std::default::Default>::default();
+                    #(config.#config;)*
+                    config
                 }
 
                 fn __handle_apply<'a>(

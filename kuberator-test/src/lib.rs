@@ -56,6 +56,10 @@ pub use crate::helpers::test_namespace;
 pub use crate::helpers::wait_for;
 pub use crate::helpers::wait_for_event;
 pub use crate::proxy::Proxy;
+/// The in-memory [`EmitEvent`](kuberator::events::EmitEvent) for unit tests of handlers.
+pub use kuberator::events::MockEventRecorder;
+/// An Event a [`MockEventRecorder`] kept.
+pub use kuberator::events::RecordedEvent;
 
 /// Logs to stderr for tests and tools, at `info` or as `RUST_LOG` says, in colour only on a
 /// terminal and without `NO_COLOR`; calling it again does nothing.

@@ -87,6 +87,10 @@ impl Failures {
 /// The delay before retrying `object` (named `Kind namespace/name`), which just failed:
 /// `base` doubled per failure in a row, at most `cap`, ±10 %. Outside a running controller
 /// (in a unit test, say) it is `cap`.
+///
+/// Public for an [`error_policy`](crate::Reconcile::error_policy) of your own that tells
+/// errors apart but still wants the object's exponential backoff for the ones it retries;
+/// the default `error_policy` calls it.
 pub fn next_delay(object: &str, base: Duration, cap: Duration) -> Duration {
     let Ok(failures) = FAILURES.try_with(|failures| failures.failed(object)) else {
         return cap;

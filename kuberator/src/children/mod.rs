@@ -255,6 +255,10 @@ impl Children {
     /// Server-side applies `child` as a child of `parent` (see the [module docs](self)) and
     /// returns the object as the API server stored it.
     ///
+    /// It always forces ownership (kube-rs's `PatchParams::apply(manager).force()`): a field
+    /// another manager set is taken over, since a child is the operator's to keep as declared.
+    /// Apply with `Api::patch` yourself to share fields without forcing.
+    ///
     /// # Errors
     ///
     /// - [`Error::InvalidChild`] when ownership is impossible: the parent was never stored
@@ -395,6 +399,10 @@ impl Children {
     /// The object `name` of kind `K` (in `namespace`; `None` for a cluster-scoped kind), or
     /// `None` when there is none. An owned kind is read from the cache when it holds the
     /// object, else from the API server.
+    ///
+    /// kube-rs names the `Option`-returning read `Api::get_opt` (its `get` fails on a missing
+    /// object). Here there is only one read, and a child that is not there yet is the usual
+    /// case, not an error, so it keeps the short name.
     ///
     /// # Errors
     ///

@@ -47,10 +47,13 @@
 //!
 //! # Testing
 //!
-//! [`MockEventRecorder`] implements [`EmitEvent`] in memory, so handlers written against
-//! `EmitEvent` can be unit tested without a cluster.
+//! `MockEventRecorder` implements [`EmitEvent`] in memory, so handlers written against
+//! `EmitEvent` can be unit tested without a cluster. It is a test double, so it sits behind
+//! the `testing` feature (`kuberator = { version = "...", features = ["testing"] }` in
+//! `[dev-dependencies]`), and `kuberator-test` re-exports it.
 
 mod data;
+#[cfg(any(test, feature = "testing"))]
 mod mock;
 mod recorder;
 
@@ -59,7 +62,11 @@ use kube::Resource;
 
 pub use self::data::EventData;
 pub use self::data::Reason;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use self::mock::MockEventRecorder;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use self::mock::RecordedEvent;
 pub use self::recorder::EventRecorder;
 use crate::error::Result;
@@ -82,6 +89,10 @@ pub trait EmitEvent: Send + Sync {
 
     /// Publishes `event` about `object` and logs it; a failure to publish is logged, never
     /// returned, so an Event can never fail a reconcile.
+    ///
+    /// kube-rs calls this `Recorder::publish`, which returns the error: that is
+    /// [`try_emit`](EmitEvent::try_emit) here. The other name is kept for the one that cannot
+    /// fail, so that the common call needs no `?` and no `let _ =`.
     async fn emit<K, R>(&self, object: &K, event: EventData<R>)
     where
         K: Resource + Sync,

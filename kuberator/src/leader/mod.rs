@@ -375,6 +375,9 @@ impl LeaderElection {
 
 /// `$POD_NAME` (or `$HOSTNAME`, or `kuberator`) and a random suffix, so that two processes
 /// on one host differ too.
+///
+/// Public for whoever builds a [`LeaderElection`] by hand (a trait-level operator) and wants
+/// the identity a derived operator's `run()` would use; the derived operator calls it itself.
 pub fn default_identity() -> String {
     let host = ["POD_NAME", "HOSTNAME"]
         .into_iter()

@@ -61,7 +61,12 @@ use crate::reconcile::DEFAULT_CONCURRENCY;
 
 /// What `#[kuberator(...)]` says, beyond the types: `None` (or an empty list) where the
 /// attribute is silent. [`OperatorConfig::resolve`] fills in the defaults.
+///
+/// It is `#[non_exhaustive]`, so that a new attribute key is a new field and no breaking
+/// change: start from `OperatorConfig::default()` and set the fields you need (the derive
+/// does just that).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OperatorConfig {
     /// `finalizer = "..."`.
     pub finalizer: Option<&'static str>,

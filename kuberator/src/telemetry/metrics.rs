@@ -111,6 +111,10 @@ static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 
 /// Marks the process as shutting down: [`readiness`] (`/readyz`) fails from now on, so no
 /// new traffic is sent its way while it drains.
+///
+/// A derived operator's `run()` calls it on SIGTERM. It is public for a trait-level operator
+/// that serves [`serve_health`](crate::telemetry::serve_health) and handles its own
+/// shutdown: call it when the shutdown starts, before the controllers drain.
 pub fn shutting_down() {
     SHUTTING_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
 }
