@@ -71,6 +71,19 @@ where
 /// - Across a restart of the process that memory is gone: an operator stopped between a
 ///   successful cleanup and the finalizer's removal runs cleanup again for that object. This
 ///   is why `handle_cleanup` must stay idempotent.
+/// - That memory belongs to the running controller, and leaves when the object goes (its
+///   Delete event, or a relist that no longer shows it).
+///
+/// # Called outside a controller
+///
+/// `finalize` works the same when called by hand (a unit test, a tool), with three things
+/// missing that only a running controller has:
+///
+/// - the cleanup-once memory is the process's, not a controller's, and an entry leaves only
+///   when the finalizer is removed or after an hour (no watch says the object went);
+/// - the finalizer write's own watch event is not recognised (there is no watch to drop it
+///   from), and the returned object keeps `managedFields`;
+/// - [`next_delay`](crate::backoff::next_delay) has no failure counts and answers its cap.
 ///
 /// # Errors
 ///
@@ -180,6 +193,11 @@ where
     /// `None` clears a field. The write does not by itself run `handle_apply` again: the
     /// controller reconciles on spec (generation) and finalizer changes only.
     ///
+    /// An empty `conditions` list is left out of the patch: a status built from
+    /// `Default::default()` would otherwise wipe the conditions the runtime keeps (a derived
+    /// operator's `Ready`). A non-empty list is written as given. To remove conditions, write
+    /// the list without them.
+    ///
     /// # Errors
     ///
     /// [`Error::SerializeStatus`] or [`Error::UpdateStatus`], naming the object; the latter
@@ -192,8 +210,15 @@ where
             ObserveGeneration::add(&mut status, generation);
         }
         let (name, namespace) = name_and_scope(object)?;
-        let status = serde_json::to_value(&status)
+        let mut status = serde_json::to_value(&status)
             .map_err(|source| Error::SerializeStatus { object: describe(object), source })?;
+        if let Some(fields) = status.as_object_mut()
+            && fields
+                .get("conditions")
+                .is_some_and(|conditions| conditions.as_array().is_some_and(Vec::is_empty))
+        {
+            fields.remove("conditions");
+        }
         let patch = serde_json::json!({ "status": status });
         self.api_provider()
             .get(namespace.unwrap_or_default())?

@@ -94,25 +94,21 @@ where
     where
         G: Future<Output = ()> + Send + 'static,
     {
-        let children = self.children().filter(|children| !children.owned().is_empty());
-        let (api, config, context) = self.destruct();
-        let parents = children.map(|children| crate::children::parents::<R>(children.watch(api.namespace())));
+        let children = self.children();
+        let (api, watcher, context) = self.destruct();
         let recorder = EventRecorder::new(api.clone().into_client(), Self::controller_name());
-        controller::drive(controller::Setup {
+        let plan = Plan {
             api,
-            watcher: config,
-            namespaces: Vec::new(),
-            parents,
+            watcher,
             context,
-            limit,
-            timeout: Self::reconcile_timeout(),
-            shutdown,
+            // The `Api` from `destruct` is the whole scope: one namespace, or all.
+            namespaces: Vec::new(),
+            children,
             recorder,
-            reconcile: Self::reconcile,
-            error_policy: Self::error_policy,
+            timeout: Self::reconcile_timeout(),
             keep_managed_fields: Self::keep_managed_fields(),
-        })
-        .await;
+        };
+        run::<R, C, F, P, Self, G>(plan, limit, shutdown).await;
     }
 
     /// The children your context applies, when it owns any: their kinds are watched (in the
@@ -184,6 +180,56 @@ where
     fn controller_name() -> String {
         default_controller_name::<R>()
     }
+}
+
+/// What a controller runs with, whichever way it was put together: the trait's defaults
+/// ([`Reconcile::start_concurrent`]) or a derived operator's settings
+/// ([`OperatorReconciler`](crate::operator::OperatorReconciler)). [`run`] is the one place that
+/// turns it into a running controller.
+pub(crate) struct Plan<R: KubeResource, C> {
+    pub(crate) api: Api<R>,
+    pub(crate) watcher: Config,
+    pub(crate) context: Arc<C>,
+    /// Only objects in these namespaces are reconciled; empty: every namespace `api` sees.
+    pub(crate) namespaces: Vec<String>,
+    /// The owned children, watched in `api`'s namespace (or everywhere).
+    pub(crate) children: Option<crate::children::Children>,
+    /// Publishes Events; its controller name labels the metrics.
+    pub(crate) recorder: EventRecorder,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) keep_managed_fields: bool,
+}
+
+/// Runs the controller that `plan` describes with `Rec`'s reconcile and error policy, up to
+/// `limit` reconciles at a time, until `shutdown` completes.
+pub(crate) async fn run<R, C, F, P, Rec, G>(plan: Plan<R, C>, limit: Option<usize>, shutdown: Option<G>)
+where
+    R: KubeResource,
+    C: Context<R, F, P> + 'static,
+    F: Finalize<R, P> + 'static,
+    P: ProvideApi<R> + 'static,
+    Rec: Reconcile<R, C, F, P>,
+    G: Future<Output = ()> + Send + 'static,
+{
+    let Plan { api, watcher, context, namespaces, children, recorder, timeout, keep_managed_fields } = plan;
+    let parents = children
+        .filter(|children| !children.owned().is_empty())
+        .map(|children| crate::children::parents::<R>(children.watch(api.namespace())));
+    controller::drive(controller::Setup {
+        api,
+        watcher,
+        namespaces,
+        parents,
+        context,
+        limit,
+        timeout,
+        shutdown,
+        recorder,
+        reconcile: Rec::reconcile,
+        error_policy: Rec::error_policy,
+        keep_managed_fields,
+    })
+    .await;
 }
 
 /// [`Reconcile::error_policy`] with a given cap (`None`: no retry) and base.

@@ -27,7 +27,6 @@ use crate::cache::ProvideApi;
 use crate::cache::StaticApiProvider;
 use crate::children::Child;
 use crate::children::Children;
-use crate::controller;
 use crate::error::Error;
 use crate::error::Result;
 use crate::events::EmitEvent;
@@ -170,6 +169,12 @@ impl<O: Operator> Ctx<O> {
 
     /// The repository (a [`K8sRepository`](crate::k8s::K8sRepository) unless the attribute
     /// names another).
+    ///
+    /// Its [`update_status`](Finalize::update_status) writes the status as given, except an
+    /// empty `conditions` list, which it leaves out (so a default status never wipes
+    /// `Ready`); a non-empty list replaces the conditions, `Ready` included, until the next
+    /// reconcile writes `Ready` again. Prefer [`Ctx::update_status`], which never touches
+    /// `conditions`, and [`Ctx::set_condition`].
     pub fn repository(&self) -> &O::Repository {
         &self.repository
     }
@@ -229,6 +234,14 @@ impl<O: Operator> Context<O::Resource, O::Repository, StaticApiProvider<O::Resou
 /// The [`Reconcile`] of a derived operator: [`start`](Reconcile::start) and
 /// [`run`](Reconcile::run) use the operator's [`Settings`] (its concurrency, backoff and
 /// namespaces); [`start_concurrent`](Reconcile::start_concurrent) takes its limit from you.
+///
+/// The settings it runs with are [`settings`](OperatorReconciler::settings): what
+/// [`into_reconciler_with`](super::Operator::into_reconciler_with) gave it, which every part
+/// reads (the error policy, the timeout, the cache trimming, the Event recorder's name). The
+/// trait's associated functions without `self` (`controller_name()`,
+/// `reconcile_timeout()`, `requeue_after_error_seconds()`, `error_backoff_base()`,
+/// `keep_managed_fields()`) cannot see an instance: they answer what the attribute says
+/// ([`Operator::settings`](super::Operator::settings)), and nothing running reads them.
 pub struct OperatorReconciler<O: Operator> {
     api: Api<O::Resource>,
     watcher: Config,
@@ -294,32 +307,24 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
     where
         G: Future<Output = ()> + Send + 'static,
     {
-        // Several namespaces are watched cluster-wide; the others are none of our business.
-        let (namespaces, watched) = match self.context.settings.namespaces.as_slice() {
-            [] => (Vec::new(), None),
-            [only] => (Vec::new(), Some(only.clone())),
-            several => (several.to_vec(), None),
+        let settings = &self.context.settings;
+        // Several namespaces are watched cluster-wide (the `Api` is `Api::all`); the others are
+        // none of our business. One namespace is the `Api`'s own.
+        let namespaces = match settings.namespaces.as_slice() {
+            [] | [_] => Vec::new(),
+            several => several.to_vec(),
         };
-        let children = &self.context.children;
-        let parents = (!children.owned().is_empty())
-            .then(|| crate::children::parents::<O::Resource>(children.watch(watched.as_deref())));
-        let timeout = self.context.settings.reconcile_timeout;
-        let keep_managed_fields = self.context.settings.keep_managed_fields;
-        controller::drive(controller::Setup {
+        let plan = crate::reconcile::Plan {
             recorder: self.context.events.clone(),
+            children: Some(self.context.children.clone()),
+            timeout: settings.reconcile_timeout,
+            keep_managed_fields: settings.keep_managed_fields,
+            namespaces,
             api: self.api,
             watcher: self.watcher,
-            namespaces,
-            parents,
             context: self.context,
-            limit,
-            timeout,
-            shutdown,
-            reconcile: Self::reconcile,
-            error_policy: Self::error_policy,
-            keep_managed_fields,
-        })
-        .await;
+        };
+        crate::reconcile::run::<_, _, _, _, Self, G>(plan, limit, shutdown).await;
     }
 
     fn error_policy(object: Arc<O::Resource>, error: &Error, context: Arc<Ctx<O>>) -> Action {
