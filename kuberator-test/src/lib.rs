@@ -27,6 +27,11 @@
 //! # }
 //! ```
 
+/// The guide's chapter on testing an operator: on the in-memory server, on a real control
+/// plane, with faults, and its Events in a unit test.
+#[doc = include_str!("../guide/testing.md")]
+pub mod guide {}
+
 mod certs;
 mod cluster;
 mod control_plane;

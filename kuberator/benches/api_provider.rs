@@ -1,7 +1,7 @@
 //! Cost of one `Api` lookup per provider and strategy.
 //!
-//! `cargo bench -p kuberator --bench api_provider` prints one row per case. The README's
-//! table comes from this benchmark; it asserts nothing, since timings on shared machines
+//! `cargo bench -p kuberator --bench api_provider` prints one row per case. The table in the
+//! guide's caching chapter (`kuberator::guide::trait_level`) comes from this benchmark; it asserts nothing, since timings on shared machines
 //! are noisy.
 #![allow(missing_docs)]
 

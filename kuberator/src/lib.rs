@@ -20,7 +20,8 @@
 //! - [`leader`]: leader election on a Lease, so that one of several replicas reconciles.
 //! - [`telemetry`]: Prometheus metrics, `/healthz` and `/readyz`.
 //!
-//! The repository README walks through a complete operator; `examples/` has runnable ones.
+//! The [`guide`] walks from a first operator to one in production; `examples/` in the
+//! repository has runnable ones.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -31,6 +32,10 @@ mod finalize;
 mod object;
 mod own_writes;
 mod reconcile;
+
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub mod guide;
 
 pub mod backoff;
 pub mod cache;

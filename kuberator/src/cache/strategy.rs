@@ -3,8 +3,8 @@
 /// What a [`StaticApiProvider`](super::StaticApiProvider) does when asked for a namespace it
 /// was not built with.
 ///
-/// Measured costs of one lookup are in the crate README (`cargo bench -p kuberator --bench
-/// api_provider`).
+/// Measured costs of one lookup are in the [guide](crate::guide::trait_level#caching-strategies)
+/// (`cargo bench -p kuberator --bench api_provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CachingStrategy {
     /// Only the namespaces given at start; any other is an error that names it.

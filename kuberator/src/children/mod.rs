@@ -396,6 +396,16 @@ impl Children {
         Ok(deleted)
     }
 
+    /// Deletes every child of kind `K` that `parent` controls: [`prune`](Children::prune)
+    /// keeping none, without having to name the type of an empty list.
+    ///
+    /// # Errors
+    ///
+    /// As [`prune`](Children::prune).
+    pub async fn prune_all<P: Parent, K: Child>(&self, parent: &P) -> Result<Vec<String>> {
+        self.prune::<P, K>(parent, std::iter::empty::<&str>()).await
+    }
+
     /// The object `name` of kind `K` (in `namespace`; `None` for a cluster-scoped kind), or
     /// `None` when there is none. An owned kind is read from the cache when it holds the
     /// object, else from the API server.

@@ -129,6 +129,16 @@ impl<O: Operator> Ctx<O> {
         self.children.prune::<_, K>(parent, keep).await
     }
 
+    /// Deletes every child of kind `K` of `parent`; see
+    /// [`Children::prune_all`](crate::children::Children::prune_all).
+    ///
+    /// # Errors
+    ///
+    /// When a delete is refused, naming the child and the parent.
+    pub async fn prune_all<K: Child>(&self, parent: &O::Resource) -> Result<Vec<String>> {
+        self.children.prune_all::<_, K>(parent).await
+    }
+
     /// The object `name` of kind `K` in `namespace` (`None` for a cluster-scoped kind): from
     /// the cache when `K` is owned and the cache has it, else from the API server.
     ///
