@@ -1,6 +1,7 @@
 //! Owned children through the trait-level API: a hand-written `Context` that holds a
 //! `Children`, and a `Reconcile` that returns it, so the child kind is watched and a child
-//! deleted by hand is made again.
+//! deleted by hand is made again, also when it is deleted while the operator's watches are
+//! down.
 
 mod support;
 
@@ -26,6 +27,7 @@ use kuberator::children::Owned;
 use kuberator::error::Result;
 use kuberator::k8s::K8sRepository;
 use kuberator_test::Background;
+use kuberator_test::memory::Verb;
 use kuberator_test::wait_for;
 use support::Probe;
 use support::ProbeSpec;
@@ -118,4 +120,66 @@ async fn a_hand_written_context_owns_children_too() {
         .unwrap();
     operator.stop(Duration::from_secs(30)).await;
     kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+}
+
+/// Issue 21, item 10, on whichever server `KUBERATOR_TEST_CLUSTER` picks: a child deleted by
+/// hand while the operator's watches are down comes back once they are up again, though the
+/// parent waits for changes (`await_change`). On the real control plane the operator talks
+/// through a proxy that is blocked meanwhile (its watch resumes, or relists, after the outage);
+/// on the in-memory server its watches are cut, their versions expired and ConfigMaps refused
+/// to it meanwhile, so it must relist and notice the child is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_deleted_while_the_watch_is_down_comes_back() {
+    kuberator_test::init_tracing();
+    let cluster = kuberator_test::TestCluster::shared().await.expect("a cluster (tests never skip)");
+    let admin = cluster.client().await.unwrap();
+    kuberator_test::install_crd::<Probe>(&admin).await.unwrap();
+    let namespace = kuberator_test::test_namespace(&admin, "child-outage").await.unwrap();
+    // The operator's client: through a proxy to the real server, or the in-memory one's own.
+    let (proxy, client) = match &cluster {
+        kuberator_test::TestCluster::Real(control_plane) => {
+            let proxy = kuberator_test::Proxy::in_front_of(control_plane).await.unwrap();
+            let client = proxy.client(control_plane).await.unwrap();
+            (Some(proxy), client)
+        }
+        kuberator_test::TestCluster::InMemory(_) => (None, admin.clone()),
+    };
+    let provider = StaticApiProvider::new(client.clone(), [namespace.as_str()], CachingStrategy::Strict);
+    let children = Children::new(client.clone(), "child-outage", &[Owned::of::<ConfigMap>()]);
+    let context = ChildContext { repository: std::sync::Arc::new(K8sRepository::new(provider)), children };
+    let reconciler =
+        ChildReconciler { api: Api::namespaced(client, &namespace), context: std::sync::Arc::new(context) };
+    let operator = Background::spawn(move |shutdown| reconciler.start(Some(shutdown)));
+
+    let probes: Api<Probe> = Api::namespaced(admin.clone(), &namespace);
+    let spec = ProbeSpec { message: "kept".into(), ..ProbeSpec::default() };
+    probes.create(&PostParams::default(), &Probe::new("owner", spec)).await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+    let minute = Duration::from_secs(60);
+    let child =
+        wait_for(&maps, "owner-child", minute, "the child", |map| map.is_some()).await.unwrap().unwrap();
+
+    match (&proxy, cluster.in_memory_server()) {
+        (Some(proxy), _) => proxy.block(),
+        (None, Some(server)) => {
+            server.refuse(Verb::Watch, "configmaps");
+            server.refuse(Verb::List, "configmaps");
+            server.expire_resource_versions();
+        }
+        (None, None) => unreachable!("a real cluster has a proxy"),
+    }
+    maps.delete("owner-child", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match (&proxy, cluster.in_memory_server()) {
+        (Some(proxy), _) => proxy.unblock(),
+        (None, Some(server)) => server.clear_faults(),
+        (None, None) => unreachable!("a real cluster has a proxy"),
+    }
+    wait_for(&maps, "owner-child", minute, "the child to be made again after the outage", |made| {
+        made.is_some_and(|made| made.uid() != child.uid())
+    })
+    .await
+    .unwrap();
+    operator.stop(Duration::from_secs(30)).await;
+    kuberator_test::delete_namespace(&admin, &namespace).await.unwrap();
 }
