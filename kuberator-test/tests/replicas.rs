@@ -290,6 +290,16 @@ fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
+/// Applies the ClusterRole `baton-operator-metrics-reader` as `rbac` prints it.
+async fn apply_reader_role(test: &Test) {
+    let printed = Command::new(OPERATOR).args(["rbac", "--namespace", &test.namespace]).output().unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let reader =
+        text.split("\n---\n").find(|document| document.contains("name: baton-operator-metrics-reader"));
+    apply(test, reader.expect("the reader ClusterRole")).await;
+}
+
 /// A token of ServiceAccount `name` in the test's namespace, bound to the ClusterRole
 /// `baton-operator-metrics-reader` (which `rbac` prints) when `name` is `scraper`.
 async fn reader_token(test: &Test, name: &str) -> String {
@@ -322,13 +332,7 @@ subjects:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_metrics_answer_only_callers_the_api_server_authorizes() {
     let test = setup("secure-metrics").await;
-    // The reader ClusterRole, as `rbac` prints it.
-    let printed = Command::new(OPERATOR).args(["rbac", "--namespace", &test.namespace]).output().unwrap();
-    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
-    let text = String::from_utf8(printed.stdout).unwrap();
-    let reader =
-        text.split("\n---\n").find(|document| document.contains("name: baton-operator-metrics-reader"));
-    apply(&test, reader.expect("the reader ClusterRole")).await;
+    apply_reader_role(&test).await;
 
     let replica = Replica::spawn_secure(&test, "secure", &test.kubeconfig, &[]);
     replica.wait_ready().await;
@@ -419,11 +423,7 @@ async fn scrape_with(replica: &Replica, tokens: Vec<String>, at_once: usize) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_callers_neither_grow_memory_nor_flood_the_api_server_nor_starve_the_probes() {
     let test = setup("hostile-metrics").await;
-    let printed = Command::new(OPERATOR).args(["rbac", "--namespace", &test.namespace]).output().unwrap();
-    let text = String::from_utf8(printed.stdout).unwrap();
-    let reader =
-        text.split("\n---\n").find(|document| document.contains("name: baton-operator-metrics-reader"));
-    apply(&test, reader.expect("the reader ClusterRole")).await;
+    apply_reader_role(&test).await;
     let replica = Replica::spawn_secure(&test, "hostile", &test.kubeconfig, &[]);
     replica.wait_ready().await;
     let scraper = reader_token(&test, "scraper").await;

@@ -82,17 +82,22 @@ impl Reconcile<Probe, ChildContext, Repository, StaticApiProvider<Probe>> for Ch
     }
 }
 
+impl ChildReconciler {
+    /// The operator on `client`, in `namespace`, applying its children as `manager`.
+    fn new(client: kube::Client, namespace: &str, manager: &str) -> Self {
+        let provider = StaticApiProvider::new(client.clone(), [namespace], CachingStrategy::Strict);
+        let children = Children::new(client.clone(), manager, &[Owned::of::<ConfigMap>()]);
+        let context =
+            ChildContext { repository: std::sync::Arc::new(K8sRepository::new(provider)), children };
+        Self { api: Api::namespaced(client, namespace), context: std::sync::Arc::new(context) }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_written_context_owns_children_too() {
     let (client, namespace) = kuberator_test::test_env("trait-children").await;
     kuberator_test::install_crd::<Probe>(&client).await.unwrap();
-    let provider = StaticApiProvider::new(client.clone(), [namespace.as_str()], CachingStrategy::Strict);
-    let children = Children::new(client.clone(), "trait-children", &[Owned::of::<ConfigMap>()]);
-    let context = ChildContext { repository: std::sync::Arc::new(K8sRepository::new(provider)), children };
-    let reconciler = ChildReconciler {
-        api: Api::namespaced(client.clone(), &namespace),
-        context: std::sync::Arc::new(context),
-    };
+    let reconciler = ChildReconciler::new(client.clone(), &namespace, "trait-children");
     let operator = Background::spawn(move |shutdown| reconciler.start(Some(shutdown)));
 
     let probes: Api<Probe> = Api::namespaced(client.clone(), &namespace);
@@ -144,11 +149,7 @@ async fn a_child_deleted_while_the_watch_is_down_comes_back() {
         }
         kuberator_test::TestCluster::InMemory(_) => (None, admin.clone()),
     };
-    let provider = StaticApiProvider::new(client.clone(), [namespace.as_str()], CachingStrategy::Strict);
-    let children = Children::new(client.clone(), "child-outage", &[Owned::of::<ConfigMap>()]);
-    let context = ChildContext { repository: std::sync::Arc::new(K8sRepository::new(provider)), children };
-    let reconciler =
-        ChildReconciler { api: Api::namespaced(client, &namespace), context: std::sync::Arc::new(context) };
+    let reconciler = ChildReconciler::new(client, &namespace, "child-outage");
     let operator = Background::spawn(move |shutdown| reconciler.start(Some(shutdown)));
 
     let probes: Api<Probe> = Api::namespaced(admin.clone(), &namespace);
