@@ -36,18 +36,17 @@ tokio::task_local! {
 /// How many times in a row each object's reconcile failed, for one running controller.
 #[derive(Debug, Default)]
 pub(crate) struct Failures {
-    /// The controller's name, for the size gauge.
-    controller: String,
     counts: DashMap<String, u32>,
+    size: crate::telemetry::Remembered,
 }
 
 impl Failures {
     pub(crate) fn new(controller: &str) -> Self {
-        Self { controller: controller.to_owned(), counts: DashMap::new() }
+        Self { counts: DashMap::new(), size: crate::telemetry::Remembered::new(controller, "backoff") }
     }
 
     fn report(&self) {
-        crate::telemetry::remembered(&self.controller, "backoff", self.counts.len());
+        self.size.set(self.counts.len());
     }
 
     /// Forgets the failures of `object`, which is gone.

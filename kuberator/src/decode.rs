@@ -55,8 +55,7 @@ use crate::telemetry::ControllerMetrics;
 /// (deleted while the watch was down).
 #[derive(Debug, Default)]
 pub(crate) struct DecodeFailures {
-    /// The controller's name, for the size gauge.
-    controller: String,
+    size: crate::telemetry::Remembered,
     reported: Mutex<HashMap<String, String>>,
     /// During a relist: the undecodable objects it has shown so far.
     relisted: Mutex<Option<std::collections::HashSet<String>>>,
@@ -64,13 +63,7 @@ pub(crate) struct DecodeFailures {
 
 impl DecodeFailures {
     pub(crate) fn new(controller: &str) -> Self {
-        Self { controller: controller.to_owned(), ..Self::default() }
-    }
-
-    fn report_size(&self, entries: usize) {
-        if !self.controller.is_empty() {
-            crate::telemetry::remembered(&self.controller, "undecodable", entries);
-        }
+        Self { size: crate::telemetry::Remembered::new(controller, "undecodable"), ..Self::default() }
     }
 
     /// Whether this version of the object is new to report.
@@ -80,7 +73,7 @@ impl DecodeFailures {
         }
         let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
         let first = reported.insert(uid.to_owned(), version.to_owned()).as_deref() != Some(version);
-        self.report_size(reported.len());
+        self.size.set(reported.len());
         first
     }
 
@@ -91,7 +84,7 @@ impl DecodeFailures {
             && !reported.is_empty()
             && reported.remove(&uid).is_some()
         {
-            self.report_size(reported.len());
+            self.size.set(reported.len());
         }
     }
 
@@ -106,7 +99,7 @@ impl DecodeFailures {
             self.relisted.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default();
         let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
         reported.retain(|uid, _| relisted.contains(uid));
-        self.report_size(reported.len());
+        self.size.set(reported.len());
     }
 }
 

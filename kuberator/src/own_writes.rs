@@ -49,8 +49,8 @@ struct Expected {
 /// cleanup ran; and whether the controller trims objects.
 #[derive(Debug, Default)]
 pub(crate) struct OwnWrites {
-    /// The controller's name, for the size gauges.
-    controller: String,
+    echoes: crate::telemetry::Remembered,
+    cleanups: crate::telemetry::Remembered,
     expected: Mutex<HashMap<String, Expected>>,
     cleaned: Mutex<HashMap<Deletion, Instant>>,
     keep_managed_fields: bool,
@@ -88,7 +88,12 @@ static OUTSIDE: LazyLock<Arc<OwnWrites>> = LazyLock::new(|| Arc::new(OwnWrites::
 
 impl OwnWrites {
     pub(crate) fn new(controller: &str, keep_managed_fields: bool) -> Self {
-        Self { controller: controller.to_owned(), keep_managed_fields, ..Self::default() }
+        Self {
+            echoes: crate::telemetry::Remembered::new(controller, "echoes"),
+            cleanups: crate::telemetry::Remembered::new(controller, "cleanups"),
+            keep_managed_fields,
+            ..Self::default()
+        }
     }
 
     fn expected(&self) -> std::sync::MutexGuard<'_, HashMap<String, Expected>> {
@@ -105,10 +110,8 @@ impl OwnWrites {
 
     /// Publishes how many entries are kept.
     fn report(&self) {
-        if !self.controller.is_empty() {
-            crate::telemetry::remembered(&self.controller, "echoes", self.expected().len());
-            crate::telemetry::remembered(&self.controller, "cleanups", self.cleaned().len());
-        }
+        self.echoes.set(self.expected().len());
+        self.cleanups.set(self.cleaned().len());
     }
 
     /// The object `uid` is gone: nothing of it is kept.

@@ -192,6 +192,8 @@ struct Inner {
     stores: RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
     /// What the operator itself wrote last, per child, to tell its own writes from others'.
     written: dashmap::DashMap<ChildKey, Written>,
+    /// How many entries `written` holds, as a metric.
+    written_size: crate::telemetry::Remembered,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -231,10 +233,12 @@ impl Children {
                 kinds.push(*kind);
             }
         }
+        let manager = manager.into();
         Self {
             inner: Arc::new(Inner {
                 client,
-                manager: manager.into(),
+                written_size: crate::telemetry::Remembered::new(&manager, "children"),
+                manager,
                 owned: kinds,
                 stores: RwLock::default(),
                 written: dashmap::DashMap::new(),
@@ -536,7 +540,7 @@ impl Children {
     }
 
     fn report(&self) {
-        crate::telemetry::remembered(&self.inner.manager, "children", self.inner.written.len());
+        self.inner.written_size.set(self.inner.written.len());
     }
 
     /// The trigger streams of every owned kind, watched in `namespace` (every namespace when

@@ -210,8 +210,7 @@ impl JsonSchema for Conditions {
 pub(crate) struct ReadyWriter {
     /// Whether the CRD's status can hold conditions; when not, nothing is written.
     enabled: bool,
-    /// The controller's name, for the size gauge.
-    controller: String,
+    size: crate::telemetry::Remembered,
     /// The conditions set during the reconcile of each object, by uid: an object made again
     /// under the same name never sees those of the one before. Each entry leaves when the
     /// reconcile that set it ends, however it ends ([`ReadyWriter::reconciling`]).
@@ -254,11 +253,15 @@ impl ReadyWriter {
                 );
             has_status && conditions.is_some()
         });
-        Self { enabled, controller: controller.to_owned(), pending: dashmap::DashMap::new() }
+        Self {
+            enabled,
+            size: crate::telemetry::Remembered::new(controller, "conditions"),
+            pending: dashmap::DashMap::new(),
+        }
     }
 
     fn report(&self) {
-        crate::telemetry::remembered(&self.controller, "conditions", self.pending.len());
+        self.size.set(self.pending.len());
     }
 
     /// Starts the reconcile of `object`: the conditions set during it and not written leave

@@ -84,11 +84,30 @@ pub fn encode() -> String {
     out
 }
 
-/// Sets how many entries `controller` keeps in its `map` (one per object): the
-/// `kuberator_remembered_objects` gauge, which a churn of objects must bring back down.
-pub(crate) fn remembered(controller: &str, map: &'static str, entries: usize) {
-    let labels = vec![("controller".to_owned(), controller.to_owned()), ("map".to_owned(), map.to_owned())];
-    METRICS.remembered.get_or_create(&labels).set(i64::try_from(entries).unwrap_or(i64::MAX));
+/// How many entries one per-object map of a controller holds: its series of the
+/// `kuberator_remembered_objects` gauge, which a churn of objects must bring back down. The
+/// series is looked up once, when the map is made; setting it is one atomic store. The default
+/// reports nothing (a map that is no controller's, such as one in a unit test).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Remembered(Option<Gauge>);
+
+impl Remembered {
+    /// The series of `controller`'s `map`; none for an empty controller name.
+    pub(crate) fn new(controller: &str, map: &'static str) -> Self {
+        if controller.is_empty() {
+            return Self(None);
+        }
+        let labels =
+            vec![("controller".to_owned(), controller.to_owned()), ("map".to_owned(), map.to_owned())];
+        Self(Some(METRICS.remembered.get_or_create(&labels).clone()))
+    }
+
+    /// The map holds `entries` now.
+    pub(crate) fn set(&self, entries: usize) {
+        if let Some(gauge) = &self.0 {
+            gauge.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 /// What `/readyz` answers from: per running controller whether its initial sync is done, and

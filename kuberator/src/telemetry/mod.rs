@@ -83,9 +83,9 @@ mod server;
 
 pub(crate) use self::metrics::ControllerMetrics;
 pub(crate) use self::metrics::LeaderStatus;
+pub(crate) use self::metrics::Remembered;
 pub use self::metrics::encode;
 pub use self::metrics::readiness;
-pub(crate) use self::metrics::remembered;
 pub use self::metrics::shutting_down;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]

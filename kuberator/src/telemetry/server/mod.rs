@@ -304,7 +304,7 @@ async fn listen(address: SocketAddr, endpoint: Arc<Endpoint>) -> io::Result<Tele
             let limits = connections.limits();
             tokio::spawn(async move {
                 let connection = admitted.connection();
-                let served = accept(stream, Arc::clone(&endpoint), connection, limits);
+                let served = accept(stream, endpoint, connection, limits);
                 tokio::select! {
                     () = served => {}
                     () = admitted.closed() => tracing::debug!("closed an idle telemetry connection"),
