@@ -360,10 +360,11 @@ fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> 
         } else {
             std::borrow::Cow::Owned(state.snapshot(&call.resource.storage, version))
         };
+        let after = start.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         let all: Vec<&Value> = snapshot
-            .values()
+            .range((after, std::ops::Bound::Unbounded))
+            .map(|(_, object)| object)
             .filter(|object| scope.selects(object))
-            .filter(|object| start.as_ref().is_none_or(|start| Key::of(object) > *start))
             .collect();
         let taken: Vec<Value> = all
             .iter()
