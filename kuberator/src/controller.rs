@@ -103,7 +103,7 @@ where
         None | Some(0) => 0,
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
     };
-    let mut controller = Controller::for_stream(changes, reader)
+    let mut controller = Controller::for_stream(changes, reader.clone())
         .with_config(controller::Config::default().concurrency(concurrency));
     if let Some(parents) = parents {
         controller = controller.reconcile_on(parents);
@@ -117,8 +117,10 @@ where
         telemetry.clone(),
         Arc::clone(&waiting),
         own_writes,
+        reader.clone(),
     );
-    let on_error = report_failure(recorder, telemetry.clone(), error_policy);
+    let on_error =
+        report_failure(recorder, telemetry.clone(), error_policy, reader.clone(), Arc::clone(&failures));
     let running = controller.run(reconcile, on_error, context).for_each(move |result| {
         log_outcome(result, &telemetry, &waiting);
         futures::future::ready(())
@@ -227,6 +229,10 @@ where
 /// other object, down with it. It becomes an error of that object, reported and retried like
 /// any other. Also counts the reconcile in the metrics and resets the object's backoff on
 /// success.
+///
+/// What [`OwnWrites`] keeps for the object (a cleanup that ran, an echo expected) stays while
+/// the reconcile runs, even if the object's Delete event comes meanwhile, and goes when it
+/// ends if the object went (see [`OwnWrites::started`]).
 fn isolate<R, C, Rec, RecFut>(
     mut reconcile: Rec,
     timeout: Option<std::time::Duration>,
@@ -234,16 +240,25 @@ fn isolate<R, C, Rec, RecFut>(
     telemetry: ControllerMetrics,
     waiting: Arc<Waiting>,
     own_writes: Arc<OwnWrites>,
+    store: reflector::Store<R>,
 ) -> impl FnMut(Arc<R>, Arc<C>) -> BoxFuture<'static, Result<Action>>
 where
-    R: Resource + 'static,
-    R::DynamicType: Default,
+    R: Resource + Clone + Send + Sync + 'static,
+    R::DynamicType: Default + Eq + Hash + Clone,
     Rec: FnMut(Arc<R>, Arc<C>) -> RecFut,
     RecFut: Future<Output = Result<Action>> + Send + 'static,
 {
     move |object: Arc<R>, context: Arc<C>| {
         telemetry.queue_depth(waiting.remove(object.meta().namespace.clone(), object.meta().name.clone()));
         let label = describe(&*object);
+        // Started here, in the same step as kube took the object from the store: no Delete
+        // can come in between.
+        let running = object.meta().uid.clone().map(|uid| {
+            let (store, reference) = (store.clone(), reflector::ObjectRef::from_obj(&*object));
+            own_writes.started(&uid.clone(), move || {
+                store.get(&reference).is_none_or(|now| now.meta().uid.as_ref() != Some(&uid))
+            })
+        });
         let reconciling =
             Arc::clone(&own_writes).scope(AssertUnwindSafe(reconcile(object, context)).catch_unwind());
         let (failures, telemetry) = (Arc::clone(&failures), telemetry.clone());
@@ -264,6 +279,7 @@ where
             if result.is_ok() {
                 failures.succeeded(&label);
             }
+            drop(running);
             result
         }
         .boxed()
@@ -272,20 +288,33 @@ where
 
 /// Failure reporting: counts the failure, publishes it as a `Warning` Event, then lets
 /// `error_policy` decide on the retry.
+///
+/// The error policy counts the failure for the object's backoff. When the object was deleted
+/// while its reconcile ran, its Delete event may have come and gone before that count: so
+/// after the policy, an object the store no longer holds has its count forgotten. (Counted
+/// first, looked up second: a Delete that comes in between forgets it itself.)
 fn report_failure<R, C, Pol>(
     recorder: EventRecorder,
     telemetry: ControllerMetrics,
     error_policy: Pol,
+    store: reflector::Store<R>,
+    failures: Arc<Failures>,
 ) -> impl Fn(Arc<R>, &Error, Arc<C>) -> Action
 where
-    R: Resource + Send + Sync + 'static,
-    R::DynamicType: Default,
+    R: Resource + Clone + Send + Sync + 'static,
+    R::DynamicType: Default + Eq + Hash + Clone,
     Pol: Fn(Arc<R>, &Error, Arc<C>) -> Action,
 {
     move |object: Arc<R>, error: &Error, context: Arc<C>| {
         telemetry.failed(error);
         publish_failure(&recorder, &object, error);
-        error_policy(object, error, context)
+        let label = describe(&*object);
+        let reference = reflector::ObjectRef::from_obj(&*object);
+        let action = error_policy(object, error, context);
+        if store.get(&reference).is_none() {
+            failures.forget(&label);
+        }
+        action
     }
 }
 

@@ -307,11 +307,16 @@ mod cleaned {
             return Ok(());
         };
         let path = format!("/metadata/finalizers/{index}");
-        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
-            { "op": "test", "path": path, "value": finalizer },
-            { "op": "remove", "path": path },
-        ]))
-        .expect("a static JSON patch");
+        let mut operations = vec![
+            serde_json::json!({ "op": "test", "path": path, "value": finalizer }),
+            serde_json::json!({ "op": "remove", "path": path }),
+        ];
+        // The object this cleanup was for, not a new one made since under the same name.
+        if let Some(uid) = meta.uid.as_deref() {
+            operations.insert(0, serde_json::json!({ "op": "test", "path": "/metadata/uid", "value": uid }));
+        }
+        let patch: json_patch::Patch =
+            serde_json::from_value(serde_json::Value::Array(operations)).expect("a static JSON patch");
         let name = meta.name.as_deref().unwrap_or_default();
         match api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
             Ok(_) => Ok(()),

@@ -16,7 +16,10 @@
 //!
 //! Everything here is kept per object (by uid) and leaves when the object goes: on its
 //! watch's Delete event, or, for an object deleted while the watch was down, when the relist
-//! that follows no longer shows it ([`OwnWrites::retain`]). The sizes are the
+//! that follows no longer shows it ([`OwnWrites::retain`]). When the object's reconcile is
+//! running then (it took the object from the cache just before the Delete came, say after
+//! a child's event), what it needs stays until it ends ([`OwnWrites::started`]): else it
+//! would find no memory of the cleanup and run it a second time. The sizes are the
 //! `kuberator_remembered_objects` gauge (`map="echoes"` and `map="cleanups"`).
 
 use std::collections::HashMap;
@@ -53,7 +56,27 @@ pub(crate) struct OwnWrites {
     cleanups: crate::telemetry::Remembered,
     expected: Mutex<HashMap<String, Expected>>,
     cleaned: Mutex<HashMap<Deletion, Instant>>,
+    /// The uids whose reconcile runs now, and whether the object went meanwhile.
+    running: Mutex<HashMap<String, bool>>,
     keep_managed_fields: bool,
+}
+
+/// One object's reconcile, from [`OwnWrites::started`] until it drops (finished or
+/// cancelled); then what it remembered goes if the object went meanwhile, or if `gone` says
+/// it is gone now.
+pub(crate) struct Running<F: Fn() -> bool> {
+    writes: Arc<OwnWrites>,
+    uid: String,
+    gone: F,
+}
+
+impl<F: Fn() -> bool> Drop for Running<F> {
+    fn drop(&mut self) {
+        let went = self.writes.running().remove(&self.uid).unwrap_or(false);
+        if went || (self.gone)() {
+            self.writes.forget_uid(&self.uid);
+        }
+    }
 }
 
 /// One deletion of one object, under one finalizer.
@@ -114,8 +137,30 @@ impl OwnWrites {
         self.cleanups.set(self.cleaned().len());
     }
 
-    /// The object `uid` is gone: nothing of it is kept.
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The reconcile of the object `uid` starts: until the returned value drops, a Delete or
+    /// relist leaves what concerns it in place, and the drop forgets it then (or when `gone`,
+    /// asked at the drop, says the object is gone).
+    pub(crate) fn started<F: Fn() -> bool>(self: &Arc<Self>, uid: &str, gone: F) -> Running<F> {
+        self.running().insert(uid.to_owned(), false);
+        Running { writes: Arc::clone(self), uid: uid.to_owned(), gone }
+    }
+
+    /// Whether `uid` is gone but its reconcile runs: if so, it is marked to be forgotten when
+    /// that reconcile ends.
+    fn defer(&self, uid: &str) -> bool {
+        self.running().get_mut(uid).map(|went| *went = true).is_some()
+    }
+
+    /// The object `uid` is gone: nothing of it is kept (once its running reconcile, if any,
+    /// ends).
     pub(crate) fn forget_uid(&self, uid: &str) {
+        if self.defer(uid) {
+            return;
+        }
         self.expected().remove(uid);
         self.cleaned().retain(|deletion, _| deletion.uid != uid);
         self.report();
@@ -124,8 +169,9 @@ impl OwnWrites {
     /// Keeps only what concerns the objects in `live` (uids): after a relist, the objects
     /// deleted while the watch was down are gone from it without a Delete event.
     pub(crate) fn retain(&self, live: &HashSet<String>) {
-        self.expected().retain(|uid, _| live.contains(uid));
-        self.cleaned().retain(|deletion, _| live.contains(&deletion.uid));
+        let keep = |uid: &str| live.contains(uid) || self.defer(uid);
+        self.expected().retain(|uid, _| keep(uid));
+        self.cleaned().retain(|deletion, _| keep(&deletion.uid));
         self.report();
     }
 
@@ -189,11 +235,17 @@ pub(crate) fn remember_cleanup(deletion: Deletion) {
     writes.report();
 }
 
-/// The finalizer of `deletion` is removed: its cleanup need not be remembered.
+/// The finalizer of `deletion` is removed. Inside a controller the memory of its cleanup
+/// stays until the object's Delete event (or the relist that no longer shows it): a reconcile
+/// that took the object from the cache before the removal landed must still find that the
+/// cleanup ran, and not run it again. Outside a controller, where no Delete event comes, it
+/// goes now.
 pub(crate) fn forget_cleanup(deletion: &Deletion) {
-    let writes = current();
-    if writes.cleaned().remove(deletion).is_some() {
-        writes.report();
+    if SCOPE.try_with(|_| ()).is_ok() {
+        return;
+    }
+    if OUTSIDE.cleaned().remove(deletion).is_some() {
+        OUTSIDE.report();
     }
 }
 
@@ -303,6 +355,35 @@ mod tests {
         map.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
         let map = expect_finalizer(&map, FINALIZER).landed(map.clone());
         assert!(map.metadata.managed_fields.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_delete_during_the_objects_reconcile_waits_for_it_to_end() {
+        let writes = Arc::new(OwnWrites::new("test", false));
+        let mut deleted = object("u1", 2, &[FINALIZER]);
+        deleted.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        let deletion = Deletion::of(&deleted, FINALIZER).unwrap();
+        // A reconcile took the object from the cache; its Delete comes while it runs.
+        let running = writes.started("u1", || false);
+        Arc::clone(&writes).scope(async { remember_cleanup(deletion.clone()) }).await;
+        writes.forget(&deleted);
+        writes.retain(&HashSet::new());
+        assert!(Arc::clone(&writes).scope(async { cleanup_ran(&deletion) }).await, "forgotten mid-reconcile");
+        drop(running);
+        assert_eq!(writes.len(), (0, 0), "the object went: nothing stays once its reconcile ends");
+
+        // A reconcile whose object is gone by the end, without a Delete seen: `gone` says so.
+        let running = writes.started("u1", || true);
+        Arc::clone(&writes).scope(async { remember_cleanup(deletion.clone()) }).await;
+        drop(running);
+        assert_eq!(writes.len(), (0, 0));
+        // Still there: kept.
+        let running = writes.started("u1", || false);
+        Arc::clone(&writes).scope(async { remember_cleanup(deletion.clone()) }).await;
+        drop(running);
+        assert_eq!(writes.len(), (0, 1));
     }
 
     #[tokio::test]
