@@ -205,7 +205,23 @@ impl ControlPlane {
             return Self::existing(PathBuf::from(path)).await;
         }
         let binaries = binaries()?;
-        Self::start_with(&binaries).await
+        Self::launch(&binaries, &[]).await
+    }
+
+    /// A new control plane whose kube-apiserver also gets `flags` (after its own, so a flag
+    /// given again wins), such as `--etcd-compaction-interval=2s` or `--feature-gates=...`,
+    /// stopped when the value is dropped. With `KUBERATOR_TEST_KUBECONFIG` set it is an
+    /// error: an existing cluster's flags cannot be chosen.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be built or started, or `KUBERATOR_TEST_KUBECONFIG` is set.
+    pub async fn start_with_apiserver_flags(flags: &[&str]) -> Result<ControlPlane, Error> {
+        if std::env::var_os(KUBECONFIG_ENV).is_some() {
+            return Err(Error::NotLocal { what: "a control plane with kube-apiserver flags of its own" });
+        }
+        let binaries = binaries()?;
+        Self::launch(&binaries, flags).await
     }
 
     async fn existing(path: PathBuf) -> Result<ControlPlane, Error> {
@@ -216,7 +232,7 @@ impl ControlPlane {
         Ok(ControlPlane { kubeconfig, kubeconfig_path: path, server, processes: None })
     }
 
-    async fn start_with(binaries: &Path) -> Result<ControlPlane, Error> {
+    async fn launch(binaries: &Path, flags: &[&str]) -> Result<ControlPlane, Error> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("kuberator-control-plane-")
@@ -276,7 +292,10 @@ impl ControlPlane {
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             format!("--service-account-key-file={sa_public}"),
             format!("--service-account-signing-key-file={sa_key}"),
-        ];
+        ]
+        .into_iter()
+        .chain(flags.iter().map(|flag| (*flag).to_owned()))
+        .collect::<Vec<_>>();
         let apiserver = Supervised::spawn(
             "kube-apiserver",
             &binaries.join("kube-apiserver"),

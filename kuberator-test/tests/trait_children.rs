@@ -9,12 +9,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::ResourceExt as _;
 use kube::api::DeleteParams;
 use kube::api::ObjectMeta;
 use kube::api::PostParams;
+use kube::api::WatchEvent;
+use kube::api::WatchParams;
 use kube::runtime::controller::Action;
 use kube::runtime::watcher::Config;
 use kuberator::Context;
@@ -129,25 +132,46 @@ async fn a_hand_written_context_owns_children_too() {
 
 /// Issue 21, item 10, on whichever server `KUBERATOR_TEST_CLUSTER` picks: a child deleted by
 /// hand while the operator's watches are down comes back once they are up again, though the
-/// parent waits for changes (`await_change`). On the real control plane the operator talks
-/// through a proxy that is blocked meanwhile (its watch resumes, or relists, after the outage);
-/// on the in-memory server its watches are cut, their versions expired and ConfigMaps refused
-/// to it meanwhile, so it must relist and notice the child is gone.
+/// parent waits for changes (`await_change`). Both servers force the path where the watch
+/// cannot resume and must list again (a list shows no Delete, so only the relist's diff can
+/// notice the child went):
+/// - on the real control plane, one of this test's own, without a watch cache and compacting
+///   etcd every 2 s, the operator talks through a proxy that is blocked while the child is
+///   deleted and until etcd compacted past the operator's last version (a watch from it
+///   gets `410 Gone`, checked); kube-apiserver's own request counter shows the relist;
+/// - on the in-memory server its watches are cut, their versions expired and ConfigMaps
+///   refused to it meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_deleted_while_the_watch_is_down_comes_back() {
     kuberator_test::init_tracing();
     let cluster = kuberator_test::TestCluster::shared().await.expect("a cluster (tests never skip)");
-    let admin = cluster.client().await.unwrap();
+    // The real server's history, its watch cache, outlives a short outage: a control plane of
+    // this test's own keeps none, and compacts etcd often.
+    let compacting = match &cluster {
+        kuberator_test::TestCluster::Real(_) => Some(
+            kuberator_test::ControlPlane::start_with_apiserver_flags(&[
+                "--watch-cache=false",
+                "--etcd-compaction-interval=2s",
+            ])
+            .await
+            .expect("a control plane of this test's own"),
+        ),
+        kuberator_test::TestCluster::InMemory(_) => None,
+    };
+    let admin = match &compacting {
+        Some(control_plane) => control_plane.client().await.unwrap(),
+        None => cluster.client().await.unwrap(),
+    };
     kuberator_test::install_crd::<Probe>(&admin).await.unwrap();
     let namespace = kuberator_test::test_namespace(&admin, "child-outage").await.unwrap();
     // The operator's client: through a proxy to the real server, or the in-memory one's own.
-    let (proxy, client) = match &cluster {
-        kuberator_test::TestCluster::Real(control_plane) => {
+    let (proxy, client) = match &compacting {
+        Some(control_plane) => {
             let proxy = kuberator_test::Proxy::in_front_of(control_plane).await.unwrap();
             let client = proxy.client(control_plane).await.unwrap();
             (Some(proxy), client)
         }
-        kuberator_test::TestCluster::InMemory(_) => (None, admin.clone()),
+        None => (None, admin.clone()),
     };
     let reconciler = ChildReconciler::new(client, &namespace, "child-outage");
     let operator = Background::spawn(move |shutdown| reconciler.start(Some(shutdown)));
@@ -170,7 +194,31 @@ async fn a_child_deleted_while_the_watch_is_down_comes_back() {
         (None, None) => unreachable!("a real cluster has a proxy"),
     }
     maps.delete("owner-child", &DeleteParams::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lists_before = match &compacting {
+        Some(_) => {
+            // Until etcd has compacted past the child's last version: a watch from it is gone.
+            let version = child.resource_version().unwrap();
+            let gone = tokio::time::timeout(minute, async {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let mut watch = maps.watch(&WatchParams::default(), &version).await.unwrap().boxed();
+                    if let Ok(Some(Ok(WatchEvent::Error(status)))) =
+                        tokio::time::timeout(Duration::from_secs(2), watch.next()).await
+                        && status.code == 410
+                    {
+                        return;
+                    }
+                }
+            })
+            .await;
+            assert!(gone.is_ok(), "etcd never compacted past version {version}");
+            configmap_lists(&admin).await
+        }
+        None => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            0.0
+        }
+    };
     match (&proxy, cluster.in_memory_server()) {
         (Some(proxy), _) => proxy.unblock(),
         (None, Some(server)) => server.clear_faults(),
@@ -181,6 +229,25 @@ async fn a_child_deleted_while_the_watch_is_down_comes_back() {
     })
     .await
     .unwrap();
+    if compacting.is_some() {
+        let lists_after = configmap_lists(&admin).await;
+        assert!(lists_after > lists_before, "the operator did not list ConfigMaps again ({lists_before} before)");
+    }
     operator.stop(Duration::from_secs(30)).await;
     kuberator_test::delete_namespace(&admin, &namespace).await.unwrap();
+}
+
+/// How many LISTs of ConfigMaps kube-apiserver has answered, from its own metrics.
+async fn configmap_lists(admin: &kube::Client) -> f64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = admin.request_text(request).await.unwrap();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("apiserver_request_total{")
+                && line.contains("resource=\"configmaps\"")
+                && line.contains("verb=\"LIST\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
