@@ -231,7 +231,10 @@ async fn a_child_deleted_while_the_watch_is_down_comes_back() {
     .unwrap();
     if compacting.is_some() {
         let lists_after = configmap_lists(&admin).await;
-        assert!(lists_after > lists_before, "the operator did not list ConfigMaps again ({lists_before} before)");
+        assert!(
+            lists_after > lists_before,
+            "the operator did not list ConfigMaps again ({lists_before} before)"
+        );
     }
     operator.stop(Duration::from_secs(30)).await;
     kuberator_test::delete_namespace(&admin, &namespace).await.unwrap();
