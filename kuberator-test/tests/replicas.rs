@@ -17,9 +17,15 @@ use std::process::Command;
 use std::time::Duration;
 use std::time::Instant;
 
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
+use kube::api::ApiResource;
 use kube::api::DynamicObject;
+use kube::api::GroupVersionKind;
+use kube::api::PostParams;
 use kube::config::Kubeconfig;
 use kuberator_test::ControlPlane;
 use support::baton::LEASE;
@@ -166,6 +172,124 @@ async fn a_replica_with_exactly_the_printed_rbac_works_and_without_the_lease_rul
     );
     assert!(log.contains("the operator's `rbac` subcommand prints the rules"), "{log}");
 
+    test.cleanup().await;
+}
+
+/// Issue 22, item 1: two derived operators in one process (`BATON_RELAY`: Baton and Relay).
+/// `crd` prints both CRDs; `rbac` prints one Role whose rules are the two controllers' merged
+/// (the same verbs on `batons` and `relays` in one rule), and a process with exactly those
+/// rules, as the ServiceAccount they bind, reconciles both kinds (the Relay's child
+/// included); one Lease, named after the program, for both; `/readyz` and `kuberator_ready`
+/// for each controller; SIGTERM stops both and releases the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_in_one_process_share_the_lease_the_servers_and_least_privilege_rbac() {
+    let test = setup("pair").await;
+    let namespace = test.namespace.as_str();
+    let relay_env = [("BATON_RELAY", "1")];
+    let printed = Command::new(OPERATOR).arg("crd").envs(relay_env).output().unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let crds: Vec<CustomResourceDefinition> =
+        text.split("\n---\n").map(|document| serde_yaml_ng::from_str(document).unwrap()).collect();
+    let names: Vec<_> = crds.iter().map(|crd| crd.metadata.name.as_deref().unwrap()).collect();
+    assert_eq!(names, ["batons.test.kuberator.dev", "relays.test.kuberator.dev"]);
+    for crd in &crds {
+        kuberator_test::install_crd_object(&test.client, crd).await.unwrap();
+    }
+
+    let printed = Command::new(OPERATOR)
+        .args(["rbac", "--namespace", namespace, "--namespaces", namespace, "--metrics-insecure"])
+        .envs(relay_env)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let documents: Vec<serde_json::Value> =
+        text.split("\n---\n").map(|document| serde_yaml_ng::from_str(document).unwrap()).collect();
+    let kinds: Vec<_> = documents.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Role", "RoleBinding", "Role", "RoleBinding"], "{text}");
+    let rules: Vec<(String, Vec<String>, Vec<String>)> = serde_json::from_value::<Role>(documents[0].clone())
+        .unwrap()
+        .rules
+        .unwrap()
+        .into_iter()
+        .map(|rule| (rule.api_groups.unwrap().join(","), rule.resources.unwrap(), rule.verbs))
+        .collect();
+    let strings = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        rules,
+        [
+            (
+                "test.kuberator.dev".into(),
+                strings(&["batons", "relays"]),
+                strings(&["list", "watch", "patch"])
+            ),
+            ("test.kuberator.dev".into(), strings(&["batons/status", "relays/status"]), strings(&["patch"])),
+            ("events.k8s.io".into(), strings(&["events"]), strings(&["create", "patch"])),
+            (
+                String::new(),
+                strings(&["configmaps"]),
+                strings(&["get", "list", "watch", "create", "patch", "delete"])
+            ),
+        ],
+        "{text}"
+    );
+    apply(&test, &text).await;
+
+    // A kubeconfig that acts as that ServiceAccount and nothing more.
+    let control_plane = ControlPlane::shared().await.unwrap();
+    let mut kubeconfig = Kubeconfig::read_from(control_plane.kubeconfig_path()).unwrap();
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info.as_mut().unwrap().impersonate =
+            Some(format!("system:serviceaccount:{namespace}:{LEASE}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let restricted = dir.path().join("kubeconfig");
+    std::fs::write(&restricted, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
+
+    let mut pair = Replica::spawn_env(&test, "pair", &restricted, &[], &relay_env);
+    pair.wait_ready().await;
+    test.create("first").await;
+    assert_eq!(test.reconciled_by("first", Duration::from_secs(30)).await, "pair");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("test.kuberator.dev", "v1", "Relay"),
+        "relays",
+    );
+    let relays: Api<DynamicObject> = Api::namespaced_with(test.client.clone(), namespace, &resource);
+    let relay = DynamicObject::new("first", &resource).data(serde_json::json!({"spec": {"note": "hello"}}));
+    relays.create(&PostParams::default(), &relay).await.unwrap();
+    let relayed =
+        kuberator_test::wait_for(&relays, "first", Duration::from_secs(30), "status.relayedBy", |relay| {
+            relay.is_some_and(|relay| relay.data["status"]["relayedBy"] == "pair")
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(test.client.clone(), namespace);
+    let child = maps.get("first-relay").await.unwrap();
+    assert_eq!(child.metadata.owner_references.unwrap()[0].uid, relayed.metadata.uid.unwrap());
+
+    // One Lease for the process, named after it; both controllers ready, each in its series.
+    let leases = test.leases.list(&Default::default()).await.unwrap().items;
+    let leases: Vec<_> = leases.iter().map(|lease| lease.metadata.name.as_deref().unwrap()).collect();
+    assert_eq!(leases, [LEASE], "one Lease for the process");
+    assert_eq!(test.holder().await.as_deref(), Some("pair"));
+    for controller in ["baton-operator", "relay-operator"] {
+        let ready = pair.metric(&format!("kuberator_ready{{controller=\"{controller}\"}}")).await;
+        assert_eq!(ready, Some(1.0), "{controller}\n{}", pair.log());
+    }
+
+    relays.delete("first", &Default::default()).await.unwrap();
+    kuberator_test::wait_for(&relays, "first", Duration::from_secs(30), "the relay to go", |relay| {
+        relay.is_none()
+    })
+    .await
+    .unwrap();
+
+    pair.signal("TERM");
+    let status = pair.exited(Duration::from_secs(30)).await;
+    assert!(status.success(), "a SIGTERM stops both controllers: {status}\n{}", pair.log());
+    assert_eq!(test.holder().await, None, "the lease is released\n{}", pair.log());
     test.cleanup().await;
 }
 

@@ -70,6 +70,7 @@ impl Context<Probe, Repository, StaticApiProvider<Probe>> for ChildContext {
     }
 }
 
+#[derive(Clone)]
 struct ChildReconciler {
     api: Api<Probe>,
     context: std::sync::Arc<ChildContext>,
@@ -253,4 +254,91 @@ async fn configmap_lists(admin: &kube::Client) -> f64 {
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A derived operator for the process-of-several test: each `Tally` gets its note copied into
+/// its status.
+mod tally {
+    use kuberator::prelude::*;
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(group = "test.kuberator.dev", version = "v1", kind = "Tally", namespaced, status = "TallyStatus")]
+    pub(crate) struct TallySpec {
+        pub(crate) note: String,
+    }
+
+    #[derive(Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct TallyStatus {
+        pub(crate) note: Option<String>,
+        pub(crate) observed_generation: Option<i64>,
+    }
+
+    impl ObserveGeneration for TallyStatus {
+        fn add(&mut self, generation: i64) {
+            self.observed_generation = Some(generation);
+        }
+    }
+
+    #[derive(Operator)]
+    #[kuberator(resource = Tally, controller_name = "tally-operator")]
+    pub(crate) struct TallyOperator;
+
+    impl TallyOperator {
+        async fn handle_apply(&self, tally: Arc<Tally>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            let status = TallyStatus { note: Some(tally.spec.note.clone()), ..TallyStatus::default() };
+            ctx.update_status(&tally, status).await?;
+            Ok(Action::await_change())
+        }
+
+        async fn handle_cleanup(&self, _tally: Arc<Tally>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Issue 22, item 1, on whichever server `KUBERATOR_TEST_CLUSTER` picks: a derived operator
+/// and a trait-level reconciler (with its children) run as one process of two controllers
+/// (`Operators::start`); each reconciles its kind, and each is in `kuberator_ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_operator_and_a_trait_level_reconciler_run_in_one_process() {
+    let (client, namespace) = kuberator_test::test_env("operators").await;
+    kuberator_test::install_crd::<Probe>(&client).await.unwrap();
+    kuberator_test::install_crd::<tally::Tally>(&client).await.unwrap();
+    let operators = kuberator::Operators::new()
+        .with(tally::TallyOperator)
+        .with_reconciler(ChildReconciler::new(client.clone(), &namespace, "operators"));
+    assert_eq!(operators.controller_names(), ["tally-operator", "probe-operator"]);
+    let operator = Background::spawn({
+        let client = client.clone();
+        move |shutdown| operators.start(client, Some(shutdown))
+    });
+
+    let tallies: Api<tally::Tally> = Api::namespaced(client.clone(), &namespace);
+    let created = tally::Tally::new("counted", tally::TallySpec { note: "one".into() });
+    tallies.create(&PostParams::default(), &created).await.unwrap();
+    let probes: Api<Probe> = Api::namespaced(client.clone(), &namespace);
+    let spec = ProbeSpec { message: "beside a tally".into(), ..ProbeSpec::default() };
+    probes.create(&PostParams::default(), &Probe::new("owner", spec)).await.unwrap();
+
+    let minute = Duration::from_secs(60);
+    wait_for(&tallies, "counted", minute, "the tally's status", |tally| {
+        tally.and_then(|tally| tally.status.as_ref()?.note.as_deref()) == Some("one")
+    })
+    .await
+    .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    wait_for(&maps, "owner-child", minute, "the probe's child", |map| map.is_some()).await.unwrap();
+    let metrics = kuberator::telemetry::encode();
+    for controller in ["tally-operator", "probe-operator"] {
+        let series = format!("kuberator_ready{{controller=\"{controller}\"}}");
+        assert_eq!(kuberator_test::metric(&metrics, &series), Some(1.0), "{series} in\n{metrics}");
+    }
+
+    tallies.delete("counted", &DeleteParams::default()).await.unwrap();
+    probes.delete("owner", &DeleteParams::default()).await.unwrap();
+    wait_for(&tallies, "counted", minute, "the tally to go", |tally| tally.is_none()).await.unwrap();
+    wait_for(&probes, "owner", minute, "the probe to go", |probe| probe.is_none()).await.unwrap();
+    operator.stop(Duration::from_secs(30)).await;
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }

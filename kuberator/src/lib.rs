@@ -58,6 +58,9 @@ pub use crate::object::NamespacedResource;
 pub use crate::object::ScopeKind;
 pub use crate::object::TryResource;
 pub use crate::operator::Operator;
+#[cfg(feature = "app")]
+#[cfg_attr(docsrs, doc(cfg(feature = "app")))]
+pub use crate::operator::Operators;
 pub use crate::reconcile::REQUEUE_AFTER_ERROR_SECONDS;
 pub use crate::reconcile::Reconcile;
 pub use crate::shutdown::NoShutdown;
@@ -67,6 +70,25 @@ pub use crate::status::WithStatusError;
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use kuberator_derive::Operator;
+
+/// The [`Program`](crate::operator::Program) of the crate this is written in: its binary's
+/// name (or the package's outside a binary), version and description, for `--help` and
+/// `--version` of [`Operators::run`].
+#[cfg(feature = "app")]
+#[cfg_attr(docsrs, doc(cfg(feature = "app")))]
+#[macro_export]
+macro_rules! program {
+    () => {
+        $crate::operator::Program {
+            name: match ::std::option_env!("CARGO_BIN_NAME") {
+                ::std::option::Option::Some(name) => name,
+                ::std::option::Option::None => ::std::env!("CARGO_PKG_NAME"),
+            },
+            version: ::std::env!("CARGO_PKG_VERSION"),
+            about: ::std::env!("CARGO_PKG_DESCRIPTION"),
+        }
+    };
+}
 
 /// Hooks for the project's own benchmarks. Not a public API.
 #[doc(hidden)]

@@ -2,6 +2,10 @@
 //! election, signals): each object's status says which replica reconciled it, by the
 //! replica's `KUBERATOR_IDENTITY`. `baton-operator crd` prints its CRD.
 //!
+//! With `BATON_RELAY` set, the process runs a second controller beside it (`relay-operator`:
+//! each `Relay` gets a child ConfigMap `<name>-relay`), as one process of two controllers
+//! ([`kuberator::Operators`]): one Lease, one metrics server, merged RBAC.
+//!
 //! With `BATON_JOURNAL` set to a file, each replica appends a line there when a handler
 //! starts and ends: `<unix ms> <identity> <apply-start|apply-end|cleanup> <ns>/<name>
 //! <generation>`, so that a test can audit, across processes and kills, who reconciled
@@ -82,7 +86,64 @@ fn journal(what: &str, baton: &Baton) {
     }
 }
 
+/// An object whose controller gives it a child, in a process of two controllers.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+#[kube(group = "test.kuberator.dev", version = "v1", kind = "Relay", namespaced, status = "RelayStatus")]
+struct RelaySpec {
+    note: String,
+}
+
+/// Which replica relayed the object last.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct RelayStatus {
+    relayed_by: Option<String>,
+    observed_generation: Option<i64>,
+}
+
+impl ObserveGeneration for RelayStatus {
+    fn add(&mut self, generation: i64) {
+        self.observed_generation = Some(generation);
+    }
+}
+
+#[derive(Operator)]
+#[kuberator(
+    resource = Relay,
+    finalizer = "relays.test.kuberator.dev/finalizer",
+    owns = [k8s_openapi::api::core::v1::ConfigMap],
+    controller_name = "relay-operator"
+)]
+struct RelayOperator;
+
+impl RelayOperator {
+    async fn handle_apply(&self, relay: Arc<Relay>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        let child = k8s_openapi::api::core::v1::ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{}-relay", relay.try_name()?)),
+                ..Default::default()
+            },
+            data: Some([("note".to_owned(), relay.spec.note.clone())].into()),
+            ..Default::default()
+        };
+        ctx.apply(&*relay, child).await?;
+        ctx.update_status(&relay, RelayStatus { relayed_by: Some(identity()), ..Default::default() }).await?;
+        Ok(Action::await_change())
+    }
+
+    async fn handle_cleanup(&self, _relay: Arc<Relay>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("BATON_RELAY").is_some() {
+        return kuberator::Operators::new()
+            .with(BatonOperator)
+            .with(RelayOperator)
+            .run(kuberator::program!())
+            .await;
+    }
     BatonOperator.run().await
 }

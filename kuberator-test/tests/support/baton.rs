@@ -150,7 +150,18 @@ impl Replica {
     /// Runs the operator with `kubeconfig` and more `args`, its `/metrics` open to anyone
     /// (`--metrics-insecure`), so that the tests read it without a token.
     pub fn spawn(test: &Test, identity: &'static str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
-        Self::launch(test, identity, kubeconfig, &[&["--metrics-insecure"], args].concat())
+        Self::launch(test, identity, kubeconfig, &[&["--metrics-insecure"], args].concat(), &[])
+    }
+
+    /// Like [`Replica::spawn`], with more environment variables (`BATON_RELAY`).
+    pub fn spawn_env(
+        test: &Test,
+        identity: &'static str,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::launch(test, identity, kubeconfig, &[&["--metrics-insecure"], args].concat(), env)
     }
 
     /// Like [`Replica::spawn`], with `/metrics` as a derived operator serves it by default:
@@ -161,10 +172,16 @@ impl Replica {
         kubeconfig: &std::path::Path,
         args: &[&str],
     ) -> Self {
-        Self::launch(test, identity, kubeconfig, args)
+        Self::launch(test, identity, kubeconfig, args, &[])
     }
 
-    fn launch(test: &Test, identity: &'static str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
+    fn launch(
+        test: &Test,
+        identity: &'static str,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{identity}.log"));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -179,6 +196,7 @@ impl Replica {
             .env("KUBERATOR_IDENTITY", identity)
             .env("BATON_JOURNAL", &test.journal)
             .env("KUBERATOR_LOG", "info,kuberator=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(output.try_clone().unwrap())
             .stdout(output)

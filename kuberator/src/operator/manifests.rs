@@ -168,17 +168,94 @@ pub fn rbac<R: Resource<DynamicType = ()>>(
     settings: &Settings,
     placement: &Placement,
 ) -> Vec<serde_json::Value> {
-    let name = settings.controller_name.to_owned();
+    rbac_of(settings.controller_name, &[Part::of::<R>(settings, placement.watched.clone())], placement)
+}
+
+/// One controller's share of what its process needs in a cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct Part {
+    /// Its CRD, as [`crd`] prints it; `None` for a kind that is not a custom resource.
+    pub(crate) crd: Option<serde_json::Value>,
+    /// The namespaces it watches; empty means every namespace.
+    pub(crate) watched: Vec<String>,
+    /// The rules for the calls it makes.
+    pub(crate) rules: Vec<PolicyRule>,
+}
+
+impl Part {
+    /// The share of an operator of `R` with `settings`, watching `watched`: [`rules`] and
+    /// [`owned_rules`]. No CRD (see [`Part::with_crd`]).
+    pub(crate) fn of<R: Resource<DynamicType = ()>>(settings: &Settings, watched: Vec<String>) -> Self {
+        let mut rules = rules::<R>();
+        rules.extend(owned_rules(&settings.owns));
+        Self { crd: None, watched, rules }
+    }
+
+    /// With `R`'s CRD.
+    pub(crate) fn with_crd<R: CustomResourceExt>(self) -> Self {
+        Self { crd: Some(crd::<R>()), ..self }
+    }
+}
+
+/// `rules` with each (API group, resource) once, with the union of the verbs any rule gives
+/// it, then the resources of one group with the same verbs in one rule: the least privilege
+/// that allows every call of every rule. Order is kept (first seen first), so rules that
+/// need no merging come out as they went in.
+pub fn merge_rules(rules: impl IntoIterator<Item = PolicyRule>) -> Vec<PolicyRule> {
+    let mut verbs: Vec<((String, String), Vec<String>)> = Vec::new();
+    for rule in rules {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                let key = (group.clone(), resource.clone());
+                let index = match verbs.iter().position(|(known, _)| *known == key) {
+                    Some(index) => index,
+                    None => {
+                        verbs.push((key, Vec::new()));
+                        verbs.len() - 1
+                    }
+                };
+                for verb in &rule.verbs {
+                    if !verbs[index].1.contains(verb) {
+                        verbs[index].1.push(verb.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut merged: Vec<PolicyRule> = Vec::new();
+    for ((group, resource), verbs) in verbs {
+        let same = merged.iter_mut().find(|rule| {
+            rule.api_groups.as_deref() == Some(std::slice::from_ref(&group)) && rule.verbs == verbs
+        });
+        match same {
+            Some(rule) => rule.resources.get_or_insert_with(Vec::new).push(resource),
+            None => merged.push(PolicyRule {
+                api_groups: Some(vec![group]),
+                resources: Some(vec![resource]),
+                verbs,
+                ..PolicyRule::default()
+            }),
+        }
+    }
+    merged
+}
+
+/// The RBAC objects for a process named `name` (its ServiceAccount's name) that runs the
+/// controllers of `parts`: their rules merged ([`merge_rules`]) per scope, a Role in the
+/// namespace of the controllers that watch exactly one, a ClusterRole for those that watch
+/// several or all; the Lease's and `/metrics`' objects as [`rbac`] says.
+pub(crate) fn rbac_of(name: &str, parts: &[Part], placement: &Placement) -> Vec<serde_json::Value> {
+    let name = name.to_owned();
     let subject = Subject {
         kind: "ServiceAccount".into(),
         name: name.clone(),
         namespace: Some(placement.namespace.clone()),
         ..Subject::default()
     };
-    let meta = |name: &str, namespace: Option<&str>| ObjectMeta {
-        name: Some(name.to_owned()),
+    let meta = |object: &str, namespace: Option<&str>| ObjectMeta {
+        name: Some(object.to_owned()),
         namespace: namespace.map(str::to_owned),
-        labels: Some(labels(settings)),
+        labels: Some(labels(&name)),
         ..ObjectMeta::default()
     };
     let role_ref = |kind: &str, name: &str| RoleRef {
@@ -186,30 +263,44 @@ pub fn rbac<R: Resource<DynamicType = ()>>(
         kind: kind.into(),
         name: name.to_owned(),
     };
-    let mut operator_rules = rules::<R>();
-    operator_rules.extend(owned_rules(&settings.owns));
-    let mut objects = match placement.watched.as_slice() {
-        [only] => vec![
-            json(&Role { metadata: meta(&name, Some(only)), rules: Some(operator_rules) }),
-            json(&RoleBinding {
-                metadata: meta(&name, Some(only)),
-                role_ref: role_ref("Role", &name),
-                subjects: Some(vec![subject.clone()]),
-            }),
-        ],
-        _ => vec![
-            json(&ClusterRole {
-                metadata: meta(&name, None),
-                rules: Some(operator_rules),
-                ..ClusterRole::default()
-            }),
-            json(&ClusterRoleBinding {
-                metadata: meta(&name, None),
-                role_ref: role_ref("ClusterRole", &name),
-                subjects: Some(vec![subject.clone()]),
-            }),
-        ],
-    };
+    // Each scope (one namespace, or the cluster) with the rules of its controllers.
+    let mut scopes: Vec<(Option<&str>, Vec<PolicyRule>)> = Vec::new();
+    for part in parts {
+        let scope = match part.watched.as_slice() {
+            [only] => Some(only.as_str()),
+            _ => None,
+        };
+        match scopes.iter_mut().find(|(known, _)| *known == scope) {
+            Some((_, rules)) => rules.extend(part.rules.iter().cloned()),
+            None => scopes.push((scope, part.rules.clone())),
+        }
+    }
+    let mut objects = Vec::new();
+    for (scope, rules) in scopes {
+        let rules = Some(merge_rules(rules));
+        match scope {
+            Some(namespace) => {
+                objects.push(json(&Role { metadata: meta(&name, Some(namespace)), rules }));
+                objects.push(json(&RoleBinding {
+                    metadata: meta(&name, Some(namespace)),
+                    role_ref: role_ref("Role", &name),
+                    subjects: Some(vec![subject.clone()]),
+                }));
+            }
+            None => {
+                objects.push(json(&ClusterRole {
+                    metadata: meta(&name, None),
+                    rules,
+                    ..ClusterRole::default()
+                }));
+                objects.push(json(&ClusterRoleBinding {
+                    metadata: meta(&name, None),
+                    role_ref: role_ref("ClusterRole", &name),
+                    subjects: Some(vec![subject.clone()]),
+                }));
+            }
+        }
+    }
     if let Some(lease_namespace) = &placement.lease_namespace {
         let lease_role = format!("{name}-leader-election");
         objects.push(json(&Role {
@@ -371,12 +462,27 @@ pub fn manifests<R>(settings: &Settings, placement: &Placement, workload: &Workl
 where
     R: Resource<DynamicType = ()> + CustomResourceExt,
 {
+    let part = Part::of::<R>(settings, placement.watched.clone()).with_crd::<R>();
+    let namespaces = (placement.watched != settings.namespaces).then(|| placement.watched.clone());
+    manifests_of(settings.controller_name, &[part], placement, workload, namespaces)
+}
+
+/// [`manifests`] for a process named `name` that runs the controllers of `parts`: every CRD,
+/// the ServiceAccount, [`rbac_of`], and the Deployment; `namespaces`, when given, is what
+/// `--namespaces` said.
+pub(crate) fn manifests_of(
+    name: &str,
+    parts: &[Part],
+    placement: &Placement,
+    workload: &Workload,
+    namespaces: Option<Vec<String>>,
+) -> Vec<serde_json::Value> {
     let metrics_port = workload.metrics_port;
-    let name = settings.controller_name.to_owned();
+    let name = name.to_owned();
     let meta = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(placement.namespace.clone()),
-        labels: Some(labels(settings)),
+        labels: Some(labels(&name)),
         ..ObjectMeta::default()
     };
     let field = |name: &str, path: &str| EnvVar {
@@ -395,8 +501,8 @@ where
     // The identity in the Lease comes from the pod's name. (The Lease's default namespace is
     // the pod's own, which the client reads from its service account.)
     let mut env = vec![field("POD_NAME", "metadata.name")];
-    if placement.watched != settings.namespaces {
-        env.push(value("KUBERATOR_NAMESPACES", placement.watched.join(",")));
+    if let Some(namespaces) = namespaces {
+        env.push(value("KUBERATOR_NAMESPACES", namespaces.join(",")));
     }
     match &placement.lease_namespace {
         None => env.push(value("KUBERATOR_LEADER_ELECTION", "false".to_owned())),
@@ -464,11 +570,11 @@ where
         metadata: meta.clone(),
         spec: DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(labels(settings)), ..LabelSelector::default() },
+            selector: LabelSelector { match_labels: Some(labels(&name)), ..LabelSelector::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(settings)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta { labels: Some(labels(&name)), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(name),
+                    service_account_name: Some(name.clone()),
                     containers: vec![container],
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
@@ -487,14 +593,15 @@ where
         },
         ..Deployment::default()
     };
-    let mut all = vec![crd::<R>(), json(&ServiceAccount { metadata: meta, ..ServiceAccount::default() })];
-    all.extend(rbac::<R>(settings, placement));
+    let mut all: Vec<serde_json::Value> = parts.iter().filter_map(|part| part.crd.clone()).collect();
+    all.push(json(&ServiceAccount { metadata: meta, ..ServiceAccount::default() }));
+    all.extend(rbac_of(&name, parts, placement));
     all.push(json(&deployment));
     all
 }
 
-fn labels(settings: &Settings) -> BTreeMap<String, String> {
-    BTreeMap::from([("app.kubernetes.io/name".to_owned(), settings.controller_name.to_owned())])
+fn labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("app.kubernetes.io/name".to_owned(), name.to_owned())])
 }
 
 /// A k8s-openapi object as JSON, with its `apiVersion` and `kind`.
@@ -532,6 +639,77 @@ mod tests {
             metrics_auth: false,
             ..Placement::new(settings, "ops")
         }
+    }
+
+    #[test]
+    fn merged_rules_give_each_resource_the_union_of_its_verbs_once() {
+        let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+            api_groups: Some(vec![group.to_owned()]),
+            resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..PolicyRule::default()
+        };
+        // A kind that is one controller's primary and another's child; events twice.
+        let merged = merge_rules([
+            rule("example.com", &["widgets"], &["list", "watch", "patch"]),
+            rule("events.k8s.io", &["events"], &["create", "patch"]),
+            rule("example.com", &["gadgets"], &["list", "watch", "patch"]),
+            rule("events.k8s.io", &["events"], &["create", "patch"]),
+            rule(
+                "example.com",
+                &["widgets", "sprockets"],
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+        ]);
+        assert_eq!(
+            merged,
+            [
+                rule("example.com", &["widgets"], &["list", "watch", "patch", "get", "create", "delete"]),
+                rule("events.k8s.io", &["events"], &["create", "patch"]),
+                rule("example.com", &["gadgets"], &["list", "watch", "patch"]),
+                rule("example.com", &["sprockets"], &["get", "list", "watch", "create", "patch", "delete"]),
+            ]
+        );
+        assert_eq!(merge_rules(merged.clone()), merged, "merging twice changes nothing");
+    }
+
+    #[test]
+    fn controllers_of_one_process_get_a_role_per_namespace_and_a_cluster_role_for_the_rest() {
+        let settings = config(&[]);
+        let part = |watched: &[&str]| {
+            Part::of::<Widget>(&settings, watched.iter().map(|w| (*w).to_owned()).collect())
+        };
+        let objects = rbac_of(
+            "several",
+            &[part(&["team-a"]), part(&[]), part(&["team-a"]), part(&["team-b", "team-c"])],
+            &placement(&settings, true),
+        );
+        let shown: Vec<_> = objects
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["namespace"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "Role team-a/several",
+                "RoleBinding team-a/several",
+                "ClusterRole /several",
+                "ClusterRoleBinding /several",
+                "Role ops/several-leader-election",
+                "RoleBinding ops/several-leader-election",
+            ]
+        );
+        // The two controllers in team-a share one Role, their rules merged.
+        assert_eq!(objects[0]["rules"], objects[2]["rules"]);
+        assert_eq!(objects[0]["rules"].as_array().unwrap().len(), 3);
+        assert_eq!(objects[1]["subjects"][0]["name"], "several");
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //! your handlers get.
 
 mod context;
+#[cfg(feature = "app")]
+mod group;
 pub(crate) mod handler;
 #[cfg(feature = "app")]
 #[cfg_attr(docsrs, doc(cfg(feature = "app")))]
@@ -44,6 +46,9 @@ use kube::runtime::controller::Action;
 
 pub use self::context::Ctx;
 pub use self::context::OperatorReconciler;
+#[cfg(feature = "app")]
+#[cfg_attr(docsrs, doc(cfg(feature = "app")))]
+pub use self::group::Operators;
 #[cfg(feature = "app")]
 #[cfg_attr(docsrs, doc(cfg(feature = "app")))]
 pub use self::run::Program;

@@ -14,12 +14,18 @@ use clap::Subcommand;
 use clap::ValueEnum;
 use kube::Client;
 
+use std::sync::Arc;
+
 use super::Operator;
 use super::Settings;
+use super::group::Runnable;
+use super::group::Unit;
+use super::group::start_all;
 use super::manifests;
-use crate::Reconcile as _;
+use super::manifests::Part;
 use crate::leader;
 use crate::leader::LeaderElection;
+use crate::shutdown::Shutdown;
 
 /// The operator program's own name for `--help` and `--version`: the derive fills it from
 /// the user's crate.
@@ -43,14 +49,29 @@ struct Cli {
     #[arg(long, env = "KUBERATOR_NAMESPACES", value_delimiter = ',', global = true)]
     namespaces: Vec<String>,
 
-    /// Reconciles at a time (0: no limit); overrides the `concurrency` of #[kuberator(...)]
-    #[arg(long, env = "KUBERATOR_CONCURRENCY", global = true)]
-    concurrency: Option<usize>,
+    /// Reconciles at a time (0: no limit); overrides the `concurrency` of #[kuberator(...)].
+    /// In a process of several controllers, `NAME=N` sets it for the controller NAME only
+    /// (comma-separated or repeated; a bare N is for the others)
+    #[arg(
+        long,
+        env = "KUBERATOR_CONCURRENCY",
+        value_delimiter = ',',
+        value_name = "[NAME=]N",
+        global = true
+    )]
+    concurrency: Vec<Scoped<usize>>,
 
     /// The longest one reconcile may run before it is cancelled and retried as an error (0s:
-    /// no limit); overrides the `reconcile_timeout_seconds` of #[kuberator(...)] [default: 5m]
-    #[arg(long, env = "KUBERATOR_RECONCILE_TIMEOUT", global = true)]
-    reconcile_timeout: Option<CliDuration>,
+    /// no limit); overrides the `reconcile_timeout_seconds` of #[kuberator(...)] [default: 5m].
+    /// `NAME=DURATION` for one controller of several, as --concurrency
+    #[arg(
+        long,
+        env = "KUBERATOR_RECONCILE_TIMEOUT",
+        value_delimiter = ',',
+        value_name = "[NAME=]DURATION",
+        global = true
+    )]
+    reconcile_timeout: Vec<Scoped<CliDuration>>,
 
     /// After SIGTERM or SIGINT, how long reconciles in flight may finish before they are
     /// cancelled and the process exits with an error (below Kubernetes' 30s grace period)
@@ -183,7 +204,7 @@ struct ElectionArgs {
 enum Command {
     /// Reconcile until SIGINT or SIGTERM (the default)
     Run,
-    /// Print the CustomResourceDefinition as YAML
+    /// Print the CustomResourceDefinitions as YAML
     Crd,
     /// Print the Roles (or ClusterRole) and bindings with exactly the permissions the operator uses
     Rbac {
@@ -257,7 +278,52 @@ impl std::fmt::Display for CliDuration {
     }
 }
 
+/// A value on the command line for every controller (`4`), or for the one named (`backup=4`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Scoped<T> {
+    controller: Option<String>,
+    value: T,
+}
+
+impl<T: std::str::FromStr<Err: std::fmt::Display>> std::str::FromStr for Scoped<T> {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (controller, value) = match text.split_once('=') {
+            Some((controller, value)) => (Some(controller.trim().to_owned()), value),
+            None => (None, text),
+        };
+        let value = value.trim().parse().map_err(|error: T::Err| error.to_string())?;
+        Ok(Self { controller, value })
+    }
+}
+
+/// The value `values` give `controller`: its own (the last), else the last for every one.
+fn pick<T: Copy>(values: &[Scoped<T>], controller: &str) -> Option<T> {
+    let own = values.iter().rev().find(|scoped| scoped.controller.as_deref() == Some(controller));
+    own.or_else(|| values.iter().rev().find(|scoped| scoped.controller.is_none())).map(|scoped| scoped.value)
+}
+
 impl Cli {
+    /// Refuses a `NAME=` that names none of `controllers`.
+    fn check_scoped(&self, controllers: &[&str]) -> anyhow::Result<()> {
+        let named =
+            self.concurrency.iter().map(|scoped| ("--concurrency", &scoped.controller)).chain(
+                self.reconcile_timeout.iter().map(|scoped| ("--reconcile-timeout", &scoped.controller)),
+            );
+        for (flag, controller) in named {
+            if let Some(controller) = controller
+                && !controllers.contains(&controller.as_str())
+            {
+                anyhow::bail!(
+                    "{flag}: no controller is named `{controller}`; this process runs {}",
+                    controllers.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The namespaces to watch: `--namespaces`, else the attribute's.
     fn watched(&self, settings: &Settings) -> anyhow::Result<Vec<String>> {
         if self.namespaces.is_empty() {
@@ -275,23 +341,25 @@ impl Cli {
     fn settings(&self, settings: &Settings) -> anyhow::Result<Settings> {
         let mut settings = settings.clone();
         settings.namespaces = self.watched(&settings)?;
-        if let Some(limit) = self.concurrency {
+        if let Some(limit) = pick(&self.concurrency, settings.controller_name) {
             settings.concurrency = (limit > 0).then_some(limit);
         }
-        if let Some(CliDuration(limit)) = self.reconcile_timeout {
+        if let Some(CliDuration(limit)) = pick(&self.reconcile_timeout, settings.controller_name) {
             settings.reconcile_timeout = (!limit.is_zero()).then_some(limit);
         }
         Ok(settings)
     }
 
-    fn placement(&self, settings: &Settings, namespace: &str) -> anyhow::Result<manifests::Placement> {
+    /// Where the process is installed: in `namespace`, with the flags' Lease and `/metrics`
+    /// access. (What each controller watches is its [`Part`]'s.)
+    fn placement(&self, namespace: &str) -> manifests::Placement {
         let lease_namespace = self.election.lease_namespace.clone().unwrap_or_else(|| namespace.to_owned());
-        Ok(manifests::Placement {
+        manifests::Placement {
             namespace: namespace.to_owned(),
-            watched: self.watched(settings)?,
+            watched: Vec::new(),
             lease_namespace: self.election.leader_election.then_some(lease_namespace),
             metrics_auth: !self.telemetry.metrics_insecure,
-        })
+        }
     }
 }
 
@@ -299,15 +367,17 @@ impl Cli {
 /// says otherwise: below the 30 s that Kubernetes waits between SIGTERM and SIGKILL.
 pub(crate) const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 
-/// Why `--namespaces` makes no sense for `R`, when `R` is cluster-scoped and some are given.
-fn cluster_scoped_namespaces<R: kube::Resource<DynamicType = (), Scope: crate::ScopeKind>>(
-    namespaces: &[String],
-) -> Option<String> {
-    (!crate::object::is_namespaced::<R>() && !namespaces.is_empty()).then(|| {
+/// Why `--namespaces` makes no sense for a process whose controllers all reconcile
+/// cluster-scoped kinds (`kinds`), when some are given.
+fn all_cluster_scoped(kinds: &[String], namespaces: &[String]) -> Option<String> {
+    (!namespaces.is_empty()).then(|| {
+        let (kinds, are) = match kinds {
+            [only] => (only.clone(), "is"),
+            several => (several.join(", "), "are"),
+        };
         format!(
-            "--namespaces: {} is cluster-scoped, so its objects live in no namespace and the operator \
-             watches them all; remove --namespaces (and KUBERATOR_NAMESPACES)",
-            R::kind(&())
+            "--namespaces: {kinds} {are} cluster-scoped, so its objects live in no namespace and the operator \
+             watches them all; remove --namespaces (and KUBERATOR_NAMESPACES)"
         )
     })
 }
@@ -325,30 +395,52 @@ fn is_dns_label(name: &str) -> bool {
 /// `run` sets up logging, connects to the cluster in `KUBECONFIG` (or in-cluster), serves
 /// metrics and probes, and reconciles until SIGINT or SIGTERM; with leader election (on
 /// unless `--leader-election=false`) only while it holds the Lease ([`crate::leader`]).
+/// Several controllers in one process: [`Operators`](super::Operators).
 ///
 /// # Errors
 ///
 /// When no cluster can be reached, a flag is invalid, the Lease may not be used, or the
 /// output cannot be written.
 pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<()> {
+    super::Operators::new().with(operator).run(program).await
+}
+
+/// The program that runs `units` as the process `name`: [`run`] for one or several.
+pub(super) async fn run_units(
+    units: Vec<Box<dyn Unit>>,
+    name: &'static str,
+    program: Program,
+) -> anyhow::Result<()> {
     let about =
         if program.about.is_empty() { "A Kubernetes operator built with Kuberator" } else { program.about };
     let matches = Cli::command().name(program.name).version(program.version).about(about).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    let defaults = O::settings();
-    if let Some(refused) = cluster_scoped_namespaces::<O::Resource>(&cli.namespaces) {
-        anyhow::bail!(refused);
+    let controllers: Vec<&str> = units.iter().map(|unit| unit.settings().controller_name).collect();
+    cli.check_scoped(&controllers)?;
+    if units.iter().all(|unit| !unit.namespaced()) {
+        let kinds: Vec<String> = units.iter().map(|unit| unit.kind()).collect();
+        if let Some(refused) = all_cluster_scoped(&kinds, &cli.namespaces) {
+            anyhow::bail!(refused);
+        }
     }
+    // Each controller's settings: `--namespaces` for the namespaced ones; the scoped flags.
+    let mut resolved = Vec::with_capacity(units.len());
+    for unit in &units {
+        let mut settings = cli.settings(unit.settings())?;
+        if !unit.namespaced() {
+            settings.namespaces = Vec::new();
+        }
+        resolved.push(settings);
+    }
+    let parts: Vec<Part> = units.iter().zip(&resolved).map(|(unit, settings)| unit.part(settings)).collect();
     let print = |text: String| std::io::stdout().write_all(text.as_bytes()).context("writing to stdout");
     match &cli.command {
         Some(Command::Crd) => {
-            return print(manifests::to_yaml(&[manifests::crd::<O::Resource>()]));
+            let crds: Vec<serde_json::Value> = parts.iter().filter_map(|part| part.crd.clone()).collect();
+            return print(manifests::to_yaml(&crds));
         }
         Some(Command::Rbac { namespace }) => {
-            return print(manifests::to_yaml(&manifests::rbac::<O::Resource>(
-                &defaults,
-                &cli.placement(&defaults, namespace)?,
-            )));
+            return print(manifests::to_yaml(&manifests::rbac_of(name, &parts, &cli.placement(namespace))));
         }
         Some(Command::Manifests {
             namespace,
@@ -369,48 +461,62 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
                     memory_limit: memory_limit.clone(),
                 },
             };
-            return print(manifests::to_yaml(&manifests::manifests::<O::Resource>(
-                &defaults,
-                &cli.placement(&defaults, namespace)?,
+            // `--namespaces` reaches the pod when it changes what some controller watches.
+            let changed = units
+                .iter()
+                .zip(&resolved)
+                .any(|(unit, settings)| unit.settings().namespaces != settings.namespaces);
+            let namespaces = changed.then(|| cli.namespaces.clone());
+            return print(manifests::to_yaml(&manifests::manifests_of(
+                name,
+                &parts,
+                &cli.placement(namespace),
                 &workload,
+                namespaces,
             )));
         }
         Some(Command::Run) | None => {}
     }
-    let settings = cli.settings(&defaults)?;
     let election = &cli.election;
     init_tracing(cli.log_format, &cli.log)?;
     let client = Client::try_default()
         .await
         .context("no Kubernetes cluster reachable: set KUBECONFIG, or run in a pod with a service account")?;
-    let leader_election = election.leader_election.then(|| {
-        let namespace =
-            election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
-        let lease = LeaderElection::new(
-            election.lease_name.as_deref().unwrap_or(settings.controller_name),
-            namespace,
-        )
-        .timing(election.lease_duration.0, election.renew_deadline.0, election.retry_period.0);
-        match &election.identity {
-            Some(identity) => lease.identity(identity),
-            None => lease,
-        }
-    });
+    let leader_election =
+        election.leader_election.then(|| {
+            let namespace =
+                election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+            let lease = LeaderElection::new(election.lease_name.as_deref().unwrap_or(name), namespace)
+                .timing(election.lease_duration.0, election.renew_deadline.0, election.retry_period.0);
+            match &election.identity {
+                Some(identity) => lease.identity(identity),
+                None => lease,
+            }
+        });
     if let Some(lease) = &leader_election {
         lease.validate().context("check --lease-duration, --renew-deadline and --retry-period")?;
     }
     let _telemetry = cli.telemetry.serve(&client).await?;
-    tracing::info!(
-        controller = settings.controller_name,
-        finalizer = settings.finalizer,
-        namespaces = ?settings.namespaces,
-        caching = %settings.caching,
-        concurrency = ?settings.concurrency,
-        lease = ?leader_election.as_ref().map(|lease| format!("{}/{}", lease.lease_namespace, lease.lease_name)),
-        identity = ?leader_election.as_ref().map(|lease| &lease.identity),
-        "starting"
+    for settings in &resolved {
+        tracing::info!(
+            controller = settings.controller_name,
+            finalizer = settings.finalizer,
+            namespaces = ?settings.namespaces,
+            caching = %settings.caching,
+            concurrency = ?settings.concurrency,
+            "starting"
+        );
+    }
+    if let Some(lease) = &leader_election {
+        tracing::info!(process = name, lease = %lease.lease(), identity = %lease.identity, "electing a leader");
+    }
+    let running: Arc<Vec<(&'static str, Arc<dyn Runnable>)>> = Arc::new(
+        units
+            .into_iter()
+            .zip(resolved)
+            .map(|(unit, settings)| (settings.controller_name, unit.build(client.clone(), settings)))
+            .collect(),
     );
-    let reconciler = operator.into_reconciler_with(client.clone(), settings);
     let (signalled, first_signal) = tokio::sync::oneshot::channel();
     let shutdown = async move {
         crate::shutdown::signal().await;
@@ -420,10 +526,10 @@ pub async fn run<O: Operator>(operator: O, program: Program) -> anyhow::Result<(
     let running = async {
         match &leader_election {
             Some(lease) => {
-                let work = move |stop| reconciler.clone().start(Some(stop));
+                let work = move |stop| start_all(&running, stop);
                 lease.clone().run(client.clone(), shutdown, work).await?;
             }
-            None => reconciler.start(Some(shutdown)).await,
+            None => start_all(&running, Shutdown::new(shutdown)).await,
         }
         anyhow::Ok(())
     };
@@ -582,7 +688,7 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.log_format, LogFormat::Json));
-        assert_eq!(cli.concurrency, Some(4));
+        assert_eq!(cli.concurrency, [Scoped { controller: None, value: 4 }]);
         assert_eq!(cli.namespaces, ["a", "b"]);
         assert!(!cli.election.leader_election);
         assert!(matches!(&cli.command, Some(Command::Rbac { namespace }) if namespace == "ops"));
@@ -597,6 +703,36 @@ mod tests {
         assert_eq!(unlimited.concurrency, None);
         let error = Cli::try_parse_from(["op", "manifests"]).unwrap_err();
         assert!(error.to_string().contains("--image"), "{error}");
+    }
+
+    #[test]
+    fn concurrency_and_timeout_are_set_for_all_controllers_or_for_one_by_name() {
+        let named = |name| super::super::OperatorConfig { controller_name: Some(name), ..Default::default() };
+        let backup = named("backup").resolve::<crate::cache::test_support::Widget>();
+        let database = named("database").resolve::<crate::cache::test_support::Widget>();
+        let cli = Cli::try_parse_from([
+            "op",
+            "--concurrency",
+            "4,backup=2",
+            "--reconcile-timeout",
+            "database=30s",
+            "--reconcile-timeout",
+            "0s",
+        ])
+        .unwrap();
+        cli.check_scoped(&["backup", "database"]).unwrap();
+        let (backup, database) = (cli.settings(&backup).unwrap(), cli.settings(&database).unwrap());
+        assert_eq!((backup.concurrency, database.concurrency), (Some(2), Some(4)));
+        assert_eq!(backup.reconcile_timeout, None, "the bare 0s is for every other controller");
+        assert_eq!(database.reconcile_timeout, Some(Duration::from_secs(30)));
+
+        let error = cli.check_scoped(&["backup"]).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "--reconcile-timeout: no controller is named `database`; this process runs `backup`"
+        );
+        let error = Cli::try_parse_from(["op", "--concurrency", "backup=many"]).unwrap_err().to_string();
+        assert!(error.contains("invalid digit"), "{error}");
     }
 
     #[test]
@@ -620,15 +756,15 @@ mod tests {
 
     #[test]
     fn namespaces_are_refused_for_a_cluster_scoped_resource() {
+        use k8s_openapi::Resource as _;
         use k8s_openapi::api::core::v1::Namespace;
 
-        let refused = cluster_scoped_namespaces::<Namespace>(&["team-a".to_owned()]).unwrap();
+        let kind = |kind: &str| kind.to_owned();
+        let refused = all_cluster_scoped(&[Namespace::KIND.to_owned()], &["team-a".to_owned()]).unwrap();
         assert!(refused.starts_with("--namespaces: Namespace is cluster-scoped"), "{refused}");
-        assert_eq!(cluster_scoped_namespaces::<Namespace>(&[]), None);
-        assert_eq!(
-            cluster_scoped_namespaces::<crate::cache::test_support::Widget>(&["team-a".to_owned()]),
-            None
-        );
+        assert_eq!(all_cluster_scoped(&[kind("Namespace")], &[]), None);
+        let refused = all_cluster_scoped(&[kind("Zone"), kind("Region")], &["team-a".to_owned()]).unwrap();
+        assert!(refused.starts_with("--namespaces: Zone, Region are cluster-scoped"), "{refused}");
     }
 
     #[test]
@@ -642,8 +778,7 @@ mod tests {
         let cli = Cli::try_parse_from(["op", "--namespaces", "Team_A"]).unwrap();
         let error = cli.watched(&config).unwrap_err().to_string();
         assert!(error.contains("`Team_A` is not a namespace name"), "{error}");
-        let placement =
-            Cli::try_parse_from(["op", "--lease-namespace", "locks"]).unwrap().placement(&config, "ops");
-        assert_eq!(placement.unwrap().lease_namespace.as_deref(), Some("locks"));
+        let placement = Cli::try_parse_from(["op", "--lease-namespace", "locks"]).unwrap().placement("ops");
+        assert_eq!(placement.lease_namespace.as_deref(), Some("locks"));
     }
 }

@@ -161,6 +161,17 @@ pub fn readiness() -> Result<(), String> {
     Ok(())
 }
 
+/// Expects the controllers `names` to start: until each has registered itself (and then
+/// until its initial sync is done), [`readiness`] says the process is not ready. For a
+/// process of several controllers, so that one that is quick to sync does not make it ready
+/// before another has begun.
+pub(crate) fn expect_controllers<'a>(names: impl IntoIterator<Item = &'a str>) {
+    let mut state = readiness_state();
+    for name in names {
+        state.controllers.entry(name.to_owned()).or_insert(false);
+    }
+}
+
 /// A leader election's state in metrics and readiness, for as long as it lives.
 #[derive(Debug)]
 pub(crate) struct LeaderStatus {

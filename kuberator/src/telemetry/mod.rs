@@ -85,6 +85,7 @@ pub(crate) use self::metrics::ControllerMetrics;
 pub(crate) use self::metrics::LeaderStatus;
 pub(crate) use self::metrics::Remembered;
 pub use self::metrics::encode;
+pub(crate) use self::metrics::expect_controllers;
 pub use self::metrics::readiness;
 pub use self::metrics::shutting_down;
 #[cfg(feature = "server")]
