@@ -201,6 +201,12 @@ mod churn {
             };
             ctx.apply(&*churn, child).await?;
             ctx.set_condition(&churn, Condition::new("Noted", true, "Noted", churn.spec.note.clone()));
+            // A condition written through the repository joins the ones set, and Ready.
+            let mut conditions = Conditions::default();
+            conditions.set(Condition::new("Written", true, "Written", "through the repository"), None);
+            ctx.repository()
+                .update_status(&*churn, ChurnStatus { observed_generation: None, conditions })
+                .await?;
             Ok(Action::await_change())
         }
 
@@ -216,6 +222,12 @@ mod churn {
     /// How many times the cleanup ran, per object (`namespace/uid`).
     pub(crate) static CLEANUPS: std::sync::Mutex<BTreeMap<String, usize>> =
         std::sync::Mutex::new(BTreeMap::new());
+
+    impl ObserveGeneration for ChurnStatus {
+        fn add(&mut self, generation: i64) {
+            self.observed_generation = Some(generation);
+        }
+    }
 
     pub(crate) fn new(name: &str, note: &str) -> Churn {
         Churn::new(name, ChurnSpec { note: note.to_owned() })
@@ -371,6 +383,9 @@ async fn churned_objects_leave_no_entry_behind_and_memory_settles() {
     let again = api.get("again").await.unwrap();
     let conditions = &again.status.as_ref().unwrap().conditions;
     assert!(conditions.get("Noted").is_some(), "{conditions:?}");
+    // Written through `ctx.repository().update_status` in the apply: kept beside Ready.
+    assert!(conditions.get("Written").is_some(), "{conditions:?}");
+    assert!(conditions.is_true("Ready"), "{conditions:?}");
     assert!(
         conditions.get("CleanedUp").is_none(),
         "the old object's cleanup condition leaked: {conditions:?}"

@@ -219,6 +219,7 @@ where
         {
             fields.remove("conditions");
         }
+        crate::status::conditions::route(object.meta().uid.as_deref(), &mut status);
         let patch = serde_json::json!({ "status": status });
         self.api_provider()
             .get(namespace.unwrap_or_default())?

@@ -57,7 +57,7 @@ pub struct Ctx<O: Operator> {
     repository: Arc<O::Repository>,
     events: EventRecorder,
     children: Children,
-    ready: ReadyWriter,
+    ready: Arc<ReadyWriter>,
     settings: Settings,
 }
 
@@ -180,11 +180,12 @@ impl<O: Operator> Ctx<O> {
     /// The repository (a [`K8sRepository`](crate::k8s::K8sRepository) unless the attribute
     /// names another).
     ///
-    /// Its [`update_status`](Finalize::update_status) writes the status as given, except an
-    /// empty `conditions` list, which it leaves out (so a default status never wipes
-    /// `Ready`); a non-empty list replaces the conditions, `Ready` included, until the next
-    /// reconcile writes `Ready` again. Prefer [`Ctx::update_status`], which never touches
-    /// `conditions`, and [`Ctx::set_condition`].
+    /// Its [`update_status`](Finalize::update_status) writes the status as given, except
+    /// `conditions`: an empty list is left out (so a default status never wipes `Ready`),
+    /// and inside `handle_apply`, for the object being applied, the conditions go where
+    /// [`Ctx::set_condition`] puts them and are written with `Ready` when the handler returns
+    /// (so neither write drops the other's conditions). In `handle_cleanup` a list is written
+    /// as given. [`Ctx::update_status`] and [`Ctx::set_condition`] say the same more plainly.
     pub fn repository(&self) -> &O::Repository {
         &self.repository
     }
@@ -222,7 +223,8 @@ impl<O: Operator> Context<O::Resource, O::Repository, StaticApiProvider<O::Resou
 
     async fn handle_apply(&self, object: Arc<O::Resource>) -> Result<Action> {
         let _reconciling = self.ready.reconciling(&*object);
-        let outcome = self.operator.__handle_apply(Arc::clone(&object), self).await;
+        let apply = self.operator.__handle_apply(Arc::clone(&object), self);
+        let outcome = self.ready.applying(kube::Resource::meta(&*object).uid.clone(), apply).await;
         let written = self.ready.write(&*object, &outcome, self.repository.api_provider()).await;
         match (outcome, written) {
             (Ok(_), Err(error)) => Err(error),
@@ -283,7 +285,10 @@ impl<O: Operator> OperatorReconciler<O> {
             repository: Arc::new(O::Repository::from(provider)),
             events: EventRecorder::new(client.clone(), settings.controller_name),
             children: Children::new(client.clone(), settings.controller_name, &settings.owns),
-            ready: ReadyWriter::for_crd::<O::Resource>(&O::Resource::crd(), settings.controller_name),
+            ready: Arc::new(ReadyWriter::for_crd::<O::Resource>(
+                &O::Resource::crd(),
+                settings.controller_name,
+            )),
             client,
             settings,
         };

@@ -205,6 +205,39 @@ impl JsonSchema for Conditions {
     }
 }
 
+tokio::task_local! {
+    /// The object whose `handle_apply` runs in this task, and where its conditions go.
+    static APPLYING: Applying;
+}
+
+/// One derived operator's apply of one object (see [`ReadyWriter::applying`]).
+struct Applying {
+    writer: std::sync::Arc<ReadyWriter>,
+    uid: String,
+}
+
+/// Takes the `conditions` out of `status`, about to be written to the object `uid` through
+/// [`Finalize::update_status`](crate::Finalize::update_status), when that object's
+/// `handle_apply` runs in this task, its CRD holds conditions, and they parse: they are set
+/// as [`Ctx::set_condition`](crate::operator::Ctx::set_condition) sets them, and written with
+/// `Ready` when the handler returns, so that one write never drops the other's. Anywhere else
+/// (a cleanup, a trait-level operator, another object) the status is written as given.
+pub(crate) fn route(uid: Option<&str>, status: &mut serde_json::Value) {
+    let _ = APPLYING.try_with(|applying| {
+        if uid != Some(applying.uid.as_str()) || !applying.writer.enabled {
+            return;
+        }
+        let Some(fields) = status.as_object_mut() else { return };
+        let Some(conditions) = fields.get("conditions") else { return };
+        let Ok(conditions) = serde_json::from_value::<Conditions>(conditions.clone()) else { return };
+        fields.remove("conditions");
+        let mut pending = applying.writer.pending.entry(applying.uid.clone()).or_default();
+        pending.extend(conditions.iter().cloned());
+        drop(pending);
+        applying.writer.report();
+    });
+}
+
 /// Keeps the `Ready` condition, and the conditions a handler sets, of a derived operator's
 /// objects (see [`Ctx`](crate::operator::Ctx#conditions)).
 pub(crate) struct ReadyWriter {
@@ -268,6 +301,19 @@ impl ReadyWriter {
     /// when the returned guard is dropped.
     pub(crate) fn reconciling<R: Resource>(&self, object: &R) -> Reconciling<'_> {
         Reconciling { writer: self, uid: object.meta().uid.clone() }
+    }
+
+    /// Runs `apply`, the `handle_apply` of the object `uid`, so that conditions written
+    /// through the repository inside it join the ones set ([`route`]).
+    pub(crate) async fn applying<F: std::future::Future>(
+        self: &std::sync::Arc<Self>,
+        uid: Option<String>,
+        apply: F,
+    ) -> F::Output {
+        match uid {
+            Some(uid) => APPLYING.scope(Applying { writer: std::sync::Arc::clone(self), uid }, apply).await,
+            None => apply.await,
+        }
     }
 
     /// Records `condition` for `object`, to be written by the next [`write`](Self::write).
