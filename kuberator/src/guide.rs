@@ -5,7 +5,8 @@
 //!    Deployment, and the answers to what a first operator makes you ask.
 //! 2. [`children`]: owned child objects, conditions, and cluster-scoped resources.
 //! 3. [`errors`]: errors, status, status errors and Events.
-//! 4. [`running`]: leader election, graceful shutdown, metrics, probes and security.
+//! 4. [`running`]: leader election, several controllers in one process, graceful shutdown,
+//!    metrics, probes and security.
 //! 5. [`trait_level`]: the seed's trait-level API (`Context`, `Reconcile`), for full control,
 //!    and the caching strategies.
 //!
