@@ -21,6 +21,24 @@ impl darling::FromMeta for Value {
     }
 }
 
+/// `references(Secret = spec.credentials_secret, ...)` as written: each item kept as it was.
+#[derive(Debug, Clone)]
+pub(crate) struct ListValue(pub(crate) Vec<darling::ast::NestedMeta>);
+
+impl darling::FromMeta for ListValue {
+    fn from_list(items: &[darling::ast::NestedMeta]) -> darling::Result<Self> {
+        Ok(ListValue(items.to_vec()))
+    }
+
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        Err(darling::Error::custom(
+            "`references` is a list of `Kind = spec.field` pairs, such as \
+             `references(Secret = spec.credentials_secret)`",
+        )
+        .with_span(expr))
+    }
+}
+
 /// `#[kuberator(...)]` as written.
 #[derive(Debug, FromDeriveInput)]
 #[darling(attributes(kuberator))]
@@ -67,6 +85,9 @@ pub(crate) struct OperatorAttrs {
     /// `keep_managed_fields = true`
     #[darling(default)]
     pub(crate) keep_managed_fields: Option<Value>,
+    /// `references(Secret = spec.credentials_secret)`
+    #[darling(default)]
+    pub(crate) references: Option<ListValue>,
 }
 
 #[cfg(test)]

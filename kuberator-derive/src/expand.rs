@@ -6,6 +6,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 use quote::quote_spanned;
+use syn::Expr;
 use syn::spanned::Spanned as _;
 
 use crate::validate::Caching;
@@ -82,6 +83,26 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 const _: () = #private::legal_child::<#resource, #owned>();
             ));
         }
+    }
+    if !model.references.is_empty() {
+        let referenced = model.references.iter().map(|(kind, from)| {
+            let written = quote!(#from).to_string();
+            match from {
+                // A closure reads the names itself.
+                Expr::Closure(_) => quote_spanned!(from.span()=>
+                    #kuberator::references::Referenced::by::<#kind, #resource, _>(#written, #from)
+                ),
+                // `spec.field` is read from the object: spanned at the path, so that a field
+                // that does not exist, or holds no name, fails to compile there.
+                _ => quote_spanned!(from.span()=>
+                    #kuberator::references::Referenced::by::<#kind, #resource, _>(
+                        #written,
+                        |object: &#resource| #kuberator::references::Names::names(&object.#from),
+                    )
+                ),
+            }
+        });
+        config.push(quote!(references = ::std::vec![#(#referenced),*]));
     }
     if let Some(labels) = &model.labels {
         config.push(quote!(labels = #some(#labels)));

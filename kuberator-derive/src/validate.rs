@@ -43,6 +43,9 @@ pub(crate) struct Model {
     pub(crate) reconcile_timeout_seconds: Option<u64>,
     /// `keep_managed_fields = true`; false when not written.
     pub(crate) keep_managed_fields: bool,
+    /// The referenced kinds, each with where an object names them: a field path
+    /// (`spec.credentials_secret`) or a closure.
+    pub(crate) references: Vec<(Path, Expr)>,
 }
 
 const CACHING: [(&str, Caching); 3] =
@@ -140,6 +143,11 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .unwrap_or(false);
     let owns =
         attrs.owns.as_ref().and_then(|value| handle(&mut errors, type_list(&value.0))).unwrap_or_default();
+    let references = attrs
+        .references
+        .as_ref()
+        .and_then(|value| handle(&mut errors, reference_list(&value.0, &owns)))
+        .unwrap_or_default();
 
     errors.finish()?;
     Ok(Model {
@@ -157,7 +165,64 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         owns,
         reconcile_timeout_seconds,
         keep_managed_fields,
+        references,
     })
+}
+
+/// `references(Secret = spec.credentials_secret, Database = |backup| ...)`: distinct kinds,
+/// none of them owned, each with a field path of the resource or a closure.
+fn reference_list(items: &[darling::ast::NestedMeta], owns: &[Path]) -> syn::Result<Vec<(Path, Expr)>> {
+    let example = "`references(Secret = spec.credentials_secret)`";
+    let mut references: Vec<(Path, Expr)> = Vec::new();
+    for item in items {
+        let darling::ast::NestedMeta::Meta(syn::Meta::NameValue(pair)) = item else {
+            return Err(syn::Error::new_spanned(
+                item,
+                format!(
+                    "say where an object names this kind: `references` takes `Kind = spec.field` pairs, \
+                     such as {example} (or `Kind = |object| ...` for names computed from the object)"
+                ),
+            ));
+        };
+        let kind = pair.path.clone();
+        if owns.contains(&kind) {
+            return Err(syn::Error::new_spanned(
+                &pair.path,
+                "this kind is in `owns` too: an owned kind is watched as the operator's children, a \
+                 referenced one as objects it reads; name it in one of the two",
+            ));
+        }
+        if references.iter().any(|(known, _)| *known == kind) {
+            return Err(syn::Error::new_spanned(
+                &pair.path,
+                "this kind is already in `references`; name each kind once",
+            ));
+        }
+        match &pair.value {
+            Expr::Closure(_) => {}
+            value if field_path(value) => {}
+            value => {
+                return Err(syn::Error::new_spanned(
+                    value,
+                    format!("`references` takes a field of the resource, such as {example}, or a closure"),
+                ));
+            }
+        }
+        references.push((kind, pair.value.clone()));
+    }
+    Ok(references)
+}
+
+/// Whether `expr` is `a.b.c`: fields of a name.
+fn field_path(expr: &Expr) -> bool {
+    match expr {
+        Expr::Field(field) => {
+            matches!(field.member, syn::Member::Named(_))
+                && (field_path(&field.base)
+                    || matches!(&*field.base, Expr::Path(path) if path.path.get_ident().is_some()))
+        }
+        _ => false,
+    }
 }
 
 /// Keeps `result`'s error for the end, and its value if there is one.

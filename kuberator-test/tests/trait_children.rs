@@ -342,3 +342,103 @@ async fn a_derived_operator_and_a_trait_level_reconciler_run_in_one_process() {
     operator.stop(Duration::from_secs(30)).await;
     kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }
+
+/// A derived operator that reads a ConfigMap its objects name (`spec.configMap`) without
+/// owning it: each `Keyed` gets the ConfigMap's `value` (or `missing`) in its status.
+mod keyed {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kuberator::prelude::*;
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(group = "test.kuberator.dev", version = "v1", kind = "Keyed", namespaced, status = "KeyedStatus")]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct KeyedSpec {
+        pub(crate) config_map: Option<String>,
+    }
+
+    #[derive(Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct KeyedStatus {
+        pub(crate) value: Option<String>,
+        pub(crate) observed_generation: Option<i64>,
+    }
+
+    impl ObserveGeneration for KeyedStatus {
+        fn add(&mut self, generation: i64) {
+            self.observed_generation = Some(generation);
+        }
+    }
+
+    #[derive(Operator)]
+    #[kuberator(resource = Keyed, references(ConfigMap = spec.config_map), controller_name = "keyed-operator")]
+    pub(crate) struct KeyedOperator;
+
+    impl KeyedOperator {
+        async fn handle_apply(&self, keyed: Arc<Keyed>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            let map = ctx.referenced::<ConfigMap>(&keyed).await?;
+            let value = map
+                .and_then(|map| map.data.as_ref()?.get("value").cloned())
+                .unwrap_or_else(|| "missing".to_owned());
+            ctx.update_status(&keyed, KeyedStatus { value: Some(value), ..KeyedStatus::default() }).await?;
+            Ok(Action::await_change())
+        }
+
+        async fn handle_cleanup(&self, _keyed: Arc<Keyed>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Issue 22, item 3, on whichever server `KUBERATOR_TEST_CLUSTER` picks: an object that names
+/// a ConfigMap it does not own (`references(ConfigMap = spec.config_map)`) is reconciled when
+/// that ConfigMap appears, changes and goes, and its handler reads it from the cache; the
+/// index forgets the object when it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_is_reconciled_when_the_object_it_names_appears_changes_and_goes() {
+    use kuberator::Operator as _;
+    let (client, namespace) = kuberator_test::test_env("references").await;
+    kuberator_test::install_crd::<keyed::Keyed>(&client).await.unwrap();
+    let reconciler = keyed::KeyedOperator.into_reconciler(client.clone());
+    let operator = Background::spawn(move |shutdown| reconciler.start(Some(shutdown)));
+
+    let keyeds: Api<keyed::Keyed> = Api::namespaced(client.clone(), &namespace);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let minute = Duration::from_secs(60);
+    let value_is = |expected: &'static str| {
+        move |keyed: Option<&keyed::Keyed>| {
+            keyed.and_then(|keyed| keyed.status.as_ref()?.value.as_deref()) == Some(expected)
+        }
+    };
+    let spec = keyed::KeyedSpec { config_map: Some("settings".into()) };
+    keyeds.create(&PostParams::default(), &keyed::Keyed::new("reader", spec)).await.unwrap();
+    wait_for(&keyeds, "reader", minute, "value missing: no ConfigMap yet", value_is("missing"))
+        .await
+        .unwrap();
+
+    let map = |value: &str| ConfigMap {
+        metadata: ObjectMeta { name: Some("settings".into()), ..ObjectMeta::default() },
+        data: Some(BTreeMap::from([("value".to_owned(), value.to_owned())])),
+        ..ConfigMap::default()
+    };
+    maps.create(&PostParams::default(), &map("one")).await.unwrap();
+    wait_for(&keyeds, "reader", minute, "the ConfigMap that appeared", value_is("one")).await.unwrap();
+    maps.replace("settings", &PostParams::default(), &map("two")).await.unwrap();
+    wait_for(&keyeds, "reader", minute, "the ConfigMap's change", value_is("two")).await.unwrap();
+    maps.delete("settings", &DeleteParams::default()).await.unwrap();
+    wait_for(&keyeds, "reader", minute, "the ConfigMap's deletion", value_is("missing")).await.unwrap();
+
+    keyeds.delete("reader", &DeleteParams::default()).await.unwrap();
+    wait_for(&keyeds, "reader", minute, "the object to go", |keyed| keyed.is_none()).await.unwrap();
+    let series = "kuberator_remembered_objects{controller=\"keyed-operator\",map=\"references\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while kuberator_test::metric(&kuberator::telemetry::encode(), series) != Some(0.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} never back to 0:\n{}",
+            kuberator::telemetry::encode()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    operator.stop(Duration::from_secs(30)).await;
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+}

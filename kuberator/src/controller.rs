@@ -47,6 +47,8 @@ pub(crate) struct Setup<R: Resource, C, G, Rec, Pol> {
     pub(crate) namespaces: Vec<String>,
     /// Parents to reconcile because one of their children changed.
     pub(crate) parents: Option<BoxStream<'static, reflector::ObjectRef<R>>>,
+    /// The referenced kinds, whose index follows the objects' watch.
+    pub(crate) references: Option<crate::references::References>,
     pub(crate) context: Arc<C>,
     pub(crate) limit: Option<usize>,
     /// The longest one reconcile may run before it is cancelled; `None`: no limit.
@@ -78,6 +80,7 @@ where
         watcher,
         namespaces,
         parents,
+        references,
         context,
         limit,
         timeout,
@@ -97,6 +100,7 @@ where
         store: reader.clone(),
         own_writes: Arc::clone(&own_writes),
         failures: Arc::clone(&failures),
+        references,
     };
     let changes = changes(&api, watcher, namespaces, writer, &recorder, &telemetry, &waiting, remembered);
     let concurrency = match limit {
@@ -178,6 +182,7 @@ where
     store: reflector::Store<R>,
     own_writes: Arc<OwnWrites>,
     failures: Arc<Failures>,
+    references: Option<crate::references::References>,
 }
 
 impl<R: Resource + Clone + 'static> Remembered<R>
@@ -186,9 +191,17 @@ where
 {
     fn follow(&self, event: &Result<watcher::Event<R>, watcher::Error>) {
         match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                if let Some(references) = &self.references {
+                    references.parent_changed(object);
+                }
+            }
             Ok(watcher::Event::Delete(object)) => {
                 self.own_writes.forget(object);
                 self.failures.forget(&describe(object));
+                if let Some(references) = &self.references {
+                    references.parent_gone(object);
+                }
             }
             // The store holds the relisted objects now.
             Ok(watcher::Event::InitDone) => {
@@ -196,6 +209,10 @@ where
                 let uids = objects.iter().filter_map(|object| object.meta().uid.clone()).collect();
                 self.own_writes.retain(&uids);
                 self.failures.retain(&objects.iter().map(|object| describe(&**object)).collect());
+                if let Some(references) = &self.references {
+                    let live = objects.iter().map(|object| crate::references::key_of(&**object)).collect();
+                    references.retain_parents(&live);
+                }
             }
             _ => {}
         }

@@ -126,6 +126,32 @@ pub enum Error {
         why: &'static str,
     },
 
+    /// A handler asked for referenced objects of a kind the operator does not reference.
+    #[error(
+        "{parent} asked for the {kind} it references, but {kind} is not among the referenced kinds ({referenced}); \
+         add it to `references(...)` in #[kuberator(...)] (or to the `References` of the controller)"
+    )]
+    NotReferenced {
+        /// The kind asked for.
+        kind: String,
+        /// The parent, as `Kind namespace/name`.
+        parent: Box<str>,
+        /// The kinds referenced, comma-separated.
+        referenced: String,
+    },
+
+    /// Referenced objects were asked for outside a running controller: nothing caches them.
+    #[error(
+        "{parent} asked for the {kind} it references, but no controller runs to watch and cache {kind}; \
+         read it with the client instead outside a running controller"
+    )]
+    NoCache {
+        /// The kind asked for.
+        kind: String,
+        /// The parent, as `Kind namespace/name`.
+        parent: Box<str>,
+    },
+
     /// A handler panicked. The panic was caught: the object is retried like after an error,
     /// and every other object keeps reconciling.
     #[error("a handler panicked while reconciling {object}: {message}")]
@@ -377,6 +403,7 @@ impl Error {
             Error::ChildOwnedByOther { .. } => ("ChildConflict", "child"),
             Error::PruneChild { .. } => ("ChildPruneFailed", "child"),
             Error::InvalidChild { .. } => ("InvalidChild", "child"),
+            Error::NotReferenced { .. } | Error::NoCache { .. } => ("ReconcileFailed", "reference"),
             _ => ("ReconcileFailed", "other"),
         }
     }

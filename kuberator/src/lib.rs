@@ -45,6 +45,7 @@ pub mod events;
 pub mod k8s;
 pub mod leader;
 pub mod operator;
+pub mod references;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

@@ -95,6 +95,7 @@ where
         G: Future<Output = ()> + Send + 'static,
     {
         let children = self.children();
+        let references = self.references();
         let (api, watcher, context) = self.destruct();
         let recorder = EventRecorder::new(api.clone().into_client(), Self::controller_name());
         let plan = Plan {
@@ -104,6 +105,7 @@ where
             // The `Api` from `destruct` is the whole scope: one namespace, or all.
             namespaces: Vec::new(),
             children,
+            references,
             recorder,
             timeout: Self::reconcile_timeout(),
             keep_managed_fields: Self::keep_managed_fields(),
@@ -118,6 +120,16 @@ where
     /// [`apply`](crate::children::Children::apply) and
     /// [`prune`](crate::children::Children::prune) through it. `None` unless overridden.
     fn children(&self) -> Option<crate::children::Children> {
+        None
+    }
+
+    /// The objects your objects name without owning them, when they name any: their kinds
+    /// are watched (where the `Api` from [`destruct`](Reconcile::destruct) looks), and a
+    /// change of one reconciles the objects that name it (see [`crate::references`]). Hold
+    /// the same [`References`](crate::references::References) in your context to
+    /// [`get`](crate::references::References::get) them from the cache. `None` unless
+    /// overridden.
+    fn references(&self) -> Option<crate::references::References> {
         None
     }
 
@@ -194,6 +206,8 @@ pub(crate) struct Plan<R: KubeResource, C> {
     pub(crate) namespaces: Vec<String>,
     /// The owned children, watched in `api`'s namespace (or everywhere).
     pub(crate) children: Option<crate::children::Children>,
+    /// The referenced kinds, watched in `api`'s namespace (or everywhere).
+    pub(crate) references: Option<crate::references::References>,
     /// Publishes Events; its controller name labels the metrics.
     pub(crate) recorder: EventRecorder,
     pub(crate) timeout: Option<Duration>,
@@ -211,15 +225,36 @@ where
     Rec: Reconcile<R, C, F, P>,
     G: Future<Output = ()> + Send + 'static,
 {
-    let Plan { api, watcher, context, namespaces, children, recorder, timeout, keep_managed_fields } = plan;
-    let parents = children
+    let Plan {
+        api,
+        watcher,
+        context,
+        namespaces,
+        children,
+        references,
+        recorder,
+        timeout,
+        keep_managed_fields,
+    } = plan;
+    let owners = children
         .filter(|children| !children.owned().is_empty())
         .map(|children| crate::children::parents::<R>(children.watch(api.namespace())));
+    let references = references.filter(|references| !references.referenced().is_empty());
+    let namers = references
+        .as_ref()
+        .map(|references| crate::references::parents::<R>(references.watch(api.namespace())));
+    let parents = match (owners, namers) {
+        (Some(owners), Some(namers)) => {
+            Some(futures::StreamExt::boxed(futures::stream::select(owners, namers)))
+        }
+        (owners, namers) => owners.or(namers),
+    };
     controller::drive(controller::Setup {
         api,
         watcher,
         namespaces,
         parents,
+        references,
         context,
         limit,
         timeout,

@@ -10,6 +10,7 @@ use kuberator::prelude::*;
 #[kube(group = "example.com", version = "v1", kind = "Lint", namespaced)]
 pub struct LintSpec {
     pub value: u32,
+    pub secret: Option<String>,
 }
 
 /// Every option set.
@@ -23,6 +24,10 @@ pub struct LintSpec {
     requeue_after_error_seconds = 5,
     labels = "app=lint",
     controller_name = "lint-operator",
+    references(
+        k8s_openapi::api::core::v1::Secret = spec.secret,
+        k8s_openapi::api::core::v1::ConfigMap = |lint: &Lint| vec![format!("lint-{}", lint.spec.value)],
+    ),
 )]
 pub struct FullOperator {
     pub greeting: String,

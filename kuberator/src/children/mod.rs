@@ -157,7 +157,7 @@ pub struct OwnedKind {
 }
 
 impl OwnedKind {
-    fn of<K: Child>() -> Self {
+    pub(crate) fn of<K: Child>() -> Self {
         Self {
             group: K::group(&()).into_owned(),
             version: K::version(&()).into_owned(),

@@ -33,6 +33,7 @@ use crate::events::EmitEvent;
 use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::events::Reason;
+use crate::references::References;
 use crate::status::Condition;
 use crate::status::conditions::ReadyWriter;
 
@@ -57,6 +58,7 @@ pub struct Ctx<O: Operator> {
     repository: Arc<O::Repository>,
     events: EventRecorder,
     children: Children,
+    references: References,
     ready: Arc<ReadyWriter>,
     settings: Settings,
 }
@@ -156,6 +158,22 @@ impl<O: Operator> Ctx<O> {
     /// The children: apply, prune, get, and the owned kinds.
     pub fn children(&self) -> &Children {
         &self.children
+    }
+
+    /// The object of kind `K` that `parent` names (`references(K = ...)` in the attribute
+    /// says where), from the cache: `None` when no such object exists yet. Its creation,
+    /// changes and deletion reconcile `parent` again. See [`crate::references`].
+    ///
+    /// # Errors
+    ///
+    /// When `K` is not among the referenced kinds.
+    pub async fn referenced<K: Child>(&self, parent: &O::Resource) -> Result<Option<Arc<K>>> {
+        self.references.get(parent).await
+    }
+
+    /// The referenced kinds, their caches and index.
+    pub fn references(&self) -> &References {
+        &self.references
     }
 
     /// Publishes an Event about `object` and logs it; never fails (see [`EmitEvent::emit`]).
@@ -285,6 +303,7 @@ impl<O: Operator> OperatorReconciler<O> {
             repository: Arc::new(O::Repository::from(provider)),
             events: EventRecorder::new(client.clone(), settings.controller_name),
             children: Children::new(client.clone(), settings.controller_name, &settings.owns),
+            references: References::new(client.clone(), settings.controller_name, &settings.references),
             ready: Arc::new(ReadyWriter::for_crd::<O::Resource>(
                 &O::Resource::crd(),
                 settings.controller_name,
@@ -332,6 +351,7 @@ impl<O: Operator> Reconcile<O::Resource, Ctx<O>, O::Repository, StaticApiProvide
         let plan = crate::reconcile::Plan {
             recorder: self.context.events.clone(),
             children: Some(self.context.children.clone()),
+            references: Some(self.context.references.clone()),
             timeout: settings.reconcile_timeout,
             keep_managed_fields: settings.keep_managed_fields,
             namespaces,

@@ -94,6 +94,28 @@ pub fn owned_rules(owns: &[crate::children::Owned]) -> Vec<PolicyRule> {
         .collect()
 }
 
+/// The rules for the kinds in `references`, one per API group: `list` and `watch`, what their
+/// cache needs, and nothing that writes.
+pub fn referenced_rules(references: &[crate::references::Referenced]) -> Vec<PolicyRule> {
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for referenced in references {
+        let kind = referenced.kind();
+        let plurals = by_group.entry(kind.group).or_default();
+        if !plurals.contains(&kind.plural) {
+            plurals.push(kind.plural);
+        }
+    }
+    by_group
+        .into_iter()
+        .map(|(group, plurals)| PolicyRule {
+            api_groups: Some(vec![group]),
+            resources: Some(plurals),
+            verbs: ["list", "watch"].map(str::to_owned).to_vec(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
+
 /// The rules for leader election on a Lease ([`crate::leader`]): `get`, `create`, `update`,
 /// and `list` and `watch` to notice a release at once.
 pub fn lease_rules() -> Vec<PolicyRule> {
@@ -188,6 +210,7 @@ impl Part {
     pub(crate) fn of<R: Resource<DynamicType = ()>>(settings: &Settings, watched: Vec<String>) -> Self {
         let mut rules = rules::<R>();
         rules.extend(owned_rules(&settings.owns));
+        rules.extend(referenced_rules(&settings.references));
         Self { crd: None, watched, rules }
     }
 
@@ -639,6 +662,20 @@ mod tests {
             metrics_auth: false,
             ..Placement::new(settings, "ops")
         }
+    }
+
+    #[test]
+    fn referenced_kinds_are_only_listed_and_watched() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use k8s_openapi::api::core::v1::Secret;
+        let by = |from| crate::references::Referenced::by::<Secret, Widget, _>(from, |_: &Widget| "creds");
+        let maps = crate::references::Referenced::by::<ConfigMap, Widget, _>("map", |_: &Widget| "settings");
+        assert_eq!(
+            serde_json::to_value(referenced_rules(&[by("a"), maps, by("b")])).unwrap(),
+            serde_json::json!([
+                { "apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["list", "watch"] },
+            ])
+        );
     }
 
     #[test]

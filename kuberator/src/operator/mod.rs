@@ -95,6 +95,8 @@ pub struct OperatorConfig {
     pub reconcile_timeout: Option<Duration>,
     /// `keep_managed_fields = true`.
     pub keep_managed_fields: bool,
+    /// `references(Kind = field, ...)`: the kinds its objects name without owning them.
+    pub references: Vec<crate::references::Referenced>,
 }
 
 impl OperatorConfig {
@@ -126,6 +128,7 @@ impl OperatorConfig {
                 limit => limit,
             },
             keep_managed_fields: self.keep_managed_fields,
+            references: self.references.clone(),
         }
     }
 }
@@ -164,6 +167,9 @@ pub struct Settings {
     /// annotation. `false` by default: both are dropped as each object arrives, which makes
     /// the cache about three times smaller for objects written by server-side apply.
     pub keep_managed_fields: bool,
+    /// The kinds its objects name without owning them: watched, cached, and read-only in its
+    /// RBAC rules.
+    pub references: Vec<crate::references::Referenced>,
 }
 
 /// How long one reconcile of a derived operator may run unless configured otherwise.
