@@ -25,6 +25,10 @@ mod error_handling;
 #[path = "../derive_operator.rs"]
 mod derive_operator;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../database_operator.rs"]
+mod database_operator;
+
 /// A client and a namespace of this test's own.
 async fn setup(prefix: &str) -> (kube::Client, String) {
     let (client, namespace) = kuberator_test::test_env(prefix).await;
@@ -116,4 +120,20 @@ async fn kubectl_waits_for_a_shout_to_be_ready() {
         .await
         .unwrap();
     operator.stop(STOP).await;
+}
+
+/// Two controllers in one process (`kuberator::Operators`), each reading what its objects
+/// reference: the demo of `database_operator`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_operator_demo() {
+    let (client, namespace) = setup("demo").await;
+    kuberator_test::install_crd::<database_operator::Database>(&client).await.unwrap();
+    kuberator_test::install_crd::<database_operator::Backup>(&client).await.unwrap();
+    let operator = Background::spawn({
+        let client = client.clone();
+        move |shutdown| database_operator::operators().start(client, Some(shutdown))
+    });
+    database_operator::demo(client.clone(), &namespace).await.unwrap();
+    operator.stop(STOP).await;
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }

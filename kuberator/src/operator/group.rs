@@ -276,12 +276,13 @@ impl Operators {
         self.units.iter().map(|unit| unit.settings().controller_name).collect()
     }
 
-    /// The process's name: as [`name`](Operators::name) says.
+    /// The process's name: as [`name`](Operators::name) says; the program's name made a
+    /// valid object name (`database_operator` becomes `database-operator`).
     pub(crate) fn process_name(&self, program: &'static str) -> &'static str {
         match (self.name, self.units.as_slice()) {
             (Some(name), _) => name,
             (None, [only]) => only.settings().controller_name,
-            (None, _) => program,
+            (None, _) => super::intern(object_name(program)),
         }
     }
 
@@ -352,4 +353,22 @@ pub(crate) fn start_all(
     let stop: Stop = stop.boxed().shared();
     let started: Vec<_> = running.iter().map(|(_, controller)| controller.start(stop.clone())).collect();
     futures::future::join_all(started).map(drop).boxed()
+}
+
+/// `name` as a Kubernetes object name (a DNS label): lower case, `-` for anything else.
+fn object_name(name: &str) -> String {
+    let name: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let name = name.trim_matches('-');
+    if name.is_empty() { "operator".to_owned() } else { name.chars().take(63).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_program_name_becomes_an_object_name() {
+        assert_eq!(super::object_name("database_operator"), "database-operator");
+        assert_eq!(super::object_name("My.Operator"), "my-operator");
+        assert_eq!(super::object_name("__"), "operator");
+    }
 }
