@@ -138,15 +138,7 @@ async fn a_replica_with_exactly_the_printed_rbac_works_and_without_the_lease_rul
     let bindings: Api<RoleBinding> = Api::namespaced(test.client.clone(), namespace);
 
     // A kubeconfig that acts as that ServiceAccount and nothing more.
-    let control_plane = ControlPlane::shared().await.unwrap();
-    let mut kubeconfig = Kubeconfig::read_from(control_plane.kubeconfig_path()).unwrap();
-    for user in &mut kubeconfig.auth_infos {
-        user.auth_info.as_mut().unwrap().impersonate =
-            Some(format!("system:serviceaccount:{namespace}:{LEASE}"));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let restricted = dir.path().join("kubeconfig");
-    std::fs::write(&restricted, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
+    let (restricted, _dir) = as_operator_account(namespace).await;
 
     // With /metrics served as by default: over HTTPS, checked with the API server, which
     // takes the printed tokenreviews and subjectaccessreviews rules.
@@ -237,15 +229,7 @@ async fn two_controllers_in_one_process_share_the_lease_the_servers_and_least_pr
     apply(&test, &text).await;
 
     // A kubeconfig that acts as that ServiceAccount and nothing more.
-    let control_plane = ControlPlane::shared().await.unwrap();
-    let mut kubeconfig = Kubeconfig::read_from(control_plane.kubeconfig_path()).unwrap();
-    for user in &mut kubeconfig.auth_infos {
-        user.auth_info.as_mut().unwrap().impersonate =
-            Some(format!("system:serviceaccount:{namespace}:{LEASE}"));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let restricted = dir.path().join("kubeconfig");
-    std::fs::write(&restricted, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
+    let (restricted, _dir) = as_operator_account(namespace).await;
 
     let mut pair = Replica::spawn_env(&test, "pair", &restricted, &[], &relay_env);
     pair.wait_ready().await;
@@ -390,6 +374,21 @@ async fn wait_in_flight(test: &Test, replica: &Replica, name: &str) {
         assert!(Instant::now() < deadline, "no reconcile in flight\n{}", replica.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A kubeconfig (in a directory that goes when the second value drops) that acts as the
+/// operator's ServiceAccount in `namespace` and nothing more.
+async fn as_operator_account(namespace: &str) -> (std::path::PathBuf, tempfile::TempDir) {
+    let control_plane = ControlPlane::shared().await.unwrap();
+    let mut kubeconfig = Kubeconfig::read_from(control_plane.kubeconfig_path()).unwrap();
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info.as_mut().unwrap().impersonate =
+            Some(format!("system:serviceaccount:{namespace}:{LEASE}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let restricted = dir.path().join("kubeconfig");
+    std::fs::write(&restricted, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
+    (restricted, dir)
 }
 
 /// Applies `yaml` with the real kubectl, server-side.

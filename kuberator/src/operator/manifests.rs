@@ -75,9 +75,19 @@ pub fn rules<R: Resource<DynamicType = ()>>() -> Vec<PolicyRule> {
 /// | `create`, `patch` | server-side apply (the API server authorizes an apply that makes the object as `create`) |
 /// | `delete` | `prune` |
 pub fn owned_rules(owns: &[crate::children::Owned]) -> Vec<PolicyRule> {
+    rules_by_group(
+        owns.iter().map(crate::children::Owned::kind),
+        &["get", "list", "watch", "create", "patch", "delete"],
+    )
+}
+
+/// One rule per API group of `kinds`, with each kind's resource once and `verbs`.
+fn rules_by_group(
+    kinds: impl Iterator<Item = crate::children::OwnedKind>,
+    verbs: &[&str],
+) -> Vec<PolicyRule> {
     let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for owned in owns {
-        let kind = owned.kind();
+    for kind in kinds {
         let plurals = by_group.entry(kind.group).or_default();
         if !plurals.contains(&kind.plural) {
             plurals.push(kind.plural);
@@ -88,7 +98,7 @@ pub fn owned_rules(owns: &[crate::children::Owned]) -> Vec<PolicyRule> {
         .map(|(group, plurals)| PolicyRule {
             api_groups: Some(vec![group]),
             resources: Some(plurals),
-            verbs: ["get", "list", "watch", "create", "patch", "delete"].map(str::to_owned).to_vec(),
+            verbs: verbs.iter().map(|verb| (*verb).to_owned()).collect(),
             ..PolicyRule::default()
         })
         .collect()
@@ -97,23 +107,7 @@ pub fn owned_rules(owns: &[crate::children::Owned]) -> Vec<PolicyRule> {
 /// The rules for the kinds in `references`, one per API group: `list` and `watch`, what their
 /// cache needs, and nothing that writes.
 pub fn referenced_rules(references: &[crate::references::Referenced]) -> Vec<PolicyRule> {
-    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for referenced in references {
-        let kind = referenced.kind();
-        let plurals = by_group.entry(kind.group).or_default();
-        if !plurals.contains(&kind.plural) {
-            plurals.push(kind.plural);
-        }
-    }
-    by_group
-        .into_iter()
-        .map(|(group, plurals)| PolicyRule {
-            api_groups: Some(vec![group]),
-            resources: Some(plurals),
-            verbs: ["list", "watch"].map(str::to_owned).to_vec(),
-            ..PolicyRule::default()
-        })
-        .collect()
+    rules_by_group(references.iter().map(crate::references::Referenced::kind), &["list", "watch"])
 }
 
 /// The rules for leader election on a Lease ([`crate::leader`]): `get`, `create`, `update`,
