@@ -140,8 +140,8 @@ async fn a_hand_written_context_owns_children_too() {
 ///   etcd every 2 s, the operator talks through a proxy that is blocked while the child is
 ///   deleted and until etcd compacted past the operator's last version (a watch from it
 ///   gets `410 Gone`, checked); kube-apiserver's own request counter shows the relist;
-/// - on the in-memory server its watches are cut, their versions expired and ConfigMaps
-///   refused to it meanwhile.
+/// - on the in-memory server (one of this test's own, since its faults are server-wide) its
+///   watches are cut, their versions expired and ConfigMaps refused to it meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_deleted_while_the_watch_is_down_comes_back() {
     kuberator_test::init_tracing();
@@ -159,9 +159,13 @@ async fn a_child_deleted_while_the_watch_is_down_comes_back() {
         ),
         kuberator_test::TestCluster::InMemory(_) => None,
     };
-    let admin = match &compacting {
-        Some(control_plane) => control_plane.client().await.unwrap(),
-        None => cluster.client().await.unwrap(),
+    // The in-memory faults below are server-wide: a server of this test's own keeps them
+    // from the other tests of this binary.
+    let own_server = compacting.is_none().then(kuberator_test::memory::MemoryServer::new);
+    let admin = match (&compacting, &own_server) {
+        (Some(control_plane), _) => control_plane.client().await.unwrap(),
+        (None, Some(server)) => server.client(),
+        (None, None) => unreachable!("one or the other"),
     };
     kuberator_test::install_crd::<Probe>(&admin).await.unwrap();
     let namespace = kuberator_test::test_namespace(&admin, "child-outage").await.unwrap();
@@ -185,7 +189,7 @@ async fn a_child_deleted_while_the_watch_is_down_comes_back() {
     let child =
         wait_for(&maps, "owner-child", minute, "the child", |map| map.is_some()).await.unwrap().unwrap();
 
-    match (&proxy, cluster.in_memory_server()) {
+    match (&proxy, own_server.as_ref()) {
         (Some(proxy), _) => proxy.block(),
         (None, Some(server)) => {
             server.refuse(Verb::Watch, "configmaps");
@@ -220,7 +224,7 @@ async fn a_child_deleted_while_the_watch_is_down_comes_back() {
             0.0
         }
     };
-    match (&proxy, cluster.in_memory_server()) {
+    match (&proxy, own_server.as_ref()) {
         (Some(proxy), _) => proxy.unblock(),
         (None, Some(server)) => server.clear_faults(),
         (None, None) => unreachable!("a real cluster has a proxy"),
