@@ -233,7 +233,8 @@ impl Operators {
 
     /// With the trait-level reconciler `reconciler`, which watches what its
     /// [`destruct`](Reconcile::destruct) says. Its settings come from the trait's functions
-    /// (`controller_name()`, and its [`children`](Reconcile::children) for the RBAC);
+    /// (`controller_name()`, and its [`children`](Reconcile::children) and
+    /// [`references`](Reconcile::references) for the RBAC);
     /// it runs with the process's `--concurrency` ([`Reconcile::start_concurrent`]). Its
     /// rules are printed cluster-wide unless its `Api` is in one namespace.
     #[must_use]
@@ -256,6 +257,8 @@ impl Operators {
         let mut settings = config.resolve::<R>();
         settings.namespaces = namespace.into_iter().collect();
         settings.owns = reconciler.children().map(|children| children.owned().to_vec()).unwrap_or_default();
+        settings.references =
+            reconciler.references().map(|references| references.referenced().to_vec()).unwrap_or_default();
         settings.reconcile_timeout = Rec::reconcile_timeout();
         settings.keep_managed_fields = Rec::keep_managed_fields();
         self.units.push(Box::new(TraitLevel { reconciler, settings, kinds: PhantomData }));
