@@ -120,14 +120,7 @@ async fn a_replica_with_exactly_the_printed_rbac_works_and_without_the_lease_rul
     let namespace = test.namespace.as_str();
     // What `rbac` prints for this deployment: the operator's ServiceAccount lives in the
     // test's namespace, watches it, and holds its Lease there.
-    let printed = Command::new(OPERATOR)
-        .args(["rbac", "--namespace", namespace, "--namespaces", namespace])
-        .output()
-        .unwrap();
-    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
-    let text = String::from_utf8(printed.stdout).unwrap();
-    let documents: Vec<serde_json::Value> =
-        text.split("\n---\n").map(|document| serde_yaml_ng::from_str(document).unwrap()).collect();
+    let (text, documents) = printed_rbac(&["--namespace", namespace, "--namespaces", namespace], &[]);
     let kinds: Vec<_> = documents.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -189,15 +182,10 @@ async fn two_controllers_in_one_process_share_the_lease_the_servers_and_least_pr
         kuberator_test::install_crd_object(&test.client, crd).await.unwrap();
     }
 
-    let printed = Command::new(OPERATOR)
-        .args(["rbac", "--namespace", namespace, "--namespaces", namespace, "--metrics-insecure"])
-        .envs(relay_env)
-        .output()
-        .unwrap();
-    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
-    let text = String::from_utf8(printed.stdout).unwrap();
-    let documents: Vec<serde_json::Value> =
-        text.split("\n---\n").map(|document| serde_yaml_ng::from_str(document).unwrap()).collect();
+    let (text, documents) = printed_rbac(
+        &["--namespace", namespace, "--namespaces", namespace, "--metrics-insecure"],
+        &relay_env,
+    );
     let kinds: Vec<_> = documents.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["Role", "RoleBinding", "Role", "RoleBinding"], "{text}");
     let rules: Vec<(String, Vec<String>, Vec<String>)> = serde_json::from_value::<Role>(documents[0].clone())
@@ -374,6 +362,17 @@ async fn wait_in_flight(test: &Test, replica: &Replica, name: &str) {
         assert!(Instant::now() < deadline, "no reconcile in flight\n{}", replica.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What the operator's `rbac` subcommand prints with `args` and `env`: the text, and each
+/// document in it.
+fn printed_rbac(args: &[&str], env: &[(&str, &str)]) -> (String, Vec<serde_json::Value>) {
+    let printed = Command::new(OPERATOR).arg("rbac").args(args).envs(env.iter().copied()).output().unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let documents =
+        text.split("\n---\n").map(|document| serde_yaml_ng::from_str(document).unwrap()).collect();
+    (text, documents)
 }
 
 /// A kubeconfig (in a directory that goes when the second value drops) that acts as the
