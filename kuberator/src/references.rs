@@ -262,21 +262,27 @@ impl References {
         &self,
         parent: &P,
     ) -> Result<Vec<Arc<K>>> {
-        let not_referenced = || Error::NotReferenced {
-            kind: K::kind(&()).into_owned(),
-            parent: describe(parent).into(),
-            referenced: self.inner.referenced.iter().map(|r| r.kind().kind).collect::<Vec<_>>().join(", "),
-        };
-        let targets: Vec<Target> = self
+        let of_kind: Vec<&Referenced> = self
             .inner
             .referenced
             .iter()
             .filter(|referenced| (referenced.type_id)() == TypeId::of::<K>())
-            .flat_map(|referenced| targets_of(referenced, parent))
             .collect();
-        if !self.inner.referenced.iter().any(|referenced| (referenced.type_id)() == TypeId::of::<K>()) {
-            return Err(not_referenced());
+        if of_kind.is_empty() {
+            return Err(Error::NotReferenced {
+                kind: K::kind(&()).into_owned(),
+                parent: describe(parent).into(),
+                referenced: self
+                    .inner
+                    .referenced
+                    .iter()
+                    .map(|r| r.kind().kind)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
+        let targets: Vec<Target> =
+            of_kind.into_iter().flat_map(|referenced| targets_of(referenced, parent)).collect();
         let store = self.store::<K>().ok_or_else(|| Error::NoCache {
             kind: K::kind(&()).into_owned(),
             parent: describe(parent).into(),

@@ -150,7 +150,7 @@ impl Replica {
     /// Runs the operator with `kubeconfig` and more `args`, its `/metrics` open to anyone
     /// (`--metrics-insecure`), so that the tests read it without a token.
     pub fn spawn(test: &Test, identity: &'static str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
-        Self::launch(test, identity, kubeconfig, &[&["--metrics-insecure"], args].concat(), &[])
+        Self::spawn_env(test, identity, kubeconfig, args, &[])
     }
 
     /// Like [`Replica::spawn`], with more environment variables (`BATON_RELAY`).
