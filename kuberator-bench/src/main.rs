@@ -7,6 +7,7 @@
 //! objects once through every contender, as CI does, and checks only that each finished.
 //! `BENCHMARKS.md` says what is measured and how.
 
+mod multi;
 mod plot;
 mod report;
 mod run;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use serde::Deserialize as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// A contender: a process the driver starts.
@@ -58,6 +60,14 @@ struct Args {
     /// A few objects, one round: checks that every contender still works (CI runs this)
     #[arg(long)]
     smoke: bool,
+    /// Instead of the four contenders: Kuberator's two controllers in one process (one shared
+    /// cache) against the same two in two processes (`--objects` 1000 unless told)
+    #[arg(long)]
+    shared: bool,
+    /// Instead of the four contenders: Kuberator's failover from a killed leader to a warm
+    /// standby against a cold one (`--objects` 1000 unless told)
+    #[arg(long)]
+    failover: bool,
     /// Run nothing: write BENCHMARKS.md and the plots again from `benchmarks/results.json`
     #[arg(long)]
     report_only: bool,
@@ -88,6 +98,9 @@ async fn main() -> anyhow::Result<()> {
             .map(|name| (*name).to_owned())
             .collect();
         return write_report(&args, &results, &names);
+    }
+    if args.shared || args.failover {
+        return several(&args, &raw).await;
     }
     let logs = tempdir("kuberator-bench-logs")?;
     let contenders =
@@ -146,11 +159,102 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--shared` and `--failover`: their runs, alternating layouts, into `benchmarks/multi.json`
+/// (the other one's figures kept); then BENCHMARKS.md again from both files.
+async fn several(args: &Args, raw: &Path) -> anyhow::Result<()> {
+    let logs = tempdir("kuberator-bench-logs")?;
+    let kuberator = contender("kuberator")?;
+    let crds = pair_crds(&kuberator)?;
+    let objects = if args.objects == [1000, 10000] { 1000 } else { args.objects[0] };
+    let workload = run::Workload {
+        objects,
+        concurrency: args.concurrency,
+        latency_samples: 0,
+        cold_only: true,
+        settle: std::time::Duration::from_secs(if args.smoke { 1 } else { 3 }),
+    };
+    let path = args.out.join("benchmarks").join("multi.json");
+    let mut results = read_multi(&path);
+    if args.shared {
+        results.shared.clear();
+    }
+    if args.failover {
+        results.failover.clear();
+    }
+    say(&format!("{objects} objects, {} rounds; logs in {}", args.rounds, logs.display()));
+    for round in 0..args.rounds {
+        let flip = |mut pair: [&'static str; 2]| {
+            if round % 2 == 1 {
+                pair.reverse();
+            }
+            pair
+        };
+        if args.shared {
+            for layout in flip(["one process", "two processes"]) {
+                say(&format!("round {}/{}: shared cache, {layout}", round + 1, args.rounds));
+                let run = multi::shared(&kuberator, &crds, &workload, layout, round, &logs).await?;
+                say(&format!(
+                    "  {} watches, {} lists, {:.1} KiB per object",
+                    run.watches,
+                    run.lists,
+                    run.kib_per_object()
+                ));
+                results.shared.push(run);
+            }
+        }
+        if args.failover {
+            for standby in flip(["warm", "cold"]) {
+                say(&format!("round {}/{}: failover, {standby} standby", round + 1, args.rounds));
+                let run = multi::failover(&kuberator, &crds, &workload, standby, round, &logs).await?;
+                say(&format!(
+                    "  lease {:.2} s, first reconcile {:.2} s, all {:.2} s",
+                    run.lease_seconds, run.first_reconcile_seconds, run.all_reconciled_seconds
+                ));
+                results.failover.push(run);
+            }
+        }
+    }
+    if args.smoke {
+        std::fs::remove_dir_all(&logs).ok();
+        return Ok(());
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let text = std::fs::read_to_string(raw).with_context(|| format!("reading {}", raw.display()))?;
+    let measured: Vec<run::Measured> = serde_json::from_str(&text)?;
+    let names: Vec<String> = CONTENDERS
+        .iter()
+        .filter(|name| measured.iter().any(|m| m.contender == **name))
+        .map(|name| (*name).to_owned())
+        .collect();
+    write_report(args, &measured, &names)
+}
+
+/// `benchmarks/multi.json`, or nothing yet.
+fn read_multi(path: &Path) -> multi::MultiResults {
+    std::fs::read_to_string(path).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
+}
+
+/// The `Bench` and `BenchAudit` CRDs, as the Kuberator contender prints them.
+fn pair_crds(kuberator: &Contender) -> anyhow::Result<Vec<CustomResourceDefinition>> {
+    let output = std::process::Command::new(&kuberator.binary)
+        .arg("crd")
+        .env("BENCH_PAIR", "both")
+        .output()
+        .context("printing the CRDs")?;
+    anyhow::ensure!(output.status.success(), "`crd` failed: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout)?;
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|document| CustomResourceDefinition::deserialize(document).context("reading a CRD"))
+        .collect()
+}
+
 /// BENCHMARKS.md and the plots, from `results`.
 fn write_report(args: &Args, results: &[run::Measured], names: &[String]) -> anyhow::Result<()> {
     let plots = args.out.join("benchmarks");
     plot::all(results, names, &plots)?;
-    let markdown = report::markdown(results, names, &args_line(args), smoke_note(args.smoke));
+    let several = read_multi(&plots.join("multi.json"));
+    let markdown = report::markdown(results, names, &args_line(args), smoke_note(args.smoke), &several);
     let path = args.out.join("BENCHMARKS.md");
     std::fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
     say(&format!("wrote {} and its plots in {}", path.display(), plots.display()));

@@ -3,6 +3,9 @@
 
 use std::fmt::Write as _;
 
+use crate::multi::FailoverRun;
+use crate::multi::MultiResults;
+use crate::multi::SharedRun;
 use crate::run::Measured;
 
 /// One row of the table.
@@ -332,12 +335,109 @@ The contenders (`kuberator-bench/`), each with concurrency 16 and watching one n
   does the same writes, and lists again (every 0.5 s when there was nothing to do).
 ";
 
+/// `median (min–max)` of `values`, or a dash.
+fn cell(values: &[f64], unit: &str) -> String {
+    match spread(&values.iter().copied().filter(|v| v.is_finite()).collect::<Vec<_>>()) {
+        Some(s) if s.min == s.max => format!("{}{unit}", number(s.median)),
+        Some(s) => format!("{}{unit} ({}–{})", number(s.median), number(s.min), number(s.max)),
+        None => "–".to_owned(),
+    }
+}
+
+/// The section of a process of several controllers: shared caches and failover.
+pub(crate) fn multi(results: &MultiResults) -> String {
+    let mut out = String::new();
+    if results.shared.is_empty() && results.failover.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "## Several controllers in one process
+");
+    let _ = writeln!(
+        out,
+        "Written by `scripts/bench --shared` and `scripts/bench --failover` (Kuberator alone; a \
+         fresh control plane per run, layouts alternating). Raw figures: `benchmarks/multi.json`.\n"
+    );
+    if let Some(first) = results.shared.first() {
+        let rounds = results.shared.iter().filter(|r| r.layout == first.layout).count();
+        let _ = writeln!(
+            out,
+            "### One cache per kind: two controllers sharing `Bench` (N = {}, {rounds} rounds; median, min–max)\n",
+            first.objects
+        );
+        let _ = writeln!(
+            out,
+            "`BenchOperator` reconciles `Bench`; `AuditOperator` reconciles one `BenchAudit`, which \
+             references a `Bench` (`references(Bench = spec.bench)`), so both need every `Bench` in \
+             the namespace. In one process (`Operators`) they share one watch and one store; in two \
+             processes each has its own. Watches and LISTs are the API server's own counts \
+             (`apiserver_longrunning_requests`, `apiserver_request_total`) of requests for \
+             `benches`; memory is the RSS of every process of the layout, settled with N objects, \
+             less its RSS with none, per object.\n"
+        );
+        let _ = writeln!(out, "| layout | watches of Bench | LISTs of Bench | RSS idle (MiB) | RSS with N (MiB) | KiB per Bench |");
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+        for layout in ["one process", "two processes"] {
+            let runs: Vec<&SharedRun> = results.shared.iter().filter(|r| r.layout == layout).collect();
+            let values = |f: fn(&SharedRun) -> f64| runs.iter().map(|r| f(r)).collect::<Vec<_>>();
+            let _ = writeln!(
+                out,
+                "| {layout} | {} | {} | {} | {} | {} |",
+                cell(&values(|r| r.watches), ""),
+                cell(&values(|r| r.lists), ""),
+                cell(&values(|r| r.idle_rss_mib), ""),
+                cell(&values(|r| r.steady_rss_mib), ""),
+                cell(&values(SharedRun::kib_per_object), ""),
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(first) = results.failover.first() {
+        let rounds = results.failover.iter().filter(|r| r.standby == first.standby).count();
+        let _ = writeln!(
+            out,
+            "### Failover: a warm standby against a cold one (N = {}, {rounds} rounds; median, min–max)\n",
+            first.objects
+        );
+        let _ = writeln!(
+            out,
+            "Two replicas of the Kuberator contender with leader election (`--lease-duration 4s \
+             --renew-deadline 3s --retry-period 500ms`): the leader reconciles every object, every \
+             object changes once, then the leader gets kill -9. Times run from the kill: until the \
+             standby holds the Lease, until its first reconcile, until it has reconciled all N (its \
+             own `kuberator_reconciles_total`). A warm standby (`--warm-standby=true`, the default) \
+             lists and watches while it waits; a cold one starts its watches when it wins. Its cost \
+             to the API server: the watches of `benches` open with leader and standby (the \
+             driver's own not counted), and the bytes of watch events for `benches` the API server \
+             sent during the change of every object (the leader's and the driver's watches \
+             included, the same in both).\n"
+        );
+        let _ = writeln!(out, "| standby | Lease held (s) | first reconcile (s) | all N reconciled (s) | watches of Bench | watch event bytes (MiB) |");
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+        for standby in ["warm", "cold"] {
+            let runs: Vec<&FailoverRun> = results.failover.iter().filter(|r| r.standby == standby).collect();
+            let values = |f: fn(&FailoverRun) -> f64| runs.iter().map(|r| f(r)).collect::<Vec<_>>();
+            let _ = writeln!(
+                out,
+                "| {standby} | {} | {} | {} | {} | {} |",
+                cell(&values(|r| r.lease_seconds), ""),
+                cell(&values(|r| r.first_reconcile_seconds), ""),
+                cell(&values(|r| r.all_reconciled_seconds), ""),
+                cell(&values(|r| r.watches), ""),
+                cell(&values(|r| r.watch_bytes / (1024.0 * 1024.0)), ""),
+            );
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
 /// The whole of BENCHMARKS.md.
 pub(crate) fn markdown(
     results: &[Measured],
     contenders: &[String],
     args: &str,
     note: Option<&str>,
+    several: &MultiResults,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks: Kuberator against kube-rs, controller-runtime and a plain client\n");
@@ -356,6 +456,7 @@ pub(crate) fn markdown(
          ![Latency from create to status, CDF](benchmarks/latency-cdf.png)\n\n\
          ![RSS over a whole run](benchmarks/rss.png)\n"
     );
+    let _ = write!(out, "{}", multi(several));
     if let Ok(analysis) = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ANALYSIS.md")) {
         let _ = writeln!(out, "{analysis}");
     }

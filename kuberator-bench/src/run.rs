@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use crate::Contender;
 
 /// The namespace of the objects and of the contender's watch.
-const NAMESPACE: &str = "bench";
+pub(crate) const NAMESPACE: &str = "bench";
 
 /// Requests the driver itself has in flight when it creates, changes or deletes objects.
 const DRIVER_CONCURRENCY: usize = 32;
@@ -133,11 +133,11 @@ impl Measured {
 
 /// What the driver sees of the objects, through its own watch.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     objects: HashMap<String, Observed>,
     /// An object counts as reconciled once its observedGeneration is at least this.
     min_generation: i64,
-    reconciled: usize,
+    pub(crate) reconciled: usize,
     /// When the current phase began, and each change of `reconciled` since.
     phase_start: Option<Instant>,
     progress: Vec<(f64, usize)>,
@@ -186,7 +186,7 @@ impl Seen {
         }
     }
 
-    fn begin(&mut self, min_generation: i64, start: Instant) {
+    pub(crate) fn begin(&mut self, min_generation: i64, start: Instant) {
         self.min_generation = min_generation;
         self.reconciled = self.objects.values().filter(|o| o.reconciled(min_generation)).count();
         self.phase_start = Some(start);
@@ -195,14 +195,14 @@ impl Seen {
 }
 
 /// The driver's watch of the objects.
-struct Observer {
+pub(crate) struct Observer {
     seen: Arc<Mutex<Seen>>,
     changed: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Observer {
-    async fn start(api: Api<DynamicObject>) -> anyhow::Result<Self> {
+    pub(crate) async fn start(api: Api<DynamicObject>) -> anyhow::Result<Self> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let changed = Arc::new(Notify::new());
         let (synced_tx, synced) = tokio::sync::oneshot::channel();
@@ -237,12 +237,12 @@ impl Observer {
         Ok(Self { seen, changed, task })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
         f(&mut self.seen.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Waits until `done` holds for what the watch has seen.
-    async fn wait(&self, what: &str, done: impl Fn(&Seen) -> bool) -> anyhow::Result<()> {
+    pub(crate) async fn wait(&self, what: &str, done: impl Fn(&Seen) -> bool) -> anyhow::Result<()> {
         let deadline = Instant::now() + PHASE_TIMEOUT;
         loop {
             let notified = self.changed.notified();
@@ -266,7 +266,7 @@ impl Drop for Observer {
 }
 
 /// A contender's process, sampled every 100 ms.
-struct Process {
+pub(crate) struct Process {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     /// The answers to `count`, read by a task that also copies every other line of stdout
@@ -279,11 +279,22 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(
+    pub(crate) fn spawn(
         contender: &Contender,
         control_plane: &ControlPlane,
         workload: &Workload,
         log: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_with(contender, control_plane, workload, log, &[])
+    }
+
+    /// As [`spawn`](Self::spawn), with `env` set after (and over) the driver's own.
+    pub(crate) fn spawn_with(
+        contender: &Contender,
+        control_plane: &ControlPlane,
+        workload: &Workload,
+        log: &Path,
+        env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let [metrics, health] = [free_port()?, free_port()?];
         let concurrency = workload.concurrency.to_string();
@@ -303,6 +314,7 @@ impl Process {
             .env("KUBERATOR_HEALTH_ADDRESS", format!("127.0.0.1:{health}"))
             .env("BENCH_METRICS_ADDRESS", format!("127.0.0.1:{metrics}"))
             .env("RUST_LOG", &level)
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -347,14 +359,14 @@ impl Process {
     }
 
     /// The latest sample, taken now.
-    fn now(&self) -> anyhow::Result<Sample> {
+    pub(crate) fn now(&self) -> anyhow::Result<Sample> {
         let pid = self.child.id().context("the contender exited")?;
         let (rss_mib, cpu_seconds) = read_proc(pid, clock_ticks()).context("the contender exited")?;
         Ok(Sample { at: self.started.elapsed().as_secs_f64(), rss_mib, cpu_seconds })
     }
 
     /// The reconciles the contender counted so far.
-    async fn reconciles(&mut self) -> anyhow::Result<u64> {
+    pub(crate) async fn reconciles(&mut self) -> anyhow::Result<u64> {
         self.stdin.write_all(b"count\n").await?;
         self.stdin.flush().await?;
         tokio::time::timeout(Duration::from_secs(10), self.counts.recv())
@@ -363,8 +375,15 @@ impl Process {
             .context("the contender closed its stdout")
     }
 
+    /// SIGKILL now, as a node that dies would: no drain, no Lease released.
+    pub(crate) async fn kill9(mut self) {
+        let _ = self.child.kill().await;
+        self.sampler.abort();
+        self.drain.abort();
+    }
+
     /// SIGTERM, then SIGKILL after 10 s; returns the samples.
-    async fn stop(mut self) -> Vec<Sample> {
+    pub(crate) async fn stop(mut self) -> Vec<Sample> {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
         }
@@ -424,11 +443,11 @@ fn object(name: &str, generation: usize) -> serde_json::Value {
     })
 }
 
-fn name(index: usize) -> String {
+pub(crate) fn name(index: usize) -> String {
     format!("bench-{index:05}")
 }
 
-async fn create_all(api: &Api<DynamicObject>, names: impl Iterator<Item = String>) -> anyhow::Result<()> {
+pub(crate) async fn create_all(api: &Api<DynamicObject>, names: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let params = PatchParams::apply("bench-driver").force();
     futures::stream::iter(names)
         .map(|name| {
@@ -439,6 +458,21 @@ async fn create_all(api: &Api<DynamicObject>, names: impl Iterator<Item = String
                     .await
                     .with_context(|| format!("creating {name}"))
             }
+        })
+        .buffer_unordered(DRIVER_CONCURRENCY)
+        .try_for_each(|_| futures::future::ready(Ok(())))
+        .await
+}
+
+/// Changes `spec.payload` of the first `total` objects (to their generation 2 payload), 32
+/// at a time.
+pub(crate) async fn change_all(api: &Api<DynamicObject>, total: usize) -> anyhow::Result<()> {
+    futures::stream::iter((0..total).map(name))
+        .map(|name| async move {
+            let patch = serde_json::json!({ "spec": { "payload": object(&name, 2)["spec"]["payload"] } });
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("changing {name}"))
         })
         .buffer_unordered(DRIVER_CONCURRENCY)
         .try_for_each(|_| futures::future::ready(Ok(())))
@@ -464,7 +498,7 @@ pub(crate) async fn measure(
 }
 
 /// SIGINT or SIGTERM.
-async fn interrupted() -> &'static str {
+pub(crate) async fn interrupted() -> &'static str {
     use tokio::signal::unix::SignalKind;
     let Ok(mut terminate) = tokio::signal::unix::signal(SignalKind::terminate()) else {
         return std::future::pending().await;
@@ -550,19 +584,7 @@ async fn measure_on(
     // A spec change of every object.
     let spec_start = Instant::now();
     observer.with(|seen| seen.begin(2, spec_start));
-    futures::stream::iter((0..total).map(name))
-        .map(|name| {
-            let api = &api;
-            async move {
-                let patch = serde_json::json!({ "spec": { "payload": object(&name, 2)["spec"]["payload"] } });
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .with_context(|| format!("changing {name}"))
-            }
-        })
-        .buffer_unordered(DRIVER_CONCURRENCY)
-        .try_for_each(|_| futures::future::ready(Ok(())))
-        .await?;
+    change_all(&api, total).await?;
     observer.wait("every spec change to be reconciled", |seen| seen.reconciled == total).await?;
     let spec_change_seconds = spec_start.elapsed().as_secs_f64();
     let spec_cpu_seconds = process.now()?.cpu_seconds - steady.cpu_seconds;

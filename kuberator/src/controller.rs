@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::backoff::Failures;
 use crate::decode::DecodeFailures;
-use crate::decode::decoded_watch;
+use crate::decode::decoded_changes;
 use crate::error::Error;
 use crate::error::Result;
 use crate::events::EmitEvent;
@@ -36,6 +36,8 @@ use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::object::describe;
 use crate::own_writes::OwnWrites;
+use crate::shared::Caches;
+use crate::shared::Subscription;
 use crate::shutdown::AbortOnDrop;
 use crate::telemetry::ControllerMetrics;
 
@@ -60,6 +62,8 @@ pub(crate) struct Setup<R: Resource, C, G, Rec, Pol> {
     pub(crate) error_policy: Pol,
     /// Whether cached objects keep `managedFields` and the last-applied annotation.
     pub(crate) keep_managed_fields: bool,
+    /// Where the watch of `R` and its store come from.
+    pub(crate) caches: Caches,
 }
 
 /// Runs a controller until its shutdown future completes: the [watch stream](changes) feeds
@@ -89,20 +93,22 @@ where
         reconcile,
         error_policy,
         keep_managed_fields,
+        caches,
     } = setup;
     let (telemetry, _registered) = ControllerMetrics::new(recorder.controller());
     let waiting = Arc::new(Waiting::default());
     let failures = Arc::new(Failures::new(recorder.controller()));
     let own_writes = Arc::new(OwnWrites::new(recorder.controller(), keep_managed_fields));
 
-    let (reader, writer) = reflector::store();
+    let subscription = caches.subscribe(&api, watcher, keep_managed_fields);
+    let reader = subscription.store.clone();
     let remembered = Remembered {
         store: reader.clone(),
         own_writes: Arc::clone(&own_writes),
         failures: Arc::clone(&failures),
         references,
     };
-    let changes = changes(&api, watcher, namespaces, writer, &recorder, &telemetry, &waiting, remembered);
+    let changes = changes(subscription, namespaces, &recorder, &telemetry, &waiting, remembered);
     let concurrency = match limit {
         None | Some(0) => 0,
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
@@ -134,17 +140,14 @@ where
     tracing::info!("controller stopped");
 }
 
-/// The watch stream: every object decoded on its own (see [`crate::decode`]), trimmed (see
-/// [`crate::own_writes`]) and kept in the controller's store, only the watched namespaces,
-/// only generation and finalizer changes (so status writes do not trigger reconciles;
-/// requeues bypass this) that are not the echo of our own finalizer write, each change
-/// counted in the queue depth until its reconcile starts.
-#[allow(clippy::too_many_arguments)]
+/// The watch stream: the shared watch of `R` (see [`crate::shared`]), every object decoded on
+/// its own (see [`crate::decode`]) and trimmed (see [`crate::own_writes`]), only the watched
+/// namespaces, only generation and finalizer changes (so status writes do not trigger
+/// reconciles; requeues bypass this) that are not the echo of our own finalizer write, each
+/// change counted in the queue depth until its reconcile starts.
 fn changes<R>(
-    api: &Api<R>,
-    config: watcher::Config,
+    subscription: Subscription<R>,
     namespaces: Vec<String>,
-    store: reflector::store::Writer<R>,
     recorder: &EventRecorder,
     telemetry: &ControllerMetrics,
     waiting: &Arc<Waiting>,
@@ -156,11 +159,10 @@ where
 {
     let undecodable = Arc::new(DecodeFailures::new(recorder.controller()));
     let (waiting, counted) = (Arc::clone(waiting), telemetry.clone());
-    let (trimmed, echoed) = (Arc::clone(&remembered.own_writes), Arc::clone(&remembered.own_writes));
-    decoded_watch(api, config, namespaces, recorder.clone(), undecodable, telemetry.clone())
-        .modify(move |object| trimmed.trim(object))
-        .reflect(store)
+    let echoed = Arc::clone(&remembered.own_writes);
+    decoded_changes(subscription.changes, namespaces, recorder.clone(), undecodable, telemetry.clone())
         .inspect(move |event| remembered.follow(event))
+        .map(Ok)
         .touched_objects()
         .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
         // After the predicate, so that it remembers the finalizers as they are now.
@@ -189,14 +191,14 @@ impl<R: Resource + Clone + 'static> Remembered<R>
 where
     R::DynamicType: Eq + Hash + Clone + Default,
 {
-    fn follow(&self, event: &Result<watcher::Event<R>, watcher::Error>) {
+    fn follow(&self, event: &watcher::Event<R>) {
         match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
                 if let Some(references) = &self.references {
                     references.parent_changed(object);
                 }
             }
-            Ok(watcher::Event::Delete(object)) => {
+            watcher::Event::Delete(object) => {
                 self.own_writes.forget(object);
                 self.failures.forget(&describe(object));
                 if let Some(references) = &self.references {
@@ -204,7 +206,7 @@ where
                 }
             }
             // The store holds the relisted objects now.
-            Ok(watcher::Event::InitDone) => {
+            watcher::Event::InitDone => {
                 let objects = self.store.state();
                 let uids = objects.iter().filter_map(|object| object.meta().uid.clone()).collect();
                 self.own_writes.retain(&uids);

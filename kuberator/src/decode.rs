@@ -33,19 +33,18 @@ use futures::Stream;
 use futures::StreamExt as _;
 use futures::future::ready;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Api;
 use kube::Resource;
 use kube::ResourceExt;
 use kube::api::ApiResource;
 use kube::api::ObjectMeta;
 use kube::core::DynamicResourceScope;
-use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::events::EventData;
+use crate::shared::Change;
 use crate::events::EventRecorder;
 use crate::telemetry::ControllerMetrics;
 
@@ -182,40 +181,36 @@ impl<R: Resource> Resource for Watched<R> {
     }
 }
 
-/// Watches what `api` watches, decoding every object into `R` on its own; with `namespaces`
-/// listed, objects in other namespaces are left out.
-pub(crate) fn decoded_watch<R>(
-    api: &Api<R>,
-    config: watcher::Config,
+/// The changes of a shared watch of `R` as this controller sees them: every object decoded
+/// into `R` on its own (the others reported); with `namespaces` listed, objects in other
+/// namespaces are left out.
+pub(crate) fn decoded_changes<R>(
+    changes: impl Stream<Item = Change<R>> + Send + 'static,
     namespaces: Vec<String>,
     recorder: EventRecorder,
     failures: Arc<DecodeFailures>,
     telemetry: ControllerMetrics,
-) -> impl Stream<Item = Result<watcher::Event<R>, watcher::Error>> + Send + 'static
+) -> impl Stream<Item = watcher::Event<R>> + Send + 'static
 where
     R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     R::DynamicType: Default,
 {
     let resource = ApiResource::erase::<R>(&R::DynamicType::default());
-    let client = api.clone().into_client();
-    let watched: Api<Watched<R>> = match api.namespace() {
-        Some(namespace) => Api::namespaced_with(client, namespace, &R::DynamicType::default()),
-        None => Api::all_with(client, &R::DynamicType::default()),
-    };
-    watcher(watched, config).default_backoff().filter_map(move |event| {
-        let decoded = match event {
-            Ok(event) => {
-                if matches!(event, watcher::Event::InitDone) {
-                    telemetry.synced();
-                }
-                let watched = |meta: &ObjectMeta| {
-                    namespaces.is_empty() || meta.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns))
-                };
-                decode_event::<R>(event, watched, &resource, &recorder, &failures, &telemetry).map(Ok)
+    changes.filter_map(move |change| {
+        let event = match change {
+            Change::Listing => watcher::Event::Init,
+            Change::Applied { object, listed: true, .. } => watcher::Event::InitApply(object),
+            Change::Applied { object, listed: false, .. } => watcher::Event::Apply(object),
+            Change::Deleted(object) => watcher::Event::Delete(object),
+            Change::Listed { .. } => {
+                telemetry.synced();
+                watcher::Event::InitDone
             }
-            Err(error) => Some(Err(error)),
         };
-        ready(decoded)
+        let watched = |meta: &ObjectMeta| {
+            namespaces.is_empty() || meta.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns))
+        };
+        ready(decode_event::<R>(event, watched, &resource, &recorder, &failures, &telemetry))
     })
 }
 

@@ -32,6 +32,7 @@ mod finalize;
 mod object;
 mod own_writes;
 mod reconcile;
+mod shared;
 
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]

@@ -236,13 +236,14 @@ where
         timeout,
         keep_managed_fields,
     } = plan;
+    let caches = crate::shared::Caches::current();
     let owners = children
         .filter(|children| !children.owned().is_empty())
-        .map(|children| crate::children::parents::<R>(children.watch(api.namespace())));
+        .map(|children| crate::children::parents::<R>(children.watch(&caches, api.namespace())));
     let references = references.filter(|references| !references.referenced().is_empty());
     let namers = references
         .as_ref()
-        .map(|references| crate::references::parents::<R>(references.watch(api.namespace())));
+        .map(|references| crate::references::parents::<R>(references.watch(&caches, api.namespace())));
     let parents = match (owners, namers) {
         (Some(owners), Some(namers)) => {
             Some(futures::StreamExt::boxed(futures::stream::select(owners, namers)))
@@ -263,11 +264,34 @@ where
         reconcile: Rec::reconcile,
         error_policy: Rec::error_policy,
         keep_managed_fields,
+        caches,
     })
     .await;
 }
 
 /// [`Reconcile::error_policy`] with a given cap (`None`: no retry) and base.
+/// Starts in `caches` every watch `reconciler` runs on (its kind's, its children's, its
+/// referenced kinds'), without running it: they list and stay synced, so that a later start
+/// (a replica that wins the Lease) finds them ready.
+pub(crate) fn warm<R, C, F, P, Rec>(reconciler: Rec, caches: &crate::shared::Caches)
+where
+    R: KubeResource,
+    C: Context<R, F, P> + 'static,
+    F: Finalize<R, P> + 'static,
+    P: ProvideApi<R> + 'static,
+    Rec: Reconcile<R, C, F, P>,
+{
+    let (children, references) = (reconciler.children(), reconciler.references());
+    let (api, watcher, _) = reconciler.destruct();
+    drop(caches.subscribe(&api, watcher, Rec::keep_managed_fields()));
+    if let Some(children) = children {
+        drop(children.watch(caches, api.namespace()));
+    }
+    if let Some(references) = references {
+        drop(references.watch(caches, api.namespace()));
+    }
+}
+
 pub(crate) fn back_off<R, C, F, P>(
     object: Arc<R>,
     error: &Error,

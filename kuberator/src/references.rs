@@ -43,8 +43,6 @@ use futures::stream::BoxStream;
 use kube::Client;
 use kube::Resource;
 use kube::ResourceExt as _;
-use kube::runtime::WatchStreamExt as _;
-use kube::runtime::reflector;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -57,6 +55,8 @@ use crate::object::ScopeKind;
 use crate::object::api_of;
 use crate::object::describe;
 use crate::object::is_namespaced;
+use crate::shared::Caches;
+use crate::shared::Change;
 
 /// The names a parent's field gives: a name, an optional one, or a list.
 pub trait Names {
@@ -102,7 +102,7 @@ type NamesOf = Arc<dyn Fn(&dyn Any) -> Vec<String> + Send + Sync>;
 pub struct Referenced {
     type_id: fn() -> TypeId,
     kind: fn() -> OwnedKind,
-    watch: fn(&References, Option<&str>) -> Triggers,
+    watch: fn(&References, &Caches, Option<&str>) -> Triggers,
     /// How the names are read, for messages (`spec.credentials_secret`).
     from: &'static str,
     names: NamesOf,
@@ -349,8 +349,8 @@ impl References {
     }
 
     /// Starts the watches of the referenced kinds in `namespace` (all when `None`).
-    pub(crate) fn watch(&self, namespace: Option<&str>) -> Vec<Triggers> {
-        self.inner.referenced.iter().map(|referenced| (referenced.watch)(self, namespace)).collect()
+    pub(crate) fn watch(&self, caches: &Caches, namespace: Option<&str>) -> Vec<Triggers> {
+        self.inner.referenced.iter().map(|referenced| (referenced.watch)(self, caches, namespace)).collect()
     }
 }
 
@@ -371,56 +371,31 @@ fn targets_of<P: Resource + 'static>(referenced: &Referenced, parent: &P) -> Vec
         .collect()
 }
 
-/// Watches `K` in `namespace` (all when `None`), fills its cache, and yields the parents
-/// that name an object that was created, changed or deleted, including what a relist shows
-/// changed or gone since the store last saw it.
-fn triggers<K: Child>(references: &References, namespace: Option<&str>) -> Triggers {
+/// Watches `K` in `namespace` (all when `None`) through the process's shared watch (see
+/// [`crate::shared`]), keeps its cache, and yields the parents that name an object that was
+/// created, changed or deleted, including what a relist shows changed or gone since the store
+/// last saw it.
+fn triggers<K: Child>(references: &References, caches: &Caches, namespace: Option<&str>) -> Triggers {
     let namespace = namespace.filter(|_| is_namespaced::<K>());
     let api = api_of::<K>(references.inner.client.clone(), namespace);
-    let (reader, writer) = reflector::store();
-    references.set_store(reader.clone());
+    let subscription = caches.subscribe(&api, watcher::Config::default(), false);
+    references.set_store(subscription.store);
     let references = references.clone();
-    // What the store held when a relist began, less what the relist has shown since.
-    let mut before_relist: HashSet<ObjectRef<K>> = HashSet::new();
-    watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map(move |event| {
-            let mut touched: Vec<(Option<String>, String)> = Vec::new();
-            match &event {
-                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                    let reference = ObjectRef::from_obj(object);
-                    before_relist.remove(&reference);
-                    let known = reader.get(&reference).and_then(|known| known.resource_version());
-                    if known.is_none() || known != object.resource_version() {
-                        touched.push((object.namespace(), object.name_any()));
-                    }
+    subscription
+        .changes
+        .flat_map(move |change| {
+            let touched: Vec<(Option<String>, String)> = match change {
+                Change::Applied { object, new: true, .. } | Change::Deleted(object) => {
+                    vec![(object.namespace(), object.name_any())]
                 }
-                Ok(watcher::Event::Delete(object)) => touched.push((object.namespace(), object.name_any())),
-                Ok(watcher::Event::Init) => {
-                    before_relist = reader.state().iter().map(|object| ObjectRef::from_obj(&**object)).collect();
-                }
-                Ok(watcher::Event::InitDone) => {
-                    touched.extend(before_relist.drain().map(|gone| (gone.namespace, gone.name)));
-                }
-                Err(error) => {
-                    let error = crate::error::report(error);
-                    tracing::warn!(kind = %K::kind(&()), %error, "watch of referenced objects failed; retrying");
-                }
-            }
+                Change::Listed { gone } => gone.iter().map(|gone| (gone.namespace(), gone.name_any())).collect(),
+                _ => Vec::new(),
+            };
             let parents: Vec<ParentKey> = touched
                 .into_iter()
                 .flat_map(|(namespace, name)| references.parents_of::<K>(namespace, name))
                 .collect();
-            (event, parents)
-        })
-        .flat_map({
-            let mut writer = writer;
-            move |(event, parents)| {
-                if let Ok(event) = &event {
-                    writer.apply_watcher_event(event);
-                }
-                futures::stream::iter(parents)
-            }
+            futures::stream::iter(parents)
         })
         .boxed()
 }

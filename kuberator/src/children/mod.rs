@@ -110,7 +110,7 @@ impl<P> Parent for P where P: Resource<DynamicType = (), Scope: ScopeKind> {}
 pub struct Owned {
     type_id: fn() -> TypeId,
     kind: fn() -> OwnedKind,
-    watch: fn(&Children, Option<&str>) -> watch::Triggers,
+    watch: fn(&Children, &crate::shared::Caches, Option<&str>) -> watch::Triggers,
 }
 
 impl Owned {
@@ -545,8 +545,8 @@ impl Children {
 
     /// The trigger streams of every owned kind, watched in `namespace` (every namespace when
     /// `None`), each filling its cache.
-    pub(crate) fn watch(&self, namespace: Option<&str>) -> Vec<watch::Triggers> {
-        self.inner.owned.iter().map(|owned| (owned.watch)(self, namespace)).collect()
+    pub(crate) fn watch(&self, caches: &crate::shared::Caches, namespace: Option<&str>) -> Vec<watch::Triggers> {
+        self.inner.owned.iter().map(|owned| (owned.watch)(self, caches, namespace)).collect()
     }
 }
 

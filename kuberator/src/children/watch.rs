@@ -1,14 +1,10 @@
 //! The watches of owned kinds: each fills the kind's cache and maps a child's change to its
 //! parent through the child's controller ownerReference.
 
-use std::collections::HashMap;
-
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use kube::Resource;
 use kube::ResourceExt as _;
-use kube::runtime::WatchStreamExt as _;
-use kube::runtime::reflector;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
@@ -16,9 +12,12 @@ use super::Child;
 use super::Children;
 use super::MANAGED_BY;
 use super::Own;
+use crate::decode::Watched;
 use crate::object::ScopeKind;
 use crate::object::api_of;
 use crate::object::is_namespaced;
+use crate::shared::Caches;
+use crate::shared::Change;
 
 /// The parents to reconcile, as the children's watches report them.
 pub(crate) type Triggers = BoxStream<'static, Trigger>;
@@ -33,32 +32,32 @@ pub(crate) struct Trigger {
     namespace: Option<String>,
 }
 
-/// Watches `K`'s children of this operator in `namespace` (all when `None`), fills the cache
-/// of `K`, and yields the parent of every child that someone other than the operator changed
-/// or deleted: including children a (re)list shows changed since the operator wrote them, and
-/// children a relist no longer shows (deleted while the watch was down).
+/// Watches `K`'s children of this operator in `namespace` (all when `None`) through the
+/// process's shared watch (see [`crate::shared`]), keeps the cache of `K`, and yields the
+/// parent of every child that someone other than the operator changed or deleted: including
+/// children a (re)list shows changed since the operator wrote them, and children a relist no
+/// longer shows (deleted while the watch was down).
 ///
 /// Nothing here waits: a child whose change may be the echo of an apply still in flight is
 /// decided when that apply's answer comes, beside the stream, so one slow apply never holds
 /// up another child's event (or the cache).
-pub(super) fn triggers<K: Child>(children: &Children, namespace: Option<&str>) -> Triggers {
+pub(super) fn triggers<K: Child>(children: &Children, caches: &Caches, namespace: Option<&str>) -> Triggers {
     let namespace = namespace.filter(|_| is_namespaced::<K>());
     let api = api_of::<K>(children.inner.client.clone(), namespace);
-    let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={}", children.inner.manager));
-    let (reader, writer) = reflector::store();
-    children.set_store(reader.clone());
+    let manager = children.inner.manager.clone();
+    let config = watcher::Config::default().labels(&caches.children_selector(MANAGED_BY, &manager));
+    let subscription = caches.subscribe(&api, config, false);
+    children.set_store(subscription.store);
     let (decided, later) = futures::channel::mpsc::unbounded::<Trigger>();
     let children = children.clone();
-    // What the store held when a relist began, less what the relist has shown since.
-    let mut before_relist: HashMap<ObjectRef<K>, Option<Trigger>> = HashMap::new();
-    let events = watcher::watcher(api, config)
-        .default_backoff()
-        .reflect(writer)
-        .map(move |event| {
+    // Children of the process's other controllers share the watch, not the decisions.
+    let mine = move |child: &K| child.labels().get(MANAGED_BY) == Some(&manager);
+    let events = subscription
+        .changes
+        .map(move |change| {
             let mut triggers = Vec::new();
-            match event {
-                Ok(watcher::Event::Apply(child) | watcher::Event::InitApply(child)) => {
-                    before_relist.remove(&ObjectRef::from_obj(&child));
+            match change {
+                Change::Applied { object: Watched::Decoded(child), .. } if mine(&child) => {
                     match children.own_write(&child, false) {
                         Own::Yes => {}
                         Own::No => triggers.extend(controller_of(&child)),
@@ -72,34 +71,23 @@ pub(super) fn triggers<K: Child>(children: &Children, namespace: Option<&str>) -
                         }
                     }
                 }
-                Ok(watcher::Event::Delete(child)) => {
+                Change::Deleted(Watched::Decoded(child)) if mine(&child) => {
                     if matches!(children.own_write(&child, true), Own::No) {
                         triggers.extend(controller_of(&child));
                     }
                     children.forget::<K>(child.namespace(), child.name_any());
                 }
-                // The store still holds what it held before the relist.
-                Ok(watcher::Event::Init) => {
-                    before_relist = reader
-                        .state()
-                        .iter()
-                        .map(|child| (ObjectRef::from_obj(&**child), controller_of(&**child)))
-                        .collect();
-                }
                 // What the relist did not show went while the watch was down.
-                Ok(watcher::Event::InitDone) => {
-                    for (child, trigger) in before_relist.drain() {
-                        let pruned = children.pruned::<K>(child.namespace.clone(), child.name.clone());
-                        if !pruned {
-                            triggers.extend(trigger);
+                Change::Listed { gone } => {
+                    for child in gone.iter().filter(|child| mine(child)) {
+                        let (namespace, name) = (child.namespace(), child.name_any());
+                        if !children.pruned::<K>(namespace.clone(), name.clone()) {
+                            triggers.extend(controller_of(&**child));
                         }
-                        children.forget::<K>(child.namespace, child.name);
+                        children.forget::<K>(namespace, name);
                     }
                 }
-                Err(error) => {
-                    let error = crate::error::report(&error);
-                    tracing::warn!(kind = %K::kind(&()), %error, "watch of owned children failed; retrying");
-                }
+                _ => {}
             }
             futures::stream::iter(triggers)
         })

@@ -20,6 +20,7 @@ use crate::Finalize;
 use crate::KubeResource;
 use crate::Reconcile;
 use crate::cache::ProvideApi;
+use crate::shared::Caches;
 use crate::shutdown::Shutdown;
 
 /// The types a trait-level reconciler is generic over, as a marker.
@@ -46,8 +47,11 @@ pub(crate) trait Unit: Send {
 
 /// A controller that can be started, any number of times, one run at a time.
 pub(crate) trait Runnable: Send + Sync {
-    /// Runs it until `stop` completes and what is in flight finished.
-    fn start(&self, stop: Stop) -> BoxFuture<'static, ()>;
+    /// Runs it until `stop` completes and what is in flight finished, its watches from
+    /// `caches`.
+    fn start(&self, stop: Stop, caches: &Caches) -> BoxFuture<'static, ()>;
+    /// Starts the watches it needs in `caches` without running it (warm standby).
+    fn warm(&self, caches: &Caches);
 }
 
 /// A derived operator.
@@ -79,8 +83,12 @@ impl<O: Operator> Unit for Derived<O> {
 }
 
 impl<O: Operator> Runnable for OperatorReconciler<O> {
-    fn start(&self, stop: Stop) -> BoxFuture<'static, ()> {
-        Reconcile::start(self.clone(), Some(stop))
+    fn start(&self, stop: Stop, caches: &Caches) -> BoxFuture<'static, ()> {
+        caches.scope(Reconcile::start(self.clone(), Some(stop))).boxed()
+    }
+
+    fn warm(&self, caches: &Caches) {
+        crate::reconcile::warm(self.clone(), caches);
     }
 }
 
@@ -139,8 +147,12 @@ where
     P: ProvideApi<R> + 'static,
     Rec: Reconcile<R, C, F, P> + Clone + Sync,
 {
-    fn start(&self, stop: Stop) -> BoxFuture<'static, ()> {
-        self.reconciler.clone().start_concurrent(self.limit, Some(stop))
+    fn start(&self, stop: Stop, caches: &Caches) -> BoxFuture<'static, ()> {
+        caches.scope(self.reconciler.clone().start_concurrent(self.limit, Some(stop))).boxed()
+    }
+
+    fn warm(&self, caches: &Caches) {
+        crate::reconcile::warm(self.reconciler.clone(), caches);
     }
 }
 
@@ -316,7 +328,8 @@ impl Operators {
             Some(shutdown) => Shutdown::new(shutdown),
             None => Shutdown::new(std::future::pending()),
         };
-        start_all(&running, stop).await;
+        let caches = Caches::new(running.iter().map(|(name, _)| *name));
+        start_all(&running, stop, &caches).await;
     }
 
     /// Runs the process: [`run`](super::run) for all of them, with one command line, Lease,
@@ -351,10 +364,12 @@ impl Operators {
 pub(crate) fn start_all(
     running: &[(&'static str, Arc<dyn Runnable>)],
     stop: Shutdown,
+    caches: &Caches,
 ) -> BoxFuture<'static, ()> {
     crate::telemetry::expect_controllers(running.iter().map(|(name, _)| *name));
     let stop: Stop = stop.boxed().shared();
-    let started: Vec<_> = running.iter().map(|(_, controller)| controller.start(stop.clone())).collect();
+    let started: Vec<_> =
+        running.iter().map(|(_, controller)| controller.start(stop.clone(), caches)).collect();
     futures::future::join_all(started).map(drop).boxed()
 }
 

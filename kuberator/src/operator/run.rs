@@ -25,6 +25,7 @@ use super::manifests;
 use super::manifests::Part;
 use crate::leader;
 use crate::leader::LeaderElection;
+use crate::shared::Caches;
 use crate::shutdown::Shutdown;
 
 /// The operator program's own name for `--help` and `--version`: the derive fills it from
@@ -186,6 +187,18 @@ struct ElectionArgs {
     /// This replica's name in the Lease [default: $POD_NAME or $HOSTNAME, with a random suffix]
     #[arg(long, env = "KUBERATOR_IDENTITY", global = true)]
     identity: Option<String>,
+
+    /// While not holding the Lease, keep every watch and cache synced (and write nothing), so
+    /// that on winning it the controllers start from synced caches
+    #[arg(
+        long,
+        env = "KUBERATOR_WARM_STANDBY",
+        default_value_t = true,
+        action = ArgAction::Set,
+        value_name = "true|false",
+        global = true
+    )]
+    warm_standby: bool,
 
     /// How long a Lease that is no longer renewed keeps the standbys out
     #[arg(long, env = "KUBERATOR_LEASE_DURATION", default_value_t = CliDuration(leader::DEFAULT_LEASE_DURATION), global = true)]
@@ -517,6 +530,13 @@ pub(super) async fn run_units(
             .map(|(unit, settings)| (settings.controller_name, unit.build(client.clone(), settings)))
             .collect(),
     );
+    // One watch per kind for the whole process, kept across leadership terms.
+    let caches = Caches::new(running.iter().map(|(name, _)| *name));
+    if leader_election.is_some() && election.warm_standby {
+        for (_, controller) in running.iter() {
+            controller.warm(&caches);
+        }
+    }
     let (signalled, first_signal) = tokio::sync::oneshot::channel();
     let shutdown = async move {
         crate::shutdown::signal().await;
@@ -526,10 +546,10 @@ pub(super) async fn run_units(
     let running = async {
         match &leader_election {
             Some(lease) => {
-                let work = move |stop| start_all(&running, stop);
+                let work = move |stop| start_all(&running, stop, &caches);
                 lease.clone().run(client.clone(), shutdown, work).await?;
             }
-            None => start_all(&running, Shutdown::new(shutdown)).await,
+            None => start_all(&running, Shutdown::new(shutdown), &caches).await,
         }
         anyhow::Ok(())
     };
