@@ -105,6 +105,37 @@ impl TestCluster {
         }
     }
 
+    /// The watches of `plural` (of any group) the server holds open now: its own count
+    /// (`apiserver_longrunning_requests{verb="WATCH"}` on the real control plane, so every
+    /// test's watches of that resource count: use a resource only one test watches).
+    ///
+    /// # Errors
+    ///
+    /// When the real server's metrics cannot be read.
+    pub async fn open_watches(&self, plural: &str) -> Result<usize, crate::Error> {
+        match self {
+            TestCluster::InMemory(server) => Ok(server.open_watches(plural)),
+            TestCluster::Real(control_plane) => {
+                let client = control_plane.client().await?;
+                let request = http::Request::get("/metrics")
+                    .body(Vec::new())
+                    .map_err(|error| crate::Error::Setup(error.to_string()))?;
+                let metrics = client
+                    .request_text(request)
+                    .await
+                    .map_err(|error| crate::Error::Setup(format!("reading the API server's metrics: {error}")))?;
+                let resource = format!("resource=\"{plural}\"");
+                let open: f64 = metrics
+                    .lines()
+                    .filter(|line| line.starts_with("apiserver_longrunning_requests{"))
+                    .filter(|line| line.contains(&resource) && line.contains("verb=\"WATCH\""))
+                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                Ok(open as usize)
+            }
+        }
+    }
+
     /// `"in-memory"` or `"real"`, for messages.
     pub fn kind(&self) -> &'static str {
         match self {

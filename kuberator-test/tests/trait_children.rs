@@ -446,3 +446,169 @@ async fn an_object_is_reconciled_when_the_object_it_names_appears_changes_and_go
     operator.stop(Duration::from_secs(30)).await;
     kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }
+
+/// Two derived operators that need the same kinds: `Shelf` (the primary of one, referenced by
+/// the other) and their child ConfigMaps.
+mod shelves {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+    use kuberator::prelude::*;
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(group = "test.kuberator.dev", version = "v1", kind = "Shelf", namespaced, status = "NoteStatus")]
+    pub(crate) struct ShelfSpec {
+        pub(crate) note: String,
+    }
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(group = "test.kuberator.dev", version = "v1", kind = "ShelfAudit", namespaced, status = "NoteStatus")]
+    pub(crate) struct ShelfAuditSpec {
+        pub(crate) shelf: String,
+    }
+
+    #[derive(Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct NoteStatus {
+        pub(crate) note: Option<String>,
+        pub(crate) observed_generation: Option<i64>,
+    }
+
+    impl ObserveGeneration for NoteStatus {
+        fn add(&mut self, generation: i64) {
+            self.observed_generation = Some(generation);
+        }
+    }
+
+    fn child(name: String, note: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta { name: Some(name), ..ObjectMeta::default() },
+            data: Some([("note".to_owned(), note.to_owned())].into()),
+            ..ConfigMap::default()
+        }
+    }
+
+    #[derive(Operator)]
+    #[kuberator(resource = Shelf, owns = [ConfigMap], controller_name = "shelf-operator")]
+    pub(crate) struct ShelfOperator;
+
+    impl ShelfOperator {
+        async fn handle_apply(&self, shelf: Arc<Shelf>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            ctx.apply(&*shelf, child(format!("{}-shelf", shelf.try_name()?), &shelf.spec.note)).await?;
+            let status = NoteStatus { note: Some(shelf.spec.note.clone()), ..NoteStatus::default() };
+            ctx.update_status(&shelf, status).await?;
+            Ok(Action::await_change())
+        }
+
+        async fn handle_cleanup(&self, _shelf: Arc<Shelf>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            Ok(Action::await_change())
+        }
+    }
+
+    #[derive(Operator)]
+    #[kuberator(
+        resource = ShelfAudit,
+        owns = [ConfigMap],
+        references(Shelf = spec.shelf),
+        controller_name = "shelf-audit-operator"
+    )]
+    pub(crate) struct AuditOperator;
+
+    impl AuditOperator {
+        async fn handle_apply(&self, audit: Arc<ShelfAudit>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            let shelf = ctx.referenced::<Shelf>(&audit).await?;
+            let note = shelf.map_or_else(|| "missing".to_owned(), |shelf| shelf.spec.note.clone());
+            ctx.apply(&*audit, child(format!("{}-audit", audit.try_name()?), &note)).await?;
+            ctx.update_status(&audit, NoteStatus { note: Some(note), ..NoteStatus::default() }).await?;
+            Ok(Action::await_change())
+        }
+
+        async fn handle_cleanup(&self, _audit: Arc<ShelfAudit>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Issue 22, item 2, on whichever server `KUBERATOR_TEST_CLUSTER` picks: two controllers that
+/// both need every `Shelf` (the primary of one, referenced by the other) hold one watch of
+/// `shelves` at the API server when they run in one process, and two when they run apart
+/// (each process its own caches); either way a Shelf's change reaches the other controller
+/// through the shared store, and both own ConfigMaps from one watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_of_one_process_share_one_watch_per_kind() {
+    use kuberator::Operator as _;
+    let (client, namespace) = kuberator_test::test_env("shared").await;
+    let cluster = kuberator_test::TestCluster::shared().await.unwrap();
+    kuberator_test::install_crd::<shelves::Shelf>(&client).await.unwrap();
+    kuberator_test::install_crd::<shelves::ShelfAudit>(&client).await.unwrap();
+    let shelf_api: Api<shelves::Shelf> = Api::namespaced(client.clone(), &namespace);
+    let audits: Api<shelves::ShelfAudit> = Api::namespaced(client.clone(), &namespace);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let minute = Duration::from_secs(60);
+    let spec = shelves::ShelfSpec { note: "first".into() };
+    shelf_api.create(&PostParams::default(), &shelves::Shelf::new("books", spec)).await.unwrap();
+    let spec = shelves::ShelfAuditSpec { shelf: "books".into() };
+    audits.create(&PostParams::default(), &shelves::ShelfAudit::new("books", spec)).await.unwrap();
+    let watches_are = async |expected: usize, when: &str| {
+        let deadline = std::time::Instant::now() + minute;
+        loop {
+            let plural = <shelves::Shelf as kube::Resource>::plural(&());
+            let open = cluster.open_watches(&plural).await.unwrap();
+            if open == expected {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{open} watches of {plural} {when}, not {expected}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let follows = async |note: &'static str| {
+        shelf_api
+            .patch("books", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(serde_json::json!({ "spec": { "note": note } })))
+            .await
+            .unwrap();
+        let audited = |audit: Option<&shelves::ShelfAudit>| {
+            audit.and_then(|audit| audit.status.as_ref()?.note.as_deref()) == Some(note)
+        };
+        wait_for(&audits, "books", minute, "the audit to follow the shelf", audited).await.unwrap();
+        let child = |map: Option<&ConfigMap>| map.and_then(|map| map.data.as_ref()?.get("note").cloned());
+        wait_for(&maps, "books-audit", minute, "the audit's child", |map| child(map).as_deref() == Some(note))
+            .await
+            .unwrap();
+        wait_for(&maps, "books-shelf", minute, "the shelf's child", |map| child(map).as_deref() == Some(note))
+            .await
+            .unwrap();
+    };
+
+    // Apart: each its own caches, as two processes would have.
+    let apart = [
+        Background::spawn({
+            let reconciler = shelves::ShelfOperator.into_reconciler(client.clone());
+            move |shutdown| reconciler.start(Some(shutdown))
+        }),
+        Background::spawn({
+            let reconciler = shelves::AuditOperator.into_reconciler(client.clone());
+            move |shutdown| reconciler.start(Some(shutdown))
+        }),
+    ];
+    follows("apart").await;
+    watches_are(2, "with the controllers apart").await;
+    for operator in apart {
+        operator.stop(Duration::from_secs(30)).await;
+    }
+    watches_are(0, "once both stopped").await;
+
+    // Together: one watch of shelves for both.
+    let operators = kuberator::Operators::new().with(shelves::ShelfOperator).with(shelves::AuditOperator);
+    let together = Background::spawn({
+        let client = client.clone();
+        move |shutdown| operators.start(client, Some(shutdown))
+    });
+    follows("together").await;
+    watches_are(1, "with the controllers in one process").await;
+
+    audits.delete("books", &DeleteParams::default()).await.unwrap();
+    shelf_api.delete("books", &DeleteParams::default()).await.unwrap();
+    wait_for(&audits, "books", minute, "the audit to go", |audit| audit.is_none()).await.unwrap();
+    wait_for(&shelf_api, "books", minute, "the shelf to go", |shelf| shelf.is_none()).await.unwrap();
+    together.stop(Duration::from_secs(30)).await;
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+}

@@ -208,6 +208,8 @@ where
     reader: Store<K>,
     keep_managed_fields: bool,
     fanout: Mutex<Fanout<K>>,
+    /// Its share of `kuberator_cached_objects`.
+    cached: prometheus_client::metrics::gauge::Gauge,
 }
 
 struct Fanout<K: Resource + Clone + 'static>
@@ -225,6 +227,16 @@ where
     list: Option<List<K>>,
     /// The objects that do not decode, by uid: not in the store, but part of a list.
     undecodable: HashMap<String, Watched<K>>,
+}
+
+impl<K: Resource + Clone + 'static> Drop for Entry<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    /// A cache that goes takes its objects out of `kuberator_cached_objects`.
+    fn drop(&mut self) {
+        self.cached.dec_by(i64::try_from(self.reader.len()).unwrap_or(i64::MAX));
+    }
 }
 
 /// A list in progress: what the store held when it began and the list has not shown yet,
@@ -247,6 +259,7 @@ where
         Self {
             reader: writer.as_reader(),
             keep_managed_fields,
+            cached: crate::telemetry::cached_objects(&K::kind(&K::DynamicType::default())),
             fanout: Mutex::new(Fanout {
                 writer,
                 live: Vec::new(),
@@ -328,7 +341,9 @@ where
                 Change::Applied { object, listed: true, new }
             }
             watcher::Event::InitDone => {
+                let before = self.reader.len();
                 fanout.writer.apply_watcher_event(&watcher::Event::InitDone);
+                self.count(self.reader.len(), before);
                 let list = fanout.list.take();
                 let (gone, undecodable) =
                     list.map(|list| (list.before.into_values().collect(), list.undecodable)).unwrap_or_default();
@@ -348,7 +363,9 @@ where
                 match &object {
                     Watched::Decoded(decoded) => {
                         fanout.undecodable.remove(&decoded.uid().unwrap_or_default());
+                        let before = self.reader.len();
                         fanout.writer.apply_watcher_event(&watcher::Event::Apply(decoded.clone()));
+                        self.count(self.reader.len(), before);
                     }
                     Watched::Undecodable(_) => {
                         fanout.undecodable.insert(object.uid().unwrap_or_default(), object.clone());
@@ -359,12 +376,22 @@ where
             watcher::Event::Delete(object) => {
                 fanout.undecodable.remove(&object.uid().unwrap_or_default());
                 if let Watched::Decoded(decoded) = &object {
+                    let before = self.reader.len();
                     fanout.writer.apply_watcher_event(&watcher::Event::Delete(decoded.clone()));
+                    self.count(self.reader.len(), before);
                 }
                 Change::Deleted(object)
             }
         };
         fanout.live.retain(|subscriber| subscriber.unbounded_send(change.clone()).is_ok());
+    }
+
+    /// The store went from `before` objects to `now`.
+    fn count(&self, now: usize, before: usize) {
+        let change = i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+        if change != 0 {
+            self.cached.inc_by(change);
+        }
     }
 
     fn trimmed(&self, mut object: Watched<K>) -> Watched<K> {

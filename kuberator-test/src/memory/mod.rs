@@ -350,6 +350,13 @@ impl MemoryServer {
         self.inner.faults.lock().expect("faults lock").requests
     }
 
+    /// The watches of `plural` (of any group) open now, as the real server's
+    /// `apiserver_longrunning_requests{verb="WATCH"}` counts them.
+    pub fn open_watches(&self, plural: &str) -> usize {
+        let state = self.inner.state.lock().expect("state lock");
+        state.watchers.iter().filter(|watcher| watcher.resource.plural == plural && !watcher.sender.is_closed()).count()
+    }
+
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.inner.state.lock().expect("state lock").resource_version

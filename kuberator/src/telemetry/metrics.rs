@@ -28,6 +28,7 @@ struct Metrics {
     queue_depth: Family<Labels, Gauge>,
     leader: Family<Labels, Gauge>,
     remembered: Family<Labels, Gauge>,
+    cached: Family<Labels, Gauge>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -48,6 +49,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         queue_depth: Family::default(),
         leader: Family::default(),
         remembered: Family::default(),
+        cached: Family::default(),
     };
     registry.register("reconciles", "Reconciles finished, by result", metrics.reconciles.clone());
     registry.register("reconcile_errors", "Failed reconciles, by cause", metrics.errors.clone());
@@ -73,6 +75,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "remembered_objects",
         "Entries a controller keeps per object, by what for; each leaves when its object or its reason goes",
         metrics.remembered.clone(),
+    );
+    registry.register(
+        "cached_objects",
+        "Objects in the process's shared caches, by kind (one watch and store per kind, namespace and selector; kept while standing by)",
+        metrics.cached.clone(),
     );
     Metrics { registry, ..metrics }
 });
@@ -108,6 +115,12 @@ impl Remembered {
             gauge.set(i64::try_from(entries).unwrap_or(i64::MAX));
         }
     }
+}
+
+/// The series of `kind` in `kuberator_cached_objects`: each shared cache of that kind adds
+/// what it holds.
+pub(crate) fn cached_objects(kind: &str) -> Gauge {
+    METRICS.cached.get_or_create(&vec![("kind".to_owned(), kind.to_owned())]).clone()
 }
 
 /// What `/readyz` answers from: per running controller whether its initial sync is done, and

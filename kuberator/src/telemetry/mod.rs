@@ -82,6 +82,7 @@ mod metrics;
 mod server;
 
 pub(crate) use self::metrics::ControllerMetrics;
+pub(crate) use self::metrics::cached_objects;
 pub(crate) use self::metrics::LeaderStatus;
 pub(crate) use self::metrics::Remembered;
 pub use self::metrics::encode;
