@@ -102,6 +102,22 @@ where
 
     let subscription = caches.subscribe(&api, watcher, keep_managed_fields);
     let reader = subscription.store.clone();
+    // kube's controller waits for its store to be ready, a wait that wakes only its last
+    // waiter (see `Synced`): it starts once the shared store has synced, so that it never waits.
+    let mut shutdown = shutdown.map(Box::pin);
+    let stopped = async {
+        match &mut shutdown {
+            Some(shutdown) => shutdown.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = subscription.synced.wait() => {}
+        () = stopped => {
+            tracing::info!("controller stopped before its cache synced");
+            return;
+        }
+    }
     let remembered = Remembered {
         store: reader.clone(),
         own_writes: Arc::clone(&own_writes),

@@ -57,6 +57,7 @@ use crate::object::describe;
 use crate::object::is_namespaced;
 use crate::shared::Caches;
 use crate::shared::Change;
+use crate::shared::Synced;
 
 /// The names a parent's field gives: a name, an optional one, or a list.
 pub trait Names {
@@ -283,11 +284,11 @@ impl References {
         }
         let targets: Vec<Target> =
             of_kind.into_iter().flat_map(|referenced| targets_of(referenced, parent)).collect();
-        let store = self.store::<K>().ok_or_else(|| Error::NoCache {
+        let (store, synced) = self.store::<K>().ok_or_else(|| Error::NoCache {
             kind: K::kind(&()).into_owned(),
             parent: describe(parent).into(),
         })?;
-        let _ = store.wait_until_ready().await;
+        synced.wait().await;
         Ok(targets
             .into_iter()
             .filter_map(|target| {
@@ -301,14 +302,14 @@ impl References {
             .collect())
     }
 
-    fn store<K: Child>(&self) -> Option<Store<K>> {
+    fn store<K: Child>(&self) -> Option<(Store<K>, Synced)> {
         let stores = self.inner.stores.read().unwrap_or_else(PoisonError::into_inner);
-        stores.get(&TypeId::of::<K>())?.downcast_ref::<Store<K>>().cloned()
+        stores.get(&TypeId::of::<K>())?.downcast_ref::<(Store<K>, Synced)>().cloned()
     }
 
-    fn set_store<K: Child>(&self, store: Store<K>) {
+    fn set_store<K: Child>(&self, store: Store<K>, synced: Synced) {
         let mut stores = self.inner.stores.write().unwrap_or_else(PoisonError::into_inner);
-        stores.insert(TypeId::of::<K>(), Box::new(store));
+        stores.insert(TypeId::of::<K>(), Box::new((store, synced)));
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -379,7 +380,7 @@ fn triggers<K: Child>(references: &References, caches: &Caches, namespace: Optio
     let namespace = namespace.filter(|_| is_namespaced::<K>());
     let api = api_of::<K>(references.inner.client.clone(), namespace);
     let subscription = caches.subscribe(&api, watcher::Config::default(), false);
-    references.set_store(subscription.store);
+    references.set_store(subscription.store, subscription.synced);
     let references = references.clone();
     subscription
         .changes

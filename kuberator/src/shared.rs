@@ -108,13 +108,39 @@ pub(crate) enum Change<K> {
     Listed { gone: Vec<Arc<K>> },
 }
 
-/// A subscriber's share of a watch: the store, and the changes from its list on.
+/// A subscriber's share of a watch: the store, whether it has synced, and the changes from
+/// its list on.
 pub(crate) struct Subscription<K: Resource + Clone + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
     pub(crate) store: Store<K>,
+    pub(crate) synced: Synced,
     pub(crate) changes: mpsc::UnboundedReceiver<Change<K>>,
+}
+
+/// Whether a shared store has synced (its first list is done), for any number of waiters.
+///
+/// kube's `Store::wait_until_ready` wakes only the last task that waited on it (one oneshot
+/// receiver behind a lock): with one store shared by several controllers, a second waiter
+/// would leave the first asleep for good. Everything here waits on this instead, and reads
+/// the store only once it says so, when kube's own wait returns at once.
+#[derive(Debug, Clone)]
+pub(crate) struct Synced(tokio::sync::watch::Receiver<bool>);
+
+impl Synced {
+    /// Whether the store has synced.
+    pub(crate) fn is_synced(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes once the store has synced (never, if its caches go first).
+    pub(crate) async fn wait(&self) {
+        let mut synced = self.0.clone();
+        if synced.wait_for(|synced| *synced).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Caches {
@@ -206,6 +232,7 @@ where
     K::DynamicType: Eq + Hash + Clone,
 {
     reader: Store<K>,
+    synced: tokio::sync::watch::Sender<bool>,
     keep_managed_fields: bool,
     fanout: Mutex<Fanout<K>>,
     /// Its share of `kuberator_cached_objects`.
@@ -258,6 +285,7 @@ where
         let writer = Writer::default();
         Self {
             reader: writer.as_reader(),
+            synced: tokio::sync::watch::Sender::new(false),
             keep_managed_fields,
             cached: crate::telemetry::cached_objects(&K::kind(&K::DynamicType::default())),
             fanout: Mutex::new(Fanout {
@@ -284,7 +312,7 @@ where
         } else {
             fanout.waiting.push(sender);
         }
-        Subscription { store: self.reader.clone(), changes }
+        Subscription { store: self.reader.clone(), synced: Synced(self.synced.subscribe()), changes }
     }
 
     /// The store as a list, to a subscriber that joins.
@@ -349,6 +377,14 @@ where
                     list.map(|list| (list.before.into_values().collect(), list.undecodable)).unwrap_or_default();
                 fanout.undecodable = undecodable;
                 fanout.synced = true;
+                self.synced.send_replace(true);
+                tracing::debug!(
+                    kind = %K::kind(&K::DynamicType::default()),
+                    objects = self.reader.len(),
+                    subscribers = fanout.live.len(),
+                    joining = fanout.waiting.len(),
+                    "shared cache listed"
+                );
                 let change = Change::Listed { gone };
                 fanout.live.retain(|subscriber| subscriber.unbounded_send(change.clone()).is_ok());
                 for joining in std::mem::take(&mut fanout.waiting) {
@@ -411,7 +447,126 @@ where
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+
     use super::*;
+
+    fn map(name: &str, version: &str) -> Watched<ConfigMap> {
+        let mut map = ConfigMap::default();
+        map.metadata.name = Some(name.into());
+        map.metadata.namespace = Some("team-a".into());
+        map.metadata.uid = Some(format!("uid-{name}"));
+        map.metadata.resource_version = Some(version.into());
+        Watched::Decoded(map)
+    }
+
+    /// What `changes` holds now, as `Listing`, `+name@version` (listed), `~name@version`
+    /// (changed), `-name` and `Listed[gone]`.
+    fn drain(changes: &mut mpsc::UnboundedReceiver<Change<ConfigMap>>) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Ok(change) = changes.try_recv() {
+            seen.push(match change {
+                Change::Listing => "Listing".to_owned(),
+                Change::Applied { object, listed, new } => format!(
+                    "{}{}@{}{}",
+                    if listed { "+" } else { "~" },
+                    object.name_any(),
+                    object.resource_version().unwrap_or_default(),
+                    if new { "" } else { " (known)" }
+                ),
+                Change::Deleted(object) => format!("-{}", object.name_any()),
+                Change::Listed { gone } => {
+                    format!("Listed{:?}", gone.iter().map(|gone| gone.name_any()).collect::<Vec<_>>())
+                }
+            });
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_the_whole_store_once_it_synced_then_every_change() {
+        let entry = Entry::<ConfigMap>::new(false);
+        let mut early = entry.subscribe();
+        entry.apply(watcher::Event::Init);
+        entry.apply(watcher::Event::InitApply(map("a", "1")));
+        // Joining while the list runs: it waits for the list's end.
+        let mut during = entry.subscribe();
+        entry.apply(watcher::Event::InitApply(map("b", "2")));
+        assert!(drain(&mut early.changes).is_empty(), "nothing before the store synced");
+        assert!(!early.synced.is_synced());
+        entry.apply(watcher::Event::InitDone);
+        assert!(early.synced.is_synced() && during.synced.is_synced());
+        let listed = |seen: Vec<String>| {
+            let mut middle = seen[1..seen.len() - 1].to_vec();
+            middle.sort();
+            (seen[0].clone(), middle, seen[seen.len() - 1].clone())
+        };
+        let whole = ("Listing".to_owned(), vec!["+a@1".to_owned(), "+b@2".to_owned()], "Listed[]".to_owned());
+        assert_eq!(listed(drain(&mut early.changes)), whole);
+        assert_eq!(listed(drain(&mut during.changes)), whole);
+        // Joining a synced store: the store at once.
+        let mut late = entry.subscribe();
+        assert_eq!(listed(drain(&mut late.changes)), whole);
+
+        entry.apply(watcher::Event::Apply(map("a", "3")));
+        entry.apply(watcher::Event::Apply(map("a", "3")));
+        entry.apply(watcher::Event::Delete(map("b", "2")));
+        for subscription in [&mut early, &mut during, &mut late] {
+            assert_eq!(drain(&mut subscription.changes), ["~a@3", "~a@3 (known)", "-b"]);
+        }
+        assert_eq!(early.store.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_relist_names_what_went_while_the_watch_was_down_and_what_it_knew() {
+        let entry = Entry::<ConfigMap>::new(false);
+        let mut subscription = entry.subscribe();
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(map("kept", "1")),
+            watcher::Event::InitApply(map("gone", "1")),
+            watcher::Event::InitDone,
+        ] {
+            entry.apply(event);
+        }
+        drain(&mut subscription.changes);
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(map("kept", "1")),
+            watcher::Event::InitApply(map("new", "5")),
+            watcher::Event::InitDone,
+        ] {
+            entry.apply(event);
+        }
+        assert_eq!(
+            drain(&mut subscription.changes),
+            ["Listing", "+kept@1 (known)", "+new@5", "Listed[\"gone\"]"]
+        );
+        assert_eq!(subscription.store.len(), 2);
+    }
+
+    /// kube's `Store::wait_until_ready` wakes only its last waiter; `Synced` wakes them all,
+    /// after which the store's own wait returns at once.
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_store_syncs() {
+        let entry = Arc::new(Entry::<ConfigMap>::new(false));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let subscription = entry.subscribe();
+                tokio::spawn(async move {
+                    subscription.synced.wait().await;
+                    subscription.store.wait_until_ready().await.is_ok()
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        entry.apply(watcher::Event::Init);
+        entry.apply(watcher::Event::InitDone);
+        for waiter in waiters {
+            let woke = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+            assert!(matches!(woke, Ok(Ok(true))), "a waiter never woke");
+        }
+    }
 
     #[test]
     fn children_of_several_controllers_share_one_selector() {

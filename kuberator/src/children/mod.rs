@@ -24,7 +24,9 @@
 //!   and the uid they deleted, and do not, so a settled object is not reconciled again by
 //!   its own writes.
 //! - Each owned kind is watched with the label selector
-//!   `app.kubernetes.io/managed-by=<controller name>` and cached whole: handlers usually read
+//!   `app.kubernetes.io/managed-by=<controller name>` (in a process of several controllers,
+//!   `app.kubernetes.io/managed-by in (<every controller name>)`, one watch shared by all of
+//!   them, each controller acting only on its own children) and cached whole: handlers usually read
 //!   a child's status (a Deployment's ready replicas) to report their own, and the selector
 //!   keeps the cache to the operator's own children, not every ConfigMap of the cluster.
 //!   [`get`](Children::get) reads that cache and asks the API server only when the cache has
@@ -62,7 +64,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::RwLock;
 
-use futures::FutureExt as _;
 use kube::Client;
 use kube::Resource;
 use kube::ResourceExt;
@@ -83,6 +84,7 @@ use crate::object::api_of;
 use crate::object::describe;
 use crate::object::is_namespaced;
 use crate::object::label;
+use crate::shared::Synced;
 
 /// How long a child's watch waits for the answer of an apply it reported first.
 const APPLY_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
@@ -445,14 +447,13 @@ impl Children {
     /// watch has not synced.
     fn synced_store<K: Child>(&self) -> Option<Store<K>> {
         let stores = self.inner.stores.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let store = stores.get(&TypeId::of::<K>())?.downcast_ref::<Store<K>>()?.clone();
-        drop(stores);
-        store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok()).then_some(store)
+        let (store, synced) = stores.get(&TypeId::of::<K>())?.downcast_ref::<(Store<K>, Synced)>()?;
+        synced.is_synced().then(|| store.clone())
     }
 
-    fn set_store<K: Child>(&self, store: Store<K>) {
+    fn set_store<K: Child>(&self, store: Store<K>, synced: Synced) {
         let mut stores = self.inner.stores.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        stores.insert(TypeId::of::<K>(), Box::new(store));
+        stores.insert(TypeId::of::<K>(), Box::new((store, synced)));
     }
 
     /// Where `child` goes: its namespace (the parent's by default) and name, or why it

@@ -47,7 +47,7 @@ pub(super) fn triggers<K: Child>(children: &Children, caches: &Caches, namespace
     let manager = children.inner.manager.clone();
     let config = watcher::Config::default().labels(&caches.children_selector(MANAGED_BY, &manager));
     let subscription = caches.subscribe(&api, config, false);
-    children.set_store(subscription.store);
+    children.set_store(subscription.store, subscription.synced);
     let (decided, later) = futures::channel::mpsc::unbounded::<Trigger>();
     let children = children.clone();
     // Children of the process's other controllers share the watch, not the decisions.

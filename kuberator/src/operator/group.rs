@@ -204,6 +204,14 @@ where
 ///   run: they start together when it is won, and stop together when it is lost;
 /// - one metrics server and one health server; `/readyz` answers only when every
 ///   controller's initial sync is done, and every metric has its `controller` label;
+/// - one watch and one cache per kind (per namespace scope and label selector), shared by
+///   every controller that needs it: the primary kind of one controller, the children of
+///   another and the kind a third [references](crate::references) are one watch when they
+///   ask for the same thing, and the children of all the process's controllers are one
+///   watch per kind (selected by `app.kubernetes.io/managed-by in (<their names>)`). A
+///   controller reads a cache only once it has synced. The caches live as long as the
+///   process: with leader election they list and watch while it stands by
+///   (`--warm-standby`), so that a new leader reconciles at once;
 /// - one drain deadline on shutdown: the signal stops them all, and the reconciles in flight
 ///   in any of them have `--drain-deadline` to finish;
 /// - `crd` prints every CRD; `rbac` and `manifests` print one ServiceAccount, Deployment
