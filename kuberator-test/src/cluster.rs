@@ -115,25 +115,53 @@ impl TestCluster {
     pub async fn open_watches(&self, plural: &str) -> Result<usize, crate::Error> {
         match self {
             TestCluster::InMemory(server) => Ok(server.open_watches(plural)),
-            TestCluster::Real(control_plane) => {
-                let client = control_plane.client().await?;
-                let request = http::Request::get("/metrics")
-                    .body(Vec::new())
-                    .map_err(|error| crate::Error::Setup(error.to_string()))?;
-                let metrics = client
-                    .request_text(request)
-                    .await
-                    .map_err(|error| crate::Error::Setup(format!("reading the API server's metrics: {error}")))?;
-                let resource = format!("resource=\"{plural}\"");
-                let open: f64 = metrics
-                    .lines()
-                    .filter(|line| line.starts_with("apiserver_longrunning_requests{"))
-                    .filter(|line| line.contains(&resource) && line.contains("verb=\"WATCH\""))
-                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum();
-                Ok(open as usize)
+            TestCluster::Real(_) => {
+                let labels = [format!("resource=\"{plural}\""), "verb=\"WATCH\"".to_owned()];
+                Ok(self.api_server_metric("apiserver_longrunning_requests", &labels).await? as usize)
             }
         }
+    }
+
+    /// How many PATCH requests to `resource` (`widgets`, or `widgets/status`; of any group)
+    /// the server has answered so far: its own count (`apiserver_request_total` on the real
+    /// control plane, every test's requests included: use a resource only one test writes).
+    ///
+    /// # Errors
+    ///
+    /// When the real server's metrics cannot be read.
+    pub async fn patches_of(&self, resource: &str) -> Result<u64, crate::Error> {
+        match self {
+            TestCluster::InMemory(server) => Ok(server.requests_to(crate::memory::Verb::Patch, resource)),
+            TestCluster::Real(_) => {
+                let (plural, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+                let labels = [
+                    format!("resource=\"{plural}\""),
+                    format!("subresource=\"{subresource}\""),
+                    "verb=\"PATCH\"".to_owned(),
+                ];
+                let counted = self.api_server_metric("apiserver_request_total", &labels).await?;
+                Ok(counted as u64)
+            }
+        }
+    }
+
+    /// The sum of the real API server's samples of `metric` whose labels hold all of
+    /// `labels`.
+    async fn api_server_metric(&self, metric: &str, labels: &[String]) -> Result<f64, crate::Error> {
+        let client = self.client().await?;
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .map_err(|error| crate::Error::Setup(error.to_string()))?;
+        let metrics = client
+            .request_text(request)
+            .await
+            .map_err(|error| crate::Error::Setup(format!("reading the API server's metrics: {error}")))?;
+        let prefix = format!("{metric}{{");
+        Ok(metrics
+            .lines()
+            .filter(|line| line.starts_with(&prefix) && labels.iter().all(|label| line.contains(label.as_str())))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// `"in-memory"` or `"real"`, for messages.

@@ -612,3 +612,104 @@ async fn controllers_of_one_process_share_one_watch_per_kind() {
     together.stop(Duration::from_secs(30)).await;
     kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }
+
+/// A derived operator as the README teaches it: a status with `conditions`, written by the
+/// handler, with a condition of its own.
+mod ledgers {
+    use kuberator::prelude::*;
+    use kuberator::status::Condition;
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(group = "test.kuberator.dev", version = "v1", kind = "Ledger", namespaced, status = "LedgerStatus")]
+    pub(crate) struct LedgerSpec {
+        pub(crate) entry: String,
+    }
+
+    #[derive(Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(crate) struct LedgerStatus {
+        pub(crate) entry: Option<String>,
+        pub(crate) observed_generation: Option<i64>,
+        pub(crate) conditions: Conditions,
+    }
+
+    impl ObserveGeneration for LedgerStatus {
+        fn add(&mut self, generation: i64) {
+            self.observed_generation = Some(generation);
+        }
+    }
+
+    #[derive(Operator)]
+    #[kuberator(resource = Ledger, controller_name = "ledger-operator")]
+    pub(crate) struct LedgerOperator;
+
+    impl LedgerOperator {
+        async fn handle_apply(&self, ledger: Arc<Ledger>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            ctx.set_condition(&ledger, Condition::new("Balanced", true, "Counted", "every entry counted"));
+            let status = LedgerStatus { entry: Some(ledger.spec.entry.clone()), ..LedgerStatus::default() };
+            ctx.update_status(&ledger, status).await?;
+            Ok(Action::await_change())
+        }
+
+        async fn handle_cleanup(&self, _ledger: Arc<Ledger>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Issue 23, item 1, on whichever server `KUBERATOR_TEST_CLUSTER` picks, counted by the API
+/// server itself: a new object costs two writes (the finalizer, then the handler's status
+/// with `Ready` and its own condition in one), a change of its spec one, and a reconcile that
+/// changes nothing none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_writes_its_status_and_conditions_once() {
+    use kuberator::Operator as _;
+    let (client, namespace) = kuberator_test::test_env("one-write").await;
+    let cluster = kuberator_test::TestCluster::shared().await.unwrap();
+    kuberator_test::install_crd::<ledgers::Ledger>(&client).await.unwrap();
+    let plural = <ledgers::Ledger as kube::Resource>::plural(&()).into_owned();
+    let writes = async || {
+        let main = cluster.patches_of(&plural).await.unwrap();
+        let status = cluster.patches_of(&format!("{plural}/status")).await.unwrap();
+        (main, status)
+    };
+    let before = writes().await;
+    let reconciler = ledgers::LedgerOperator.into_reconciler(client.clone());
+    let operator = Background::spawn(move |shutdown| reconciler.start(Some(shutdown)));
+    let ledger_api: Api<ledgers::Ledger> = Api::namespaced(client.clone(), &namespace);
+    let minute = Duration::from_secs(60);
+    let settled = |entry: &'static str, generation: i64| {
+        move |ledger: Option<&ledgers::Ledger>| {
+            ledger.and_then(|ledger| ledger.status.as_ref()).is_some_and(|status| {
+                status.entry.as_deref() == Some(entry)
+                    && status.observed_generation == Some(generation)
+                    && status.conditions.is_true("Ready")
+                    && status.conditions.is_true("Balanced")
+                    && status.conditions.get("Ready").and_then(|ready| ready.observed_generation) == Some(generation)
+            })
+        }
+    };
+    let spec = ledgers::LedgerSpec { entry: "opened".into() };
+    ledger_api.create(&PostParams::default(), &ledgers::Ledger::new("book", spec)).await.unwrap();
+    wait_for(&ledger_api, "book", minute, "status, Ready and Balanced", settled("opened", 1)).await.unwrap();
+    // Nothing more comes: the echo of the status write reconciles nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let created = writes().await;
+    assert_eq!((created.0 - before.0, created.1 - before.1), (1, 1), "finalizer and status patches of a new object");
+
+    let patch = serde_json::json!({ "spec": { "entry": "closed" } });
+    ledger_api
+        .patch("book", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(&ledger_api, "book", minute, "the change's status", settled("closed", 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let changed = writes().await;
+    // The main resource's one patch is the test's own change of the spec.
+    assert_eq!((changed.0 - created.0, changed.1 - created.1), (1, 1), "patches of a spec change");
+
+    ledger_api.delete("book", &DeleteParams::default()).await.unwrap();
+    wait_for(&ledger_api, "book", minute, "the ledger to go", |ledger| ledger.is_none()).await.unwrap();
+    operator.stop(Duration::from_secs(30)).await;
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+}

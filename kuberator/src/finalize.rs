@@ -219,7 +219,10 @@ where
         {
             fields.remove("conditions");
         }
-        crate::status::conditions::route(object.meta().uid.as_deref(), &mut status);
+        let routed = crate::status::conditions::route(object.meta().uid.as_deref(), &mut status);
+        if routed == crate::status::conditions::Routed::Deferred {
+            return Ok(());
+        }
         let patch = serde_json::json!({ "status": status });
         self.api_provider()
             .get(namespace.unwrap_or_default())?

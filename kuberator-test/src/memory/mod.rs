@@ -119,6 +119,8 @@ struct Faults {
     /// Writes of these objects (by name) are answered this long after they are done, once.
     slow_answers: Vec<(String, Duration)>,
     requests: u64,
+    /// Requests by verb and resource (`widgets`, `widgets/status`).
+    counted: std::collections::HashMap<(Verb, String), u64>,
 }
 
 pub(crate) struct Inner {
@@ -180,6 +182,7 @@ impl Inner {
         }
         let mut faults = self.faults.lock().expect("faults lock");
         faults.requests += 1;
+        *faults.counted.entry((verb, resource.to_owned())).or_default() += 1;
         let matches = |wanted: &str| wanted == "*" || wanted == resource;
         if faults.refused.iter().any(|(refused, wanted)| refused.matches(verb) && matches(wanted)) {
             let target = name.map(|name| format!(" \"{name}\"")).unwrap_or_default();
@@ -355,6 +358,14 @@ impl MemoryServer {
     pub fn open_watches(&self, plural: &str) -> usize {
         let state = self.inner.state.lock().expect("state lock");
         state.watchers.iter().filter(|watcher| watcher.resource.plural == plural && !watcher.sender.is_closed()).count()
+    }
+
+    /// How many `verb` requests to `resource` (`widgets`, or `widgets/status`; of any group)
+    /// the server has answered (or failed) so far, as the real server's
+    /// `apiserver_request_total` counts them.
+    pub fn requests_to(&self, verb: Verb, resource: &str) -> u64 {
+        let faults = self.inner.faults.lock().expect("faults lock");
+        faults.counted.get(&(verb, resource.to_owned())).copied().unwrap_or_default()
     }
 
     /// The current resourceVersion.

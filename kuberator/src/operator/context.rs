@@ -52,6 +52,11 @@ use crate::status::conditions::ReadyWriter;
 /// is written when nothing changed. The conditions are the runtime's to write:
 /// [`update_status`](Ctx::update_status) leaves `status.conditions` alone, whatever the status
 /// value holds there.
+///
+/// With conditions, the status `handle_apply` writes goes out with them, in the one status
+/// write of the reconcile, when the handler returns (see
+/// [`status::conditions`](crate::status::conditions#guarantees)): a change of the spec costs
+/// one write, not two.
 pub struct Ctx<O: Operator> {
     operator: O,
     client: Client,

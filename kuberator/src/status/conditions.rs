@@ -18,6 +18,21 @@
 //! - `observedGeneration` is the `metadata.generation` the condition was computed from.
 //! - The schema marks the list as a map keyed by `type`
 //!   (`x-kubernetes-list-type: map`), as the Kubernetes API conventions ask.
+//! - One status write per reconcile: in a derived operator whose status has `conditions`, what
+//!   `handle_apply` writes to its object's status (`Ctx::update_status`, or the repository's
+//!   `update_status`, merged in order when it writes several times) is written together with
+//!   `Ready` and the conditions it set, in one merge patch when it returns; nothing when the
+//!   object already holds all of it. A new object costs two writes (the finalizer, the
+//!   status), a change of its spec one. `Ready=True` is never written before the handler
+//!   returned.
+//!
+//! # Caveats
+//!
+//! - Inside `handle_apply`, a status write returns before it reaches the API server, and a
+//!   write the API server refuses fails the reconcile (`Ready=False`, with the reason)
+//!   instead of the call. A status meant to show progress during a long handler (a
+//!   `Provisioning` phase) shows when the handler returns: return
+//!   `Action::requeue(...)` between steps to show each.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -216,26 +231,58 @@ struct Applying {
     uid: String,
 }
 
-/// Takes the `conditions` out of `status`, about to be written to the object `uid` through
+/// What [`route`] did with a status about to be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// Write it now, as it is.
+    Write,
+    /// Kept, to be written with the conditions when the handler returns.
+    Deferred,
+}
+
+/// Keeps `status`, about to be written to the object `uid` through
 /// [`Finalize::update_status`](crate::Finalize::update_status), when that object's
-/// `handle_apply` runs in this task, its CRD holds conditions, and they parse: they are set
-/// as [`Ctx::set_condition`](crate::operator::Ctx::set_condition) sets them, and written with
-/// `Ready` when the handler returns, so that one write never drops the other's. Anywhere else
-/// (a cleanup, a trait-level operator, another object) the status is written as given.
-pub(crate) fn route(uid: Option<&str>, status: &mut serde_json::Value) {
-    let _ = APPLYING.try_with(|applying| {
-        if uid != Some(applying.uid.as_str()) || !applying.writer.enabled {
-            return;
-        }
-        let Some(fields) = status.as_object_mut() else { return };
-        let Some(conditions) = fields.get("conditions") else { return };
-        let Ok(conditions) = serde_json::from_value::<Conditions>(conditions.clone()) else { return };
-        fields.remove("conditions");
-        let mut pending = applying.writer.pending.entry(applying.uid.clone()).or_default();
-        pending.extend(conditions.iter().cloned());
-        drop(pending);
-        applying.writer.report();
-    });
+/// `handle_apply` runs in this task and its CRD holds conditions: the status (merged with any
+/// the handler wrote before) and its conditions (set as
+/// [`Ctx::set_condition`](crate::operator::Ctx::set_condition) sets them) are written in one
+/// write with `Ready` when the handler returns. Anywhere else (a cleanup, a trait-level
+/// operator, another object, a status that is not an object) it is written now, as given.
+pub(crate) fn route(uid: Option<&str>, status: &mut serde_json::Value) -> Routed {
+    APPLYING
+        .try_with(|applying| {
+            if uid != Some(applying.uid.as_str()) || !applying.writer.enabled {
+                return Routed::Write;
+            }
+            let Some(fields) = status.as_object_mut() else { return Routed::Write };
+            let conditions = match fields.remove("conditions") {
+                Some(conditions) => match serde_json::from_value::<Conditions>(conditions.clone()) {
+                    Ok(conditions) => conditions,
+                    // Not conditions as Kuberator writes them: the status goes as given.
+                    Err(_) => {
+                        fields.insert("conditions".to_owned(), conditions);
+                        return Routed::Write;
+                    }
+                },
+                None => Conditions::default(),
+            };
+            let mut pending = applying.writer.pending.entry(applying.uid.clone()).or_default();
+            pending.conditions.extend(conditions.iter().cloned());
+            let written = pending.status.get_or_insert_with(|| serde_json::Value::Object(Default::default()));
+            json_patch::merge(written, status);
+            drop(pending);
+            applying.writer.report();
+            Routed::Deferred
+        })
+        .unwrap_or(Routed::Write)
+}
+
+/// What a reconcile has set and not written yet: conditions, and the status its handler
+/// wrote.
+#[derive(Debug, Default)]
+struct Pending {
+    conditions: Vec<Condition>,
+    /// The merge of every status the handler wrote, in order.
+    status: Option<serde_json::Value>,
 }
 
 /// Keeps the `Ready` condition, and the conditions a handler sets, of a derived operator's
@@ -247,7 +294,7 @@ pub(crate) struct ReadyWriter {
     /// The conditions set during the reconcile of each object, by uid: an object made again
     /// under the same name never sees those of the one before. Each entry leaves when the
     /// reconcile that set it ends, however it ends ([`ReadyWriter::reconciling`]).
-    pending: dashmap::DashMap<String, Vec<Condition>>,
+    pending: dashmap::DashMap<String, Pending>,
 }
 
 /// The reconcile of one object, for as long as it runs: what it set and did not write is
@@ -331,12 +378,13 @@ impl ReadyWriter {
             tracing::warn!(object = %describe(object), "an object never stored has no conditions to set");
             return;
         };
-        self.pending.entry(uid).or_default().push(condition);
+        self.pending.entry(uid).or_default().conditions.push(condition);
         self.report();
     }
 
-    /// Writes `Ready` for the `outcome` of `object`'s apply, with the conditions set meanwhile,
-    /// when they differ from what the object has.
+    /// Writes, in one status write, what `object`'s apply wrote to its status (see
+    /// [`route`]) and `Ready` for its `outcome` with the conditions set meanwhile; nothing
+    /// when the object already has all of it.
     ///
     /// # Errors
     ///
@@ -347,23 +395,40 @@ impl ReadyWriter {
         P: ProvideApi<R>,
     {
         let uid = object.meta().uid.as_deref().unwrap_or_default();
-        let set = self.pending.remove(uid).map(|(_, set)| set).unwrap_or_default();
+        let pending = self.pending.remove(uid).map(|(_, pending)| pending).unwrap_or_default();
         self.report();
         if !self.enabled {
             return Ok(());
         }
-        let known = current(object);
+        let now = serde_json::to_value(object).ok().and_then(|mut value| value.get_mut("status").map(serde_json::Value::take));
+        let known = now
+            .as_ref()
+            .and_then(|status| status.get("conditions"))
+            .and_then(|conditions| serde_json::from_value::<Conditions>(conditions.clone()).ok())
+            .unwrap_or_default();
         let mut conditions = known.clone();
         let generation = object.meta().generation;
-        for condition in set {
+        for condition in pending.conditions {
             conditions.set(condition, generation);
         }
         conditions.set(ready(outcome, generation), generation);
-        if conditions == known {
+        let empty = || serde_json::Value::Object(serde_json::Map::new());
+        let mut status = pending.status.unwrap_or_else(empty);
+        let now = now.unwrap_or_else(empty);
+        let mut merged = now.clone();
+        json_patch::merge(&mut merged, &status);
+        if conditions == known && merged == now {
             return Ok(());
         }
+        if conditions != known
+            && let Some(fields) = status.as_object_mut()
+        {
+            let conditions = serde_json::to_value(&conditions)
+                .map_err(|source| Error::SerializeStatus { object: describe(object), source })?;
+            fields.insert("conditions".to_owned(), conditions);
+        }
         let (name, namespace) = name_and_scope(object)?;
-        let patch = serde_json::json!({ "status": { "conditions": conditions } });
+        let patch = serde_json::json!({ "status": status });
         provider
             .get(namespace.unwrap_or_default())?
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -371,15 +436,6 @@ impl ReadyWriter {
             .map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;
         Ok(())
     }
-}
-
-/// The conditions `object` has now (none when its status has none, or they do not parse).
-fn current<R: Serialize>(object: &R) -> Conditions {
-    serde_json::to_value(object)
-        .ok()
-        .and_then(|mut value| value.get_mut("status")?.get_mut("conditions").map(serde_json::Value::take))
-        .and_then(|conditions| serde_json::from_value(conditions).ok())
-        .unwrap_or_default()
 }
 
 /// `Ready` after an apply that ended with `outcome`.
