@@ -17,8 +17,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use serde::Deserialize as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde::Deserialize as _;
 
 /// A contender: a process the driver starts.
 #[derive(Debug, Clone)]

@@ -103,7 +103,8 @@ async fn on_fresh_control_plane<T>(
         for crd in crds {
             kuberator_test::install_crd_object(&client, crd).await?;
         }
-        let namespace: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": NAMESPACE } }))?;
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({ "metadata": { "name": NAMESPACE } }))?;
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await
@@ -160,7 +161,8 @@ pub(crate) async fn shared(
             "one process" => vec![vec![("BENCH_PAIR", "both".to_owned())]],
             _ => vec![vec![], vec![("BENCH_PAIR", "audit".to_owned())]],
         };
-        let log = |i: usize, phase: &str| logs.join(format!("shared-{}-{round}-{i}-{phase}.log", pairs.len()));
+        let log =
+            |i: usize, phase: &str| logs.join(format!("shared-{}-{round}-{i}-{phase}.log", pairs.len()));
         let start = |phase: &str| -> anyhow::Result<Vec<Process>> {
             pairs
                 .iter()
@@ -197,7 +199,8 @@ pub(crate) async fn shared(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(workload.settle).await;
-        let steady_rss_mib = processes.iter().map(|p| p.now().map(|s| s.rss_mib)).sum::<anyhow::Result<f64>>()?;
+        let steady_rss_mib =
+            processes.iter().map(|p| p.now().map(|s| s.rss_mib)).sum::<anyhow::Result<f64>>()?;
         let watches = open_watches(&client).await? - watches_before;
         let lists = lists(&client).await? - lists_before;
         for process in processes {
@@ -264,7 +267,8 @@ pub(crate) async fn failover(
         crate::run::change_all(&api, workload.objects).await?;
         observer.wait("every change to be reconciled", |seen| seen.reconciled == workload.objects).await?;
         tokio::time::sleep(workload.settle).await;
-        let watch_bytes = api_server_metric(&client, "apiserver_watch_events_sizes_sum", &[]).await? - bytes_before;
+        let watch_bytes =
+            api_server_metric(&client, "apiserver_watch_events_sizes_sum", &[]).await? - bytes_before;
 
         let killed = Instant::now();
         leader.kill9().await;

@@ -350,8 +350,11 @@ pub(crate) fn multi(results: &MultiResults) -> String {
     if results.shared.is_empty() && results.failover.is_empty() {
         return out;
     }
-    let _ = writeln!(out, "## Several controllers in one process
-");
+    let _ = writeln!(
+        out,
+        "## Several controllers in one process
+"
+    );
     let _ = writeln!(
         out,
         "Written by `scripts/bench --shared` and `scripts/bench --failover` (Kuberator alone; a \
@@ -374,7 +377,10 @@ pub(crate) fn multi(results: &MultiResults) -> String {
              `benches`; memory is the RSS of every process of the layout, settled with N objects, \
              less its RSS with none, per object.\n"
         );
-        let _ = writeln!(out, "| layout | watches of Bench | LISTs of Bench | RSS idle (MiB) | RSS with N (MiB) | KiB per Bench |");
+        let _ = writeln!(
+            out,
+            "| layout | watches of Bench | LISTs of Bench | RSS idle (MiB) | RSS with N (MiB) | KiB per Bench |"
+        );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
         for layout in ["one process", "two processes"] {
             let runs: Vec<&SharedRun> = results.shared.iter().filter(|r| r.layout == layout).collect();

@@ -447,7 +447,10 @@ pub(crate) fn name(index: usize) -> String {
     format!("bench-{index:05}")
 }
 
-pub(crate) async fn create_all(api: &Api<DynamicObject>, names: impl Iterator<Item = String>) -> anyhow::Result<()> {
+pub(crate) async fn create_all(
+    api: &Api<DynamicObject>,
+    names: impl Iterator<Item = String>,
+) -> anyhow::Result<()> {
     let params = PatchParams::apply("bench-driver").force();
     futures::stream::iter(names)
         .map(|name| {

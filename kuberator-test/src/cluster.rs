@@ -159,7 +159,9 @@ impl TestCluster {
         let prefix = format!("{metric}{{");
         Ok(metrics
             .lines()
-            .filter(|line| line.starts_with(&prefix) && labels.iter().all(|label| line.contains(label.as_str())))
+            .filter(|line| {
+                line.starts_with(&prefix) && labels.iter().all(|label| line.contains(label.as_str()))
+            })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }

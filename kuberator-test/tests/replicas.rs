@@ -56,7 +56,11 @@ async fn leader_and_standby(test: &Test) -> (Replica, Replica) {
         if kuberator_test::metric(&metrics, "kuberator_cached_objects{kind=\"Baton\"}") == Some(1.0) {
             break;
         }
-        assert!(Instant::now() < deadline, "the standby's cache never held the object:\n{metrics}\n{}", b.log());
+        assert!(
+            Instant::now() < deadline,
+            "the standby's cache never held the object:\n{metrics}\n{}",
+            b.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(test.holder().await.as_deref(), Some("replica-a"));

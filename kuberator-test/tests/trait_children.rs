@@ -461,7 +461,13 @@ mod shelves {
     }
 
     #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
-    #[kube(group = "test.kuberator.dev", version = "v1", kind = "ShelfAudit", namespaced, status = "NoteStatus")]
+    #[kube(
+        group = "test.kuberator.dev",
+        version = "v1",
+        kind = "ShelfAudit",
+        namespaced,
+        status = "NoteStatus"
+    )]
     pub(crate) struct ShelfAuditSpec {
         pub(crate) shelf: String,
     }
@@ -522,7 +528,11 @@ mod shelves {
             Ok(Action::await_change())
         }
 
-        async fn handle_cleanup(&self, _audit: Arc<ShelfAudit>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        async fn handle_cleanup(
+            &self,
+            _audit: Arc<ShelfAudit>,
+            _ctx: &Ctx<Self>,
+        ) -> kuberator::Result<Action> {
             Ok(Action::await_change())
         }
     }
@@ -556,13 +566,20 @@ async fn controllers_of_one_process_share_one_watch_per_kind() {
             if open == expected {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "{open} watches of {plural} {when}, not {expected}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{open} watches of {plural} {when}, not {expected}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let follows = async |note: &'static str| {
         shelf_api
-            .patch("books", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(serde_json::json!({ "spec": { "note": note } })))
+            .patch(
+                "books",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({ "spec": { "note": note } })),
+            )
             .await
             .unwrap();
         let audited = |audit: Option<&shelves::ShelfAudit>| {
@@ -570,12 +587,16 @@ async fn controllers_of_one_process_share_one_watch_per_kind() {
         };
         wait_for(&audits, "books", minute, "the audit to follow the shelf", audited).await.unwrap();
         let child = |map: Option<&ConfigMap>| map.and_then(|map| map.data.as_ref()?.get("note").cloned());
-        wait_for(&maps, "books-audit", minute, "the audit's child", |map| child(map).as_deref() == Some(note))
-            .await
-            .unwrap();
-        wait_for(&maps, "books-shelf", minute, "the shelf's child", |map| child(map).as_deref() == Some(note))
-            .await
-            .unwrap();
+        wait_for(&maps, "books-audit", minute, "the audit's child", |map| {
+            child(map).as_deref() == Some(note)
+        })
+        .await
+        .unwrap();
+        wait_for(&maps, "books-shelf", minute, "the shelf's child", |map| {
+            child(map).as_deref() == Some(note)
+        })
+        .await
+        .unwrap();
     };
 
     // Apart: each its own caches, as two processes would have.
@@ -620,7 +641,13 @@ mod ledgers {
     use kuberator::status::Condition;
 
     #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
-    #[kube(group = "test.kuberator.dev", version = "v1", kind = "Ledger", namespaced, status = "LedgerStatus")]
+    #[kube(
+        group = "test.kuberator.dev",
+        version = "v1",
+        kind = "Ledger",
+        namespaced,
+        status = "LedgerStatus"
+    )]
     pub(crate) struct LedgerSpec {
         pub(crate) entry: String,
     }
@@ -685,7 +712,8 @@ async fn a_reconcile_writes_its_status_and_conditions_once() {
                     && status.observed_generation == Some(generation)
                     && status.conditions.is_true("Ready")
                     && status.conditions.is_true("Balanced")
-                    && status.conditions.get("Ready").and_then(|ready| ready.observed_generation) == Some(generation)
+                    && status.conditions.get("Ready").and_then(|ready| ready.observed_generation)
+                        == Some(generation)
             })
         }
     };
@@ -695,7 +723,11 @@ async fn a_reconcile_writes_its_status_and_conditions_once() {
     // Nothing more comes: the echo of the status write reconciles nothing.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let created = writes().await;
-    assert_eq!((created.0 - before.0, created.1 - before.1), (1, 1), "finalizer and status patches of a new object");
+    assert_eq!(
+        (created.0 - before.0, created.1 - before.1),
+        (1, 1),
+        "finalizer and status patches of a new object"
+    );
 
     let patch = serde_json::json!({ "spec": { "entry": "closed" } });
     ledger_api

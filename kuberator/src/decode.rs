@@ -44,8 +44,8 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::events::EventData;
-use crate::shared::Change;
 use crate::events::EventRecorder;
+use crate::shared::Change;
 use crate::telemetry::ControllerMetrics;
 
 /// Per object (by uid) that does not decode now, the resourceVersion last reported: as many

@@ -389,7 +389,9 @@ fn triggers<K: Child>(references: &References, caches: &Caches, namespace: Optio
                 Change::Applied { object, new: true, .. } | Change::Deleted(object) => {
                     vec![(object.namespace(), object.name_any())]
                 }
-                Change::Listed { gone } => gone.iter().map(|gone| (gone.namespace(), gone.name_any())).collect(),
+                Change::Listed { gone } => {
+                    gone.iter().map(|gone| (gone.namespace(), gone.name_any())).collect()
+                }
                 _ => Vec::new(),
             };
             let parents: Vec<ParentKey> = touched

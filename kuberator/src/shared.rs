@@ -348,7 +348,8 @@ where
         let fanout = &mut *fanout;
         let change = match event {
             watcher::Event::Init => {
-                let before = self.reader.state().into_iter().map(|object| (ObjectRef::from_obj(&*object), object));
+                let before =
+                    self.reader.state().into_iter().map(|object| (ObjectRef::from_obj(&*object), object));
                 fanout.list = Some(List { before: before.collect(), undecodable: HashMap::new() });
                 fanout.writer.apply_watcher_event(&watcher::Event::Init);
                 Change::Listing
@@ -356,7 +357,9 @@ where
             watcher::Event::InitApply(object) => {
                 let object = self.trimmed(object);
                 let new = self.is_new(&object);
-                let list = fanout.list.get_or_insert_with(|| List { before: HashMap::new(), undecodable: HashMap::new() });
+                let list = fanout
+                    .list
+                    .get_or_insert_with(|| List { before: HashMap::new(), undecodable: HashMap::new() });
                 match &object {
                     Watched::Decoded(decoded) => {
                         list.before.remove(&ObjectRef::from_obj(decoded));
@@ -373,8 +376,9 @@ where
                 fanout.writer.apply_watcher_event(&watcher::Event::InitDone);
                 self.count(self.reader.len(), before);
                 let list = fanout.list.take();
-                let (gone, undecodable) =
-                    list.map(|list| (list.before.into_values().collect(), list.undecodable)).unwrap_or_default();
+                let (gone, undecodable) = list
+                    .map(|list| (list.before.into_values().collect(), list.undecodable))
+                    .unwrap_or_default();
                 fanout.undecodable = undecodable;
                 fanout.synced = true;
                 self.synced.send_replace(true);

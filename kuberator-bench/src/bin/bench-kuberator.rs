@@ -60,7 +60,13 @@ impl BenchOperator {
 /// A second kind, whose objects name a `Bench`: a controller that references a kind another
 /// controller reconciles.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
-#[kube(group = "bench.kuberator.dev", version = "v1", kind = "BenchAudit", namespaced, status = "AuditStatus")]
+#[kube(
+    group = "bench.kuberator.dev",
+    version = "v1",
+    kind = "BenchAudit",
+    namespaced,
+    status = "AuditStatus"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BenchAuditSpec {
     /// The `Bench` it audits.
@@ -97,7 +103,8 @@ pub struct AuditOperator;
 impl AuditOperator {
     async fn handle_apply(&self, audit: Arc<BenchAudit>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
         let bench = ctx.referenced::<Bench>(&audit).await?;
-        let status = AuditStatus { replicas: bench.map(|bench| bench.spec.replicas), ..AuditStatus::default() };
+        let status =
+            AuditStatus { replicas: bench.map(|bench| bench.spec.replicas), ..AuditStatus::default() };
         ctx.update_status(&audit, status).await?;
         Ok(Action::await_change())
     }
@@ -121,7 +128,11 @@ async fn main() -> anyhow::Result<()> {
     kuberator_bench::answer_counts(|| async { reconciles() });
     match std::env::var("BENCH_PAIR").as_deref() {
         Ok("both") => {
-            kuberator::Operators::new().with(BenchOperator).with(AuditOperator).run(kuberator::program!()).await
+            kuberator::Operators::new()
+                .with(BenchOperator)
+                .with(AuditOperator)
+                .run(kuberator::program!())
+                .await
         }
         Ok("audit") => AuditOperator.run().await,
         _ => BenchOperator.run().await,

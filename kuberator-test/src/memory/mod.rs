@@ -357,7 +357,11 @@ impl MemoryServer {
     /// `apiserver_longrunning_requests{verb="WATCH"}` counts them.
     pub fn open_watches(&self, plural: &str) -> usize {
         let state = self.inner.state.lock().expect("state lock");
-        state.watchers.iter().filter(|watcher| watcher.resource.plural == plural && !watcher.sender.is_closed()).count()
+        state
+            .watchers
+            .iter()
+            .filter(|watcher| watcher.resource.plural == plural && !watcher.sender.is_closed())
+            .count()
     }
 
     /// How many `verb` requests to `resource` (`widgets`, or `widgets/status`; of any group)

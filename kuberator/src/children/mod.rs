@@ -546,7 +546,11 @@ impl Children {
 
     /// The trigger streams of every owned kind, watched in `namespace` (every namespace when
     /// `None`), each filling its cache.
-    pub(crate) fn watch(&self, caches: &crate::shared::Caches, namespace: Option<&str>) -> Vec<watch::Triggers> {
+    pub(crate) fn watch(
+        &self,
+        caches: &crate::shared::Caches,
+        namespace: Option<&str>,
+    ) -> Vec<watch::Triggers> {
         self.inner.owned.iter().map(|owned| (owned.watch)(self, caches, namespace)).collect()
     }
 }

@@ -55,7 +55,7 @@ use crate::status::conditions::ReadyWriter;
 ///
 /// With conditions, the status `handle_apply` writes goes out with them, in the one status
 /// write of the reconcile, when the handler returns (see
-/// [`status::conditions`](crate::status::conditions#guarantees)): a change of the spec costs
+/// [one status write per reconcile](crate::status#one-status-write-per-reconcile)): a change of the spec costs
 /// one write, not two.
 pub struct Ctx<O: Operator> {
     operator: O,

@@ -18,21 +18,7 @@
 //! - `observedGeneration` is the `metadata.generation` the condition was computed from.
 //! - The schema marks the list as a map keyed by `type`
 //!   (`x-kubernetes-list-type: map`), as the Kubernetes API conventions ask.
-//! - One status write per reconcile: in a derived operator whose status has `conditions`, what
-//!   `handle_apply` writes to its object's status (`Ctx::update_status`, or the repository's
-//!   `update_status`, merged in order when it writes several times) is written together with
-//!   `Ready` and the conditions it set, in one merge patch when it returns; nothing when the
-//!   object already holds all of it. A new object costs two writes (the finalizer, the
-//!   status), a change of its spec one. `Ready=True` is never written before the handler
-//!   returned.
-//!
-//! # Caveats
-//!
-//! - Inside `handle_apply`, a status write returns before it reaches the API server, and a
-//!   write the API server refuses fails the reconcile (`Ready=False`, with the reason)
-//!   instead of the call. A status meant to show progress during a long handler (a
-//!   `Provisioning` phase) shows when the handler returns: return
-//!   `Action::requeue(...)` between steps to show each.
+//! - One status write per reconcile: see [the status module](crate::status#one-status-write-per-reconcile).
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -400,7 +386,9 @@ impl ReadyWriter {
         if !self.enabled {
             return Ok(());
         }
-        let now = serde_json::to_value(object).ok().and_then(|mut value| value.get_mut("status").map(serde_json::Value::take));
+        let now = serde_json::to_value(object)
+            .ok()
+            .and_then(|mut value| value.get_mut("status").map(serde_json::Value::take));
         let known = now
             .as_ref()
             .and_then(|status| status.get("conditions"))

@@ -2,6 +2,22 @@
 //! operator maintains), the observed-generation pattern ([`ObserveGeneration`]) and errors in
 //! status ([`AsStatusError`], [`WithStatusError`]; also at the crate root, where the seed put
 //! them).
+//!
+//! # One status write per reconcile
+//!
+//! In a derived operator whose status has `conditions`, what `handle_apply` writes to its
+//! object's status (`Ctx::update_status`, or the repository's `update_status`; merged in order
+//! when it writes several times) is written together with `Ready` and the conditions it set,
+//! in one merge patch when it returns; nothing when the object already holds all of it. A new
+//! object costs two writes (the finalizer, the status), a change of its spec one. `Ready=True`
+//! is never written before the handler returned.
+//!
+//! Inside `handle_apply`, a status write therefore returns before it reaches the API server,
+//! and a write the API server refuses fails the reconcile (`Ready=False`, with the reason)
+//! instead of the call. A status meant to show progress during a long handler (a
+//! `Provisioning` phase) shows when the handler returns: return `Action::requeue(...)`
+//! between steps to show each. Cleanups, trait-level operators and statuses without
+//! `conditions` write at once, as called.
 
 pub(crate) mod conditions;
 
