@@ -269,7 +269,6 @@ where
     .await;
 }
 
-/// [`Reconcile::error_policy`] with a given cap (`None`: no retry) and base.
 /// Starts in `caches` every watch `reconciler` runs on (its kind's, its children's, its
 /// referenced kinds'), without running it: they list and stay synced, so that a later start
 /// (a replica that wins the Lease) finds them ready.
@@ -292,6 +291,7 @@ where
     }
 }
 
+/// [`Reconcile::error_policy`] with a given cap (`None`: no retry) and base.
 pub(crate) fn back_off<R, C, F, P>(
     object: Arc<R>,
     error: &Error,
