@@ -187,3 +187,30 @@ async fn the_derived_operator_behaves_like_the_hand_written_one() {
     }
     test.cleanup().await;
 }
+
+/// Issue 22, item 4, on whichever server `KUBERATOR_TEST_CLUSTER` picks: of two replicas of
+/// a derived operator (processes, leader election on), the standby lists and follows the
+/// objects it does not reconcile (warm standby: its `kuberator_cached_objects`), writes
+/// nothing, and takes over when the leader stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_replica_keeps_its_cache_warm_and_takes_over() {
+    use support::baton::Replica;
+    let test = support::baton::setup("warm").await;
+    let mut a = Replica::start(&test, "replica-a");
+    test.wait_holder("replica-a", Duration::from_secs(30)).await;
+    a.wait_ready().await;
+    let b = Replica::start(&test, "replica-b");
+    b.wait_ready().await;
+    test.create("first").await;
+    assert_eq!(test.reconciled_by("first", Duration::from_secs(30)).await, "replica-a");
+    b.wait_cached(1.0).await;
+    assert_eq!(b.reconciles().await, 0.0, "the standby reconciled:\n{}", b.log());
+
+    a.signal("TERM");
+    a.exited(Duration::from_secs(30)).await;
+    test.create("second").await;
+    assert_eq!(test.reconciled_by("second", Duration::from_secs(30)).await, "replica-b");
+    b.wait_cached(2.0).await;
+    drop((a, b));
+    test.cleanup().await;
+}

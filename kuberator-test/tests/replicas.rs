@@ -50,19 +50,7 @@ async fn leader_and_standby(test: &Test) -> (Replica, Replica) {
     assert!(a.reconciles().await >= 1.0, "{}", a.log());
     assert_eq!(b.reconciles().await, 0.0, "the standby reconciled:\n{}", b.log());
     // A warm standby: its cache lists and follows the objects it does not reconcile.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = b.get("/metrics").await.map(|(_, body)| body).unwrap_or_default();
-        if kuberator_test::metric(&metrics, "kuberator_cached_objects{kind=\"Baton\"}") == Some(1.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the standby's cache never held the object:\n{metrics}\n{}",
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_cached(1.0).await;
     assert_eq!(test.holder().await.as_deref(), Some("replica-a"));
     (a, b)
 }

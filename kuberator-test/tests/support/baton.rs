@@ -19,7 +19,6 @@ use kube::api::ApiResource;
 use kube::api::DynamicObject;
 use kube::api::GroupVersionKind;
 use kube::api::PostParams;
-use kuberator_test::ControlPlane;
 
 pub const OPERATOR: &str = env!("CARGO_BIN_EXE_baton-operator");
 /// The derived operator's controller name, and so its Lease's.
@@ -39,7 +38,13 @@ pub struct Test {
 /// A namespace of the test's own, and the operator's CRD as its `crd` subcommand prints it.
 pub async fn setup(prefix: &str) -> Test {
     let client = kuberator_test::admin_client().await;
-    let control_plane = ControlPlane::shared().await.unwrap();
+    // The replicas reach the server the test runs on: the in-memory one over HTTPS.
+    let kubeconfig = match kuberator_test::TestCluster::shared().await.unwrap() {
+        kuberator_test::TestCluster::InMemory(server) => {
+            server.https().await.unwrap().kubeconfig_path().to_owned()
+        }
+        kuberator_test::TestCluster::Real(control_plane) => control_plane.kubeconfig_path().to_owned(),
+    };
     let printed = Command::new(OPERATOR).arg("crd").output().unwrap();
     assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
     let crd: CustomResourceDefinition = serde_yaml_ng::from_slice(&printed.stdout).unwrap();
@@ -55,7 +60,7 @@ pub async fn setup(prefix: &str) -> Test {
         dir,
         batons: Api::namespaced_with(client.clone(), &namespace, &resource),
         leases: Api::namespaced(client.clone(), &namespace),
-        kubeconfig: control_plane.kubeconfig_path().to_owned(),
+        kubeconfig,
         client,
         namespace,
     }
@@ -219,6 +224,17 @@ impl Replica {
 
     pub async fn leading(&self, lease: &str) -> Option<f64> {
         self.metric(&format!("kuberator_leader{{lease=\"{lease}\"}}")).await
+    }
+
+    /// Waits up to 10 s until the standby's cache holds `objects` Batons (warm standby:
+    /// `kuberator_cached_objects`).
+    pub async fn wait_cached(&self, objects: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let series = "kuberator_cached_objects{kind=\"Baton\"}";
+        while self.metric(series).await != Some(objects) {
+            assert!(Instant::now() < deadline, "{series} never {objects}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn reconciles(&self) -> f64 {
