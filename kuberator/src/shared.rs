@@ -248,8 +248,6 @@ where
     live: Vec<mpsc::UnboundedSender<Change<K>>>,
     /// Subscribers that get theirs when the list in progress is done.
     waiting: Vec<mpsc::UnboundedSender<Change<K>>>,
-    /// A list has completed.
-    synced: bool,
     /// The list in progress.
     list: Option<List<K>>,
     /// The objects that do not decode, by uid: not in the store, but part of a list.
@@ -292,7 +290,6 @@ where
                 writer,
                 live: Vec::new(),
                 waiting: Vec::new(),
-                synced: false,
                 list: None,
                 undecodable: HashMap::new(),
             }),
@@ -306,7 +303,7 @@ where
     fn subscribe(&self) -> Subscription<K> {
         let (sender, changes) = mpsc::unbounded();
         let mut fanout = self.fanout();
-        if fanout.synced && fanout.list.is_none() {
+        if *self.synced.borrow() && fanout.list.is_none() {
             self.replay(&fanout, &sender);
             fanout.live.push(sender);
         } else {
@@ -351,7 +348,7 @@ where
                 let before =
                     self.reader.state().into_iter().map(|object| (ObjectRef::from_obj(&*object), object));
                 fanout.list = Some(List { before: before.collect(), undecodable: HashMap::new() });
-                fanout.writer.apply_watcher_event(&watcher::Event::Init);
+                self.store(&mut fanout.writer, &watcher::Event::Init);
                 Change::Listing
             }
             watcher::Event::InitApply(object) => {
@@ -363,7 +360,7 @@ where
                 match &object {
                     Watched::Decoded(decoded) => {
                         list.before.remove(&ObjectRef::from_obj(decoded));
-                        fanout.writer.apply_watcher_event(&watcher::Event::InitApply(decoded.clone()));
+                        self.store(&mut fanout.writer, &watcher::Event::InitApply(decoded.clone()));
                     }
                     Watched::Undecodable(_) => {
                         list.undecodable.insert(object.uid().unwrap_or_default(), object.clone());
@@ -372,15 +369,12 @@ where
                 Change::Applied { object, listed: true, new }
             }
             watcher::Event::InitDone => {
-                let before = self.reader.len();
-                fanout.writer.apply_watcher_event(&watcher::Event::InitDone);
-                self.count(self.reader.len(), before);
+                self.store(&mut fanout.writer, &watcher::Event::InitDone);
                 let list = fanout.list.take();
                 let (gone, undecodable) = list
                     .map(|list| (list.before.into_values().collect(), list.undecodable))
                     .unwrap_or_default();
                 fanout.undecodable = undecodable;
-                fanout.synced = true;
                 self.synced.send_replace(true);
                 tracing::debug!(
                     kind = %K::kind(&K::DynamicType::default()),
@@ -403,9 +397,7 @@ where
                 match &object {
                     Watched::Decoded(decoded) => {
                         fanout.undecodable.remove(&decoded.uid().unwrap_or_default());
-                        let before = self.reader.len();
-                        fanout.writer.apply_watcher_event(&watcher::Event::Apply(decoded.clone()));
-                        self.count(self.reader.len(), before);
+                        self.store(&mut fanout.writer, &watcher::Event::Apply(decoded.clone()));
                     }
                     Watched::Undecodable(_) => {
                         fanout.undecodable.insert(object.uid().unwrap_or_default(), object.clone());
@@ -416,9 +408,7 @@ where
             watcher::Event::Delete(object) => {
                 fanout.undecodable.remove(&object.uid().unwrap_or_default());
                 if let Watched::Decoded(decoded) = &object {
-                    let before = self.reader.len();
-                    fanout.writer.apply_watcher_event(&watcher::Event::Delete(decoded.clone()));
-                    self.count(self.reader.len(), before);
+                    self.store(&mut fanout.writer, &watcher::Event::Delete(decoded.clone()));
                 }
                 Change::Deleted(object)
             }
@@ -426,9 +416,13 @@ where
         fanout.live.retain(|subscriber| subscriber.unbounded_send(change.clone()).is_ok());
     }
 
-    /// The store went from `before` objects to `now`.
-    fn count(&self, now: usize, before: usize) {
-        let change = i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+    /// Applies `event` to the store through `writer` (the fan-out's, under its lock), and
+    /// its change in size to `kuberator_cached_objects`.
+    fn store(&self, writer: &mut Writer<K>, event: &watcher::Event<K>) {
+        let before = self.reader.len();
+        writer.apply_watcher_event(event);
+        let change =
+            i64::try_from(self.reader.len()).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
         if change != 0 {
             self.cached.inc_by(change);
         }

@@ -241,7 +241,7 @@ pub(crate) fn route(uid: Option<&str>, status: &mut serde_json::Value) -> Routed
             }
             let Some(fields) = status.as_object_mut() else { return Routed::Write };
             let conditions = match fields.remove("conditions") {
-                Some(conditions) => match serde_json::from_value::<Conditions>(conditions.clone()) {
+                Some(conditions) => match Conditions::deserialize(&conditions) {
                     Ok(conditions) => conditions,
                     // Not conditions as Kuberator writes them: the status goes as given.
                     Err(_) => {
@@ -392,7 +392,7 @@ impl ReadyWriter {
         let known = now
             .as_ref()
             .and_then(|status| status.get("conditions"))
-            .and_then(|conditions| serde_json::from_value::<Conditions>(conditions.clone()).ok())
+            .and_then(|conditions| Conditions::deserialize(conditions).ok())
             .unwrap_or_default();
         let mut conditions = known.clone();
         let generation = object.meta().generation;
