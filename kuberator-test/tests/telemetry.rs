@@ -62,8 +62,10 @@ async fn metrics_count_reconciles_and_readiness_waits_for_the_initial_sync() {
     );
     assert_eq!(value(&metrics, &format!("kuberator_reconciles_in_flight{{{controller}}}")), Some(0.0));
     assert_eq!(value(&metrics, &format!("kuberator_ready{{{controller}}}")), Some(1.0));
-    let queue = format!("kuberator_queue_depth{{{controller}}}");
+    let queue = format!("kuberator_queue_depth{{{controller},priority=\"change\"}}");
     assert_eq!(value(&metrics, &queue), Some(0.0));
+    let waits = format!("kuberator_queue_wait_seconds_count{{{controller},priority=\"change\"}}");
+    assert!(value(&metrics, &waits).is_some_and(|waits| waits >= 3.0), "{metrics}");
 
     // Five slow objects at once, two reconciles at a time: the rest wait, and the queue
     // depth shows them; once all are done it is back to zero.

@@ -17,12 +17,9 @@ use futures::stream::BoxStream;
 use kube::Api;
 use kube::Resource;
 use kube::runtime::Controller;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller;
 use kube::runtime::controller::Action;
-use kube::runtime::predicates;
 use kube::runtime::reflector;
-use kube::runtime::utils::Predicate;
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 
@@ -36,6 +33,11 @@ use crate::events::EventData;
 use crate::events::EventRecorder;
 use crate::object::describe;
 use crate::own_writes::OwnWrites;
+use crate::queue::Feeder;
+use crate::queue::Handed;
+use crate::queue::Priority;
+use crate::queue::Requeue;
+use crate::queue::Trigger;
 use crate::shared::Caches;
 use crate::shared::Subscription;
 use crate::shutdown::AbortOnDrop;
@@ -96,7 +98,7 @@ where
         caches,
     } = setup;
     let (telemetry, _registered) = ControllerMetrics::new(recorder.controller());
-    let waiting = Arc::new(Waiting::default());
+    let handed = Arc::new(Handed::default());
     let failures = Arc::new(Failures::new(recorder.controller()));
     let own_writes = Arc::new(OwnWrites::new(recorder.controller(), keep_managed_fields));
 
@@ -122,18 +124,37 @@ where
         store: reader.clone(),
         own_writes: Arc::clone(&own_writes),
         failures: Arc::clone(&failures),
+        seen: Seen::new(recorder.controller()),
         references,
     };
-    let changes = changes(subscription, namespaces, &recorder, &telemetry, &waiting, remembered);
+    let changes = changes(subscription, namespaces, &recorder, &telemetry, remembered);
+    let triggers = match parents {
+        Some(parents) => {
+            futures::stream::select(changes, parents.map(|parent| Trigger::Reconcile(parent, Priority::Change)))
+                .boxed()
+        }
+        None => changes.boxed(),
+    };
     let concurrency = match limit {
         None | Some(0) => 0,
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
     };
-    let mut controller = Controller::for_stream(changes, reader.clone())
-        .with_config(controller::Config::default().concurrency(concurrency));
-    if let Some(parents) = parents {
-        controller = controller.reconcile_on(parents);
-    }
+    let (requeue, requeues) = tokio::sync::mpsc::unbounded_channel();
+    let window = if concurrency == 0 { usize::MAX } else { usize::from(concurrency) };
+    let feeder = Feeder::new(
+        triggers,
+        requeues,
+        crate::queue::DEFAULT_AGING,
+        window,
+        reader.clone(),
+        Arc::clone(&handed),
+        telemetry.clone(),
+    );
+    // Everything reaches kube through the feeder, in its order; kube's own trigger stream
+    // stays empty (and open: its end would stop the controller).
+    let controller = Controller::for_stream(futures::stream::pending::<Result<R, watcher::Error>>(), reader.clone())
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .reconcile_on(feeder);
     let (controller, _signal) = stop_on(controller, shutdown);
 
     let reconcile = isolate(
@@ -141,14 +162,15 @@ where
         timeout,
         Arc::clone(&failures),
         telemetry.clone(),
-        Arc::clone(&waiting),
+        Arc::clone(&handed),
+        requeue,
         own_writes,
         reader.clone(),
     );
     let on_error =
         report_failure(recorder, telemetry.clone(), error_policy, reader.clone(), Arc::clone(&failures));
     let running = controller.run(reconcile, on_error, context).for_each(move |result| {
-        log_outcome(result, &telemetry, &waiting);
+        log_outcome(result, &handed);
         futures::future::ready(())
     });
     // The error policy runs while this future is polled, and finds the failure counts here.
@@ -156,38 +178,44 @@ where
     tracing::info!("controller stopped");
 }
 
-/// The watch stream: the shared watch of `R` (see [`crate::shared`]), every object decoded on
-/// its own (see [`crate::decode`]) and trimmed (see [`crate::own_writes`]), only the watched
-/// namespaces, only generation and finalizer changes (so status writes do not trigger
-/// reconciles; requeues bypass this) that are not the echo of our own finalizer write, each
-/// change counted in the queue depth until its reconcile starts.
+/// The watch stream as [`Trigger`]s: the shared watch of `R` (see [`crate::shared`]), every
+/// object decoded on its own (see [`crate::decode`]) and trimmed (see [`crate::own_writes`]),
+/// only the watched namespaces, only generation and finalizer changes (so status writes do not
+/// trigger reconciles; requeues bypass this) that are not the echo of our own finalizer write.
+/// The objects of the controller's first list are resyncs; every later change (a relist's
+/// too: it passed the filter, so it changed while the watch was down) is a change.
 fn changes<R>(
     subscription: Subscription<R>,
     namespaces: Vec<String>,
     recorder: &EventRecorder,
     telemetry: &ControllerMetrics,
-    waiting: &Arc<Waiting>,
     remembered: Remembered<R>,
-) -> impl Stream<Item = Result<R, watcher::Error>> + Send + 'static
+) -> impl Stream<Item = Trigger<reflector::ObjectRef<R>>> + Send + 'static
 where
     R: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     R::DynamicType: Default + Eq + Hash + Clone,
 {
     let undecodable = Arc::new(DecodeFailures::new(recorder.controller()));
-    let (waiting, counted) = (Arc::clone(waiting), telemetry.clone());
-    let echoed = Arc::clone(&remembered.own_writes);
-    decoded_changes(subscription.changes, namespaces, recorder.clone(), undecodable, telemetry.clone())
-        .inspect(move |event| remembered.follow(event))
-        .map(Ok)
-        .touched_objects()
-        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default())
-        // After the predicate, so that it remembers the finalizers as they are now.
-        .filter(move |change| ready(!matches!(change, Ok(object) if echoed.is_echo(object))))
-        .inspect(move |change| {
-            if let Ok(object) = change {
-                counted.queue_depth(waiting.add(object.meta().namespace.clone(), object.meta().name.clone()));
-            }
-        })
+    let mut listed_once = false;
+    decoded_changes(subscription.changes, namespaces, recorder.clone(), undecodable, telemetry.clone()).filter_map(
+        move |event| {
+            remembered.follow(&event);
+            let trigger = match event {
+                watcher::Event::Apply(object) => remembered.changed(&object, Priority::Change),
+                watcher::Event::InitApply(object) => {
+                    let priority = if listed_once { Priority::Change } else { Priority::Resync };
+                    remembered.changed(&object, priority)
+                }
+                watcher::Event::Delete(object) => Some(Trigger::Gone(reflector::ObjectRef::from_obj(&object))),
+                watcher::Event::InitDone => {
+                    listed_once = true;
+                    None
+                }
+                watcher::Event::Init => None,
+            };
+            ready(trigger)
+        },
+    )
 }
 
 /// What the controller keeps per object, and the store that says which objects exist: each
@@ -200,6 +228,8 @@ where
     store: reflector::Store<R>,
     own_writes: Arc<OwnWrites>,
     failures: Arc<Failures>,
+    /// What the change filter last let through, per object.
+    seen: Seen,
     references: Option<crate::references::References>,
 }
 
@@ -215,6 +245,7 @@ where
                 }
             }
             watcher::Event::Delete(object) => {
+                self.seen.forget(object.meta());
                 self.own_writes.forget(object);
                 self.failures.forget(&describe(object));
                 if let Some(references) = &self.references {
@@ -225,6 +256,7 @@ where
             watcher::Event::InitDone => {
                 let objects = self.store.state();
                 let uids = objects.iter().filter_map(|object| object.meta().uid.clone()).collect();
+                self.seen.retain(&uids);
                 self.own_writes.retain(&uids);
                 self.failures.retain(&objects.iter().map(|object| describe(&**object)).collect());
                 if let Some(references) = &self.references {
@@ -234,6 +266,15 @@ where
             }
             _ => {}
         }
+    }
+
+    /// A reconcile of `object` for `priority`, unless neither its generation nor its
+    /// finalizers changed since the last one let through, or it is the echo of our own
+    /// finalizer write.
+    fn changed(&self, object: &R, priority: Priority) -> Option<Trigger<reflector::ObjectRef<R>>> {
+        // Checked second, so that `seen` remembers the finalizers as they are now.
+        (self.seen.changed(object.meta()) && !self.own_writes.is_echo(object))
+            .then(|| Trigger::Reconcile(reflector::ObjectRef::from_obj(object), priority))
     }
 }
 
@@ -273,7 +314,8 @@ fn isolate<R, C, Rec, RecFut>(
     timeout: Option<std::time::Duration>,
     failures: Arc<Failures>,
     telemetry: ControllerMetrics,
-    waiting: Arc<Waiting>,
+    handed: Arc<Handed>,
+    requeue: tokio::sync::mpsc::UnboundedSender<Requeue<R>>,
     own_writes: Arc<OwnWrites>,
     store: reflector::Store<R>,
 ) -> impl FnMut(Arc<R>, Arc<C>) -> BoxFuture<'static, Result<Action>>
@@ -284,19 +326,24 @@ where
     RecFut: Future<Output = Result<Action>> + Send + 'static,
 {
     move |object: Arc<R>, context: Arc<C>| {
-        telemetry.queue_depth(waiting.remove(object.meta().namespace.clone(), object.meta().name.clone()));
+        if let Some((priority, since)) =
+            handed.started(object.meta().namespace.clone(), object.meta().name.clone().unwrap_or_default())
+        {
+            telemetry.waited(priority.label(), since.elapsed());
+        }
         let label = describe(&*object);
+        let reference = reflector::ObjectRef::from_obj(&*object);
         // Started here, in the same step as kube took the object from the store: no Delete
         // can come in between.
         let running = object.meta().uid.clone().map(|uid| {
-            let (store, reference) = (store.clone(), reflector::ObjectRef::from_obj(&*object));
+            let (store, reference) = (store.clone(), reference.clone());
             own_writes.started(&uid.clone(), move || {
                 store.get(&reference).is_none_or(|now| now.meta().uid.as_ref() != Some(&uid))
             })
         });
         let reconciling =
             Arc::clone(&own_writes).scope(AssertUnwindSafe(reconcile(object, context)).catch_unwind());
-        let (failures, telemetry) = (Arc::clone(&failures), telemetry.clone());
+        let (failures, telemetry, requeue) = (Arc::clone(&failures), telemetry.clone(), requeue.clone());
         async move {
             telemetry.started();
             let _running = InFlight::enter(&label);
@@ -315,6 +362,16 @@ where
                 failures.succeeded(&label);
             }
             drop(running);
+            // A periodic requeue waits in the feeder, as a resync; a failure's retry is kube's.
+            let (result, after) = match result {
+                Ok(action) => match crate::queue::take_requeue(action) {
+                    (action, Some(after)) => (Ok(action), after),
+                    (action, None) => (Ok(action), None),
+                },
+                Err(error) => (Err(error), None),
+            };
+            // The feeder is gone only when the controller stopped.
+            let _ = requeue.send((reference, after));
             result
         }
         .boxed()
@@ -356,8 +413,7 @@ where
 /// Logs what became of one reconcile; failures were logged by the error policy already.
 fn log_outcome<R, QErr>(
     result: std::result::Result<(reflector::ObjectRef<R>, Action), controller::Error<Error, QErr>>,
-    telemetry: &ControllerMetrics,
-    waiting: &Waiting,
+    handed: &Handed,
 ) where
     R: Resource,
     R::DynamicType: Eq + Hash + Clone + Debug,
@@ -372,7 +428,7 @@ fn log_outcome<R, QErr>(
         // Deleted before its turn came: it waits no more.
         Err(controller::Error::ObjectNotFound(object)) => {
             tracing::debug!(object = %object, "gone before its reconcile");
-            telemetry.queue_depth(waiting.remove(object.namespace.clone(), Some(object.name.clone())));
+            handed.started(object.namespace.clone(), object.name.clone());
         }
         Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
     }
@@ -416,21 +472,44 @@ pub(crate) fn in_flight() -> Vec<String> {
     IN_FLIGHT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
 }
 
-/// The objects that changed and wait for their reconcile to start, by namespace and name.
-#[derive(Default)]
-struct Waiting(dashmap::DashSet<(Option<String>, Option<String>)>);
+/// Per object (by namespace and name), its uid and a hash of its generation and finalizers
+/// as the change filter last let them through: a later version with the same hash changed
+/// neither (a status write, a label) and is no reason to reconcile. An entry leaves on its
+/// object's Delete event, or when a relist no longer shows it.
+struct Seen {
+    size: crate::telemetry::Remembered,
+    last: std::sync::Mutex<std::collections::HashMap<(Option<String>, String), (Option<String>, u64)>>,
+}
 
-impl Waiting {
-    /// Adds one; returns how many wait now.
-    fn add(&self, namespace: Option<String>, name: Option<String>) -> usize {
-        self.0.insert((namespace, name));
-        self.0.len()
+impl Seen {
+    fn new(controller: &str) -> Self {
+        Self { size: crate::telemetry::Remembered::new(controller, "seen"), last: std::sync::Mutex::default() }
     }
 
-    /// Takes one out; returns how many wait now.
-    fn remove(&self, namespace: Option<String>, name: Option<String>) -> usize {
-        self.0.remove(&(namespace, name));
-        self.0.len()
+    /// Whether this version is new to the filter; it remembers it. An object without a
+    /// generation always is.
+    fn changed(&self, meta: &kube::api::ObjectMeta) -> bool {
+        let Some(generation) = meta.generation else { return true };
+        let mut hasher = std::hash::DefaultHasher::new();
+        (generation, &meta.finalizers).hash(&mut hasher);
+        let key = (meta.namespace.clone(), meta.name.clone().unwrap_or_default());
+        let now = (meta.uid.clone(), std::hash::Hasher::finish(&hasher));
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = last.insert(key, now.clone()).as_ref() != Some(&now);
+        self.size.set(last.len());
+        changed
+    }
+
+    fn forget(&self, meta: &kube::api::ObjectMeta) {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.remove(&(meta.namespace.clone(), meta.name.clone().unwrap_or_default()));
+        self.size.set(last.len());
+    }
+
+    fn retain(&self, uids: &std::collections::HashSet<String>) {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.retain(|_, (uid, _)| uid.as_ref().is_some_and(|uid| uids.contains(uid)));
+        self.size.set(last.len());
     }
 }
 

@@ -31,6 +31,7 @@ mod decode;
 mod finalize;
 mod object;
 mod own_writes;
+mod queue;
 mod reconcile;
 mod shared;
 

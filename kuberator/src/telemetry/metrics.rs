@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use crate::error::Error;
+use crate::queue::Priority;
 
 type Labels = Vec<(String, String)>;
 
@@ -26,6 +27,7 @@ struct Metrics {
     undecodable: Family<Labels, Counter>,
     ready: Family<Labels, Gauge>,
     queue_depth: Family<Labels, Gauge>,
+    queue_wait: Family<Labels, Histogram, fn() -> Histogram>,
     leader: Family<Labels, Gauge>,
     remembered: Family<Labels, Gauge>,
     cached: Family<Labels, Gauge>,
@@ -34,6 +36,11 @@ struct Metrics {
 fn duration_histogram() -> Histogram {
     // 5 ms to about 40 s.
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+fn wait_histogram() -> Histogram {
+    // 1 ms to about 9 min: an initial list of many objects waits minutes.
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -47,6 +54,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         undecodable: Family::default(),
         ready: Family::default(),
         queue_depth: Family::default(),
+        queue_wait: Family::new_with_constructor(wait_histogram),
         leader: Family::default(),
         remembered: Family::default(),
         cached: Family::default(),
@@ -63,8 +71,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry.register("ready", "1 once the controller's initial sync is done", metrics.ready.clone());
     registry.register(
         "queue_depth",
-        "Objects changed and waiting for their reconcile to start (scheduled retries not counted)",
+        "Objects waiting for their reconcile to start, by priority: change or resync (retries not due yet not counted)",
         metrics.queue_depth.clone(),
+    );
+    registry.register(
+        "queue_wait_seconds",
+        "Time from an object's trigger to the start of its reconcile, by priority",
+        metrics.queue_wait.clone(),
     );
     registry.register(
         "leader",
@@ -239,7 +252,11 @@ pub(crate) struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         METRICS.ready.remove(&self.controller);
-        METRICS.queue_depth.remove(&self.controller);
+        for priority in [Priority::Change, Priority::Resync] {
+            let mut labels = self.controller.clone();
+            labels.push(("priority".to_owned(), priority.label().to_owned()));
+            METRICS.queue_depth.remove(&labels);
+        }
         if let Some((_, name)) = self.controller.first() {
             readiness_state().controllers.remove(name);
         }
@@ -254,6 +271,11 @@ impl ControllerMetrics {
         readiness_state().controllers.insert(controller.to_owned(), false);
         let registered = Registered { controller: metrics.controller.clone() };
         (metrics, registered)
+    }
+
+    /// The controller's name.
+    pub(crate) fn controller(&self) -> &str {
+        self.controller.first().map_or("", |(_, name)| name)
     }
 
     fn with(&self, key: &str, value: &str) -> Labels {
@@ -288,8 +310,12 @@ impl ControllerMetrics {
         }
     }
 
-    pub(crate) fn queue_depth(&self, depth: usize) {
-        METRICS.queue_depth.get_or_create(&self.controller).set(i64::try_from(depth).unwrap_or(i64::MAX));
+    pub(crate) fn queue_depth(&self, priority: &str, depth: usize) {
+        METRICS.queue_depth.get_or_create(&self.with("priority", priority)).set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn waited(&self, priority: &str, waited: Duration) {
+        METRICS.queue_wait.get_or_create(&self.with("priority", priority)).observe(waited.as_secs_f64());
     }
 }
 
@@ -307,7 +333,8 @@ mod tests {
         metrics.finished(Duration::from_millis(20), true);
         metrics.failed(&Error::Panicked { object: "x".into(), message: "boom".into() });
         metrics.undecodable();
-        metrics.queue_depth(3);
+        metrics.queue_depth("resync", 3);
+        metrics.waited("change", Duration::from_millis(2));
         metrics.synced();
         readiness().unwrap();
         let text = encode();
@@ -317,13 +344,15 @@ mod tests {
             "kuberator_reconciles_in_flight{controller=\"unit-test-operator\"} 0",
             "kuberator_undecodable_objects_total{controller=\"unit-test-operator\"} 1",
             "kuberator_ready{controller=\"unit-test-operator\"} 1",
-            "kuberator_queue_depth{controller=\"unit-test-operator\"} 3",
+            "kuberator_queue_depth{controller=\"unit-test-operator\",priority=\"resync\"} 3",
+            "kuberator_queue_wait_seconds_count{controller=\"unit-test-operator\",priority=\"change\"} 1",
             "kuberator_reconcile_duration_seconds_count{controller=\"unit-test-operator\"} 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
         drop(registered);
         assert!(!encode().contains("kuberator_ready{"), "a stopped controller leaves readiness");
+        assert!(!encode().contains("kuberator_queue_depth{"), "and the queue depth");
         assert_eq!(readiness().unwrap_err(), "no controller is running yet");
 
         // A standby is ready; a leader is ready once its controller is.

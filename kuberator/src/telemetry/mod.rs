@@ -63,8 +63,9 @@
 //! | `kuberator_reconciles_in_flight` | gauge | | reconciles running now |
 //! | `kuberator_undecodable_objects_total` | counter | | object versions that did not decode |
 //! | `kuberator_ready` | gauge | | 1 once the initial sync is done |
-//! | `kuberator_queue_depth` | gauge | | objects changed and waiting for their reconcile to start |
-//! | `kuberator_remembered_objects` | gauge | `map`: `echoes`, `cleanups`, `backoff`, `conditions`, `children`, `undecodable` | entries kept per object; each leaves when its object (or the reason for it) goes |
+//! | `kuberator_queue_depth` | gauge | `priority`: `change`, `resync` | objects waiting for their reconcile to start |
+//! | `kuberator_queue_wait_seconds` | histogram | `priority`: `change`, `resync` | time from an object's trigger to the start of its reconcile |
+//! | `kuberator_remembered_objects` | gauge | `map`: `echoes`, `cleanups`, `backoff`, `conditions`, `children`, `undecodable`, `seen`, `requeues` | entries kept per object; each leaves when its object (or the reason for it) goes |
 //! | `kuberator_leader` | gauge | `lease` (`namespace/name`) instead of `controller` | 1 while this process holds the lease, 0 while it stands by |
 //!
 //! A controller's series leave `kuberator_ready` and `kuberator_queue_depth` when it stops
@@ -72,10 +73,12 @@
 //!
 //! # Caveats
 //!
-//! kube's controller does not expose its queue, so `kuberator_queue_depth` counts what
-//! Kuberator sees: objects whose change arrived and whose reconcile has not started yet
-//! (held back by the concurrency limit, or by a reconcile of the same object still
-//! running). Retries and requeues scheduled for later are not in it.
+//! `kuberator_queue_depth` and `kuberator_queue_wait_seconds` count the objects in
+//! Kuberator's own queue (see the engine's order: changes first, the initial list and periodic
+//! requeues as `resync`, aged so that they cannot starve) and the few it has handed to kube's
+//! controller that have not started yet (held back by the concurrency limit, or by a reconcile
+//! of the same object still running). Retries after a failure wait in kube's queue until their
+//! backoff ends and are not in them.
 
 mod metrics;
 #[cfg(feature = "server")]
