@@ -406,7 +406,7 @@ async fn churned_objects_leave_no_entry_behind_and_memory_settles() {
     eprintln!(
         "churn: 2 rounds of {count} objects in {took:?}; RSS {settled} KiB settled, {after} KiB after; maps {sizes:?}"
     );
-    for map in ["echoes", "backoff", "conditions", "children"] {
+    for map in ["echoes", "backoff", "conditions", "children", "seen"] {
         assert!(sizes.contains_key(map), "the {map} map was never used: {sizes:?}");
     }
     assert!(sizes.values().all(|size| *size == 0.0), "entries left behind: {sizes:?}");
@@ -474,5 +474,137 @@ async fn children_converge_after_a_watch_outage_and_a_slow_apply_holds_up_no_one
     let took = deleted.elapsed();
     assert!(took < Duration::from_secs(3), "another parent's child waited {took:?} on a slow apply");
     wait_for(&maps, "slow-child", minute, "the slow child", |map| map.is_some()).await.unwrap();
+    operator.stop(Duration::from_secs(30)).await;
+}
+
+/// An operator that takes 100 ms per reconcile, one at a time, and notes when each object's
+/// first reconcile started: for the queue's order and aging, in virtual time.
+mod queued {
+    use std::collections::BTreeMap;
+
+    use kuberator::prelude::*;
+    use tokio::time::Instant;
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(group = "queue.kuberator.dev", version = "v1", kind = "Queued", namespaced)]
+    pub(crate) struct QueuedSpec {
+        pub(crate) note: String,
+    }
+
+    #[derive(Operator)]
+    #[kuberator(
+        resource = Queued,
+        finalizer = "queue.kuberator.dev/finalizer",
+        concurrency = 1,
+        controller_name = "queued-operator"
+    )]
+    pub(crate) struct QueuedOperator;
+
+    impl QueuedOperator {
+        async fn handle_apply(&self, queued: Arc<Queued>, _: &Ctx<Self>) -> kuberator::Result<Action> {
+            STARTS.lock().unwrap().entry(queued.name_any()).or_insert_with(Instant::now);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Ok(Action::await_change())
+        }
+
+        async fn handle_cleanup(&self, _: Arc<Queued>, _: &Ctx<Self>) -> kuberator::Result<Action> {
+            Ok(Action::await_change())
+        }
+    }
+
+    /// When each object's first reconcile started, by name.
+    pub(crate) static STARTS: std::sync::Mutex<BTreeMap<String, Instant>> =
+        std::sync::Mutex::new(BTreeMap::new());
+
+    pub(crate) fn new(name: &str) -> Queued {
+        Queued::new(name, QueuedSpec { note: name.to_owned() })
+    }
+
+    pub(crate) fn started(name: &str) -> Option<Instant> {
+        STARTS.lock().unwrap().get(name).copied()
+    }
+}
+
+/// Issue 23, item 2, in virtual time: 100 objects wait at start (one reconcile at a time,
+/// 100 ms each). A new object 2 s in starts before the rest of them, and so do changes that
+/// arrive at the controller's full throughput, until the waiting objects have aged 30 s: then
+/// they go, and the last starts within the stated bound (aging + N / μ = 30 s + 10 s).
+#[tokio::test(start_paused = true)]
+async fn changes_go_before_the_initial_list_which_still_finishes_within_its_bound() {
+    use kuberator::Operator as _;
+    use tokio::time::Instant;
+    let listed = 100;
+    let server = MemoryServer::new();
+    let client = server.client();
+    kuberator_test::install_crd::<queued::Queued>(&client).await.unwrap();
+    let api: Api<queued::Queued> = Api::namespaced(client.clone(), "default");
+    for index in 0..listed {
+        api.create(&PostParams::default(), &queued::new(&format!("listed-{index}"))).await.unwrap();
+    }
+    let start = Instant::now();
+    let reconciler = queued::QueuedOperator.into_reconciler(client.clone());
+    let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let listed_before =
+        (0..listed).filter(|index| queued::started(&format!("listed-{index}")).is_some()).count();
+    api.create(&PostParams::default(), &queued::new("fresh")).await.unwrap();
+    let created = Instant::now();
+    while queued::started("fresh").is_none() {
+        assert!(created.elapsed() < Duration::from_secs(5), "the fresh object waited 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waited = queued::started("fresh").unwrap() - created;
+    let listed_after =
+        (0..listed).filter(|index| queued::started(&format!("listed-{index}")).is_some()).count();
+    // At most the one running and the one handed to kube go before it.
+    assert!(waited <= Duration::from_millis(300), "the fresh object waited {waited:?}");
+    assert!(
+        listed_after <= listed_before + 2,
+        "{listed_before} listed objects had started, then {listed_after}"
+    );
+    assert!(
+        listed_after < listed / 2,
+        "the initial list was not held back: {listed_after} of {listed} started"
+    );
+
+    // Changes at the controller's full throughput: one new object per reconcile time.
+    let loader = tokio::spawn({
+        let api = api.clone();
+        async move {
+            for index in 0.. {
+                api.create(&PostParams::default(), &queued::new(&format!("load-{index}"))).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let last_listed = loop {
+        let starts: Vec<_> =
+            (0..listed).filter_map(|index| queued::started(&format!("listed-{index}"))).collect();
+        if starts.len() == listed {
+            break starts.into_iter().max().unwrap() - start;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} of {listed} listed objects started",
+            starts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    loader.abort();
+    // Held back while they aged (FIFO would have finished them by 12 s), then done within the bound.
+    assert!(last_listed >= Duration::from_secs(30), "the last listed object started at {last_listed:?}");
+    assert!(last_listed <= Duration::from_secs(42), "the last listed object started at {last_listed:?}");
+    // A change that came before the listed objects aged went at once.
+    let load_20 = queued::started("load-20").unwrap() - created;
+    assert!(
+        load_20 <= Duration::from_secs(3),
+        "load-20, created about 2 s after fresh, started {load_20:?} after it"
+    );
+
+    let metrics = kuberator::telemetry::encode();
+    let resyncs = "kuberator_queue_wait_seconds_count{controller=\"queued-operator\",priority=\"resync\"}";
+    let line = metrics.lines().find(|line| line.starts_with(resyncs)).unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(line.rsplit(' ').next(), Some(listed.to_string().as_str()), "{line}");
     operator.stop(Duration::from_secs(30)).await;
 }

@@ -129,10 +129,11 @@ where
     };
     let changes = changes(subscription, namespaces, &recorder, &telemetry, remembered);
     let triggers = match parents {
-        Some(parents) => {
-            futures::stream::select(changes, parents.map(|parent| Trigger::Reconcile(parent, Priority::Change)))
-                .boxed()
-        }
+        Some(parents) => futures::stream::select(
+            changes,
+            parents.map(|parent| Trigger::Reconcile(parent, Priority::Change)),
+        )
+        .boxed(),
         None => changes.boxed(),
     };
     let concurrency = match limit {
@@ -152,9 +153,10 @@ where
     );
     // Everything reaches kube through the feeder, in its order; kube's own trigger stream
     // stays empty (and open: its end would stop the controller).
-    let controller = Controller::for_stream(futures::stream::pending::<Result<R, watcher::Error>>(), reader.clone())
-        .with_config(controller::Config::default().concurrency(concurrency))
-        .reconcile_on(feeder);
+    let controller =
+        Controller::for_stream(futures::stream::pending::<Result<R, watcher::Error>>(), reader.clone())
+            .with_config(controller::Config::default().concurrency(concurrency))
+            .reconcile_on(feeder);
     let (controller, _signal) = stop_on(controller, shutdown);
 
     let reconcile = isolate(
@@ -162,8 +164,7 @@ where
         timeout,
         Arc::clone(&failures),
         telemetry.clone(),
-        Arc::clone(&handed),
-        requeue,
+        (Arc::clone(&handed), requeue),
         own_writes,
         reader.clone(),
     );
@@ -197,8 +198,8 @@ where
 {
     let undecodable = Arc::new(DecodeFailures::new(recorder.controller()));
     let mut listed_once = false;
-    decoded_changes(subscription.changes, namespaces, recorder.clone(), undecodable, telemetry.clone()).filter_map(
-        move |event| {
+    decoded_changes(subscription.changes, namespaces, recorder.clone(), undecodable, telemetry.clone())
+        .filter_map(move |event| {
             remembered.follow(&event);
             let trigger = match event {
                 watcher::Event::Apply(object) => remembered.changed(&object, Priority::Change),
@@ -206,7 +207,9 @@ where
                     let priority = if listed_once { Priority::Change } else { Priority::Resync };
                     remembered.changed(&object, priority)
                 }
-                watcher::Event::Delete(object) => Some(Trigger::Gone(reflector::ObjectRef::from_obj(&object))),
+                watcher::Event::Delete(object) => {
+                    Some(Trigger::Gone(reflector::ObjectRef::from_obj(&object)))
+                }
                 watcher::Event::InitDone => {
                     listed_once = true;
                     None
@@ -214,8 +217,7 @@ where
                 watcher::Event::Init => None,
             };
             ready(trigger)
-        },
-    )
+        })
 }
 
 /// What the controller keeps per object, and the store that says which objects exist: each
@@ -314,8 +316,7 @@ fn isolate<R, C, Rec, RecFut>(
     timeout: Option<std::time::Duration>,
     failures: Arc<Failures>,
     telemetry: ControllerMetrics,
-    handed: Arc<Handed>,
-    requeue: tokio::sync::mpsc::UnboundedSender<Requeue<R>>,
+    (handed, requeue): (Arc<Handed>, tokio::sync::mpsc::UnboundedSender<Requeue<R>>),
     own_writes: Arc<OwnWrites>,
     store: reflector::Store<R>,
 ) -> impl FnMut(Arc<R>, Arc<C>) -> BoxFuture<'static, Result<Action>>
@@ -478,12 +479,18 @@ pub(crate) fn in_flight() -> Vec<String> {
 /// object's Delete event, or when a relist no longer shows it.
 struct Seen {
     size: crate::telemetry::Remembered,
-    last: std::sync::Mutex<std::collections::HashMap<(Option<String>, String), (Option<String>, u64)>>,
+    last: std::sync::Mutex<LastSeen>,
 }
+
+/// `namespace, name` → `uid, hash`.
+type LastSeen = std::collections::HashMap<(Option<String>, String), (Option<String>, u64)>;
 
 impl Seen {
     fn new(controller: &str) -> Self {
-        Self { size: crate::telemetry::Remembered::new(controller, "seen"), last: std::sync::Mutex::default() }
+        Self {
+            size: crate::telemetry::Remembered::new(controller, "seen"),
+            last: std::sync::Mutex::default(),
+        }
     }
 
     /// Whether this version is new to the filter; it remembers it. An object without a

@@ -305,7 +305,8 @@ where
 
     fn report(&self) {
         for priority in [Priority::Change, Priority::Resync] {
-            self.telemetry.queue_depth(priority.label(), self.queue.depth(priority) + self.handed.depth(priority));
+            self.telemetry
+                .queue_depth(priority.label(), self.queue.depth(priority) + self.handed.depth(priority));
         }
         self.requeues_size.set(self.queue.timers());
     }
@@ -383,7 +384,9 @@ fn parse_duration_debug(shown: &str) -> Option<Duration> {
         .into_iter()
         .find_map(|(suffix, nanos)| shown.strip_suffix(suffix).map(|number| (number, nanos)))?;
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit())
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -444,7 +447,8 @@ mod tests {
         // Arrived after the resyncs aged: behind them.
         queue.push("late", Priority::Change, at(start, 31));
         assert_eq!((queue.depth(Priority::Change), queue.depth(Priority::Resync)), (3, 3));
-        let order: Vec<_> = std::iter::from_fn(|| queue.pop().map(|(name, priority, _)| (name, priority))).collect();
+        let order: Vec<_> =
+            std::iter::from_fn(|| queue.pop().map(|(name, priority, _)| (name, priority))).collect();
         assert_eq!(
             order,
             [

@@ -311,7 +311,10 @@ impl ControllerMetrics {
     }
 
     pub(crate) fn queue_depth(&self, priority: &str, depth: usize) {
-        METRICS.queue_depth.get_or_create(&self.with("priority", priority)).set(i64::try_from(depth).unwrap_or(i64::MAX));
+        METRICS
+            .queue_depth
+            .get_or_create(&self.with("priority", priority))
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn waited(&self, priority: &str, waited: Duration) {
