@@ -82,7 +82,7 @@ fn chart(
     draw().map_err(|error| anyhow::anyhow!("drawing {}: {error}", path.display()))
 }
 
-/// Writes `cold-start.png`, `latency-cdf.png` and `rss.png` into `dir`.
+/// Writes `cold-start.png`, `fresh-change.png`, `latency-cdf.png` and `rss.png` into `dir`.
 pub(crate) fn all(results: &[Measured], contenders: &[String], dir: &Path) -> anyhow::Result<()> {
     register_font()?;
     let Some(objects) = results.iter().map(|m| m.objects).max() else { return Ok(()) };
@@ -103,6 +103,39 @@ pub(crate) fn all(results: &[Measured], contenders: &[String], dir: &Path) -> an
         "seconds since start",
         "objects reconciled",
         &progress,
+        contenders,
+    )?;
+    let fresh: Vec<Series<'_>> = contenders
+        .iter()
+        .filter_map(|c| {
+            let mut counts: Vec<usize> = results
+                .iter()
+                .filter(|m| m.contender == *c && m.fresh_ms.is_some())
+                .map(|m| m.objects)
+                .collect();
+            counts.sort_unstable();
+            counts.dedup();
+            let points: Vec<(f64, f64)> = counts
+                .into_iter()
+                .filter_map(|n| {
+                    let mut all: Vec<f64> = results
+                        .iter()
+                        .filter(|m| m.contender == *c && m.objects == n)
+                        .filter_map(|m| m.fresh_ms)
+                        .collect();
+                    all.sort_by(f64::total_cmp);
+                    Some((n as f64, *all.get(all.len().checked_sub(1)? / 2)?))
+                })
+                .collect();
+            (!points.is_empty()).then_some(Series { contender: c, points })
+        })
+        .collect();
+    chart(
+        &dir.join("fresh-change.png"),
+        "A fresh change 2 s into the cold start: create to status, median of the rounds",
+        "objects waiting at start (N)",
+        "milliseconds",
+        &fresh,
         contenders,
     )?;
     let timed =

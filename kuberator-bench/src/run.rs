@@ -43,6 +43,12 @@ pub(crate) const NAMESPACE: &str = "bench";
 /// Requests the driver itself has in flight when it creates, changes or deletes objects.
 const DRIVER_CONCURRENCY: usize = 32;
 
+/// The object created during every cold start, [`FRESH_AFTER`] after the contender started.
+pub(crate) const FRESH: &str = "bench-fresh";
+
+/// When the fresh object is created, counted from the contender's start.
+pub(crate) const FRESH_AFTER: Duration = Duration::from_secs(2);
+
 /// The longest any one phase may take before the run is abandoned as failed.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -82,6 +88,10 @@ pub(crate) struct Measured {
     pub(crate) cold_reconciles: u64,
     /// Objects reconciled over time during the cold start: (seconds since start, count).
     pub(crate) cold_progress: Vec<(f64, usize)>,
+    /// A new object created [`FRESH_AFTER`] into the cold start, while the N wait: from its
+    /// create until its status says it is reconciled. (Runs before this figure existed: none.)
+    #[serde(default)]
+    pub(crate) fresh_ms: Option<f64>,
     pub(crate) steady_rss_mib: f64,
     pub(crate) peak_rss_mib: f64,
     /// From the first spec change sent until every object's new generation was reconciled.
@@ -548,7 +558,20 @@ async fn measure_on(
     // Cold start.
     let mut process = Process::spawn(contender, control_plane, workload, &log("run"))?;
     observer.with(|seen| seen.begin(1, process.started));
-    observer.wait("every object to be reconciled", |seen| seen.reconciled == total).await?;
+    // A user's change while the N wait: one new object, FRESH_AFTER in.
+    let fresh = async {
+        tokio::time::sleep_until((process.started + FRESH_AFTER).into()).await;
+        let created = Instant::now();
+        create_all(&api, std::iter::once(FRESH.to_owned())).await?;
+        observer
+            .wait("the fresh object to be reconciled", |seen| {
+                seen.objects.get(FRESH).is_some_and(|o| o.reconciled(1))
+            })
+            .await?;
+        anyhow::Ok(created.elapsed().as_secs_f64() * 1000.0)
+    };
+    let all = observer.wait("every object to be reconciled", |seen| seen.reconciled == total + 1);
+    let (fresh_ms, ()) = tokio::try_join!(fresh, all)?;
     let cold_start_seconds = process.started.elapsed().as_secs_f64();
     let cold_cpu_seconds = process.now()?.cpu_seconds;
     let cold_progress = observer.with(|seen| std::mem::take(&mut seen.progress));
@@ -564,6 +587,7 @@ async fn measure_on(
         cold_cpu_seconds,
         cold_reconciles,
         cold_progress,
+        fresh_ms: Some(fresh_ms),
         steady_rss_mib: steady.rss_mib,
         peak_rss_mib: 0.0,
         spec_change_seconds: f64::NAN,
@@ -578,7 +602,7 @@ async fn measure_on(
         samples: Vec::new(),
     };
     if workload.cold_only {
-        measured.contender_writes = writes(&client).await.map(|all| all.saturating_sub(total as u64));
+        measured.contender_writes = writes(&client).await.map(|all| all.saturating_sub(total as u64 + 1));
         measured.samples = process.stop().await;
         measured.peak_rss_mib = measured.samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
         return Ok(measured);
@@ -626,8 +650,9 @@ async fn measure_on(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let delete_reconciles = process.reconciles().await? - before_delete;
 
-    // The driver wrote each object once to create it and once to change its spec.
-    let driver_writes = (2 * total + latencies_ms.len()) as u64;
+    // The driver wrote each object once to create it and once to change its spec, and created
+    // the fresh one.
+    let driver_writes = (2 * total + 1 + latencies_ms.len()) as u64;
     measured.contender_writes = writes(&client).await.map(|all| all.saturating_sub(driver_writes));
     measured.samples = process.stop().await;
     measured.peak_rss_mib = measured.samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
