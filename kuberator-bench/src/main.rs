@@ -136,9 +136,10 @@ async fn main() -> anyhow::Result<()> {
                         format!("{} with {objects} objects, round {}", contender.name, round + 1)
                     })?;
                 say(&format!(
-                    "  cold start {:.2} s, {} reconciles, spec change {:.2} s, delete {:.2} s, steady RSS {:.1} MiB",
+                    "  cold start {:.2} s, {} reconciles, fresh change {:.0} ms, spec change {:.2} s, delete {:.2} s, steady RSS {:.1} MiB",
                     measured.cold_start_seconds,
                     measured.cold_reconciles,
+                    measured.fresh_ms.unwrap_or(f64::NAN),
                     measured.spec_change_seconds,
                     measured.delete_seconds,
                     measured.steady_rss_mib
