@@ -68,6 +68,10 @@ struct Args {
     /// standby against a cold one (`--objects` 1000 unless told)
     #[arg(long)]
     failover: bool,
+    /// Instead of the four contenders: Kuberator alone at `--objects` (100000 unless told), one
+    /// cold start on the real control plane, into `benchmarks/scale.json`
+    #[arg(long)]
+    scale: bool,
     /// Run nothing: write BENCHMARKS.md and the plots again from `benchmarks/results.json`
     #[arg(long)]
     report_only: bool,
@@ -101,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.shared || args.failover {
         return several(&args, &raw).await;
+    }
+    if args.scale {
+        return scale(&args, &raw).await;
     }
     let logs = tempdir("kuberator-bench-logs")?;
     let contenders =
@@ -231,6 +238,54 @@ async fn several(args: &Args, raw: &Path) -> anyhow::Result<()> {
     write_report(args, &measured, &names)
 }
 
+/// `--scale`: one cold start of Kuberator alone at a large N, into `benchmarks/scale.json`
+/// (runs at other counts kept); then BENCHMARKS.md again.
+async fn scale(args: &Args, raw: &Path) -> anyhow::Result<()> {
+    let logs = tempdir("kuberator-bench-logs")?;
+    let kuberator = contender("kuberator")?;
+    let crd = crd(std::slice::from_ref(&kuberator))?;
+    let objects = if args.objects == [1000, 10000] { 100_000 } else { args.objects[0] };
+    let workload = run::Workload {
+        objects,
+        concurrency: args.concurrency,
+        latency_samples: 0,
+        cold_only: true,
+        settle: std::time::Duration::from_secs(if args.smoke { 1 } else { 10 }),
+    };
+    say(&format!("Kuberator alone, {objects} objects, one cold start; logs in {}", logs.display()));
+    let measured = run::measure(&kuberator, &workload, 0, &crd, &logs).await?;
+    say(&format!(
+        "  cold start {:.1} s, steady RSS {:.1} MiB, CPU {:.1} s",
+        measured.cold_start_seconds, measured.steady_rss_mib, measured.cold_cpu_seconds
+    ));
+    if args.smoke {
+        std::fs::remove_dir_all(&logs).ok();
+        return Ok(());
+    }
+    let path = args.out.join("benchmarks").join("scale.json");
+    let mut runs = read_scale(&path);
+    runs.retain(|run| run.objects != objects);
+    let mut measured = measured;
+    measured.thin();
+    runs.push(measured);
+    runs.sort_by_key(|run| run.objects);
+    std::fs::write(&path, serde_json::to_string(&runs)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let text = std::fs::read_to_string(raw).with_context(|| format!("reading {}", raw.display()))?;
+    let results: Vec<run::Measured> = serde_json::from_str(&text)?;
+    let names: Vec<String> = CONTENDERS
+        .iter()
+        .filter(|name| results.iter().any(|m| m.contender == **name))
+        .map(|name| (*name).to_owned())
+        .collect();
+    write_report(args, &results, &names)
+}
+
+/// `benchmarks/scale.json`, or nothing yet.
+fn read_scale(path: &Path) -> Vec<run::Measured> {
+    std::fs::read_to_string(path).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
+}
+
 /// `benchmarks/multi.json`, or nothing yet.
 fn read_multi(path: &Path) -> multi::MultiResults {
     std::fs::read_to_string(path).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
@@ -255,7 +310,9 @@ fn write_report(args: &Args, results: &[run::Measured], names: &[String]) -> any
     let plots = args.out.join("benchmarks");
     plot::all(results, names, &plots)?;
     let several = read_multi(&plots.join("multi.json"));
-    let markdown = report::markdown(results, names, &args_line(args), smoke_note(args.smoke), &several);
+    let scaled = read_scale(&plots.join("scale.json"));
+    let markdown =
+        report::markdown(results, names, &args_line(args), smoke_note(args.smoke), &several, &scaled);
     let path = args.out.join("BENCHMARKS.md");
     std::fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
     say(&format!("wrote {} and its plots in {}", path.display(), plots.display()));

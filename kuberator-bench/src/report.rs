@@ -36,6 +36,11 @@ fn created(m: &Measured) -> usize {
     m.objects + usize::from(m.fresh_ms.is_some()) + m.latencies_ms.len()
 }
 
+/// What the control-plane process `name` held and spent after the cold start.
+fn server<'m>(m: &'m Measured, name: &str) -> Option<&'m crate::run::ServerUsage> {
+    m.control_plane.iter().find(|usage| usage.name == name)
+}
+
 /// `value` of a run that went past the cold start.
 fn full(m: &Measured, value: f64) -> Option<f64> {
     (!m.cold_only).then_some(value)
@@ -148,6 +153,24 @@ const FIGURES: &[Figure] = &[
         value: |m| Some(m.idle_rss_mib),
     },
     Figure { name: "steady RSS", unit: "MiB", higher_is_better: false, value: |m| Some(m.steady_rss_mib) },
+    Figure {
+        name: "kube-apiserver CPU, its start until the cold start settled",
+        unit: "s",
+        higher_is_better: false,
+        value: |m| server(m, "kube-apiserver").map(|usage| usage.cpu_seconds),
+    },
+    Figure {
+        name: "kube-apiserver RSS after the cold start",
+        unit: "MiB",
+        higher_is_better: false,
+        value: |m| server(m, "kube-apiserver").map(|usage| usage.rss_mib),
+    },
+    Figure {
+        name: "etcd RSS after the cold start",
+        unit: "MiB",
+        higher_is_better: false,
+        value: |m| server(m, "etcd").map(|usage| usage.rss_mib),
+    },
     Figure { name: "peak RSS", unit: "MiB", higher_is_better: false, value: |m| Some(m.peak_rss_mib) },
     Figure {
         name: "memory per cached object",
@@ -458,6 +481,50 @@ pub(crate) fn multi(results: &MultiResults) -> String {
     out
 }
 
+/// The `--scale` runs: Kuberator alone at a large N, and what the control plane needed.
+fn scale(runs: &[Measured]) -> String {
+    let mut out = String::new();
+    if runs.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "## Kuberator alone at scale\n\n`scripts/bench --scale` (not in CI): one cold start of the \
+         Kuberator contender on one replica, concurrency 16, on a fresh control plane; memory per \
+         object is the steady RSS less the idle RSS, over N. The control plane's figures are its \
+         processes' own, read from `/proc` once the cold start settled (CPU since their start, \
+         which includes the driver's creates).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| N | all reconciled | reconciles/s | CPU | CPU per 1000 | idle RSS | steady RSS | peak RSS | KiB per object | kube-apiserver RSS, CPU | etcd RSS, CPU |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for run in runs {
+        let usage = |name: &str| {
+            server(run, name)
+                .map_or_else(|| "–".to_owned(), |u| format!("{:.0} MiB, {:.0} s", u.rss_mib, u.cpu_seconds))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} s | {:.0} | {:.0} s | {:.2} s | {:.1} MiB | {:.0} MiB | {:.0} MiB | {:.2} | {} | {} |",
+            run.objects,
+            run.cold_start_seconds,
+            run.cold_reconciles as f64 / run.cold_start_seconds,
+            run.cold_cpu_seconds,
+            run.cold_cpu_seconds * 1000.0 / run.objects as f64,
+            run.idle_rss_mib,
+            run.steady_rss_mib,
+            run.peak_rss_mib,
+            (run.steady_rss_mib - run.idle_rss_mib) * 1024.0 / run.objects as f64,
+            usage("kube-apiserver"),
+            usage("etcd"),
+        );
+    }
+    let _ = writeln!(out);
+    out
+}
+
 /// The whole of BENCHMARKS.md.
 pub(crate) fn markdown(
     results: &[Measured],
@@ -465,6 +532,7 @@ pub(crate) fn markdown(
     args: &str,
     note: Option<&str>,
     several: &MultiResults,
+    scaled: &[Measured],
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks: Kuberator against kube-rs, controller-runtime and a plain client\n");
@@ -485,6 +553,7 @@ pub(crate) fn markdown(
          ![RSS over a whole run](benchmarks/rss.png)\n"
     );
     let _ = write!(out, "{}", multi(several));
+    let _ = write!(out, "{}", scale(scaled));
     if let Ok(analysis) = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ANALYSIS.md")) {
         let _ = writeln!(out, "{analysis}");
     }

@@ -50,7 +50,8 @@ pub(crate) const FRESH: &str = "bench-fresh";
 pub(crate) const FRESH_AFTER: Duration = Duration::from_secs(2);
 
 /// The longest any one phase may take before the run is abandoned as failed.
-const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
+/// (A cold start of 100 000 objects takes about half of it.)
+const PHASE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What a run is asked to do.
 #[derive(Debug, Clone)]
@@ -111,9 +112,34 @@ pub(crate) struct Measured {
     /// Writes (PATCH, PUT, POST) to the objects and their status by the contender over the
     /// whole run, from the API server's `apiserver_request_total` less the driver's own.
     pub(crate) contender_writes: Option<u64>,
+    /// kube-apiserver's, etcd's and kube-controller-manager's memory and CPU (since their
+    /// start) once the cold start settled, with the N objects stored. (Older runs: none.)
+    #[serde(default)]
+    pub(crate) control_plane: Vec<ServerUsage>,
     /// Whether the run stopped after the cold start (see `Workload::cold_only`).
     pub(crate) cold_only: bool,
     pub(crate) samples: Vec<Sample>,
+}
+
+/// One control-plane process at one moment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ServerUsage {
+    pub(crate) name: String,
+    pub(crate) rss_mib: f64,
+    pub(crate) cpu_seconds: f64,
+}
+
+/// What each of `control_plane`'s processes holds and has spent now.
+pub(crate) fn server_usage(control_plane: &ControlPlane) -> Vec<ServerUsage> {
+    let ticks = clock_ticks();
+    control_plane
+        .processes()
+        .into_iter()
+        .filter_map(|(name, pid)| {
+            let (rss_mib, cpu_seconds) = read_proc(pid, ticks)?;
+            Some(ServerUsage { name: name.to_owned(), rss_mib, cpu_seconds })
+        })
+        .collect()
 }
 
 /// A figure a run did not measure is `NaN`, which JSON writes as `null`.
@@ -598,6 +624,7 @@ async fn measure_on(
         delete_cpu_seconds: f64::NAN,
         delete_reconciles: 0,
         contender_writes: None,
+        control_plane: server_usage(control_plane),
         cold_only: workload.cold_only,
         samples: Vec::new(),
     };

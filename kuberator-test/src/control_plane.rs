@@ -489,6 +489,16 @@ impl ControlPlane {
         Ok(restarted.elapsed())
     }
 
+    /// The process ids of kube-apiserver, etcd and kube-controller-manager, by name, to read
+    /// their memory and CPU from `/proc`; empty for an existing cluster.
+    pub fn processes(&self) -> Vec<(&'static str, u32)> {
+        let Some(processes) = &self.processes else { return Vec::new() };
+        [&processes.apiserver, &processes.etcd, &processes.controller_manager]
+            .into_iter()
+            .filter_map(|supervised| Some((supervised.name, supervised.pid()?)))
+            .collect()
+    }
+
     /// Whether this is a control plane started here (not an existing cluster).
     pub fn is_local(&self) -> bool {
         self.processes.is_some()
@@ -711,6 +721,14 @@ impl Supervised {
             .map_err(|source| Error::Spawn { binary: binary.display().to_string(), source })?;
         let stdin = child.stdin.take();
         Ok(Self { name, child, stdin, log })
+    }
+
+    /// The supervised process's id: the supervisor's child.
+    fn pid(&self) -> Option<u32> {
+        let supervisor = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
     }
 
     fn exited(&mut self) -> Option<ExitStatus> {
