@@ -141,7 +141,8 @@ where
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
     };
     let (requeue, requeues) = tokio::sync::mpsc::unbounded_channel();
-    let window = if concurrency == 0 { usize::MAX } else { usize::from(concurrency) };
+    let window =
+        if concurrency == 0 { usize::MAX } else { usize::from(concurrency).min(crate::queue::HANDED_AHEAD) };
     let feeder = Feeder::new(
         triggers,
         requeues,

@@ -51,6 +51,11 @@ use crate::telemetry::ControllerMetrics;
 /// How long a resync may wait before it is due like a change: the default aging bound.
 pub(crate) const DEFAULT_AGING: Duration = Duration::from_secs(30);
 
+/// How many objects the feeder hands kube ahead of the reconciles that run (fewer with a lower
+/// concurrency): kube starts the next at once when a reconcile ends, and a new change waits
+/// behind at most these.
+pub(crate) const HANDED_AHEAD: usize = 4;
+
 /// Why an object waits for its reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Priority {
@@ -324,7 +329,10 @@ where
         // The triggers never end while the controller runs; kube stops polling on shutdown.
         while let Poll::Ready(Some(trigger)) = this.triggers.poll_next_unpin(cx) {
             match trigger {
-                Trigger::Reconcile(object, priority) => this.queue.push(object, priority, now),
+                Trigger::Reconcile(object, priority) => {
+                    tracing::trace!(%object, ?priority, "queued");
+                    this.queue.push(object, priority, now);
+                }
                 Trigger::Gone(object) => this.queue.forget(&object),
             }
         }
@@ -347,6 +355,7 @@ where
             if this.store.get(&object).is_none() {
                 continue;
             }
+            tracing::trace!(%object, ?priority, waited = ?since.elapsed(), "handed to kube");
             this.handed.hand((object.namespace.clone(), object.name.clone()), priority, since);
             this.report();
             return Poll::Ready(Some(object));
