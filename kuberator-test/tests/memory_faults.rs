@@ -502,9 +502,7 @@ mod queued {
 
     impl QueuedOperator {
         async fn handle_apply(&self, queued: Arc<Queued>, _: &Ctx<Self>) -> kuberator::Result<Action> {
-            STARTS.lock().unwrap().entry(queued.name_any()).or_insert_with(Instant::now);
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            Ok(Action::await_change())
+            Ok(apply(&queued).await)
         }
 
         async fn handle_cleanup(&self, _: Arc<Queued>, _: &Ctx<Self>) -> kuberator::Result<Action> {
@@ -512,12 +510,52 @@ mod queued {
         }
     }
 
+    /// The same, under a name of its own: its metrics are apart from `QueuedOperator`'s
+    /// while both tests run in this process.
+    #[derive(Operator)]
+    #[kuberator(
+        resource = Queued,
+        finalizer = "queue.kuberator.dev/finalizer",
+        concurrency = 1,
+        controller_name = "minutely-operator"
+    )]
+    pub(crate) struct MinutelyOperator;
+
+    impl MinutelyOperator {
+        async fn handle_apply(&self, queued: Arc<Queued>, _: &Ctx<Self>) -> kuberator::Result<Action> {
+            Ok(apply(&queued).await)
+        }
+
+        async fn handle_cleanup(&self, _: Arc<Queued>, _: &Ctx<Self>) -> kuberator::Result<Action> {
+            Ok(Action::await_change())
+        }
+    }
+
+    /// Notes the start, takes 100 ms; requeues in a minute when the note says so.
+    async fn apply(queued: &Queued) -> Action {
+        STARTS.lock().unwrap().entry(queued.name_any()).or_insert_with(Instant::now);
+        *RUNS.lock().unwrap().entry(queued.name_any()).or_default() += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if queued.spec.note == "every minute" {
+            return Action::requeue(std::time::Duration::from_secs(60));
+        }
+        Action::await_change()
+    }
+
+    /// How many times each object was reconciled, by name.
+    pub(crate) static RUNS: std::sync::Mutex<BTreeMap<String, usize>> =
+        std::sync::Mutex::new(BTreeMap::new());
+
     /// When each object's first reconcile started, by name.
     pub(crate) static STARTS: std::sync::Mutex<BTreeMap<String, Instant>> =
         std::sync::Mutex::new(BTreeMap::new());
 
     pub(crate) fn new(name: &str) -> Queued {
         Queued::new(name, QueuedSpec { note: name.to_owned() })
+    }
+
+    pub(crate) fn runs(name: &str) -> usize {
+        RUNS.lock().unwrap().get(name).copied().unwrap_or_default()
     }
 
     pub(crate) fn started(name: &str) -> Option<Instant> {
@@ -606,5 +644,48 @@ async fn changes_go_before_the_initial_list_which_still_finishes_within_its_boun
     let resyncs = "kuberator_queue_wait_seconds_count{controller=\"queued-operator\",priority=\"resync\"}";
     let line = metrics.lines().find(|line| line.starts_with(resyncs)).unwrap_or_else(|| panic!("{metrics}"));
     assert_eq!(line.rsplit(' ').next(), Some(listed.to_string().as_str()), "{line}");
+    operator.stop(Duration::from_secs(30)).await;
+}
+
+/// A handler's `Action::requeue(60 s)` comes back as a resync a minute later (in virtual time),
+/// once per minute, and its timer goes with the object.
+#[tokio::test(start_paused = true)]
+async fn a_periodic_requeue_comes_due_as_a_resync_and_leaves_with_its_object() {
+    use kuberator::Operator as _;
+    let server = MemoryServer::new();
+    let client = server.client();
+    kuberator_test::install_crd::<queued::Queued>(&client).await.unwrap();
+    let api: Api<queued::Queued> = Api::namespaced(client.clone(), "default");
+    let reconciler = queued::MinutelyOperator.into_reconciler(client.clone());
+    let operator = Background::spawn(|shutdown| reconciler.start(Some(shutdown)));
+    let mut minutely = queued::new("minutely");
+    minutely.spec.note = "every minute".to_owned();
+    api.create(&PostParams::default(), &minutely).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(queued::runs("minutely"), 1);
+    let series = |name: &str| {
+        let metrics = kuberator::telemetry::encode();
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let requeues = "kuberator_remembered_objects{controller=\"minutely-operator\",map=\"requeues\"}";
+    assert_eq!(series(requeues), Some(1.0));
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(queued::runs("minutely"), 1, "requeued before its minute");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(queued::runs("minutely"), 2, "not requeued after its minute");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(queued::runs("minutely"), 3);
+
+    api.delete("minutely", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(api.get_opt("minutely").await.unwrap().is_none(), "the finalizer was not removed");
+    assert_eq!(series(requeues), Some(0.0), "the timer outlived its object");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(queued::runs("minutely"), 3);
+    let resyncs = "kuberator_queue_wait_seconds_count{controller=\"minutely-operator\",priority=\"resync\"}";
+    assert_eq!(series(resyncs), Some(2.0), "each requeue waited as a resync");
     operator.stop(Duration::from_secs(30)).await;
 }

@@ -9,7 +9,7 @@
 //!   its spec or finalizers changed, it is being deleted, one of its children or referenced
 //!   objects changed, or it changed while the watch was down) is due when it arrives; a
 //!   [`Priority::Resync`] (the object was in the controller's first list, or its periodic
-//!   requeue came due) is due the aging bound later (`aging`, 30 s by default).
+//!   requeue came due) is due the aging bound later ([`DEFAULT_AGING`], 30 s).
 //! - The object due first goes first. So a change that arrives while the initial list is
 //!   being worked through goes before every resync, unless that resync has waited `aging`
 //!   already, and a resync never waits behind a change that arrived more than `aging` after
@@ -276,7 +276,8 @@ where
     window: usize,
     store: Store<R>,
     telemetry: ControllerMetrics,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Wakes the feeder when the next periodic requeue comes due.
+    timer: Pin<Box<tokio::time::Sleep>>,
     /// The periodic requeues set, in `kuberator_remembered_objects`.
     requeues_size: crate::telemetry::Remembered,
 }
@@ -304,7 +305,7 @@ where
             store,
             requeues_size: crate::telemetry::Remembered::new(telemetry.controller(), "requeues"),
             telemetry,
-            timer: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
@@ -341,10 +342,12 @@ where
             let after = after.filter(|_| this.store.get(&object).is_some());
             this.queue.set_timer(object, after, now);
         }
-        this.timer = this.queue.expire(now).map(|at| Box::pin(tokio::time::sleep_until(at)));
-        if let Some(timer) = this.timer.as_mut() {
+        if let Some(at) = this.queue.expire(now) {
+            if this.timer.deadline() != at {
+                this.timer.as_mut().reset(at);
+            }
             // Registers the wake-up for the next periodic requeue.
-            if timer.as_mut().poll(cx).is_ready() {
+            if this.timer.as_mut().poll(cx).is_ready() {
                 cx.waker().wake_by_ref();
             }
         }
