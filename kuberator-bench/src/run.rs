@@ -337,7 +337,17 @@ impl Process {
         // `KUBERATOR_BENCH_LOG=debug` turns up the Rust contenders' logs (in the log files).
         let level = std::env::var("KUBERATOR_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
         let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = tokio::process::Command::new(&contender.binary);
+        // `KUBERATOR_BENCH_WRAPPER=heaptrack` runs each contender under a profiler (whose
+        // process the samples then measure: for profiles, not for figures).
+        let mut command = match std::env::var("KUBERATOR_BENCH_WRAPPER") {
+            Ok(wrapper) if !wrapper.is_empty() => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = tokio::process::Command::new(words.next().unwrap_or_default());
+                command.args(words).arg(&contender.binary);
+                command
+            }
+            _ => tokio::process::Command::new(&contender.binary),
+        };
         command
             .env("KUBECONFIG", control_plane.kubeconfig_path())
             .env(kuberator_bench::NAMESPACE_ENV, NAMESPACE)
