@@ -108,6 +108,14 @@ pub(crate) enum Change<K> {
     Listed { gone: Vec<Arc<K>> },
 }
 
+/// What travels to a subscriber: a change, or the whole store as a list for one that joins,
+/// as the store's own objects. Each is copied only when the subscriber reads it, so a joining
+/// subscriber never holds a second copy of the store at once.
+enum Sent<K> {
+    Change(Change<K>),
+    Replay(Vec<Arc<K>>),
+}
+
 /// A subscriber's share of a watch: the store, whether it has synced, and the changes from
 /// its list on.
 pub(crate) struct Subscription<K: Resource + Clone + 'static>
@@ -116,7 +124,7 @@ where
 {
     pub(crate) store: Store<K>,
     pub(crate) synced: Synced,
-    pub(crate) changes: mpsc::UnboundedReceiver<Change<K>>,
+    pub(crate) changes: futures::stream::BoxStream<'static, Change<K>>,
 }
 
 /// Whether a shared store has synced (its first list is done), for any number of waiters.
@@ -245,9 +253,9 @@ where
 {
     writer: Writer<K>,
     /// Subscribers that had their list.
-    live: Vec<mpsc::UnboundedSender<Change<K>>>,
+    live: Vec<mpsc::UnboundedSender<Sent<K>>>,
     /// Subscribers that get theirs when the list in progress is done.
-    waiting: Vec<mpsc::UnboundedSender<Change<K>>>,
+    waiting: Vec<mpsc::UnboundedSender<Sent<K>>>,
     /// The list in progress.
     list: Option<List<K>>,
     /// The objects that do not decode, by uid: not in the store, but part of a list.
@@ -309,20 +317,30 @@ where
         } else {
             fanout.waiting.push(sender);
         }
+        let changes = changes
+            .flat_map(|sent| match sent {
+                Sent::Change(change) => futures::stream::iter(vec![change]).left_stream(),
+                Sent::Replay(objects) => futures::stream::iter(objects)
+                    .map(|object| Change::Applied {
+                        object: Watched::Decoded((*object).clone()),
+                        listed: true,
+                        new: true,
+                    })
+                    .right_stream(),
+            })
+            .boxed();
         Subscription { store: self.reader.clone(), synced: Synced(self.synced.subscribe()), changes }
     }
 
     /// The store as a list, to a subscriber that joins.
-    fn replay(&self, fanout: &Fanout<K>, to: &mpsc::UnboundedSender<Change<K>>) {
-        let _ = to.unbounded_send(Change::Listing);
-        for object in self.reader.state() {
-            let object = Watched::Decoded((*object).clone());
-            let _ = to.unbounded_send(Change::Applied { object, listed: true, new: true });
-        }
+    fn replay(&self, fanout: &Fanout<K>, to: &mpsc::UnboundedSender<Sent<K>>) {
+        let _ = to.unbounded_send(Sent::Change(Change::Listing));
+        let _ = to.unbounded_send(Sent::Replay(self.reader.state()));
         for object in fanout.undecodable.values() {
-            let _ = to.unbounded_send(Change::Applied { object: object.clone(), listed: true, new: true });
+            let change = Change::Applied { object: object.clone(), listed: true, new: true };
+            let _ = to.unbounded_send(Sent::Change(change));
         }
-        let _ = to.unbounded_send(Change::Listed { gone: Vec::new() });
+        let _ = to.unbounded_send(Sent::Change(Change::Listed { gone: Vec::new() }));
     }
 
     /// Runs the watch, for as long as the caches live.
@@ -357,15 +375,19 @@ where
                 let list = fanout
                     .list
                     .get_or_insert_with(|| List { before: HashMap::new(), undecodable: HashMap::new() });
-                match &object {
+                let object = match object {
                     Watched::Decoded(decoded) => {
-                        list.before.remove(&ObjectRef::from_obj(decoded));
-                        self.store(&mut fanout.writer, &watcher::Event::InitApply(decoded.clone()));
+                        list.before.remove(&ObjectRef::from_obj(&decoded));
+                        let event = watcher::Event::InitApply(decoded);
+                        self.store(&mut fanout.writer, &event);
+                        let watcher::Event::InitApply(decoded) = event else { unreachable!("made above") };
+                        Watched::Decoded(decoded)
                     }
-                    Watched::Undecodable(_) => {
-                        list.undecodable.insert(object.uid().unwrap_or_default(), object.clone());
+                    undecodable @ Watched::Undecodable(_) => {
+                        list.undecodable.insert(undecodable.uid().unwrap_or_default(), undecodable.clone());
+                        undecodable
                     }
-                }
+                };
                 Change::Applied { object, listed: true, new }
             }
             watcher::Event::InitDone => {
@@ -383,8 +405,7 @@ where
                     joining = fanout.waiting.len(),
                     "shared cache listed"
                 );
-                let change = Change::Listed { gone };
-                fanout.live.retain(|subscriber| subscriber.unbounded_send(change.clone()).is_ok());
+                send_all(&mut fanout.live, Change::Listed { gone });
                 for joining in std::mem::take(&mut fanout.waiting) {
                     self.replay(fanout, &joining);
                     fanout.live.push(joining);
@@ -394,26 +415,36 @@ where
             watcher::Event::Apply(object) => {
                 let object = self.trimmed(object);
                 let new = self.is_new(&object);
-                match &object {
+                let object = match object {
                     Watched::Decoded(decoded) => {
                         fanout.undecodable.remove(&decoded.uid().unwrap_or_default());
-                        self.store(&mut fanout.writer, &watcher::Event::Apply(decoded.clone()));
+                        let event = watcher::Event::Apply(decoded);
+                        self.store(&mut fanout.writer, &event);
+                        let watcher::Event::Apply(decoded) = event else { unreachable!("made above") };
+                        Watched::Decoded(decoded)
                     }
-                    Watched::Undecodable(_) => {
-                        fanout.undecodable.insert(object.uid().unwrap_or_default(), object.clone());
+                    undecodable @ Watched::Undecodable(_) => {
+                        fanout.undecodable.insert(undecodable.uid().unwrap_or_default(), undecodable.clone());
+                        undecodable
                     }
-                }
+                };
                 Change::Applied { object, listed: false, new }
             }
             watcher::Event::Delete(object) => {
                 fanout.undecodable.remove(&object.uid().unwrap_or_default());
-                if let Watched::Decoded(decoded) = &object {
-                    self.store(&mut fanout.writer, &watcher::Event::Delete(decoded.clone()));
-                }
+                let object = match object {
+                    Watched::Decoded(decoded) => {
+                        let event = watcher::Event::Delete(decoded);
+                        self.store(&mut fanout.writer, &event);
+                        let watcher::Event::Delete(decoded) = event else { unreachable!("made above") };
+                        Watched::Decoded(decoded)
+                    }
+                    undecodable @ Watched::Undecodable(_) => undecodable,
+                };
                 Change::Deleted(object)
             }
         };
-        fanout.live.retain(|subscriber| subscriber.unbounded_send(change.clone()).is_ok());
+        send_all(&mut fanout.live, change);
     }
 
     /// Applies `event` to the store through `writer` (the fan-out's, under its lock), and
@@ -443,6 +474,19 @@ where
     }
 }
 
+/// Sends `change` to every live subscriber, and forgets the ones that went: a copy to each but
+/// the last, which gets the change itself.
+fn send_all<K: Clone>(live: &mut Vec<mpsc::UnboundedSender<Sent<K>>>, change: Change<K>) {
+    let mut change = Some(change);
+    let last = live.len().saturating_sub(1);
+    let mut index = 0;
+    live.retain(|subscriber| {
+        let this = if index == last { change.take() } else { change.clone() };
+        index += 1;
+        this.is_some_and(|this| subscriber.unbounded_send(Sent::Change(this)).is_ok())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -460,9 +504,10 @@ mod tests {
 
     /// What `changes` holds now, as `Listing`, `+name@version` (listed), `~name@version`
     /// (changed), `-name` and `Listed[gone]`.
-    fn drain(changes: &mut mpsc::UnboundedReceiver<Change<ConfigMap>>) -> Vec<String> {
+    fn drain(changes: &mut futures::stream::BoxStream<'static, Change<ConfigMap>>) -> Vec<String> {
+        use futures::FutureExt as _;
         let mut seen = Vec::new();
-        while let Ok(change) = changes.try_recv() {
+        while let Some(Some(change)) = changes.next().now_or_never() {
             seen.push(match change {
                 Change::Listing => "Listing".to_owned(),
                 Change::Applied { object, listed, new } => format!(
