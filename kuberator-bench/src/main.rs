@@ -96,12 +96,7 @@ async fn main() -> anyhow::Result<()> {
         results.iter_mut().for_each(run::Measured::thin);
         std::fs::write(&raw, serde_json::to_string(&results)?)
             .with_context(|| format!("writing {}", raw.display()))?;
-        let names: Vec<String> = CONTENDERS
-            .iter()
-            .filter(|name| results.iter().any(|m| m.contender == **name))
-            .map(|name| (*name).to_owned())
-            .collect();
-        return write_report(&args, &results, &names);
+        return rewrite_report(&args, &raw);
     }
     if args.shared || args.failover {
         return several(&args, &raw).await;
@@ -228,14 +223,7 @@ async fn several(args: &Args, raw: &Path) -> anyhow::Result<()> {
     }
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    let text = std::fs::read_to_string(raw).with_context(|| format!("reading {}", raw.display()))?;
-    let measured: Vec<run::Measured> = serde_json::from_str(&text)?;
-    let names: Vec<String> = CONTENDERS
-        .iter()
-        .filter(|name| measured.iter().any(|m| m.contender == **name))
-        .map(|name| (*name).to_owned())
-        .collect();
-    write_report(args, &measured, &names)
+    rewrite_report(args, raw)
 }
 
 /// `--scale`: one cold start of Kuberator alone at a large N, into `benchmarks/scale.json`
@@ -271,8 +259,15 @@ async fn scale(args: &Args, raw: &Path) -> anyhow::Result<()> {
     runs.sort_by_key(|run| run.objects);
     std::fs::write(&path, serde_json::to_string(&runs)?)
         .with_context(|| format!("writing {}", path.display()))?;
+    rewrite_report(args, raw)
+}
+
+/// BENCHMARKS.md and the plots again, from the four contenders' `results.json` (and the
+/// `--shared`, `--failover` and `--scale` files beside it).
+fn rewrite_report(args: &Args, raw: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(raw).with_context(|| format!("reading {}", raw.display()))?;
-    let results: Vec<run::Measured> = serde_json::from_str(&text)?;
+    let results: Vec<run::Measured> =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", raw.display()))?;
     let names: Vec<String> = CONTENDERS
         .iter()
         .filter(|name| results.iter().any(|m| m.contender == **name))

@@ -378,10 +378,9 @@ where
                 let object = match object {
                     Watched::Decoded(decoded) => {
                         list.before.remove(&ObjectRef::from_obj(&decoded));
-                        let event = watcher::Event::InitApply(decoded);
-                        self.store(&mut fanout.writer, &event);
-                        let watcher::Event::InitApply(decoded) = event else { unreachable!("made above") };
-                        Watched::Decoded(decoded)
+                        Watched::Decoded(
+                            self.store_object(&mut fanout.writer, watcher::Event::InitApply(decoded)),
+                        )
                     }
                     undecodable @ Watched::Undecodable(_) => {
                         list.undecodable.insert(undecodable.uid().unwrap_or_default(), undecodable.clone());
@@ -418,10 +417,9 @@ where
                 let object = match object {
                     Watched::Decoded(decoded) => {
                         fanout.undecodable.remove(&decoded.uid().unwrap_or_default());
-                        let event = watcher::Event::Apply(decoded);
-                        self.store(&mut fanout.writer, &event);
-                        let watcher::Event::Apply(decoded) = event else { unreachable!("made above") };
-                        Watched::Decoded(decoded)
+                        Watched::Decoded(
+                            self.store_object(&mut fanout.writer, watcher::Event::Apply(decoded)),
+                        )
                     }
                     undecodable @ Watched::Undecodable(_) => {
                         fanout.undecodable.insert(undecodable.uid().unwrap_or_default(), undecodable.clone());
@@ -433,12 +431,9 @@ where
             watcher::Event::Delete(object) => {
                 fanout.undecodable.remove(&object.uid().unwrap_or_default());
                 let object = match object {
-                    Watched::Decoded(decoded) => {
-                        let event = watcher::Event::Delete(decoded);
-                        self.store(&mut fanout.writer, &event);
-                        let watcher::Event::Delete(decoded) = event else { unreachable!("made above") };
-                        Watched::Decoded(decoded)
-                    }
+                    Watched::Decoded(decoded) => Watched::Decoded(
+                        self.store_object(&mut fanout.writer, watcher::Event::Delete(decoded)),
+                    ),
                     undecodable @ Watched::Undecodable(_) => undecodable,
                 };
                 Change::Deleted(object)
@@ -456,6 +451,18 @@ where
             i64::try_from(self.reader.len()).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
         if change != 0 {
             self.cached.inc_by(change);
+        }
+    }
+
+    /// Applies an object's `event` to the store (which keeps a copy of its own), and gives the
+    /// object back.
+    fn store_object(&self, writer: &mut Writer<K>, event: watcher::Event<K>) -> K {
+        self.store(writer, &event);
+        match event {
+            watcher::Event::Apply(object)
+            | watcher::Event::InitApply(object)
+            | watcher::Event::Delete(object) => object,
+            watcher::Event::Init | watcher::Event::InitDone => unreachable!("only an object's event has one"),
         }
     }
 
