@@ -150,7 +150,7 @@ where
         window,
         reader.clone(),
         Arc::clone(&handed),
-        telemetry.clone(),
+        &telemetry,
     );
     // Everything reaches kube through the feeder, in its order; kube's own trigger stream
     // stays empty (and open: its end would stop the controller).
@@ -366,10 +366,10 @@ where
             drop(running);
             // A periodic requeue waits in the feeder, as a resync; a failure's retry is kube's.
             let (result, after) = match result {
-                Ok(action) => match crate::queue::take_requeue(action) {
-                    (action, Some(after)) => (Ok(action), after),
-                    (action, None) => (Ok(action), None),
-                },
+                Ok(action) => {
+                    let (action, after) = crate::queue::take_requeue(action);
+                    (Ok(action), after.flatten())
+                }
                 Err(error) => (Err(error), None),
             };
             // The feeder is gone only when the controller stopped.

@@ -254,8 +254,9 @@ impl Handed {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).objects.len()
     }
 
-    fn depth(&self, priority: Priority) -> usize {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).depth[priority.index()]
+    /// How many wait, by [`Priority::index`].
+    fn depths(&self) -> [usize; 2] {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).depth
     }
 }
 
@@ -275,7 +276,8 @@ where
     handed: Arc<Handed>,
     window: usize,
     store: Store<R>,
-    telemetry: ControllerMetrics,
+    /// `kuberator_queue_depth` of each priority, by [`Priority::index`].
+    depth_gauges: [prometheus_client::metrics::gauge::Gauge; 2],
     /// Wakes the feeder when the next periodic requeue comes due.
     timer: Pin<Box<tokio::time::Sleep>>,
     /// The periodic requeues set, in `kuberator_remembered_objects`.
@@ -294,7 +296,7 @@ where
         window: usize,
         store: Store<R>,
         handed: Arc<Handed>,
-        telemetry: ControllerMetrics,
+        telemetry: &ControllerMetrics,
     ) -> Self {
         Self {
             triggers,
@@ -304,15 +306,17 @@ where
             window: window.max(1),
             store,
             requeues_size: crate::telemetry::Remembered::new(telemetry.controller(), "requeues"),
-            telemetry,
+            depth_gauges: [Priority::Change, Priority::Resync]
+                .map(|priority| telemetry.queue_depth(priority.label())),
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
     fn report(&self) {
+        let handed = self.handed.depths();
         for priority in [Priority::Change, Priority::Resync] {
-            self.telemetry
-                .queue_depth(priority.label(), self.queue.depth(priority) + self.handed.depth(priority));
+            let depth = self.queue.depth(priority) + handed[priority.index()];
+            self.depth_gauges[priority.index()].set(i64::try_from(depth).unwrap_or(i64::MAX));
         }
         self.requeues_size.set(self.queue.timers());
     }

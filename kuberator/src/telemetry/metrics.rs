@@ -310,11 +310,10 @@ impl ControllerMetrics {
         }
     }
 
-    pub(crate) fn queue_depth(&self, priority: &str, depth: usize) {
-        METRICS
-            .queue_depth
-            .get_or_create(&self.with("priority", priority))
-            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    /// The controller's `kuberator_queue_depth` series for `priority`, looked up once: setting
+    /// it is one atomic store.
+    pub(crate) fn queue_depth(&self, priority: &str) -> Gauge {
+        METRICS.queue_depth.get_or_create(&self.with("priority", priority)).clone()
     }
 
     pub(crate) fn waited(&self, priority: &str, waited: Duration) {
@@ -336,7 +335,7 @@ mod tests {
         metrics.finished(Duration::from_millis(20), true);
         metrics.failed(&Error::Panicked { object: "x".into(), message: "boom".into() });
         metrics.undecodable();
-        metrics.queue_depth("resync", 3);
+        metrics.queue_depth("resync").set(3);
         metrics.waited("change", Duration::from_millis(2));
         metrics.synced();
         readiness().unwrap();
