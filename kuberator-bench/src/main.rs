@@ -48,8 +48,8 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     latency_samples: usize,
     /// Above this many objects, a run stops after the cold start and the steady RSS (no spec
-    /// change, latency or delete), which keeps the whole suite near an hour
-    #[arg(long, default_value_t = 1000)]
+    /// change, latency or delete); the default runs every step at both default counts
+    #[arg(long, default_value_t = 10000)]
     full_up_to: usize,
     /// Only these contenders
     #[arg(long, value_delimiter = ',', default_values_t = CONTENDERS.map(str::to_owned))]

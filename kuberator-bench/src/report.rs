@@ -349,8 +349,8 @@ namespace `bench`, and then:
 5. **Delete.** Deletes all objects with one `deletecollection` and waits until the last is gone \
    (each contender removes its finalizer).
 
-Above `--full-up-to` objects (1000 unless told), a run stops after step 2, which keeps the \
-suite near an hour: those tables have no spec change, latency or delete figures.
+Above `--full-up-to` objects (10 000 unless told), a run stops after step 2: those tables \
+have no spec change, latency or delete figures.
 
 The contender's RSS and CPU time (user + system) are read from `/proc` every 100 ms; the \
 driver's own work is not counted. The count of reconciles is the contender's own: \
