@@ -102,7 +102,7 @@ where
     let failures = Arc::new(Failures::new(recorder.controller()));
     let own_writes = Arc::new(OwnWrites::new(recorder.controller(), keep_managed_fields));
 
-    let subscription = caches.subscribe(&api, watcher, keep_managed_fields);
+    let subscription = caches.subscribe(&api, watcher, keep_managed_fields, crate::shared::Sharded::Primary);
     let reader = subscription.store.clone();
     // kube's controller waits for its store to be ready, a wait that wakes only its last
     // waiter (see `Synced`): it starts once the shared store has synced, so that it never waits.

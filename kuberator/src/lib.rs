@@ -48,6 +48,7 @@ pub mod k8s;
 pub mod leader;
 pub mod operator;
 pub mod references;
+pub mod shard;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

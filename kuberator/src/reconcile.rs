@@ -282,7 +282,7 @@ where
 {
     let (children, references) = (reconciler.children(), reconciler.references());
     let (api, watcher, _) = reconciler.destruct();
-    drop(caches.subscribe(&api, watcher, Rec::keep_managed_fields()));
+    drop(caches.subscribe(&api, watcher, Rec::keep_managed_fields(), crate::shared::Sharded::Primary));
     if let Some(children) = children {
         drop(children.watch(caches, api.namespace()));
     }

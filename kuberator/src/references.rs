@@ -379,7 +379,8 @@ fn targets_of<P: Resource + 'static>(referenced: &Referenced, parent: &P) -> Vec
 fn triggers<K: Child>(references: &References, caches: &Caches, namespace: Option<&str>) -> Triggers {
     let namespace = namespace.filter(|_| is_namespaced::<K>());
     let api = api_of::<K>(references.inner.client.clone(), namespace);
-    let subscription = caches.subscribe(&api, watcher::Config::default(), false);
+    let subscription =
+        caches.subscribe(&api, watcher::Config::default(), false, crate::shared::Sharded::Whole);
     references.set_store(subscription.store, subscription.synced);
     let references = references.clone();
     subscription

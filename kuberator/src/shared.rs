@@ -50,6 +50,7 @@ use std::sync::PoisonError;
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 use kube::Api;
+use kube::Client;
 use kube::Resource;
 use kube::ResourceExt as _;
 use kube::runtime::WatchStreamExt as _;
@@ -60,6 +61,8 @@ use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 
 use crate::decode::Watched;
+use crate::shard::ShardFilter;
+use crate::shard::ShardKey;
 use crate::shutdown::AbortOnDrop;
 
 tokio::task_local! {
@@ -79,6 +82,8 @@ struct Inner {
     /// The controller names of the process: its children carry one of them in their
     /// managed-by label, and one watch per kind selects them all.
     managers: Vec<String>,
+    /// The range this process reconciles when it is one replica of a shard group.
+    shard: Option<ShardFilter>,
     entries: Mutex<HashMap<Key, Arc<dyn Any + Send + Sync>>>,
     /// The watch tasks, stopped when the caches go.
     watches: Mutex<Vec<AbortOnDrop<()>>>,
@@ -91,6 +96,18 @@ struct Key {
     /// The watch configuration, as `Debug` prints it: selectors, page size, timeouts.
     config: String,
     keep_managed_fields: bool,
+    shard: Option<ShardFilter>,
+}
+
+/// Whether a subscription is filtered by the process's shard range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharded {
+    /// A controller's own kind: filtered.
+    Primary,
+    /// Owned children: filtered when the range is by namespace (they share their parent's).
+    Children,
+    /// Everything of the kind (referenced objects).
+    Whole,
 }
 
 /// What a subscriber sees of a shared watch.
@@ -160,6 +177,14 @@ impl Caches {
         Self { inner: Arc::new(Inner { managers, ..Inner::default() }) }
     }
 
+    /// Caches for one replica of a shard group: its controllers' own kinds (and, by namespace,
+    /// their children) are watched only within `shard`.
+    pub(crate) fn sharded(managers: impl IntoIterator<Item = impl Into<String>>, shard: ShardFilter) -> Self {
+        let Self { inner } = Self::new(managers);
+        let inner = Arc::into_inner(inner).unwrap_or_else(|| unreachable!("just made"));
+        Self { inner: Arc::new(Inner { shard: Some(shard), ..inner }) }
+    }
+
     /// The caches of the process this runs in, or new ones of its own outside a process.
     pub(crate) fn current() -> Self {
         PROCESS.try_with(Clone::clone).unwrap_or_default()
@@ -188,29 +213,42 @@ impl Caches {
     }
 
     /// Subscribes to `K` as `api` (its namespace) and `config` watch it, objects trimmed
-    /// unless `keep_managed_fields` (see [`crate::own_writes::trim`]): the shared watch,
-    /// started by the first subscriber.
+    /// unless `keep_managed_fields` (see [`crate::own_writes::trim`]), within this process's
+    /// shard range as `sharded` says: the shared watch, started by the first subscriber.
     pub(crate) fn subscribe<K>(
         &self,
         api: &Api<K>,
         config: watcher::Config,
         keep_managed_fields: bool,
+        sharded: Sharded,
     ) -> Subscription<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
     {
+        let shard = match sharded {
+            Sharded::Primary => self.inner.shard.clone(),
+            Sharded::Children => {
+                self.inner.shard.clone().filter(|shard| shard.range.key() == ShardKey::Namespace)
+            }
+            Sharded::Whole => None,
+        };
         let key = Key {
             kind: TypeId::of::<K>(),
             namespace: api.namespace().map(str::to_owned),
             config: format!("{config:?}"),
             keep_managed_fields,
+            shard: shard.clone(),
         };
         let entry = {
             let mut entries = self.inner.entries.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = entries.entry(key).or_insert_with(|| {
-                let entry = Arc::new(Entry::<K>::new(keep_managed_fields));
-                let watch = tokio::spawn(Arc::clone(&entry).follow(watched(api), config));
+                let entry = Arc::new(Entry::<K>::new(keep_managed_fields, shard));
+                let watch = tokio::spawn(Arc::clone(&entry).follow(
+                    api.clone().into_client(),
+                    api.namespace().map(str::to_owned),
+                    config,
+                ));
                 self.inner.watches.lock().unwrap_or_else(PoisonError::into_inner).push(AbortOnDrop(watch));
                 entry as Arc<dyn Any + Send + Sync>
             });
@@ -221,14 +259,13 @@ impl Caches {
     }
 }
 
-/// `api`, decoding each object on its own.
-fn watched<K>(api: &Api<K>) -> Api<Watched<K>>
+/// `K` in `namespace` (or all), decoding each object on its own.
+fn watched<K>(client: Client, namespace: Option<&str>) -> Api<Watched<K>>
 where
     K: Resource + Clone,
     K::DynamicType: Default,
 {
-    let client = api.clone().into_client();
-    match api.namespace() {
+    match namespace {
         Some(namespace) => Api::namespaced_with(client, namespace, &K::DynamicType::default()),
         None => Api::all_with(client, &K::DynamicType::default()),
     }
@@ -242,6 +279,8 @@ where
     reader: Store<K>,
     synced: tokio::sync::watch::Sender<bool>,
     keep_managed_fields: bool,
+    /// The range the watch is filtered by, here (and by the API server where it can).
+    shard: Option<ShardFilter>,
     fanout: Mutex<Fanout<K>>,
     /// Its share of `kuberator_cached_objects`.
     cached: prometheus_client::metrics::gauge::Gauge,
@@ -287,12 +326,13 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
-    fn new(keep_managed_fields: bool) -> Self {
+    fn new(keep_managed_fields: bool, shard: Option<ShardFilter>) -> Self {
         let writer = Writer::default();
         Self {
             reader: writer.as_reader(),
             synced: tokio::sync::watch::Sender::new(false),
             keep_managed_fields,
+            shard,
             cached: crate::telemetry::cached_objects(&K::kind(&K::DynamicType::default())),
             fanout: Mutex::new(Fanout {
                 writer,
@@ -344,7 +384,8 @@ where
     }
 
     /// Runs the watch, for as long as the caches live.
-    async fn follow(self: Arc<Self>, api: Api<Watched<K>>, config: watcher::Config) {
+    async fn follow(self: Arc<Self>, client: Client, namespace: Option<String>, config: watcher::Config) {
+        let api = self.sharded_api(client, namespace.as_deref()).await;
         let mut events = watcher::watcher(api, config).default_backoff().boxed();
         while let Some(event) = events.next().await {
             match event {
@@ -357,8 +398,59 @@ where
         }
     }
 
+    /// The watch's `Api`: with the shard selector when the API server honours it (asked once,
+    /// with a list of one object).
+    async fn sharded_api(&self, client: Client, namespace: Option<&str>) -> Api<Watched<K>> {
+        let kind = K::kind(&K::DynamicType::default()).into_owned();
+        let Some(shard) = self.shard.as_ref().filter(|shard| shard.server_side) else {
+            if let Some(shard) = &self.shard {
+                tracing::info!(%kind, range = %shard.range, "sharded watch filtered here (server-side filtering is off)");
+            }
+            return watched(client, namespace);
+        };
+        let selector = shard.range.selector();
+        let filtered = watched(crate::shard::with_selector(client.clone(), &selector), namespace);
+        let mut failures = 0;
+        loop {
+            match crate::shard::honoured(&filtered).await {
+                Ok(true) => {
+                    tracing::info!(%kind, %selector, "sharded watch filtered by the API server");
+                    return filtered;
+                }
+                Ok(false) => {
+                    tracing::warn!(%kind, %selector, "the API server does not filter by shardSelector (Kubernetes 1.36 or later with the feature gate ShardedListAndWatch): every object is received and filtered here");
+                    return watched(client, namespace);
+                }
+                Err(error) if failures < 3 => {
+                    failures += 1;
+                    tracing::debug!(%kind, error = %crate::error::report(&error), "asking whether the API server filters by shard; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500 << failures)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%kind, error = %crate::error::report(&error), "could not tell whether the API server filters by shard: filtering here");
+                    return watched(client, namespace);
+                }
+            }
+        }
+    }
+
+    /// Whether `object` is this replica's (always, unsharded).
+    fn admits(&self, object: &Watched<K>) -> bool {
+        self.shard.as_ref().is_none_or(|shard| {
+            let meta = object.meta();
+            shard.admits(meta.uid.as_deref(), meta.namespace.as_deref())
+        })
+    }
+
     /// Applies `event` to the store, then hands it to the subscribers.
     fn apply(&self, event: watcher::Event<Watched<K>>) {
+        if let watcher::Event::InitApply(object)
+        | watcher::Event::Apply(object)
+        | watcher::Event::Delete(object) = &event
+            && !self.admits(object)
+        {
+            return;
+        }
         let mut fanout = self.fanout();
         let fanout = &mut *fanout;
         let change = match event {
@@ -535,7 +627,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_get_the_whole_store_once_it_synced_then_every_change() {
-        let entry = Entry::<ConfigMap>::new(false);
+        let entry = Entry::<ConfigMap>::new(false, None);
         let mut early = entry.subscribe();
         entry.apply(watcher::Event::Init);
         entry.apply(watcher::Event::InitApply(map("a", "1")));
@@ -569,7 +661,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_relist_names_what_went_while_the_watch_was_down_and_what_it_knew() {
-        let entry = Entry::<ConfigMap>::new(false);
+        let entry = Entry::<ConfigMap>::new(false, None);
         let mut subscription = entry.subscribe();
         for event in [
             watcher::Event::Init,
@@ -599,7 +691,7 @@ mod tests {
     /// after which the store's own wait returns at once.
     #[tokio::test]
     async fn every_waiter_wakes_when_the_store_syncs() {
-        let entry = Arc::new(Entry::<ConfigMap>::new(false));
+        let entry = Arc::new(Entry::<ConfigMap>::new(false, None));
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let subscription = entry.subscribe();

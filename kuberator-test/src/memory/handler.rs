@@ -331,6 +331,16 @@ fn scope(call: &Call<'_>) -> Result<Scope, ApiError> {
             call.query.get("fieldSelector").unwrap_or_default(),
             &call.resource.storage,
         )?,
+        shards: match call.query.get("shardSelector").filter(|selector| !selector.is_empty()) {
+            None => None,
+            Some(selector) => Some(kuberator::shard::ShardRange::parse(selector).map_err(|error| {
+                ApiError::new(
+                    500,
+                    "InternalError",
+                    format!("Internal error occurred: invalid shard selector: {error}"),
+                )
+            })?),
+        },
     })
 }
 
@@ -372,6 +382,9 @@ fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> 
             .map(|object| present(call.resource, object))
             .collect();
         let mut metadata = json!({"resourceVersion": version.to_string()});
+        if let Some(shards) = &scope.shards {
+            metadata["shardInfo"] = json!({"selector": shards.selector()});
+        }
         if let Some(limit) = limit
             && all.len() > limit
         {

@@ -177,6 +177,9 @@ pub(crate) struct Scope {
     pub(crate) namespace: Option<String>,
     pub(crate) labels: LabelSelector,
     pub(crate) fields: FieldSelector,
+    /// The `shardSelector` (Kubernetes 1.36's `ShardedListAndWatch`): hash ranges of the uid
+    /// or the namespace.
+    pub(crate) shards: Option<kuberator::shard::ShardRange>,
 }
 
 impl Scope {
@@ -185,6 +188,10 @@ impl Scope {
             .namespace
             .as_deref()
             .is_none_or(|namespace| object["metadata"]["namespace"].as_str() == Some(namespace));
-        namespace_matches && self.labels.matches(object) && self.fields.matches(object)
+        let shard_matches = self.shards.as_ref().is_none_or(|shards| {
+            let metadata = &object["metadata"];
+            shards.contains(metadata["uid"].as_str(), metadata["namespace"].as_str())
+        });
+        namespace_matches && self.labels.matches(object) && self.fields.matches(object) && shard_matches
     }
 }

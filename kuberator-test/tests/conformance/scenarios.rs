@@ -114,6 +114,10 @@ scenarios![
     crd_deletion_deletes_its_objects_then_itself,
     list_in_an_empty_namespace_is_empty,
     list_pages_after_the_first_are_a_snapshot_of_its_version,
+    list_by_shard_range_splits_by_the_fnv_hash_of_the_uid,
+    list_by_shard_range_of_the_namespace_takes_all_or_nothing,
+    watch_by_shard_range_sees_only_its_objects,
+    list_refuses_a_malformed_shard_selector,
 ];
 
 const SHORT: Duration = Duration::from_secs(10);
@@ -1385,4 +1389,112 @@ async fn list_pages_after_the_first_are_a_snapshot_of_its_version(c: Ctx) -> any
         .collect();
     ensure_eq(&json!(seen), &json!([["s3", 1], ["s4", 1]]), "the rest, as of the first page")?;
     ensure_eq(&rest["metadata"]["resourceVersion"], &first["metadata"]["resourceVersion"], "resourceVersion")
+}
+
+/// `shardSelector` for the lower (`0x0…` to `0x8…`) or upper half of the hash space of `field`.
+fn half(field: &str, upper: bool) -> String {
+    let (start, end) = if upper {
+        ("0x8000000000000000", "0x10000000000000000")
+    } else {
+        ("0x0000000000000000", "0x8000000000000000")
+    };
+    format!("shardRange(object.metadata.{field}, '{start}', '{end}')")
+}
+
+fn query_value(text: &str) -> String {
+    text.replace('%', "%25").replace(' ', "%20").replace('\'', "%27").replace(',', "%2C").replace('|', "%7C")
+}
+
+/// Whether the uid of `object` hashes into the upper half, by Kuberator's own hash.
+fn upper_half(object: &Value) -> bool {
+    kuberator::shard::hash(object["metadata"]["uid"].as_str().unwrap_or_default()) >= 1 << 63
+}
+
+async fn list_by_shard_range_splits_by_the_fnv_hash_of_the_uid(c: Ctx) -> anyhow::Result<()> {
+    let mut expected = (Vec::new(), Vec::new());
+    for index in 0..12 {
+        let created = c.new_widget(&format!("s{index:02}")).await?;
+        let name = created["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        if upper_half(&created) { expected.1.push(name) } else { expected.0.push(name) }
+    }
+    for (upper, names) in [(false, &expected.0), (true, &expected.1)] {
+        let selector = half("uid", upper);
+        let answer = c.get(&format!("{}?shardSelector={}", c.widgets(), query_value(&selector))).await?;
+        let list = answer.ok()?;
+        ensure_eq(&list["metadata"]["shardInfo"], &json!({"selector": selector}), "shardInfo")?;
+        let listed: Vec<&str> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["metadata"]["name"].as_str())
+            .collect();
+        ensure_eq(
+            &json!(listed),
+            &json!(names),
+            &format!("the {} half", if upper { "upper" } else { "lower" }),
+        )?;
+    }
+    // Without a selector: no shardInfo, everything.
+    let all = c.get(&c.widgets()).await?;
+    ensure_eq(&all.ok()?["metadata"]["shardInfo"], &Value::Null, "shardInfo without a selector")?;
+    ensure_eq(&json!(all.ok()?["items"].as_array().map(Vec::len)), &json!(12), "all")
+}
+
+async fn list_by_shard_range_of_the_namespace_takes_all_or_nothing(c: Ctx) -> anyhow::Result<()> {
+    c.new_widget("one").await?;
+    c.new_widget("two").await?;
+    let upper = kuberator::shard::hash(&c.namespace) >= 1 << 63;
+    let inside = names_of(&c, &format!("shardSelector={}", query_value(&half("namespace", upper)))).await?;
+    let outside = names_of(&c, &format!("shardSelector={}", query_value(&half("namespace", !upper)))).await?;
+    ensure_eq(&json!(inside), &json!(["one", "two"]), "the namespace's half")?;
+    ensure_eq(&json!(outside), &json!([]), "the other half")
+}
+
+async fn watch_by_shard_range_sees_only_its_objects(c: Ctx) -> anyhow::Result<()> {
+    let first = c.new_widget("w-first").await?;
+    let upper = upper_half(&first);
+    let selector = query_value(&half("uid", upper));
+    let mut watch =
+        c.watch(&format!("{}?shardSelector={selector}&resourceVersion={}", c.widgets(), rv(&first))).await?;
+    ensure!(watch.code == 200, "watch answered {}", watch.code);
+    let mut expected = Vec::new();
+    for index in 0..8 {
+        let created = c.new_widget(&format!("w{index}")).await?;
+        if upper_half(&created) == upper {
+            expected.push(created["metadata"]["name"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    // The last object is in the range, so that its event ends the sequence.
+    let mut last = 8;
+    loop {
+        let created = c.new_widget(&format!("w{last}")).await?;
+        if upper_half(&created) == upper {
+            expected.push(created["metadata"]["name"].as_str().unwrap_or_default().to_owned());
+            break;
+        }
+        last += 1;
+        ensure!(last < 64, "no uid in the range after 64 objects");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        let event = watch.next_change(SHORT).await?;
+        ensure_eq(&event["type"], &json!("ADDED"), "type")?;
+        seen.push(event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned());
+    }
+    ensure_eq(&json!(seen), &json!(expected), "objects in the range")
+}
+
+async fn list_refuses_a_malformed_shard_selector(c: Ctx) -> anyhow::Result<()> {
+    let selector =
+        query_value("shardRange(object.metadata.name, '0x0000000000000000', '0x8000000000000000')");
+    let answer = c.get(&format!("{}?shardSelector={selector}", c.widgets())).await?;
+    ensure!(answer.code >= 400, "answered {}", answer.code);
+    ensure!(
+        answer.message().contains("invalid shard selector")
+            && answer.message().contains("unsupported field path"),
+        "{}: {}",
+        answer.code,
+        answer.message()
+    );
+    Ok(())
 }

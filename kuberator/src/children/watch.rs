@@ -46,7 +46,7 @@ pub(super) fn triggers<K: Child>(children: &Children, caches: &Caches, namespace
     let api = api_of::<K>(children.inner.client.clone(), namespace);
     let manager = children.inner.manager.clone();
     let config = watcher::Config::default().labels(&caches.children_selector(MANAGED_BY, &manager));
-    let subscription = caches.subscribe(&api, config, false);
+    let subscription = caches.subscribe(&api, config, false, crate::shared::Sharded::Children);
     children.set_store(subscription.store, subscription.synced);
     let (decided, later) = futures::channel::mpsc::unbounded::<Trigger>();
     let children = children.clone();

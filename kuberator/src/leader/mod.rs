@@ -388,7 +388,7 @@ pub fn default_identity() -> String {
 }
 
 /// `period`, up to 20 % later at random.
-fn jittered(period: Duration) -> Duration {
+pub(crate) fn jittered(period: Duration) -> Duration {
     let random = RandomState::new().hash_one(Instant::now());
     period.mul_f64(1.0 + (random % 1001) as f64 / 5000.0)
 }

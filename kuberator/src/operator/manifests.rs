@@ -121,6 +121,25 @@ pub fn lease_rules() -> Vec<PolicyRule> {
     }]
 }
 
+/// The rules for sharding ([`crate::shard`]): leader election's, and `delete`, for the
+/// Leases of replicas that died.
+pub fn shard_lease_rules() -> Vec<PolicyRule> {
+    let mut rules = lease_rules();
+    for rule in &mut rules {
+        rule.verbs.push("delete".to_owned());
+    }
+    rules
+}
+
+/// How the replicas of a sharded operator split the objects (`--shards`, `--shard-key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardPlacement {
+    /// Shards of the hash space.
+    pub shards: u32,
+    /// What is hashed.
+    pub key: crate::shard::ShardKey,
+}
+
 /// Where and how a derived operator is installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -128,8 +147,11 @@ pub struct Placement {
     pub namespace: String,
     /// The namespaces it watches; empty means every namespace.
     pub watched: Vec<String>,
-    /// The namespace of its leader election Lease; `None` when leader election is off.
+    /// The namespace of its leader election (or shard) Leases; `None` when leader election
+    /// and sharding are off.
     pub lease_namespace: Option<String>,
+    /// How its replicas share the objects; `None`: one reconciles them all.
+    pub sharding: Option<ShardPlacement>,
     /// Whether `/metrics` is served only to callers the API server authenticates and
     /// authorizes (the default), which takes `create` on `tokenreviews` and
     /// `subjectaccessreviews`; `false` with `--metrics-insecure`.
@@ -144,6 +166,7 @@ impl Placement {
             namespace: namespace.to_owned(),
             watched: settings.namespaces.clone(),
             lease_namespace: Some(namespace.to_owned()),
+            sharding: None,
             metrics_auth: true,
         }
     }
@@ -322,7 +345,7 @@ pub(crate) fn rbac_of(name: &str, parts: &[Part], placement: &Placement) -> Vec<
         let lease_role = format!("{name}-leader-election");
         objects.push(json(&Role {
             metadata: meta(&lease_role, Some(lease_namespace)),
-            rules: Some(lease_rules()),
+            rules: Some(if placement.sharding.is_some() { shard_lease_rules() } else { lease_rules() }),
         }));
         objects.push(json(&RoleBinding {
             metadata: meta(&lease_role, Some(lease_namespace)),
@@ -460,6 +483,8 @@ impl Default for Resources {
 pub struct Workload {
     /// Its container image.
     pub image: String,
+    /// Replicas of the Deployment.
+    pub replicas: u32,
     /// The port of `/metrics`.
     pub metrics_port: u16,
     /// The port of `/healthz` and `/readyz`.
@@ -533,6 +558,12 @@ pub(crate) fn manifests_of(
     if !placement.metrics_auth {
         env.push(value("KUBERATOR_METRICS_INSECURE", "true".to_owned()));
     }
+    if let Some(sharding) = &placement.sharding {
+        env.push(value("KUBERATOR_SHARDS", sharding.shards.to_string()));
+        if sharding.key != crate::shard::ShardKey::Uid {
+            env.push(value("KUBERATOR_SHARD_KEY", sharding.key.to_string()));
+        }
+    }
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -586,7 +617,7 @@ pub(crate) fn manifests_of(
     let deployment = Deployment {
         metadata: meta.clone(),
         spec: DeploymentSpec {
-            replicas: Some(1),
+            replicas: Some(i32::try_from(workload.replicas).unwrap_or(i32::MAX)),
             selector: LabelSelector { match_labels: Some(labels(&name)), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(&name)), ..ObjectMeta::default() }),
@@ -822,6 +853,7 @@ mod tests {
         let config = config(&["team-a"]);
         let workload = Workload {
             image: "registry.example/widget:1.0".to_owned(),
+            replicas: 1,
             metrics_port: 9443,
             health_port: 9081,
             resources: Resources::default(),
@@ -915,6 +947,7 @@ mod tests {
         };
         let workload = Workload {
             image: "widget:1".to_owned(),
+            replicas: 1,
             metrics_port: 8443,
             health_port: 8081,
             resources: Resources::default(),

@@ -25,6 +25,9 @@ use super::manifests;
 use super::manifests::Part;
 use crate::leader;
 use crate::leader::LeaderElection;
+use crate::shard::ShardFilter;
+use crate::shard::ShardKey;
+use crate::shard::Sharding;
 use crate::shared::Caches;
 use crate::shutdown::Shutdown;
 
@@ -91,6 +94,9 @@ struct Cli {
 
     #[command(flatten)]
     election: ElectionArgs,
+
+    #[command(flatten)]
+    sharding: ShardArgs,
 
     #[command(flatten)]
     telemetry: TelemetryArgs,
@@ -213,6 +219,35 @@ struct ElectionArgs {
     retry_period: CliDuration,
 }
 
+/// Sharding: each of several replicas reconciles a share of the objects.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Sharding")]
+struct ShardArgs {
+    /// Split the objects into this many shards, shared out among the live replicas through
+    /// Leases (each replica reconciles only its shards'); 0: off, one replica reconciles
+    /// everything (leader election picks which). Use a multiple of the replica count
+    #[arg(long, env = "KUBERATOR_SHARDS", default_value_t = 0, value_name = "N", global = true)]
+    shards: u32,
+
+    /// What places an object in a shard: `uid` (an even spread) or `namespace` (a namespace
+    /// and everything in it on one replica; the children's watch is sharded too)
+    #[arg(long, env = "KUBERATOR_SHARD_KEY", default_value_t = ShardKey::Uid, value_name = "uid|namespace", global = true)]
+    shard_key: ShardKey,
+
+    /// Ask the API server to send each replica only its shards' objects (Kubernetes 1.36 or
+    /// later with the ShardedListAndWatch feature gate; used only where the server honours
+    /// it). Without it, each replica receives every object and keeps only its own
+    #[arg(
+        long,
+        env = "KUBERATOR_SERVER_SIDE_SHARDING",
+        default_value_t = true,
+        action = ArgAction::Set,
+        value_name = "true|false",
+        global = true
+    )]
+    server_side_sharding: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Reconcile until SIGINT or SIGTERM (the default)
@@ -233,6 +268,9 @@ enum Command {
         /// Container image of the operator
         #[arg(long)]
         image: String,
+        /// Replicas of the Deployment (more than one needs --shards, or they stand by)
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
         /// CPU the container requests
         #[arg(long, default_value = manifests::DEFAULT_CPU_REQUEST)]
         cpu_request: String,
@@ -370,7 +408,12 @@ impl Cli {
         manifests::Placement {
             namespace: namespace.to_owned(),
             watched: Vec::new(),
-            lease_namespace: self.election.leader_election.then_some(lease_namespace),
+            lease_namespace: (self.election.leader_election || self.sharding.shards > 0)
+                .then_some(lease_namespace),
+            sharding: (self.sharding.shards > 0).then_some(manifests::ShardPlacement {
+                shards: self.sharding.shards,
+                key: self.sharding.shard_key,
+            }),
             metrics_auth: !self.telemetry.metrics_insecure,
         }
     }
@@ -458,6 +501,7 @@ pub(super) async fn run_units(
         Some(Command::Manifests {
             namespace,
             image,
+            replicas,
             cpu_request,
             memory_request,
             cpu_limit,
@@ -465,6 +509,7 @@ pub(super) async fn run_units(
         }) => {
             let workload = manifests::Workload {
                 image: image.clone(),
+                replicas: *replicas,
                 metrics_port: cli.telemetry.metrics_address.port(),
                 health_port: cli.telemetry.health_address.port(),
                 resources: manifests::Resources {
@@ -495,17 +540,32 @@ pub(super) async fn run_units(
     let client = Client::try_default()
         .await
         .context("no Kubernetes cluster reachable: set KUBECONFIG, or run in a pod with a service account")?;
-    let leader_election =
-        election.leader_election.then(|| {
-            let namespace =
-                election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
-            let lease = LeaderElection::new(election.lease_name.as_deref().unwrap_or(name), namespace)
-                .timing(election.lease_duration.0, election.renew_deadline.0, election.retry_period.0);
-            match &election.identity {
-                Some(identity) => lease.identity(identity),
-                None => lease,
-            }
-        });
+    let lease_namespace =
+        election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    let group = election.lease_name.as_deref().unwrap_or(name);
+    let timing = (election.lease_duration.0, election.renew_deadline.0, election.retry_period.0);
+    let sharding = (cli.sharding.shards > 0).then(|| {
+        let sharding = Sharding::new(group, lease_namespace.clone(), cli.sharding.shards)
+            .key(cli.sharding.shard_key)
+            .timing(timing.0, timing.1, timing.2);
+        match &election.identity {
+            Some(identity) => sharding.identity(identity),
+            None => sharding,
+        }
+    });
+    if let Some(sharding) = &sharding {
+        sharding
+            .validate()
+            .context("check --shards, --lease-name, --lease-duration, --renew-deadline and --retry-period")?;
+    }
+    // Sharding replaces leader election: every replica reconciles its share.
+    let leader_election = (election.leader_election && sharding.is_none()).then(|| {
+        let lease = LeaderElection::new(group, lease_namespace.clone()).timing(timing.0, timing.1, timing.2);
+        match &election.identity {
+            Some(identity) => lease.identity(identity),
+            None => lease,
+        }
+    });
     if let Some(lease) = &leader_election {
         lease.validate().context("check --lease-duration, --renew-deadline and --retry-period")?;
     }
@@ -543,7 +603,17 @@ pub(super) async fn run_units(
         crate::telemetry::shutting_down();
         let _ = signalled.send(());
     };
+    let server_side = cli.sharding.server_side_sharding;
     let running = async {
+        if let Some(sharding) = &sharding {
+            let names: Vec<&'static str> = running.iter().map(|(name, _)| *name).collect();
+            let work = move |range, stop| {
+                let caches = Caches::sharded(names.clone(), ShardFilter { range, server_side });
+                start_all(&running, stop, &caches)
+            };
+            sharding.clone().run(client.clone(), shutdown, work).await?;
+            return anyhow::Ok(());
+        }
         match &leader_election {
             Some(lease) => {
                 let work = move |stop| start_all(&running, stop, &caches);

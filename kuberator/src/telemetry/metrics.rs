@@ -29,6 +29,9 @@ struct Metrics {
     queue_depth: Family<Labels, Gauge>,
     queue_wait: Family<Labels, Histogram, fn() -> Histogram>,
     leader: Family<Labels, Gauge>,
+    shards_held: Family<Labels, Gauge>,
+    shard_fraction: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    shard_moves: Family<Labels, Counter>,
     remembered: Family<Labels, Gauge>,
     cached: Family<Labels, Gauge>,
 }
@@ -56,6 +59,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         queue_depth: Family::default(),
         queue_wait: Family::new_with_constructor(wait_histogram),
         leader: Family::default(),
+        shards_held: Family::default(),
+        shard_fraction: Family::default(),
+        shard_moves: Family::default(),
         remembered: Family::default(),
         cached: Family::default(),
     };
@@ -83,6 +89,21 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "leader",
         "1 while this process holds the lease, 0 while it stands by",
         metrics.leader.clone(),
+    );
+    registry.register(
+        "shards_held",
+        "Shards this replica holds and reconciles, of its shard group",
+        metrics.shards_held.clone(),
+    );
+    registry.register(
+        "shard_fraction",
+        "The share of the hash space this replica reconciles, from 0 to 1",
+        metrics.shard_fraction.clone(),
+    );
+    registry.register(
+        "shard_moves",
+        "Shards this replica took, released or lost",
+        metrics.shard_moves.clone(),
     );
     registry.register(
         "remembered_objects",
@@ -231,6 +252,57 @@ impl LeaderStatus {
 impl Drop for LeaderStatus {
     fn drop(&mut self) {
         METRICS.leader.remove(&self.labels);
+        if self.standing_by.load(std::sync::atomic::Ordering::SeqCst) {
+            readiness_state().standing_by -= 1;
+        }
+    }
+}
+
+/// A replica's place in a shard group: `kuberator_shards_held`, `kuberator_shard_fraction`
+/// and `kuberator_shard_moves_total`; while it holds no shard it stands by (ready, as a
+/// standby of leader election is).
+pub(crate) struct ShardStatus {
+    labels: Labels,
+    standing_by: std::sync::atomic::AtomicBool,
+}
+
+impl ShardStatus {
+    /// A replica of the group `group` (`namespace/name`) that holds nothing yet.
+    pub(crate) fn new(group: &str) -> Self {
+        let status = Self {
+            labels: vec![("group".to_owned(), group.to_owned())],
+            standing_by: std::sync::atomic::AtomicBool::new(false),
+        };
+        status.holds(0.0, 0);
+        status
+    }
+
+    /// The replica reconciles `shards` shards, `fraction` of the hash space.
+    pub(crate) fn holds(&self, fraction: f64, shards: usize) {
+        METRICS.shards_held.get_or_create(&self.labels).set(i64::try_from(shards).unwrap_or(i64::MAX));
+        METRICS.shard_fraction.get_or_create(&self.labels).set(fraction);
+        let standing_by = shards == 0;
+        let was = self.standing_by.swap(standing_by, std::sync::atomic::Ordering::SeqCst);
+        let mut state = readiness_state();
+        match (was, standing_by) {
+            (false, true) => state.standing_by += 1,
+            (true, false) => state.standing_by -= 1,
+            _ => {}
+        }
+    }
+
+    /// `count` shards were `how` (`took`, `released` or `lost`).
+    pub(crate) fn moved(&self, how: &str, count: usize) {
+        let mut labels = self.labels.clone();
+        labels.push(("how".to_owned(), how.to_owned()));
+        METRICS.shard_moves.get_or_create(&labels).inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+}
+
+impl Drop for ShardStatus {
+    fn drop(&mut self) {
+        METRICS.shards_held.remove(&self.labels);
+        METRICS.shard_fraction.remove(&self.labels);
         if self.standing_by.load(std::sync::atomic::Ordering::SeqCst) {
             readiness_state().standing_by -= 1;
         }

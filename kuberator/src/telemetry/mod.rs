@@ -87,6 +87,7 @@ mod server;
 pub(crate) use self::metrics::ControllerMetrics;
 pub(crate) use self::metrics::LeaderStatus;
 pub(crate) use self::metrics::Remembered;
+pub(crate) use self::metrics::ShardStatus;
 pub(crate) use self::metrics::cached_objects;
 pub use self::metrics::encode;
 pub(crate) use self::metrics::expect_controllers;
