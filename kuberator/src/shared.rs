@@ -385,52 +385,28 @@ where
 
     /// Runs the watch, for as long as the caches live.
     async fn follow(self: Arc<Self>, client: Client, namespace: Option<String>, config: watcher::Config) {
-        let api = self.sharded_api(client, namespace.as_deref()).await;
+        let api = self.sharded_api(client, namespace.as_deref());
         let mut events = watcher::watcher(api, config).default_backoff().boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => self.apply(event),
                 Err(error) => {
                     let error = crate::error::report(&error);
-                    tracing::warn!(kind = %K::kind(&K::DynamicType::default()), %error, "watch failed; retrying");
+                    tracing::warn!(
+                        kind = %K::kind(&K::DynamicType::default()),
+                        %error,
+                        "watch failed; retrying",
+                    );
                 }
             }
         }
     }
 
-    /// The watch's `Api`: with the shard selector when the API server honours it (asked once,
-    /// with a list of one object).
-    async fn sharded_api(&self, client: Client, namespace: Option<&str>) -> Api<Watched<K>> {
-        let kind = K::kind(&K::DynamicType::default()).into_owned();
-        let Some(shard) = self.shard.as_ref().filter(|shard| shard.server_side) else {
-            if let Some(shard) = &self.shard {
-                tracing::info!(%kind, range = %shard.range, "sharded watch filtered here (server-side filtering is off)");
-            }
-            return watched(client, namespace);
-        };
-        let selector = shard.range.selector();
-        let filtered = watched(crate::shard::with_selector(client.clone(), &selector), namespace);
-        let mut failures = 0;
-        loop {
-            match crate::shard::honoured(&filtered).await {
-                Ok(true) => {
-                    tracing::info!(%kind, %selector, "sharded watch filtered by the API server");
-                    return filtered;
-                }
-                Ok(false) => {
-                    tracing::warn!(%kind, %selector, "the API server does not filter by shardSelector (Kubernetes 1.36 or later with the feature gate ShardedListAndWatch): every object is received and filtered here");
-                    return watched(client, namespace);
-                }
-                Err(error) if failures < 3 => {
-                    failures += 1;
-                    tracing::debug!(%kind, error = %crate::error::report(&error), "asking whether the API server filters by shard; trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(500 << failures)).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%kind, error = %crate::error::report(&error), "could not tell whether the API server filters by shard: filtering here");
-                    return watched(client, namespace);
-                }
-            }
+    /// The watch's `Api`: with the shard selector when the API server filters by it.
+    fn sharded_api(&self, client: Client, namespace: Option<&str>) -> Api<Watched<K>> {
+        match self.shard.as_ref().filter(|shard| shard.server_side) {
+            Some(shard) => watched(crate::shard::with_selector(client, &shard.range.selector()), namespace),
+            None => watched(client, namespace),
         }
     }
 

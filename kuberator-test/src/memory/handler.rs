@@ -382,7 +382,9 @@ fn list(inner: &Inner, call: &Call<'_>, accept: &str) -> Response<ResponseBody> 
             .map(|object| present(call.resource, object))
             .collect();
         let mut metadata = json!({"resourceVersion": version.to_string()});
-        if let Some(shards) = &scope.shards {
+        // The real server (1.36) echoes the selector in typed lists only: a custom resource's
+        // list is filtered but says nothing.
+        if let Some(shards) = scope.shards.as_ref().filter(|_| !call.resource.custom) {
             metadata["shardInfo"] = json!({"selector": shards.selector()});
         }
         if let Some(limit) = limit

@@ -64,6 +64,10 @@ impl Ctx {
         format!("/api/v1/namespaces/{}/{plural}", self.namespace)
     }
 
+    pub(crate) fn leases(&self) -> String {
+        format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases", self.namespace)
+    }
+
     pub(crate) async fn call(
         &self,
         method: &str,

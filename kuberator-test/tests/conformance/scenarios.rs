@@ -117,6 +117,7 @@ scenarios![
     list_by_shard_range_splits_by_the_fnv_hash_of_the_uid,
     list_by_shard_range_of_the_namespace_takes_all_or_nothing,
     watch_by_shard_range_sees_only_its_objects,
+    list_by_shard_range_of_a_built_in_kind_echoes_the_selector,
     list_refuses_a_malformed_shard_selector,
 ];
 
@@ -1421,7 +1422,9 @@ async fn list_by_shard_range_splits_by_the_fnv_hash_of_the_uid(c: Ctx) -> anyhow
         let selector = half("uid", upper);
         let answer = c.get(&format!("{}?shardSelector={}", c.widgets(), query_value(&selector))).await?;
         let list = answer.ok()?;
-        ensure_eq(&list["metadata"]["shardInfo"], &json!({"selector": selector}), "shardInfo")?;
+        // Filtered, but a custom resource's list does not say so (1.36 echoes the selector in
+        // typed lists only): see `list_by_shard_range_of_a_built_in_kind_echoes_the_selector`.
+        ensure_eq(&list["metadata"]["shardInfo"], &Value::Null, "shardInfo of a custom resource")?;
         let listed: Vec<&str> = list["items"]
             .as_array()
             .into_iter()
@@ -1482,6 +1485,27 @@ async fn watch_by_shard_range_sees_only_its_objects(c: Ctx) -> anyhow::Result<()
         seen.push(event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned());
     }
     ensure_eq(&json!(seen), &json!(expected), "objects in the range")
+}
+
+async fn list_by_shard_range_of_a_built_in_kind_echoes_the_selector(c: Ctx) -> anyhow::Result<()> {
+    for name in ["l1", "l2", "l3", "l4"] {
+        let lease =
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}});
+        c.post(&c.leases(), &lease).await?.ok()?;
+    }
+    let mut listed = 0;
+    for upper in [false, true] {
+        let selector = half("uid", upper);
+        let answer =
+            c.get(&format!("{}?limit=10&shardSelector={}", c.leases(), query_value(&selector))).await?;
+        let list = answer.ok()?;
+        ensure_eq(&list["metadata"]["shardInfo"], &json!({"selector": selector}), "shardInfo")?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            ensure!(upper_half(item) == upper, "{} listed in the wrong half", item["metadata"]["name"]);
+            listed += 1;
+        }
+    }
+    ensure_eq(&json!(listed), &json!(4), "leases in both halves")
 }
 
 async fn list_refuses_a_malformed_shard_selector(c: Ctx) -> anyhow::Result<()> {

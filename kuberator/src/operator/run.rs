@@ -603,7 +603,10 @@ pub(super) async fn run_units(
         crate::telemetry::shutting_down();
         let _ = signalled.send(());
     };
-    let server_side = cli.sharding.server_side_sharding;
+    let server_side = match &sharding {
+        Some(sharding) if cli.sharding.server_side_sharding => sharding.server_filters(client.clone()).await,
+        _ => false,
+    };
     let running = async {
         if let Some(sharding) = &sharding {
             let names: Vec<&'static str> = running.iter().map(|(name, _)| *name).collect();

@@ -2,13 +2,9 @@
 //! and always here too, with the same hash, so that what a replica caches is identical either
 //! way.
 
-use std::fmt::Debug;
-
 use kube::Api;
 use kube::Client;
-use kube::Resource;
 use kube::api::ListParams;
-use serde::de::DeserializeOwned;
 
 use super::ShardRange;
 
@@ -46,18 +42,19 @@ pub(crate) fn with_selector(client: Client, selector: &str) -> Client {
     Client::new(service, namespace)
 }
 
-/// Whether the API server filters `api`'s lists by its selector: it echoes the selector in
-/// the list's `metadata.shardInfo` when it does (Kubernetes 1.36 with the
-/// `ShardedListAndWatch` feature gate on).
+/// Whether the API server filters lists and watches by `shardSelector` (Kubernetes 1.36 or
+/// later with the `ShardedListAndWatch` feature gate on): asked with a list of at most one
+/// Lease in `namespace` (which the sharded operator may list anyway), since the server echoes
+/// the selector in `metadata.shardInfo` of typed lists only, not of custom resources'.
 ///
 /// # Errors
 ///
-/// When the probe's list fails.
-pub(crate) async fn honoured<K>(api: &Api<K>) -> Result<bool, kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    let list = api.list_metadata(&ListParams::default().limit(1)).await?;
+/// When the list fails.
+pub(crate) async fn server_filters(client: Client, namespace: &str) -> Result<bool, kube::Error> {
+    let selector = ShardRange::all(super::ShardKey::Uid).selector();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(with_selector(client, &selector), namespace);
+    let list = leases.list_metadata(&ListParams::default().limit(1)).await?;
     Ok(list.metadata.shard_info.is_some_and(|info| !info.selector.is_empty()))
 }
 

@@ -101,7 +101,6 @@ use tokio::sync::Notify;
 use tokio::sync::oneshot;
 
 pub(crate) use self::filter::ShardFilter;
-pub(crate) use self::filter::honoured;
 pub(crate) use self::filter::with_selector;
 use self::leases::Holder;
 use self::leases::Leases;
@@ -231,6 +230,30 @@ impl Sharding {
         name.strip_prefix(&format!("{}{}-", self.shard_prefix(), self.shards))?.parse().ok()
     }
 
+    /// Whether the API server filters watches by shard (asked once, with a list of at most
+    /// one Lease of the group's namespace); `false`, logged, when it does not or cannot say.
+    pub async fn server_filters(&self, client: Client) -> bool {
+        match filter::server_filters(client, &self.namespace).await {
+            Ok(true) => {
+                tracing::info!("the API server filters each replica's watches by its shards");
+                true
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    "the API server does not filter by shardSelector (it takes Kubernetes 1.36 or later with the feature gate ShardedListAndWatch): each replica receives every object and keeps its shards'",
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = %crate::error::report(&error),
+                    "could not tell whether the API server filters by shard: each replica filters what it receives",
+                );
+                false
+            }
+        }
+    }
+
     /// Runs `work` on the range of the shards this replica holds, whenever it holds some,
     /// until `shutdown` completes; see the [module docs](self) for what happens when.
     ///
@@ -245,7 +268,22 @@ impl Sharding {
     /// # Panics
     ///
     /// When `work` panics: the panic is passed on after the shards are released.
-    pub async fn run<S, W, F>(self, client: Client, shutdown: S, mut work: W) -> Result<(), ElectionError>
+    pub async fn run<S, W, F>(self, client: Client, shutdown: S, work: W) -> Result<(), ElectionError>
+    where
+        S: Future<Output = ()>,
+        W: FnMut(ShardRange, Shutdown) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let span = tracing::info_span!("shards", group = %self.group_name());
+        tracing::Instrument::instrument(self.run_in_group(client, shutdown, work), span).await
+    }
+
+    async fn run_in_group<S, W, F>(
+        self,
+        client: Client,
+        shutdown: S,
+        mut work: W,
+    ) -> Result<(), ElectionError>
     where
         S: Future<Output = ()>,
         W: FnMut(ShardRange, Shutdown) -> F,
@@ -263,7 +301,12 @@ impl Sharding {
         let mut term: Option<Term> = None;
         let mut shutting_down = false;
         let mut shutdown = pin!(futures::FutureExt::fuse(shutdown));
-        tracing::info!(group = %self.group_name(), identity = %self.identity, shards = self.shards, key = %self.key, "joining the shard group");
+        tracing::info!(
+            identity = %self.identity,
+            shards = self.shards,
+            key = %self.key,
+            "joining the shard group",
+        );
         loop {
             let now = Instant::now();
             seen.update(reader.state().iter().map(|lease| (**lease).clone()).collect(), now);
@@ -274,7 +317,7 @@ impl Sharding {
                 && !running.shards.is_subset(&held)
             {
                 let lost: Vec<u32> = running.shards.difference(&held).copied().collect();
-                tracing::error!(group = %self.group_name(), ?lost, "lost shards: stopped reconciling at once");
+                tracing::error!(?lost, "lost shards: stopped reconciling at once");
                 status.moved("lost", lost.len());
                 if let Some(running) = term.take() {
                     running.abort().await;
@@ -296,16 +339,23 @@ impl Sharding {
                     let release: Vec<u32> = held.difference(&keep).copied().collect();
                     for shard in &release {
                         if let Err(error) = leases.release(&self.shard_lease(*shard)).await {
-                            tracing::warn!(group = %self.group_name(), shard, error = %crate::error::report(&error), "could not release a shard; it expires by itself");
+                            tracing::warn!(
+                                shard,
+                                error = %crate::error::report(&error),
+                                "could not release a shard; it expires by itself",
+                            );
                         }
                     }
                     if !release.is_empty() {
-                        tracing::info!(group = %self.group_name(), shards = ?release, "released shards");
+                        tracing::info!(shards = ?release, "released shards");
                         status.moved("released", release.len());
                     }
                     if shutting_down {
                         if let Err(error) = leases.delete_own(&member).await {
-                            tracing::warn!(group = %self.group_name(), error = %crate::error::report(&error), "could not delete the member lease; it expires by itself");
+                            tracing::warn!(
+                                error = %crate::error::report(&error),
+                                "could not delete the member lease; it expires by itself",
+                            );
                         }
                         status.holds(0.0, 0);
                         return Ok(());
@@ -313,7 +363,13 @@ impl Sharding {
                     let range = ShardRange::of_shards(self.key, self.shards, keep.iter().copied());
                     status.holds(range.fraction(), keep.len());
                     if !keep.is_empty() {
-                        tracing::info!(group = %self.group_name(), shards = ?keep, of = self.shards, share = format!("{:.1} %", range.fraction() * 100.0), selector = %range, "reconciling shards");
+                        tracing::info!(
+                            shards = ?keep,
+                            of = self.shards,
+                            share = format!("{:.1} %", range.fraction() * 100.0),
+                            selector = %range,
+                            "reconciling shards",
+                        );
                         term = Some(Term::start(keep, &mut work, range));
                     }
                 }
@@ -335,7 +391,7 @@ impl Sharding {
             match wake {
                 Wake::Look => {}
                 Wake::Shutdown => {
-                    tracing::info!(group = %self.group_name(), "shutting down: draining, then releasing the shards");
+                    tracing::info!("shutting down: draining, then releasing the shards");
                     shutting_down = true;
                     if let Some(running) = &mut term {
                         running.stop();
@@ -353,7 +409,7 @@ impl Sharding {
                         std::panic::resume_unwind(error.into_panic());
                     }
                     if !asked {
-                        tracing::info!(group = %self.group_name(), "the work ended by itself: leaving the group");
+                        tracing::info!("the work ended by itself: leaving the group");
                         shutting_down = true;
                     }
                 }
@@ -363,7 +419,7 @@ impl Sharding {
             if let Some(running) = &term
                 && running.stopping_since.is_some_and(|since| since.elapsed() >= self.lease_duration)
             {
-                tracing::error!(group = %self.group_name(), "the work did not drain within a lease duration: cancelled");
+                tracing::error!("the work did not drain within a lease duration: cancelled");
                 if let Some(running) = term.take() {
                     running.abort().await;
                 }
@@ -401,21 +457,29 @@ impl Sharding {
             match outcome {
                 Ok(Ok(Written::Held)) => {}
                 Ok(Ok(Written::Taken)) => {
-                    tracing::warn!(group = %self.group_name(), lease = %name, "another replica holds the lease now");
+                    tracing::warn!(lease = %name, "another replica holds the lease now");
                     leases.forget(&name);
                 }
                 Ok(Err(error)) => {
                     self.refused(&error)?;
-                    tracing::warn!(group = %self.group_name(), lease = %name, error = %crate::error::report(&error), "could not renew; trying again");
+                    tracing::warn!(
+                        lease = %name,
+                        error = %crate::error::report(&error),
+                        "could not renew; trying again",
+                    );
                 }
                 Err(_) => {
-                    tracing::warn!(group = %self.group_name(), lease = %name, "the API server did not answer the renewal in time")
+                    tracing::warn!(lease = %name, "the API server did not answer the renewal in time");
                 }
             }
             if renewed.elapsed() >= self.renew_deadline
                 && leases.held().any(|(held, at)| held == name && at == renewed)
             {
-                tracing::error!(group = %self.group_name(), lease = %name, deadline = ?self.renew_deadline, "could not renew within the renew deadline");
+                tracing::error!(
+                    lease = %name,
+                    deadline = ?self.renew_deadline,
+                    "could not renew within the renew deadline",
+                );
                 leases.forget(&name);
             }
         }
@@ -425,7 +489,10 @@ impl Sharding {
                 Ok(_) => {}
                 Err(error) => {
                     self.refused(&error)?;
-                    tracing::warn!(group = %self.group_name(), error = %crate::error::report(&error), "could not write the member lease; trying again");
+                    tracing::warn!(
+                        error = %crate::error::report(&error),
+                        "could not write the member lease; trying again",
+                    );
                 }
             }
         }
@@ -440,7 +507,7 @@ impl Sharding {
             members.sort();
         }
         if !others.is_empty() && now.duration_since(joined) < self.retry_period {
-            tracing::debug!(group = %self.group_name(), ?others, "members with another shard count");
+            tracing::debug!(?others, "members with another shard count");
         }
         let index = members.iter().position(|member| *member == self.identity).unwrap_or_default();
         leases::share(self.shards, members.len(), index)
@@ -456,7 +523,10 @@ impl Sharding {
     ) -> Result<usize, ElectionError> {
         let foreign = seen.foreign_shards(&self.shard_prefix(), self.shards, now);
         if !foreign.is_empty() {
-            tracing::warn!(group = %self.group_name(), leases = ?foreign, "waiting: live replicas split the space into another number of shards");
+            tracing::warn!(
+                leases = ?foreign,
+                "waiting: live replicas split the space into another number of shards",
+            );
             return Ok(0);
         }
         let mut held = u32::try_from(self.held(leases).len()).unwrap_or(u32::MAX);
@@ -481,12 +551,16 @@ impl Sharding {
                 Ok(Written::Taken) => {}
                 Err(error) => {
                     self.refused(&error)?;
-                    tracing::warn!(group = %self.group_name(), lease = %name, error = %crate::error::report(&error), "could not take a shard; trying again");
+                    tracing::warn!(
+                        lease = %name,
+                        error = %crate::error::report(&error),
+                        "could not take a shard; trying again",
+                    );
                 }
             }
         }
         if !taken.is_empty() {
-            tracing::info!(group = %self.group_name(), shards = ?taken, "took shards");
+            tracing::info!(shards = ?taken, "took shards");
         }
         Ok(taken.len())
     }
@@ -499,10 +573,14 @@ impl Sharding {
             let name = kube::ResourceExt::name_any(&lease);
             match leases.delete(&lease).await {
                 Ok(()) => {
-                    tracing::info!(group = %self.group_name(), lease = %name, "deleted an abandoned lease")
+                    tracing::info!(lease = %name, "deleted an abandoned lease");
                 }
                 Err(error) => {
-                    tracing::debug!(group = %self.group_name(), lease = %name, error = %crate::error::report(&error), "could not delete an abandoned lease")
+                    tracing::debug!(
+                        lease = %name,
+                        error = %crate::error::report(&error),
+                        "could not delete an abandoned lease",
+                    );
                 }
             }
         }
@@ -596,7 +674,7 @@ fn watch_group(
             match event {
                 Ok(_) => changed.notify_one(),
                 Err(error) => {
-                    tracing::debug!(error = %crate::error::report(&error), "watching the shard leases")
+                    tracing::debug!(error = %crate::error::report(&error), "watching the shard leases");
                 }
             }
         }
