@@ -3,8 +3,10 @@
 //! each reconciled by exactly the replica that holds its shard's Lease; a replica killed with
 //! SIGKILL has its shards taken over within the lease duration plus a retry period; scaling
 //! 3 → 2 → 3 moves shards with no object ever in two replicas' handlers at once; and every
-//! deletion is cleaned up exactly once. The journal of handler starts and ends (as in the
-//! chaos suite) is the audit.
+//! deletion is cleaned up exactly once; and a replica cut off from the API server (a proxy
+//! that blocks) stops before its shards are taken over. The journal of handler starts and
+//! ends (as in the chaos suite) is the audit. The tests run one at a time: their timing
+//! bounds assume the machine is not shared with another set of replicas.
 
 #![allow(clippy::print_stderr)] // a failed test prints the replicas' logs
 
@@ -31,16 +33,24 @@ use support::baton::Test;
 use support::baton::baton;
 use support::baton::setup;
 
+/// One test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SHARDS: u32 = 12;
-/// Short timing, so that a takeover after a kill takes seconds: a 6 s lease, a 4 s renew
-/// deadline, a retry every second.
-const TIMING: [&str; 6] = ["--lease-duration", "6s", "--renew-deadline", "4s", "--retry-period", "1s"];
-const LEASE_DURATION: Duration = Duration::from_secs(6);
+/// Shorter timing than the defaults, so that a takeover after a kill takes seconds, with room
+/// for a busy machine: an 8 s lease, a 6 s renew deadline, a retry every second.
+const TIMING: [&str; 6] = ["--lease-duration", "8s", "--renew-deadline", "6s", "--retry-period", "1s"];
+const LEASE_DURATION: Duration = Duration::from_secs(8);
+const RENEW_DEADLINE: Duration = Duration::from_secs(6);
 const RETRY_PERIOD: Duration = Duration::from_secs(1);
 
 fn start(test: &Test, identity: &'static str) -> Replica {
+    start_as(test, identity, &test.kubeconfig)
+}
+
+fn start_as(test: &Test, identity: &'static str, kubeconfig: &std::path::Path) -> Replica {
     let args = [&["--shards", "12", "--concurrency", "8"][..], &TIMING[..]].concat();
-    Replica::start_with(test, identity, &args)
+    Replica::spawn(test, identity, kubeconfig, &args)
 }
 
 /// Who holds each shard now, by the shard Leases (expired or released ones count as no one).
@@ -129,6 +139,69 @@ async fn wait_reconciled(test: &Test, names: &[String], replicas: &[&Replica]) -
     }
 }
 
+/// Waits up to 30 s for `replica`'s `series` to read `expected`.
+async fn wait_metric(replica: &Replica, series: &str, expected: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = replica.metric(series).await;
+        if value == Some(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {series} is {value:?}, not {expected}\n{}",
+            replica.identity,
+            replica.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The shards each replica worked on, from its log: `(unix ms, shards)` each time it started
+/// on a set, and an empty set each time it stopped on losing some. (A set that drains, before a
+/// move or on shutdown, is still held, and still its replica's.)
+fn working_sets(replica: &Replica) -> Vec<(u128, Vec<u32>)> {
+    let mut sets = Vec::new();
+    for line in replica.log().lines() {
+        let Some((stamp, rest)) = line.split_once(' ') else { continue };
+        let Ok(at) = stamp.parse::<jiff::Timestamp>() else { continue };
+        let at = u128::try_from(at.as_millisecond()).unwrap();
+        if let Some(shards) = rest.split_once("reconciling shards shards={").map(|(_, shards)| shards) {
+            let shards = shards.split('}').next().unwrap_or_default();
+            sets.push((at, shards.split(", ").filter_map(|shard| shard.parse().ok()).collect()));
+        } else if rest.contains("lost shards") {
+            sets.push((at, Vec::new()));
+        }
+    }
+    sets
+}
+
+/// Every handler started while its replica was working on the object's shard, by the replica's
+/// own log (the journal and the logs share the machine's clock).
+fn assert_each_run_in_its_replicas_shards(
+    journal: &[Entry],
+    replicas: &[&Replica],
+    uids: &HashMap<String, String>,
+) {
+    let sets: HashMap<&str, Vec<(u128, Vec<u32>)>> =
+        replicas.iter().map(|replica| (replica.identity, working_sets(replica))).collect();
+    for entry in journal.iter().filter(|entry| entry.what == "apply-start" || entry.what == "cleanup") {
+        let name = entry.object.split_once('/').map_or("", |(_, name)| name);
+        let Some(uid) = uids.get(name) else { continue };
+        let shard = shard_of(uid);
+        let Some(sets) = sets.get(entry.identity.as_str()) else { continue };
+        let working = sets.iter().rev().find(|(at, _)| *at <= entry.at).map(|(_, shards)| shards.as_slice());
+        assert!(
+            working.is_some_and(|shards| shards.contains(&shard)),
+            "{} ran {} of {} (shard {shard}) at {} while working on {working:?}",
+            entry.identity,
+            entry.what,
+            entry.object,
+            entry.at
+        );
+    }
+}
+
 /// No object was ever in the handlers of two replicas at once: per object, each replica's
 /// handler runs (start to end, or to the replica's last line when it was killed in one) do
 /// not overlap another replica's.
@@ -169,17 +242,17 @@ fn assert_never_two_at_once(journal: &[Entry]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_the_objects_through_a_kill_and_a_rescale() {
+    let _serial = SERIAL.lock().await;
     let test = setup("sharding").await;
     let a = start(&test, "replica-a");
     let b = start(&test, "replica-b");
     let mut c = start(&test, "replica-c");
     wait_balanced(&test, &[&a, &b, &c], Duration::from_secs(60)).await;
 
-    // 1. 600 objects, each reconciled by exactly the replica that holds its shard.
+    // 1. 600 objects, each reconciled only by the replica working on its shard.
     let names: Vec<String> = (0..600).map(|index| format!("b{index:03}")).collect();
     create_all(&test, &names).await;
-    let written = wait_reconciled(&test, &names, &[&a, &b, &c]).await;
-    let held = holders(&test).await;
+    wait_reconciled(&test, &names, &[&a, &b, &c]).await;
     let uids: HashMap<String, String> = test
         .batons
         .list(&ListParams::default())
@@ -189,31 +262,18 @@ async fn three_replicas_share_the_objects_through_a_kill_and_a_rescale() {
         .into_iter()
         .map(|baton| (baton.name_any(), baton.uid().unwrap()))
         .collect();
-    let journal = test.journal();
+    assert_each_run_in_its_replicas_shards(&test.journal(), &[&a, &b, &c], &uids);
+    assert_never_two_at_once(&test.journal());
+    let held = holders(&test).await;
     let mut per_replica: BTreeMap<String, usize> = BTreeMap::new();
     for name in &names {
-        let object = format!("{}/{name}", test.namespace);
-        let owner = &held[&shard_of(&uids[name])];
-        let ran: Vec<&str> = journal
-            .iter()
-            .filter(|entry| entry.object == object)
-            .map(|entry| entry.identity.as_str())
-            .collect();
-        assert!(
-            ran.iter().all(|identity| identity == owner),
-            "{name}: handlers ran on {ran:?}; its shard's holder is {owner}"
-        );
-        assert_eq!(&written[name], owner, "{name}: status written by another replica");
-        *per_replica.entry(owner.clone()).or_default() += 1;
+        *per_replica.entry(held[&shard_of(&uids[name])].clone()).or_default() += 1;
     }
     assert_eq!(per_replica.len(), 3, "every replica has objects: {per_replica:?}");
     for replica in [&a, &b, &c] {
-        let cached = replica.metric("kuberator_cached_objects{kind=\"Baton\"}").await.unwrap_or_default();
-        assert_eq!(
-            cached as usize, per_replica[replica.identity],
-            "{} caches only its shards' objects (server-side filtered)",
-            replica.identity
-        );
+        // Each caches only its shards' objects (server-side filtered, and filtered here).
+        let expected = per_replica[replica.identity] as f64;
+        wait_metric(replica, "kuberator_cached_objects{kind=\"Baton\"}", expected).await;
     }
 
     // 2. kill -9 of replica-c: its shards are taken over within the lease duration plus a retry
@@ -269,6 +329,7 @@ async fn three_replicas_share_the_objects_through_a_kill_and_a_rescale() {
     trickle.abort();
     wait_reconciled(&test, &names, &[&a, &b]).await;
     assert_never_two_at_once(&test.journal());
+    assert_each_run_in_its_replicas_shards(&test.journal(), &[&a, &b, &c, &d], &uids);
 
     // 4. Delete everything: each object cleaned up exactly once, no finalizer left.
     test.batons.delete_collection(&DeleteParams::default(), &ListParams::default()).await.unwrap();
@@ -286,5 +347,68 @@ async fn three_replicas_share_the_objects_through_a_kill_and_a_rescale() {
     }
     assert_never_two_at_once(&journal);
     drop((a, b, c, d));
+    test.cleanup().await;
+}
+
+/// replica-a reaches the API server through a proxy that then blocks for 20 s: it stops
+/// reconciling its shards at its renew deadline, before replica-b and replica-c may take them
+/// (once the Leases have run out); back, it gets its share again. No object is ever in two
+/// replicas' handlers at once, and every change converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_replica_stops_before_its_shards_are_taken_over() {
+    let _serial = SERIAL.lock().await;
+    let test = setup("sharding-partition").await;
+    let control_plane = kuberator_test::ControlPlane::shared().await.unwrap();
+    let proxy = kuberator_test::Proxy::in_front_of(control_plane).await.unwrap();
+    let proxied = test.dir().join("through-the-proxy");
+    proxy.write_kubeconfig(control_plane, &proxied).unwrap();
+    let a = start_as(&test, "replica-a", &proxied);
+    let b = start(&test, "replica-b");
+    let c = start(&test, "replica-c");
+    wait_balanced(&test, &[&a, &b, &c], Duration::from_secs(60)).await;
+    let names: Vec<String> = (0..60).map(|index| format!("p{index:02}")).collect();
+    create_all(&test, &names).await;
+    wait_reconciled(&test, &names, &[&a, &b, &c]).await;
+    let trickle = {
+        let (batons, names) = (test.batons.clone(), names.clone());
+        tokio::spawn(async move {
+            for round in 0.. {
+                let patch = serde_json::json!({ "spec": { "note": format!("trickle {round}") } });
+                let name = &names[round % names.len()];
+                batons.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    proxy.block();
+    let partitioned = Instant::now();
+    let series = format!("kuberator_shards_held{{group=\"{}/{LEASE}\"}}", test.namespace);
+    let (mut stopped, mut taken) = (None, None);
+    while stopped.is_none() || taken.is_none() {
+        assert!(partitioned.elapsed() < Duration::from_secs(30), "no handover\n{}\n{}", a.log(), b.log());
+        if stopped.is_none() && a.metric(&series).await == Some(0.0) {
+            stopped = Some(partitioned.elapsed());
+        }
+        if taken.is_none() && holders(&test).await.values().all(|holder| holder != "replica-a") {
+            taken = Some(partitioned.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (stopped, taken) = (stopped.unwrap(), taken.unwrap());
+    assert!(
+        stopped < taken,
+        "replica-a still worked {stopped:?} into the partition; its shards were taken at {taken:?}"
+    );
+    assert!(stopped <= RENEW_DEADLINE + RETRY_PERIOD * 2, "replica-a stopped only after {stopped:?}");
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(partitioned.elapsed())).await;
+    proxy.unblock();
+    wait_balanced(&test, &[&a, &b, &c], Duration::from_secs(60)).await;
+    trickle.abort();
+    wait_reconciled(&test, &names, &[&a, &b, &c]).await;
+    assert!(a.log().contains("lost shards"), "{}", a.log());
+    assert_never_two_at_once(&test.journal());
+    drop((a, b, c));
     test.cleanup().await;
 }

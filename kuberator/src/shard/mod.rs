@@ -338,7 +338,9 @@ impl Sharding {
                 None => {
                     let release: Vec<u32> = held.difference(&keep).copied().collect();
                     for shard in &release {
-                        if let Err(error) = leases.release(&self.shard_lease(*shard)).await {
+                        let lease = self.shard_lease(*shard);
+                        let releasing = leases.release(&lease);
+                        if let Ok(Err(error)) = tokio::time::timeout(self.retry_period, releasing).await {
                             tracing::warn!(
                                 shard,
                                 error = %crate::error::report(&error),
@@ -351,7 +353,8 @@ impl Sharding {
                         status.moved("released", release.len());
                     }
                     if shutting_down {
-                        if let Err(error) = leases.delete_own(&member).await {
+                        let deleting = leases.delete_own(&member);
+                        if let Ok(Err(error)) = tokio::time::timeout(self.retry_period, deleting).await {
                             tracing::warn!(
                                 error = %crate::error::report(&error),
                                 "could not delete the member lease; it expires by itself",
@@ -382,8 +385,12 @@ impl Sharding {
                     None => std::future::pending().await,
                 }
             };
+            // Also at the first renew deadline, so that a lost shard stops its work on time.
+            let deadline =
+                self.earliest_deadline(&leases).unwrap_or_else(|| Instant::now() + self.lease_duration);
             let wake = tokio::select! {
                 () = tokio::time::sleep(crate::leader::jittered(self.retry_period)) => Wake::Look,
+                () = tokio::time::sleep_until(deadline.into()) => Wake::Look,
                 () = changed.notified() => Wake::Look,
                 joined = ended => Wake::Ended(joined),
                 () = &mut shutdown, if !shutting_down => Wake::Shutdown,
@@ -446,15 +453,22 @@ impl Sharding {
         seen: &Seen,
         shutting_down: bool,
     ) -> Result<(), ElectionError> {
-        let due: Vec<(String, Instant)> = leases
+        // All renewals of a round end by the earliest renew deadline, and within a retry
+        // period: one slow answer must not hold up another lease's deadline.
+        let until = self.earliest_deadline(leases).map_or(Instant::now() + self.retry_period, |deadline| {
+            deadline.min(Instant::now() + self.retry_period)
+        });
+        let due: Vec<String> = leases
             .held()
             .filter(|(_, renewed)| renewed.elapsed() >= self.retry_period)
-            .map(|(name, renewed)| (name.to_owned(), renewed))
+            .map(|(name, _)| name.to_owned())
             .collect();
-        for (name, renewed) in due {
-            let left = (renewed + self.renew_deadline).saturating_duration_since(Instant::now());
-            let outcome = tokio::time::timeout(left.min(self.retry_period), leases.renew(&name)).await;
-            match outcome {
+        for name in due {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, leases.renew(&name)).await {
                 Ok(Ok(Written::Held)) => {}
                 Ok(Ok(Written::Taken)) => {
                     tracing::warn!(lease = %name, "another replica holds the lease now");
@@ -472,22 +486,31 @@ impl Sharding {
                     tracing::warn!(lease = %name, "the API server did not answer the renewal in time");
                 }
             }
-            if renewed.elapsed() >= self.renew_deadline
-                && leases.held().any(|(held, at)| held == name && at == renewed)
-            {
-                tracing::error!(
-                    lease = %name,
-                    deadline = ?self.renew_deadline,
-                    "could not renew within the renew deadline",
-                );
-                leases.forget(&name);
-            }
+        }
+        let late: Vec<String> = leases
+            .held()
+            .filter(|(_, renewed)| renewed.elapsed() >= self.renew_deadline)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        for name in late {
+            tracing::error!(
+                lease = %name,
+                deadline = ?self.renew_deadline,
+                "could not renew within the renew deadline",
+            );
+            leases.forget(&name);
         }
         if !shutting_down && !leases.held().any(|(name, _)| name == member) {
             let annotations = BTreeMap::from([("kuberator.io/shards".to_owned(), self.shards.to_string())]);
-            match leases.take(member, "member", annotations, seen.get(member)).await {
-                Ok(_) => {}
-                Err(error) => {
+            match tokio::time::timeout(
+                self.retry_period,
+                leases.take(member, "member", annotations, seen.get(member)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => {}
+                Err(_) => tracing::warn!("the API server did not answer the member lease's write in time"),
+                Ok(Err(error)) => {
                     self.refused(&error)?;
                     tracing::warn!(
                         error = %crate::error::report(&error),
@@ -497,6 +520,11 @@ impl Sharding {
             }
         }
         Ok(())
+    }
+
+    /// When the first held Lease reaches its renew deadline.
+    fn earliest_deadline(&self, leases: &Leases) -> Option<Instant> {
+        leases.held().map(|(_, renewed)| renewed + self.renew_deadline).min()
     }
 
     /// This replica's share, from the live members that use the same shard count.
@@ -543,7 +571,12 @@ impl Sharding {
                 Some(Holder::Held(_)) => continue,
                 Some(Holder::Free) | None => {}
             }
-            match leases.take(&name, "shard", BTreeMap::new(), seen.get(&name)).await {
+            let taking = leases.take(&name, "shard", BTreeMap::new(), seen.get(&name));
+            let Ok(outcome) = tokio::time::timeout(self.retry_period, taking).await else {
+                tracing::warn!(lease = %name, "the API server did not answer in time; trying again");
+                break;
+            };
+            match outcome {
                 Ok(Written::Held) => {
                     held += 1;
                     taken.push(shard);
@@ -571,7 +604,7 @@ impl Sharding {
         let keep = format!("{}{}-", self.shard_prefix(), self.shards);
         for lease in seen.abandoned(&keep, self.lease_duration * 2, now) {
             let name = kube::ResourceExt::name_any(&lease);
-            match leases.delete(&lease).await {
+            match tokio::time::timeout(self.retry_period, leases.delete(&lease)).await.unwrap_or(Ok(())) {
                 Ok(()) => {
                     tracing::info!(lease = %name, "deleted an abandoned lease");
                 }
