@@ -331,7 +331,7 @@ fn args_line(args: &Args) -> String {
 
 /// Progress, on stderr.
 #[allow(clippy::print_stderr)]
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     eprintln!("kuberator-bench: {line}");
 }
 

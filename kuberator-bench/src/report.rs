@@ -346,7 +346,8 @@ namespace `bench`, and then:
 4. **Latency.** Creates objects one at a time, each as soon as the one before is reconciled \
    (plus 20 ms): the time from the create request until the driver's watch sees it \
    reconciled. The floor does not watch, so it has no figure here.
-5. **Delete.** Deletes all objects with one `deletecollection` and waits until the last is gone \
+5. **Delete.** Deletes all objects with one `deletecollection` (again if the API server cuts it \
+   off at its 60 s request timeout, as it can at N = 10 000) and waits until the last is gone \
    (each contender removes its finalizer).
 
 Above `--full-up-to` objects (10 000 unless told), a run stops after step 2: those tables \

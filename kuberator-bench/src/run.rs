@@ -678,9 +678,20 @@ async fn measure_on(
 
     // Delete every object.
     let delete_start = Instant::now();
-    api.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .context("deleting the objects")?;
+    // At N = 10 000 one `deletecollection` can outlast the API server's 60 s request timeout,
+    // which cuts it off; the next one goes on (objects already being deleted cost it little).
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match api.delete_collection(&DeleteParams::default(), &ListParams::default()).await {
+            Ok(_) => break,
+            Err(error) if attempts < 10 => {
+                crate::say(&format!("  deletecollection cut off ({error}); again"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error).context("deleting the objects"),
+        }
+    }
     observer.wait("every object to be gone", |seen| seen.objects.is_empty()).await?;
     let delete_seconds = delete_start.elapsed().as_secs_f64();
     let delete_cpu_seconds = process.now()?.cpu_seconds - delete_cpu_start;
