@@ -48,9 +48,19 @@ fn start(test: &Test, identity: &'static str) -> Replica {
     start_as(test, identity, &test.kubeconfig)
 }
 
+/// A replica, started again on other ports if the ones it drew were taken in between (another
+/// process can bind a free port before it does).
 fn start_as(test: &Test, identity: &'static str, kubeconfig: &std::path::Path) -> Replica {
     let args = [&["--shards", "12", "--concurrency", "8"][..], &TIMING[..]].concat();
-    Replica::spawn(test, identity, kubeconfig, &args)
+    for _ in 0..3 {
+        let mut replica = Replica::spawn(test, identity, kubeconfig, &args);
+        std::thread::sleep(Duration::from_millis(300));
+        let exited = replica.child.try_wait().unwrap().is_some();
+        if !(exited && replica.log().contains("Address already in use")) {
+            return replica;
+        }
+    }
+    panic!("{identity} could not bind its ports three times");
 }
 
 /// Who holds each shard now, by the shard Leases (expired or released ones count as no one).
@@ -270,6 +280,10 @@ async fn three_replicas_share_the_objects_through_a_kill_and_a_rescale() {
         *per_replica.entry(held[&shard_of(&uids[name])].clone()).or_default() += 1;
     }
     assert_eq!(per_replica.len(), 3, "every replica has objects: {per_replica:?}");
+    for replica in [&a, &b, &c] {
+        let log = replica.log();
+        assert!(log.contains("the API server filters each replica's watches by its shards"), "{log}");
+    }
     for replica in [&a, &b, &c] {
         // Each caches only its shards' objects (server-side filtered, and filtered here).
         let expected = per_replica[replica.identity] as f64;

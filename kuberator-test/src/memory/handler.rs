@@ -333,13 +333,10 @@ fn scope(call: &Call<'_>) -> Result<Scope, ApiError> {
         )?,
         shards: match call.query.get("shardSelector").filter(|selector| !selector.is_empty()) {
             None => None,
-            Some(selector) => Some(kuberator::shard::ShardRange::parse(selector).map_err(|error| {
-                ApiError::new(
-                    500,
-                    "InternalError",
-                    format!("Internal error occurred: invalid shard selector: {error}"),
-                )
-            })?),
+            Some(selector) => Some(
+                kuberator::shard::ShardRange::parse(selector)
+                    .map_err(|error| ApiError::new(500, "", format!("invalid shard selector: {error}")))?,
+            ),
         },
     })
 }

@@ -169,6 +169,10 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        // A plain error inside the real server is a 500 with no reason.
+        if self.reason.is_empty() {
+            status.as_object_mut().map(|status| status.remove("reason"));
+        }
         if !self.details.is_null() {
             status["details"] = self.details.clone();
         }

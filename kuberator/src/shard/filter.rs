@@ -54,7 +54,8 @@ pub(crate) async fn server_filters(client: Client, namespace: &str) -> Result<bo
     let selector = ShardRange::all(super::ShardKey::Uid).selector();
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(with_selector(client, &selector), namespace);
-    let list = leases.list_metadata(&ListParams::default().limit(1)).await?;
+    // A full list: a metadata-only one (PartialObjectMetadataList) does not carry shardInfo.
+    let list = leases.list(&ListParams::default().limit(1)).await?;
     Ok(list.metadata.shard_info.is_some_and(|info| !info.selector.is_empty()))
 }
 
