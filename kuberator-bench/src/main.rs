@@ -68,6 +68,12 @@ struct Args {
     /// standby against a cold one (`--objects` 1000 unless told)
     #[arg(long)]
     failover: bool,
+    /// Instead of the four contenders: Kuberator sharded over 1, 2 and 3 replicas (`--shards
+    /// 12`), each handler waiting 100 ms as for an external call, the API server filtering each
+    /// replica's watch, and over 2 and 3 replicas filtering in the replicas instead
+    /// (`--objects` 2000 unless told)
+    #[arg(long)]
+    sharding: bool,
     /// Instead of the four contenders: Kuberator alone at `--objects` (100000 unless told), one
     /// cold start on the real control plane, into `benchmarks/scale.json`
     #[arg(long)]
@@ -98,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", raw.display()))?;
         return rewrite_report(&args, &raw);
     }
-    if args.shared || args.failover {
+    if args.shared || args.failover || args.sharding {
         return several(&args, &raw).await;
     }
     if args.scale {
@@ -162,13 +168,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--shared` and `--failover`: their runs, alternating layouts, into `benchmarks/multi.json`
+/// How long each handler of the sharding benchmark waits, as for an external call.
+const SHARDING_HANDLER_MS: u64 = 100;
+
+/// `--shared`, `--failover` and `--sharding`: their runs, alternating layouts, into `benchmarks/multi.json`
 /// (the other one's figures kept); then BENCHMARKS.md again from both files.
 async fn several(args: &Args, raw: &Path) -> anyhow::Result<()> {
     let logs = tempdir("kuberator-bench-logs")?;
     let kuberator = contender("kuberator")?;
     let crds = pair_crds(&kuberator)?;
-    let objects = if args.objects == [1000, 10000] { 1000 } else { args.objects[0] };
+    let default = if args.sharding { 2000 } else { 1000 };
+    let objects = if args.objects == [1000, 10000] { default } else { args.objects[0] };
     let workload = run::Workload {
         objects,
         concurrency: args.concurrency,
@@ -183,6 +193,9 @@ async fn several(args: &Args, raw: &Path) -> anyhow::Result<()> {
     }
     if args.failover {
         results.failover.clear();
+    }
+    if args.sharding {
+        results.sharding.clear();
     }
     say(&format!("{objects} objects, {} rounds; logs in {}", args.rounds, logs.display()));
     for round in 0..args.rounds {
@@ -203,6 +216,28 @@ async fn several(args: &Args, raw: &Path) -> anyhow::Result<()> {
                     run.kib_per_object()
                 ));
                 results.shared.push(run);
+            }
+        }
+        if args.sharding {
+            let mut configs = vec![(1, "server"), (2, "server"), (3, "server"), (2, "client"), (3, "client")];
+            if round % 2 == 1 {
+                configs.reverse();
+            }
+            for (replicas, filter) in configs {
+                say(&format!(
+                    "round {}/{}: sharding, {replicas} replicas, {filter}-side",
+                    round + 1,
+                    args.rounds
+                ));
+                let config = (replicas, filter, SHARDING_HANDLER_MS);
+                let run = multi::sharding(&kuberator, &crds, &workload, config, round, &logs).await?;
+                say(&format!(
+                    "  {:.2} s, {:.0} objects/s, cache {:.1} MiB per replica (median)",
+                    run.seconds,
+                    run.throughput(),
+                    run.cache_mib()
+                ));
+                results.sharding.push(run);
             }
         }
         if args.failover {
@@ -305,6 +340,7 @@ fn write_report(args: &Args, results: &[run::Measured], names: &[String]) -> any
     let plots = args.out.join("benchmarks");
     plot::all(results, names, &plots)?;
     let several = read_multi(&plots.join("multi.json"));
+    plot::sharding(&several.sharding, &plots)?;
     let scaled = read_scale(&plots.join("scale.json"));
     let markdown =
         report::markdown(results, names, &args_line(args), smoke_note(args.smoke), &several, &scaled);

@@ -75,12 +75,58 @@ pub(crate) struct FailoverRun {
     pub(crate) watch_bytes: f64,
 }
 
-/// The shared-cache and failover results, as `benchmarks/multi.json` keeps them.
+/// One run of the sharding benchmark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ShardingRun {
+    pub(crate) replicas: usize,
+    /// `server` (each replica's watch filtered by the API server) or `client` (each replica
+    /// receives every object and keeps its shards').
+    pub(crate) filter: String,
+    pub(crate) round: usize,
+    pub(crate) objects: usize,
+    /// How long each handler waits, as for an external call.
+    pub(crate) handler_ms: u64,
+    /// From the first create until every object is reconciled.
+    pub(crate) seconds: f64,
+    /// Each replica's RSS once its shards are held and no object exists, and once every
+    /// object is reconciled and it settled.
+    pub(crate) idle_rss_mib: Vec<f64>,
+    pub(crate) steady_rss_mib: Vec<f64>,
+    /// Each replica's CPU time (user + system) from its start until it settled.
+    pub(crate) cpu_seconds: Vec<f64>,
+    /// Bytes of watch events for `benches` the API server sent during the run (every replica's
+    /// watch and the driver's).
+    pub(crate) watch_bytes: f64,
+}
+
+impl ShardingRun {
+    /// Objects reconciled per second.
+    pub(crate) fn throughput(&self) -> f64 {
+        self.objects as f64 / self.seconds
+    }
+
+    /// The median replica's memory for its cached objects (steady less idle), in MiB.
+    pub(crate) fn cache_mib(&self) -> f64 {
+        let mut grown: Vec<f64> =
+            self.steady_rss_mib.iter().zip(&self.idle_rss_mib).map(|(steady, idle)| steady - idle).collect();
+        grown.sort_by(f64::total_cmp);
+        grown.get(grown.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// The shared-cache, failover and sharding results, as `benchmarks/multi.json` keeps them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct MultiResults {
     pub(crate) shared: Vec<SharedRun>,
     pub(crate) failover: Vec<FailoverRun>,
+    #[serde(default)]
+    pub(crate) sharding: Vec<ShardingRun>,
 }
+
+/// The shards the sharding benchmark splits the objects into: equal shares for 1, 2 and 3
+/// replicas.
+const SHARDS: usize = 12;
+const SHARD_GROUP: &str = "bench-shards";
 
 /// The lease timing both replicas run with: short, so that a run takes seconds, and the
 /// same for warm and cold.
@@ -297,6 +343,97 @@ pub(crate) async fn failover(
             first_reconcile_seconds: first_reconcile_seconds.unwrap_or(f64::NAN),
             all_reconciled_seconds,
             watches,
+            watch_bytes,
+        })
+    })
+    .await
+}
+
+/// One sharding run: `replicas` replicas of the Kuberator contender with `--shards 12`, each
+/// handler waiting `handler_ms`; once the shards are shared out, N objects are created and
+/// timed until every one is reconciled.
+pub(crate) async fn sharding(
+    contender: &Contender,
+    crds: &[CustomResourceDefinition],
+    workload: &Workload,
+    (replicas, filter, handler_ms): (usize, &str, u64),
+    round: usize,
+    logs: &Path,
+) -> anyhow::Result<ShardingRun> {
+    on_fresh_control_plane(crds, async |control_plane, client| {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+        let mut processes = Vec::with_capacity(replicas);
+        for index in 0..replicas {
+            let mut env: Vec<(&str, String)> =
+                LEASE.iter().map(|(name, value)| (*name, (*value).to_owned())).collect();
+            env.extend([
+                ("KUBERATOR_SHARDS", SHARDS.to_string()),
+                ("KUBERATOR_SERVER_SIDE_SHARDING", (filter == "server").to_string()),
+                ("KUBERATOR_LEASE_NAMESPACE", NAMESPACE.to_owned()),
+                ("KUBERATOR_LEASE_NAME", SHARD_GROUP.to_owned()),
+                ("KUBERATOR_IDENTITY", format!("replica-{index}")),
+                ("BENCH_HANDLER_MS", handler_ms.to_string()),
+            ]);
+            let log = logs.join(format!("sharding-{replicas}-{filter}-{round}-{index}.log"));
+            processes.push(Process::spawn_with(contender, control_plane, workload, &log, &env)?);
+        }
+        // Every shard held, each replica holding its equal share.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let held = leases
+                .list(
+                    &kube::api::ListParams::default()
+                        .labels(&format!("kuberator.io/shard-group={SHARD_GROUP}")),
+                )
+                .await?;
+            let mut per_replica = std::collections::BTreeMap::<String, usize>::new();
+            for lease in held
+                .items
+                .iter()
+                .filter(|lease| lease.metadata.name.as_deref().is_some_and(|name| name.contains("-shard-")))
+            {
+                if let Some(holder) = lease.spec.as_ref().and_then(|spec| spec.holder_identity.clone()) {
+                    *per_replica.entry(holder).or_default() += 1;
+                }
+            }
+            if per_replica.len() == replicas && per_replica.values().all(|held| *held == SHARDS / replicas) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the shards were not shared out in 60 s: {per_replica:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(workload.settle).await;
+        let idle_rss_mib =
+            processes.iter().map(|p| p.now().map(|s| s.rss_mib)).collect::<anyhow::Result<Vec<_>>>()?;
+        let bytes_before = api_server_metric(&client, "apiserver_watch_events_sizes_sum", &[]).await?;
+
+        let api = benches(&client);
+        let observer = Observer::start(api.clone()).await?;
+        observer.with(|seen| seen.begin(1, Instant::now()));
+        let started = Instant::now();
+        create_all(&api, (0..workload.objects).map(name)).await?;
+        observer.wait("every Bench to be reconciled", |seen| seen.reconciled == workload.objects).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        tokio::time::sleep(workload.settle).await;
+        let settled = processes.iter().map(Process::now).collect::<anyhow::Result<Vec<_>>>()?;
+        let watch_bytes =
+            api_server_metric(&client, "apiserver_watch_events_sizes_sum", &[]).await? - bytes_before;
+        for process in processes {
+            process.stop().await;
+        }
+        Ok(ShardingRun {
+            replicas,
+            filter: filter.to_owned(),
+            round,
+            objects: workload.objects,
+            handler_ms,
+            seconds,
+            idle_rss_mib,
+            steady_rss_mib: settled.iter().map(|sample| sample.rss_mib).collect(),
+            cpu_seconds: settled.iter().map(|sample| sample.cpu_seconds).collect(),
             watch_bytes,
         })
     })

@@ -183,3 +183,43 @@ pub(crate) fn all(results: &[Measured], contenders: &[String], dir: &Path) -> an
     )?;
     Ok(())
 }
+
+/// `sharding.png`: objects reconciled per second over the replica count, median of the rounds,
+/// server-side and client-side filtering, and the ideal (the single replica's, times the count).
+pub(crate) fn sharding(runs: &[crate::multi::ShardingRun], dir: &Path) -> anyhow::Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    register_font()?;
+    let median = |replicas: usize, filter: &str| -> Option<f64> {
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.replicas == replicas && r.filter == filter)
+            .map(crate::multi::ShardingRun::throughput)
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    let names = ["server-side filter", "client-side filter", "ideal (linear)"].map(str::to_owned).to_vec();
+    let line = |filter: &str| -> Vec<(f64, f64)> {
+        (1..=3).filter_map(|replicas| Some((replicas as f64, median(replicas, filter)?))).collect()
+    };
+    let single = median(1, "server").unwrap_or(f64::NAN);
+    let mut client = line("client");
+    if let Some(single) = median(1, "server") {
+        client.insert(0, (1.0, single));
+    }
+    let series = [
+        Series { contender: &names[0], points: line("server") },
+        Series { contender: &names[1], points: client },
+        Series { contender: &names[2], points: (1..=3).map(|r| (r as f64, single * r as f64)).collect() },
+    ];
+    chart(
+        &dir.join("sharding.png"),
+        "Sharding: throughput over replicas",
+        "replicas",
+        "objects reconciled per second",
+        &series,
+        &names,
+    )
+}

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::multi::FailoverRun;
 use crate::multi::MultiResults;
+use crate::multi::ShardingRun;
 use crate::multi::SharedRun;
 use crate::run::Measured;
 
@@ -386,7 +387,7 @@ fn cell(values: &[f64], unit: &str) -> String {
 pub(crate) fn multi(results: &MultiResults) -> String {
     let mut out = String::new();
     if results.shared.is_empty() && results.failover.is_empty() {
-        return out;
+        return sharding(&results.sharding);
     }
     let _ = writeln!(
         out,
@@ -479,6 +480,67 @@ pub(crate) fn multi(results: &MultiResults) -> String {
         }
         let _ = writeln!(out);
     }
+    out.push_str(&sharding(&results.sharding));
+    out
+}
+
+/// The `--sharding` runs: throughput over 1, 2 and 3 replicas, and what each replica holds.
+fn sharding(runs: &[ShardingRun]) -> String {
+    let mut out = String::new();
+    let Some(first) = runs.first() else { return out };
+    let rounds = runs.iter().filter(|r| r.replicas == first.replicas && r.filter == first.filter).count();
+    let _ = writeln!(
+        out,
+        "## Sharding across replicas (N = {}, {rounds} rounds; median, min–max)\n",
+        first.objects
+    );
+    let _ = writeln!(
+        out,
+        "Written by `scripts/bench --sharding` (Kuberator alone, a fresh control plane per run, \
+         configurations alternating). Replicas of the Kuberator contender with `--shards 12` \
+         (concurrency 16 each, leases of 4 s), each `handle_apply` waiting {} ms first, as for an \
+         external call; once the 12 shards are shared out, the driver creates N objects and times \
+         from the first create until every object's status is written. `server`: each replica's \
+         watch is filtered by the API server (`shardSelector`, Kubernetes 1.36's \
+         `ShardedListAndWatch`); `client`: each replica receives every object and keeps its \
+         shards'. Memory is each replica's RSS settled with N objects less its RSS with none \
+         (the median replica); watch bytes are the API server's own count of watch event bytes \
+         for `benches` during the run (the driver's watch included). \
+         Plot: `benchmarks/sharding.png`.\n",
+        first.handler_ms
+    );
+    let _ = writeln!(
+        out,
+        "| replicas | filter | all N reconciled (s) | objects/s | vs 1 replica | cache per replica (MiB) | CPU per replica (s) | watch event bytes (MiB) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let single: Vec<f64> =
+        runs.iter().filter(|r| r.replicas == 1 && r.filter == "server").map(|r| r.seconds).collect();
+    let base = spread(&single).map_or(f64::NAN, |s| s.median);
+    for (replicas, filter) in [(1, "server"), (2, "server"), (3, "server"), (2, "client"), (3, "client")] {
+        let chosen: Vec<&ShardingRun> =
+            runs.iter().filter(|r| r.replicas == replicas && r.filter == filter).collect();
+        if chosen.is_empty() {
+            continue;
+        }
+        let values = |f: &dyn Fn(&ShardingRun) -> f64| chosen.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let cpu = |r: &ShardingRun| {
+            let mut cpu = r.cpu_seconds.clone();
+            cpu.sort_by(f64::total_cmp);
+            cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let _ = writeln!(
+            out,
+            "| {replicas} | {filter} | {} | {} | {} | {} | {} | {} |",
+            cell(&values(&|r| r.seconds), ""),
+            cell(&values(&ShardingRun::throughput), ""),
+            cell(&values(&|r| base / r.seconds), "x"),
+            cell(&values(&ShardingRun::cache_mib), ""),
+            cell(&values(&cpu), ""),
+            cell(&values(&|r| r.watch_bytes / (1024.0 * 1024.0)), ""),
+        );
+    }
+    let _ = writeln!(out);
     out
 }
 

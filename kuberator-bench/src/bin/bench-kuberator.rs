@@ -2,6 +2,9 @@
 //! with `KUBERATOR_NAMESPACES`, `KUBERATOR_CONCURRENCY` and `KUBERATOR_LEADER_ELECTION=false`
 //! (no other contender elects a leader); `crd` prints the benchmark's CRD.
 //!
+//! `BENCH_HANDLER_MS` makes each `handle_apply` wait that long first (the sharding benchmark,
+//! `kuberator-bench --sharding`, runs it with `--shards`).
+//!
 //! `BENCH_PAIR` makes it the shared-cache benchmark's contender (`kuberator-bench --shared`):
 //! `both` runs [`BenchOperator`] and [`AuditOperator`] in one process (one watch of `Bench`,
 //! shared by both), `audit` runs [`AuditOperator`] alone (a second process, with a second
@@ -41,6 +44,12 @@ impl ObserveGeneration for BenchStatus {
     }
 }
 
+/// `BENCH_HANDLER_MS`: how long each `handle_apply` waits first, as for an external call.
+static HANDLER_WAIT: std::sync::LazyLock<Option<std::time::Duration>> = std::sync::LazyLock::new(|| {
+    let millis = std::env::var("BENCH_HANDLER_MS").ok()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(millis))
+});
+
 /// The operator.
 #[derive(Operator)]
 #[kuberator(resource = Bench, finalizer = "benches.bench.kuberator.dev/finalizer", caching = Strict, namespaces = ["bench"])]
@@ -48,6 +57,10 @@ pub struct BenchOperator;
 
 impl BenchOperator {
     async fn handle_apply(&self, bench: Arc<Bench>, ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        if let Some(wait) = *HANDLER_WAIT {
+            // An external call (a cloud API, a database): the sharding benchmark's handler.
+            tokio::time::sleep(wait).await;
+        }
         ctx.update_status(&bench, BenchStatus::default()).await?;
         Ok(Action::await_change())
     }
