@@ -498,7 +498,7 @@ fn sharding(runs: &[ShardingRun]) -> String {
         out,
         "Written by `scripts/bench --sharding` (Kuberator alone, a fresh control plane per run, \
          configurations alternating). Replicas of the Kuberator contender with `--shards 12` \
-         (concurrency 16 each, leases of 4 s), each `handle_apply` waiting {} ms first, as for an \
+         (concurrency 4 each, so that the handlers' waits bound a replica rather than the API server on two cores; leases of 4 s), each `handle_apply` waiting {} ms first, as for an \
          external call; once the 12 shards are shared out, the driver creates N objects and times \
          from the first create until every object's status is written. `server`: each replica's \
          watch is filtered by the API server (`shardSelector`, Kubernetes 1.36's \

@@ -51,6 +51,7 @@ const _: () = {
                 ::kuberator::cache::CachingStrategy::Adhoc,
             );
             config.concurrency = ::std::option::Option::Some(0usize);
+            config.shards = ::std::option::Option::Some(12u32);
             config.requeue_after_error = ::std::option::Option::Some(
                 ::std::time::Duration::from_secs(5u64),
             );

@@ -61,6 +61,9 @@ pub(crate) struct OperatorAttrs {
     /// `concurrency = 4`
     #[darling(default)]
     pub(crate) concurrency: Option<Value>,
+    /// `shards = 12`
+    #[darling(default)]
+    pub(crate) shards: Option<Value>,
     /// `requeue_after_error_seconds = 30`
     #[darling(default)]
     pub(crate) requeue_after_error_seconds: Option<Value>,
@@ -109,6 +112,7 @@ mod tests {
                 caching = Extendable,
                 namespaces = ["default", "production"],
                 concurrency = 4,
+                shards = 12,
                 requeue_after_error_seconds = 30,
                 error_backoff_base_millis = 500,
                 labels = "app=echo",
@@ -128,6 +132,7 @@ mod tests {
             &attrs.caching,
             &attrs.namespaces,
             &attrs.concurrency,
+            &attrs.shards,
             &attrs.requeue_after_error_seconds,
             &attrs.error_backoff_base_millis,
             &attrs.labels,

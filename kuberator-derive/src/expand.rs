@@ -56,6 +56,9 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     if let Some(limit) = model.concurrency {
         config.push(quote!(concurrency = #some(#limit)));
     }
+    if let Some(shards) = model.shards {
+        config.push(quote!(shards = #some(#shards)));
+    }
     if let Some(seconds) = model.requeue_after_error_seconds {
         config.push(quote!(requeue_after_error = #some(::std::time::Duration::from_secs(#seconds))));
     }
@@ -247,6 +250,7 @@ mod tests {
                     caching = Adhoc,
                     namespaces = ["default", "production"],
                     concurrency = 0,
+                    shards = 12,
                     requeue_after_error_seconds = 5,
                     error_backoff_base_millis = 250,
                     labels = "app=echo",

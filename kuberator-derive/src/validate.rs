@@ -31,6 +31,8 @@ pub(crate) struct Model {
     pub(crate) namespaces: Vec<LitStr>,
     /// As written: `0` means no limit.
     pub(crate) concurrency: Option<usize>,
+    /// As written: `0` means not sharded.
+    pub(crate) shards: Option<u32>,
     pub(crate) requeue_after_error_seconds: Option<u64>,
     /// With the expression it was written as, to point a compile-time check at it.
     pub(crate) error_backoff_base_millis: Option<(u64, Expr)>,
@@ -106,6 +108,19 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
     let concurrency = attrs.concurrency.as_ref().and_then(|value| {
         handle(&mut errors, integer::<usize>(&value.0, "concurrency", "concurrency = 4 (0 for no limit)"))
     });
+    let shards = attrs.shards.as_ref().and_then(|value| {
+        let shards = integer::<u32>(&value.0, "shards", "shards = 12 (0: not sharded)").and_then(|shards| {
+            if shards <= 1024 {
+                Ok(shards)
+            } else {
+                Err(syn::Error::new_spanned(
+                    &value.0,
+                    "`shards` is at most 1024: write the number of shards the replicas split the objects into, such as `shards = 12`",
+                ))
+            }
+        });
+        handle(&mut errors, shards)
+    });
     let requeue_after_error_seconds = attrs.requeue_after_error_seconds.as_ref().and_then(|value| {
         handle(
             &mut errors,
@@ -157,6 +172,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         caching,
         namespaces,
         concurrency,
+        shards,
         requeue_after_error_seconds,
         error_backoff_base_millis,
         labels,

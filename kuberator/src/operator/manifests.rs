@@ -849,6 +849,51 @@ mod tests {
     }
 
     #[test]
+    fn a_sharded_operator_gets_replicas_its_shard_count_and_may_delete_leases() {
+        let config = config(&["team-a"]);
+        let workload = Workload {
+            image: "widget:1".to_owned(),
+            replicas: 3,
+            metrics_port: 8443,
+            health_port: 8081,
+            resources: Resources::default(),
+        };
+        let sharding = ShardPlacement { shards: 12, key: crate::shard::ShardKey::Namespace };
+        let sharded = Placement { sharding: Some(sharding), ..placement(&config, true) };
+        let objects = manifests::<Widget>(&config, &sharded, &workload);
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        assert_eq!(deployment["spec"]["replicas"], 3);
+        let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+        let value = |name: &str| {
+            env.as_array().unwrap().iter().find(|e| e["name"] == name).map(|e| e["value"].clone())
+        };
+        assert_eq!(value("KUBERATOR_SHARDS"), Some(serde_json::json!("12")));
+        assert_eq!(value("KUBERATOR_SHARD_KEY"), Some(serde_json::json!("namespace")));
+        let role = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "Role" && o["metadata"]["name"].as_str().unwrap().ends_with("-leader-election")
+            })
+            .unwrap();
+        assert_eq!(
+            role["rules"][0]["verbs"],
+            serde_json::json!(["get", "create", "update", "list", "watch", "delete"])
+        );
+        // Unsharded, no delete.
+        let objects = manifests::<Widget>(&config, &placement(&config, true), &workload);
+        let role = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "Role" && o["metadata"]["name"].as_str().unwrap().ends_with("-leader-election")
+            })
+            .unwrap();
+        assert_eq!(
+            role["rules"][0]["verbs"],
+            serde_json::json!(["get", "create", "update", "list", "watch"])
+        );
+    }
+
+    #[test]
     fn manifests_are_ready_to_apply() {
         let config = config(&["team-a"]);
         let workload = Workload {

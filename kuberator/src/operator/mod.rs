@@ -81,6 +81,8 @@ pub struct OperatorConfig {
     pub caching: Option<CachingStrategy>,
     /// `concurrency = N`; `Some(0)` means no limit.
     pub concurrency: Option<usize>,
+    /// `shards = N`; `Some(0)` means not sharded.
+    pub shards: Option<u32>,
     /// `requeue_after_error_seconds = N`.
     pub requeue_after_error: Option<Duration>,
     /// `error_backoff_base_millis = N`.
@@ -113,6 +115,7 @@ impl OperatorConfig {
                 Some(0) => None,
                 Some(limit) => Some(limit),
             },
+            shards: self.shards.filter(|shards| *shards > 0),
             requeue_after_error: self
                 .requeue_after_error
                 .unwrap_or(Duration::from_secs(REQUEUE_AFTER_ERROR_SECONDS)),
@@ -147,6 +150,9 @@ pub struct Settings {
     pub caching: CachingStrategy,
     /// Reconciles at a time; `None` means no limit. One by default.
     pub concurrency: Option<usize>,
+    /// How many shards its replicas split the objects into (`--shards`); `None`: not
+    /// sharded, one replica reconciles everything.
+    pub shards: Option<u32>,
     /// The longest a failed reconcile waits before it is retried: 60 s by default.
     pub requeue_after_error: Duration,
     /// The wait before the first retry, doubled per failure in a row up to

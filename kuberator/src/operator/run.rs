@@ -226,8 +226,9 @@ struct ShardArgs {
     /// Split the objects into this many shards, shared out among the live replicas through
     /// Leases (each replica reconciles only its shards'); 0: off, one replica reconciles
     /// everything (leader election picks which). Use a multiple of the replica count
-    #[arg(long, env = "KUBERATOR_SHARDS", default_value_t = 0, value_name = "N", global = true)]
-    shards: u32,
+    /// [default: the attribute's `shards`, else 0]
+    #[arg(long, env = "KUBERATOR_SHARDS", value_name = "N", global = true)]
+    shards: Option<u32>,
 
     /// What places an object in a shard: `uid` (an even spread) or `namespace` (a namespace
     /// and everything in it on one replica; the children's watch is sharded too)
@@ -401,6 +402,11 @@ impl Cli {
         Ok(settings)
     }
 
+    /// The shard count, once resolved (`shard_count`); 0: not sharded.
+    fn shards(&self) -> u32 {
+        self.sharding.shards.unwrap_or(0)
+    }
+
     /// Where the process is installed: in `namespace`, with the flags' Lease and `/metrics`
     /// access. (What each controller watches is its [`Part`]'s.)
     fn placement(&self, namespace: &str) -> manifests::Placement {
@@ -408,14 +414,35 @@ impl Cli {
         manifests::Placement {
             namespace: namespace.to_owned(),
             watched: Vec::new(),
-            lease_namespace: (self.election.leader_election || self.sharding.shards > 0)
-                .then_some(lease_namespace),
-            sharding: (self.sharding.shards > 0).then_some(manifests::ShardPlacement {
-                shards: self.sharding.shards,
-                key: self.sharding.shard_key,
-            }),
+            lease_namespace: (self.election.leader_election || self.shards() > 0).then_some(lease_namespace),
+            sharding: (self.shards() > 0)
+                .then_some(manifests::ShardPlacement { shards: self.shards(), key: self.sharding.shard_key }),
             metrics_auth: !self.telemetry.metrics_insecure,
         }
+    }
+}
+
+/// The shard count of the process: `--shards` (or `KUBERATOR_SHARDS`), else the one its
+/// controllers' attributes say (`shards = N`), else 0 (not sharded).
+fn shard_count(flag: Option<u32>, settings: &[Settings]) -> anyhow::Result<u32> {
+    if let Some(shards) = flag {
+        return Ok(shards);
+    }
+    let said: Vec<(u32, &str)> =
+        settings.iter().filter_map(|settings| Some((settings.shards?, settings.controller_name))).collect();
+    match said.split_first() {
+        None => Ok(0),
+        Some((first, rest)) => match rest.iter().find(|other| other.0 != first.0) {
+            None => Ok(first.0),
+            Some(other) => anyhow::bail!(
+                "the controllers `{}` (shards = {}) and `{}` (shards = {}) of one process must split the objects alike: \
+                 write the same `shards` in both #[kuberator(...)] attributes, or pass --shards",
+                first.1,
+                first.0,
+                other.1,
+                other.0
+            ),
+        },
     }
 }
 
@@ -470,7 +497,7 @@ pub(super) async fn run_units(
     let about =
         if program.about.is_empty() { "A Kubernetes operator built with Kuberator" } else { program.about };
     let matches = Cli::command().name(program.name).version(program.version).about(about).get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let controllers: Vec<&str> = units.iter().map(|unit| unit.settings().controller_name).collect();
     cli.check_scoped(&controllers)?;
     if units.iter().all(|unit| !unit.namespaced()) {
@@ -488,6 +515,7 @@ pub(super) async fn run_units(
         }
         resolved.push(settings);
     }
+    cli.sharding.shards = Some(shard_count(cli.sharding.shards, &resolved)?);
     let parts: Vec<Part> = units.iter().zip(&resolved).map(|(unit, settings)| unit.part(settings)).collect();
     let print = |text: String| std::io::stdout().write_all(text.as_bytes()).context("writing to stdout");
     match &cli.command {
@@ -544,8 +572,8 @@ pub(super) async fn run_units(
         election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let group = election.lease_name.as_deref().unwrap_or(name);
     let timing = (election.lease_duration.0, election.renew_deadline.0, election.retry_period.0);
-    let sharding = (cli.sharding.shards > 0).then(|| {
-        let sharding = Sharding::new(group, lease_namespace.clone(), cli.sharding.shards)
+    let sharding = (cli.shards() > 0).then(|| {
+        let sharding = Sharding::new(group, lease_namespace.clone(), cli.shards())
             .key(cli.sharding.shard_key)
             .timing(timing.0, timing.1, timing.2);
         match &election.identity {
@@ -826,6 +854,26 @@ mod tests {
         );
         let error = Cli::try_parse_from(["op", "--concurrency", "backup=many"]).unwrap_err().to_string();
         assert!(error.contains("invalid digit"), "{error}");
+    }
+
+    #[test]
+    fn the_shard_count_is_the_flags_else_the_attributes_which_must_agree() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let with = |name: &'static str, shards: Option<u32>| {
+            super::super::OperatorConfig { controller_name: Some(name), shards, ..Default::default() }
+                .resolve::<ConfigMap>()
+        };
+        assert_eq!(shard_count(None, &[with("a", None)]).unwrap(), 0);
+        assert_eq!(shard_count(None, &[with("a", Some(12)), with("b", None)]).unwrap(), 12);
+        assert_eq!(shard_count(Some(6), &[with("a", Some(12))]).unwrap(), 6, "the flag wins");
+        assert_eq!(shard_count(None, &[with("a", Some(0))]).unwrap(), 0, "0 is not sharded");
+        let error = shard_count(None, &[with("a", Some(12)), with("b", Some(6))]).unwrap_err().to_string();
+        assert!(error.contains("`a` (shards = 12) and `b` (shards = 6)"), "{error}");
+        let cli = Cli::try_parse_from(["op", "--shards", "12", "--shard-key", "namespace"]).unwrap();
+        assert_eq!((cli.sharding.shards, cli.sharding.shard_key), (Some(12), ShardKey::Namespace));
+        assert!(cli.sharding.server_side_sharding);
+        let error = Cli::try_parse_from(["op", "--shard-key", "name"]).unwrap_err().to_string();
+        assert!(error.contains("write `uid` or `namespace`"), "{error}");
     }
 
     #[test]
