@@ -105,15 +105,7 @@ impl LeaseLock {
             if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
                 return Ok(());
             }
-            let now = MicroTime(Timestamp::now());
-            let record = LeaseSpec {
-                holder_identity: None,
-                lease_duration_seconds: Some(1),
-                acquire_time: Some(now.clone()),
-                renew_time: Some(now),
-                ..spec
-            };
-            match self.replace(current, record).await {
+            match self.replace(current, released(spec)).await {
                 Ok(released) => {
                     self.observed = Some((released.spec, Instant::now()));
                     return Ok(());
@@ -127,14 +119,7 @@ impl LeaseLock {
     }
 
     fn record(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(i32::try_from(self.lease_duration.as_secs()).unwrap_or(i32::MAX)),
-            acquire_time: Some(MicroTime(acquired)),
-            renew_time: Some(MicroTime(renewed)),
-            lease_transitions: Some(transitions),
-            ..LeaseSpec::default()
-        }
+        held_by(&self.identity, self.lease_duration, (acquired, renewed), transitions)
     }
 
     /// Writes `record` over `current`; its resourceVersion makes a concurrent write fail with
@@ -142,5 +127,36 @@ impl LeaseLock {
     async fn replace(&self, current: Lease, record: LeaseSpec) -> Result<Lease, kube::Error> {
         let lease = Lease { spec: Some(record), ..current };
         self.api.replace(&self.name, &PostParams::default(), &lease).await
+    }
+}
+
+/// The record of a Lease held by `identity` for `lease_duration`, acquired and renewed at
+/// `times`, after `transitions` changes of holder.
+pub(crate) fn held_by(
+    identity: &str,
+    lease_duration: Duration,
+    (acquired, renewed): (Timestamp, Timestamp),
+    transitions: i32,
+) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: Some(identity.to_owned()),
+        lease_duration_seconds: Some(i32::try_from(lease_duration.as_secs()).unwrap_or(i32::MAX)),
+        acquire_time: Some(MicroTime(acquired)),
+        renew_time: Some(MicroTime(renewed)),
+        lease_transitions: Some(transitions),
+        ..LeaseSpec::default()
+    }
+}
+
+/// `spec` given up: no holder and a duration of one second, so that the next candidate takes
+/// it at once.
+pub(crate) fn released(spec: LeaseSpec) -> LeaseSpec {
+    let now = MicroTime(Timestamp::now());
+    LeaseSpec {
+        holder_identity: None,
+        lease_duration_seconds: Some(1),
+        acquire_time: Some(now.clone()),
+        renew_time: Some(now),
+        ..spec
     }
 }

@@ -58,7 +58,7 @@
 //!   release at once) on `leases` in group `coordination.k8s.io` in its namespace; the
 //!   derived operator's `rbac` subcommand prints them.
 
-mod lease;
+pub(crate) mod lease;
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;

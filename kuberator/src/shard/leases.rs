@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::coordination::v1::LeaseSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::ResourceExt as _;
@@ -277,15 +276,7 @@ impl Leases {
     /// When the API server refuses the write; the Lease then expires by itself.
     pub(crate) async fn release(&mut self, name: &str) -> Result<(), kube::Error> {
         let Some((mut lease, _)) = self.held.remove(name) else { return Ok(()) };
-        let now = MicroTime(Timestamp::now());
-        let spec = lease.spec.take().unwrap_or_default();
-        lease.spec = Some(LeaseSpec {
-            holder_identity: None,
-            lease_duration_seconds: Some(1),
-            acquire_time: Some(now.clone()),
-            renew_time: Some(now),
-            ..spec
-        });
+        lease.spec = Some(crate::leader::lease::released(lease.spec.take().unwrap_or_default()));
         match self.api.replace(name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(()),
             // Someone wrote in between: it is not ours to give any more.
@@ -320,14 +311,7 @@ impl Leases {
     }
 
     fn record(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(i32::try_from(self.lease_duration.as_secs()).unwrap_or(i32::MAX)),
-            acquire_time: Some(MicroTime(acquired)),
-            renew_time: Some(MicroTime(renewed)),
-            lease_transitions: Some(transitions),
-            ..LeaseSpec::default()
-        }
+        crate::leader::lease::held_by(&self.identity, self.lease_duration, (acquired, renewed), transitions)
     }
 }
 
@@ -346,6 +330,8 @@ pub(crate) fn keep(held: &BTreeSet<u32>, target: u32) -> BTreeSet<u32> {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
     use super::*;
 
     fn lease(name: &str, role: &str, holder: Option<&str>, seconds: i32, total: Option<u32>) -> Lease {

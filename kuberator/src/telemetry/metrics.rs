@@ -219,42 +219,54 @@ pub(crate) fn expect_controllers<'a>(names: impl IntoIterator<Item = &'a str>) {
     }
 }
 
+/// Whether something of the process stands by, in [`readiness`]: a standby with no controller
+/// running is ready. Counted once while set; uncounted when dropped.
+#[derive(Debug, Default)]
+struct StandingBy(std::sync::atomic::AtomicBool);
+
+impl StandingBy {
+    fn set(&self, standing_by: bool) {
+        let was = self.0.swap(standing_by, std::sync::atomic::Ordering::SeqCst);
+        let mut state = readiness_state();
+        match (was, standing_by) {
+            (false, true) => state.standing_by += 1,
+            (true, false) => state.standing_by -= 1,
+            _ => {}
+        }
+    }
+}
+
+impl Drop for StandingBy {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
 /// A leader election's state in metrics and readiness, for as long as it lives.
 #[derive(Debug)]
 pub(crate) struct LeaderStatus {
     labels: Labels,
-    standing_by: std::sync::atomic::AtomicBool,
+    standing_by: StandingBy,
 }
 
 impl LeaderStatus {
     /// A new election for `lease` (`namespace/name`): standing by.
     pub(crate) fn new(lease: &str) -> Self {
-        let status = Self {
-            labels: vec![("lease".to_owned(), lease.to_owned())],
-            standing_by: std::sync::atomic::AtomicBool::new(false),
-        };
+        let status =
+            Self { labels: vec![("lease".to_owned(), lease.to_owned())], standing_by: StandingBy::default() };
         status.leading(false);
         status
     }
 
     pub(crate) fn leading(&self, leading: bool) {
         METRICS.leader.get_or_create(&self.labels).set(i64::from(leading));
-        let was_standing_by = self.standing_by.swap(!leading, std::sync::atomic::Ordering::SeqCst);
-        let mut state = readiness_state();
-        match (was_standing_by, leading) {
-            (false, false) => state.standing_by += 1,
-            (true, true) => state.standing_by -= 1,
-            _ => {}
-        }
+        self.standing_by.set(!leading);
     }
 }
 
 impl Drop for LeaderStatus {
     fn drop(&mut self) {
         METRICS.leader.remove(&self.labels);
-        if self.standing_by.load(std::sync::atomic::Ordering::SeqCst) {
-            readiness_state().standing_by -= 1;
-        }
     }
 }
 
@@ -263,16 +275,14 @@ impl Drop for LeaderStatus {
 /// standby of leader election is).
 pub(crate) struct ShardStatus {
     labels: Labels,
-    standing_by: std::sync::atomic::AtomicBool,
+    standing_by: StandingBy,
 }
 
 impl ShardStatus {
     /// A replica of the group `group` (`namespace/name`) that holds nothing yet.
     pub(crate) fn new(group: &str) -> Self {
-        let status = Self {
-            labels: vec![("group".to_owned(), group.to_owned())],
-            standing_by: std::sync::atomic::AtomicBool::new(false),
-        };
+        let status =
+            Self { labels: vec![("group".to_owned(), group.to_owned())], standing_by: StandingBy::default() };
         status.holds(0.0, 0);
         status
     }
@@ -281,14 +291,7 @@ impl ShardStatus {
     pub(crate) fn holds(&self, fraction: f64, shards: usize) {
         METRICS.shards_held.get_or_create(&self.labels).set(i64::try_from(shards).unwrap_or(i64::MAX));
         METRICS.shard_fraction.get_or_create(&self.labels).set(fraction);
-        let standing_by = shards == 0;
-        let was = self.standing_by.swap(standing_by, std::sync::atomic::Ordering::SeqCst);
-        let mut state = readiness_state();
-        match (was, standing_by) {
-            (false, true) => state.standing_by += 1,
-            (true, false) => state.standing_by -= 1,
-            _ => {}
-        }
+        self.standing_by.set(shards == 0);
     }
 
     /// `count` shards were `how` (`took`, `released` or `lost`).
@@ -303,9 +306,6 @@ impl Drop for ShardStatus {
     fn drop(&mut self) {
         METRICS.shards_held.remove(&self.labels);
         METRICS.shard_fraction.remove(&self.labels);
-        if self.standing_by.load(std::sync::atomic::Ordering::SeqCst) {
-            readiness_state().standing_by -= 1;
-        }
     }
 }
 
