@@ -107,11 +107,20 @@ impl ShardingRun {
 
     /// The median replica's memory for its cached objects (steady less idle), in MiB.
     pub(crate) fn cache_mib(&self) -> f64 {
-        let mut grown: Vec<f64> =
-            self.steady_rss_mib.iter().zip(&self.idle_rss_mib).map(|(steady, idle)| steady - idle).collect();
-        grown.sort_by(f64::total_cmp);
-        grown.get(grown.len() / 2).copied().unwrap_or(f64::NAN)
+        let grown = self.steady_rss_mib.iter().zip(&self.idle_rss_mib).map(|(steady, idle)| steady - idle);
+        middle(grown.collect()).unwrap_or(f64::NAN)
     }
+
+    /// The median replica's CPU time, in seconds.
+    pub(crate) fn median_cpu_seconds(&self) -> f64 {
+        middle(self.cpu_seconds.clone()).unwrap_or(f64::NAN)
+    }
+}
+
+/// The value in the middle of `values` once sorted (the upper one of an even count).
+pub(crate) fn middle(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// The shared-cache, failover and sharding results, as `benchmarks/multi.json` keeps them.

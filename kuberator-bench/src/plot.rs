@@ -192,13 +192,12 @@ pub(crate) fn sharding(runs: &[crate::multi::ShardingRun], dir: &Path) -> anyhow
     }
     register_font()?;
     let median = |replicas: usize, filter: &str| -> Option<f64> {
-        let mut values: Vec<f64> = runs
-            .iter()
-            .filter(|r| r.replicas == replicas && r.filter == filter)
-            .map(crate::multi::ShardingRun::throughput)
-            .collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
+        crate::multi::middle(
+            runs.iter()
+                .filter(|r| r.replicas == replicas && r.filter == filter)
+                .map(crate::multi::ShardingRun::throughput)
+                .collect(),
+        )
     };
     let names = ["server-side filter", "client-side filter", "ideal (linear)"].map(str::to_owned).to_vec();
     let line = |filter: &str| -> Vec<(f64, f64)> {

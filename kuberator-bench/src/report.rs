@@ -524,11 +524,6 @@ fn sharding(runs: &[ShardingRun]) -> String {
             continue;
         }
         let values = |f: &dyn Fn(&ShardingRun) -> f64| chosen.iter().map(|r| f(r)).collect::<Vec<_>>();
-        let cpu = |r: &ShardingRun| {
-            let mut cpu = r.cpu_seconds.clone();
-            cpu.sort_by(f64::total_cmp);
-            cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN)
-        };
         let _ = writeln!(
             out,
             "| {replicas} | {filter} | {} | {} | {} | {} | {} | {} |",
@@ -536,7 +531,7 @@ fn sharding(runs: &[ShardingRun]) -> String {
             cell(&values(&ShardingRun::throughput), ""),
             cell(&values(&|r| base / r.seconds), "x"),
             cell(&values(&ShardingRun::cache_mib), ""),
-            cell(&values(&cpu), ""),
+            cell(&values(&ShardingRun::median_cpu_seconds), ""),
             cell(&values(&|r| r.watch_bytes / (1024.0 * 1024.0)), ""),
         );
     }

@@ -171,18 +171,20 @@ impl Synced {
 impl Caches {
     /// Caches for a process whose controllers are named `managers`.
     pub(crate) fn new(managers: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        let mut managers: Vec<String> = managers.into_iter().map(Into::into).collect();
-        managers.sort();
-        managers.dedup();
-        Self { inner: Arc::new(Inner { managers, ..Inner::default() }) }
+        Self::with(managers, None)
     }
 
     /// Caches for one replica of a shard group: its controllers' own kinds (and, by namespace,
     /// their children) are watched only within `shard`.
     pub(crate) fn sharded(managers: impl IntoIterator<Item = impl Into<String>>, shard: ShardFilter) -> Self {
-        let Self { inner } = Self::new(managers);
-        let inner = Arc::into_inner(inner).unwrap_or_else(|| unreachable!("just made"));
-        Self { inner: Arc::new(Inner { shard: Some(shard), ..inner }) }
+        Self::with(managers, Some(shard))
+    }
+
+    fn with(managers: impl IntoIterator<Item = impl Into<String>>, shard: Option<ShardFilter>) -> Self {
+        let mut managers: Vec<String> = managers.into_iter().map(Into::into).collect();
+        managers.sort();
+        managers.dedup();
+        Self { inner: Arc::new(Inner { managers, shard, ..Inner::default() }) }
     }
 
     /// The caches of the process this runs in, or new ones of its own outside a process.

@@ -572,14 +572,12 @@ pub(super) async fn run_units(
         election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let group = election.lease_name.as_deref().unwrap_or(name);
     let timing = (election.lease_duration.0, election.renew_deadline.0, election.retry_period.0);
+    let identity = election.identity.clone().unwrap_or_else(leader::default_identity);
     let sharding = (cli.shards() > 0).then(|| {
-        let sharding = Sharding::new(group, lease_namespace.clone(), cli.shards())
+        Sharding::new(group, lease_namespace.clone(), cli.shards())
             .key(cli.sharding.shard_key)
-            .timing(timing.0, timing.1, timing.2);
-        match &election.identity {
-            Some(identity) => sharding.identity(identity),
-            None => sharding,
-        }
+            .timing(timing.0, timing.1, timing.2)
+            .identity(identity.clone())
     });
     if let Some(sharding) = &sharding {
         sharding
@@ -588,11 +586,9 @@ pub(super) async fn run_units(
     }
     // Sharding replaces leader election: every replica reconciles its share.
     let leader_election = (election.leader_election && sharding.is_none()).then(|| {
-        let lease = LeaderElection::new(group, lease_namespace.clone()).timing(timing.0, timing.1, timing.2);
-        match &election.identity {
-            Some(identity) => lease.identity(identity),
-            None => lease,
-        }
+        LeaderElection::new(group, lease_namespace.clone())
+            .timing(timing.0, timing.1, timing.2)
+            .identity(identity.clone())
     });
     if let Some(lease) = &leader_election {
         lease.validate().context("check --lease-duration, --renew-deadline and --retry-period")?;

@@ -28,7 +28,7 @@ pub(crate) const GROUP_LABEL: &str = "kuberator.io/shard-group";
 /// The label that says what a Lease is for: `member` or `shard`.
 const ROLE_LABEL: &str = "kuberator.io/shard-role";
 /// On a member Lease: how many shards that replica splits the hash space into.
-const TOTAL_ANNOTATION: &str = "kuberator.io/shards";
+pub(crate) const TOTAL_ANNOTATION: &str = "kuberator.io/shards";
 
 /// The group's Leases as read, with when each record was first seen.
 #[derive(Debug, Default)]
@@ -90,15 +90,13 @@ impl Seen {
         (same, other)
     }
 
-    /// Shard Leases of another total that are held and not expired: while one is, the hash
-    /// ranges of this total may overlap a range someone reconciles.
-    pub(crate) fn foreign_shards(&self, prefix: &str, total: u32, now: Instant) -> Vec<String> {
-        let ours = format!("{prefix}{total}-");
+    /// Shard Leases not named with `ours` (another total's) that are held and not expired:
+    /// while one is, the hash ranges of this total may overlap a range someone reconciles.
+    pub(crate) fn foreign_shards(&self, ours: &str, now: Instant) -> Vec<String> {
         self.leases
             .iter()
             .filter(|(name, (lease, _))| {
-                lease.labels().get(ROLE_LABEL).map(String::as_str) == Some("shard")
-                    && !name.starts_with(&ours)
+                lease.labels().get(ROLE_LABEL).map(String::as_str) == Some("shard") && !name.starts_with(ours)
             })
             .filter(|(_, (lease, since))| matches!(judge(lease, *since, now), Holder::Held(_)))
             .map(|(name, _)| name.clone())
@@ -409,7 +407,7 @@ mod tests {
             now,
         );
         assert_eq!(seen.members(12, now), (vec!["a".to_owned(), "b".to_owned()], vec!["c".to_owned()]));
-        assert_eq!(seen.foreign_shards("op-shard-", 12, now), vec!["op-shard-24-3".to_owned()]);
+        assert_eq!(seen.foreign_shards("op-shard-12-", now), vec!["op-shard-24-3".to_owned()]);
         let abandoned = |at| -> Vec<String> {
             let mut names: Vec<String> = seen
                 .abandoned("op-shard-12-", Duration::from_secs(30), at)

@@ -206,12 +206,13 @@ impl Sharding {
         Ok(())
     }
 
+    /// What the names of this shard count's Leases start with: `<group>-shard-<shards>-`.
     fn shard_prefix(&self) -> String {
-        format!("{}-shard-", self.group)
+        format!("{}-shard-{}-", self.group, self.shards)
     }
 
     fn shard_lease(&self, shard: u32) -> String {
-        format!("{}{}-{shard}", self.shard_prefix(), self.shards)
+        format!("{}{shard}", self.shard_prefix())
     }
 
     /// The member Lease of this replica: its identity as a DNS name, with a hash of the
@@ -227,7 +228,7 @@ impl Sharding {
     }
 
     fn shard_of_lease(&self, name: &str) -> Option<u32> {
-        name.strip_prefix(&format!("{}{}-", self.shard_prefix(), self.shards))?.parse().ok()
+        name.strip_prefix(&self.shard_prefix())?.parse().ok()
     }
 
     /// Whether the API server filters watches by shard (asked once, with a list of at most
@@ -337,17 +338,7 @@ impl Sharding {
                 Some(running) => running.stop(),
                 None => {
                     let release: Vec<u32> = held.difference(&keep).copied().collect();
-                    for shard in &release {
-                        let lease = self.shard_lease(*shard);
-                        let releasing = leases.release(&lease);
-                        if let Ok(Err(error)) = tokio::time::timeout(self.retry_period, releasing).await {
-                            tracing::warn!(
-                                shard,
-                                error = %crate::error::report(&error),
-                                "could not release a shard; it expires by itself",
-                            );
-                        }
-                    }
+                    self.release(&mut leases, &release).await;
                     if !release.is_empty() {
                         tracing::info!(shards = ?release, "released shards");
                         status.moved("released", release.len());
@@ -410,9 +401,8 @@ impl Sharding {
                     if let Err(error) = joined
                         && error.is_panic()
                     {
-                        for shard in self.held(&leases) {
-                            let _ = leases.release(&self.shard_lease(shard)).await;
-                        }
+                        let held: Vec<u32> = self.held(&leases).into_iter().collect();
+                        self.release(&mut leases, &held).await;
                         std::panic::resume_unwind(error.into_panic());
                     }
                     if !asked {
@@ -442,6 +432,21 @@ impl Sharding {
     /// The shards held now.
     fn held(&self, leases: &Leases) -> BTreeSet<u32> {
         leases.held().filter_map(|(name, _)| self.shard_of_lease(name)).collect()
+    }
+
+    /// Gives `shards` up, each write bounded by a retry period; one that fails expires by
+    /// itself.
+    async fn release(&self, leases: &mut Leases, shards: &[u32]) {
+        for shard in shards {
+            let lease = self.shard_lease(*shard);
+            if let Ok(Err(error)) = tokio::time::timeout(self.retry_period, leases.release(&lease)).await {
+                tracing::warn!(
+                    shard,
+                    error = %crate::error::report(&error),
+                    "could not release a shard; it expires by itself",
+                );
+            }
+        }
     }
 
     /// Renews the member Lease (taking it at first) and each shard held whose last renewal is
@@ -501,7 +506,8 @@ impl Sharding {
             leases.forget(&name);
         }
         if !shutting_down && !leases.held().any(|(name, _)| name == member) {
-            let annotations = BTreeMap::from([("kuberator.io/shards".to_owned(), self.shards.to_string())]);
+            let annotations =
+                BTreeMap::from([(leases::TOTAL_ANNOTATION.to_owned(), self.shards.to_string())]);
             match tokio::time::timeout(
                 self.retry_period,
                 leases.take(member, "member", annotations, seen.get(member)),
@@ -549,7 +555,7 @@ impl Sharding {
         target: u32,
         now: Instant,
     ) -> Result<usize, ElectionError> {
-        let foreign = seen.foreign_shards(&self.shard_prefix(), self.shards, now);
+        let foreign = seen.foreign_shards(&self.shard_prefix(), now);
         if !foreign.is_empty() {
             tracing::warn!(
                 leases = ?foreign,
@@ -601,8 +607,7 @@ impl Sharding {
     /// Deletes Leases that have been expired for two lease durations and are not this
     /// count's shards: those of replicas that died, and of another shard count.
     async fn collect_abandoned(&self, leases: &Leases, seen: &Seen, now: Instant) {
-        let keep = format!("{}{}-", self.shard_prefix(), self.shards);
-        for lease in seen.abandoned(&keep, self.lease_duration * 2, now) {
+        for lease in seen.abandoned(&self.shard_prefix(), self.lease_duration * 2, now) {
             let name = kube::ResourceExt::name_any(&lease);
             match tokio::time::timeout(self.retry_period, leases.delete(&lease)).await.unwrap_or(Ok(())) {
                 Ok(()) => {
