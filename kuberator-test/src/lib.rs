@@ -38,6 +38,7 @@ mod control_plane;
 mod helpers;
 pub mod memory;
 mod proxy;
+pub mod sim;
 
 pub use crate::cluster::CLUSTER_ENV;
 pub use crate::cluster::TestCluster;

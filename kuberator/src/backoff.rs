@@ -19,8 +19,9 @@
 //!   no longer shows it (deleted while the watch was down); an object made again under the
 //!   same name starts at the base delay.
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
+use std::hash::BuildHasherDefault;
+use std::hash::DefaultHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,9 +100,11 @@ pub fn next_delay(object: &str, base: Duration, cap: Duration) -> Duration {
     jitter(delay, object, failures)
 }
 
-/// `delay` spread uniformly over ±10 %.
+/// `delay` spread over ±10 % by a hash of the object and its failure count: objects that
+/// failed together retry apart, and the same failures wait the same in every run (which a
+/// simulated run, replayed from its seed, needs).
 fn jitter(delay: Duration, object: &str, failures: u32) -> Duration {
-    let random = RandomState::new().hash_one((object, failures));
+    let random = BuildHasherDefault::<DefaultHasher>::default().hash_one((object, failures));
     // A factor in [0.9, 1.1).
     let factor = 0.9 + (random % 2000) as f64 / 10_000.0;
     delay.mul_f64(factor)

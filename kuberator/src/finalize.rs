@@ -146,11 +146,15 @@ where
                 });
             }
         };
+        let uid = object.meta().uid.clone();
         let reconcile = |event| {
             let cleanup = matches!(event, Event::Cleanup(_));
             let deletion = deletion.clone();
+            let (uid, label) = (uid.clone(), label.clone());
             reconcile(event).map_err(Error::other).map_ok(move |action| {
                 if let (true, Some(deletion)) = (cleanup, deletion) {
+                    // What a test (kuberator-test's simulator) counts cleanups by.
+                    tracing::debug!(target: "kuberator::cleanup", object = %label, uid = uid.as_deref().unwrap_or_default(), "handle_cleanup succeeded");
                     own_writes::remember_cleanup(deletion);
                 }
                 action

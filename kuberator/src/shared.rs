@@ -315,6 +315,16 @@ where
 
 /// A list in progress: what the store held when it began and the list has not shown yet,
 /// and the undecodable objects it showed.
+/// `objects` by namespace and name: the store keeps no order, and what a subscriber is sent
+/// in one go goes in a fixed one (a simulated run, replayed from its seed, needs it).
+fn by_name<K: Resource>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
+    objects.sort_by(|a, b| {
+        (a.meta().namespace.as_deref(), a.meta().name.as_deref())
+            .cmp(&(b.meta().namespace.as_deref(), b.meta().name.as_deref()))
+    });
+    objects
+}
+
 struct List<K: Resource + Clone + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
@@ -377,7 +387,7 @@ where
     /// The store as a list, to a subscriber that joins.
     fn replay(&self, fanout: &Fanout<K>, to: &mpsc::UnboundedSender<Sent<K>>) {
         let _ = to.unbounded_send(Sent::Change(Change::Listing));
-        let _ = to.unbounded_send(Sent::Replay(self.reader.state()));
+        let _ = to.unbounded_send(Sent::Replay(by_name(self.reader.state())));
         for object in fanout.undecodable.values() {
             let change = Change::Applied { object: object.clone(), listed: true, new: true };
             let _ = to.unbounded_send(Sent::Change(change));
@@ -463,7 +473,7 @@ where
                 self.store(&mut fanout.writer, &watcher::Event::InitDone);
                 let list = fanout.list.take();
                 let (gone, undecodable) = list
-                    .map(|list| (list.before.into_values().collect(), list.undecodable))
+                    .map(|list| (by_name(list.before.into_values().collect()), list.undecodable))
                     .unwrap_or_default();
                 fanout.undecodable = undecodable;
                 self.synced.send_replace(true);

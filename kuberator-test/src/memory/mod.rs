@@ -28,7 +28,7 @@ mod resources;
 mod schema;
 mod selectors;
 mod status;
-mod store;
+pub(crate) mod store;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -56,7 +56,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use self::body::ResponseBody;
+pub(crate) use self::body::ResponseBody;
 use self::status::ApiError;
 use self::store::State;
 
@@ -375,6 +375,25 @@ impl MemoryServer {
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.inner.state.lock().expect("state lock").resource_version
+    }
+
+    /// Answers one request, as the in-process client's would be (the simulator's transport).
+    pub(crate) async fn answer(&self, request: Request<bytes::Bytes>) -> Response<ResponseBody> {
+        handler::handle_request(Arc::clone(&self.inner), request.map(http_body_util::Full::new)).await
+    }
+
+    /// Every stored object as a client sees it (`apiVersion` and `kind` set), by storage and
+    /// then namespace and name.
+    pub(crate) fn snapshot(&self) -> Vec<serde_json::Value> {
+        let state = self.inner.state.lock().expect("state lock");
+        let mut objects = Vec::new();
+        for (storage, stored) in &state.objects {
+            let Some(resource) = state.types.iter().find(|resource| &resource.storage == storage) else {
+                continue;
+            };
+            objects.extend(stored.values().map(|object| store::present(resource, object)));
+        }
+        objects
     }
 }
 

@@ -584,10 +584,52 @@ pub(crate) fn initialize(resource: &ResourceType, object: &mut Value, now: Optio
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A random number, from the standard library's randomly keyed hasher and a counter.
+thread_local! {
+    /// Set on the simulator's thread ([`crate::sim`]): uids, name suffixes and timestamps
+    /// from its seed and its virtual clock, so that one seed makes the same objects.
+    static DETERMINISTIC: std::cell::RefCell<Option<Deterministic>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The simulator's source of the server's random numbers and of its time.
+pub(crate) struct Deterministic {
+    /// A SplitMix64 state.
+    pub(crate) state: u64,
+    pub(crate) now: jiff::Timestamp,
+}
+
+/// Makes this thread's server draw its random numbers and time from `deterministic`, until
+/// [`set_deterministic`] with `None`.
+pub(crate) fn set_deterministic(deterministic: Option<Deterministic>) {
+    DETERMINISTIC.with(|cell| *cell.borrow_mut() = deterministic);
+}
+
+/// Sets this thread's virtual time, if it has one.
+pub(crate) fn set_now(now: jiff::Timestamp) {
+    DETERMINISTIC.with(|cell| {
+        if let Some(deterministic) = cell.borrow_mut().as_mut() {
+            deterministic.now = now;
+        }
+    });
+}
+
+/// SplitMix64: the next number of `state`.
+pub(crate) fn split_mix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A random number: the simulator's on its thread, else from the standard library's
+/// randomly keyed hasher and a counter.
 pub(crate) fn random() -> u64 {
-    let state = std::collections::hash_map::RandomState::new();
-    state.hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+    let seeded = DETERMINISTIC
+        .with(|cell| cell.borrow_mut().as_mut().map(|deterministic| split_mix(&mut deterministic.state)));
+    seeded.unwrap_or_else(|| {
+        let state = std::collections::hash_map::RandomState::new();
+        state.hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+    })
 }
 
 /// A version 4 UUID.
@@ -613,7 +655,8 @@ pub(crate) fn name_suffix() -> String {
 
 /// Now, as `metav1.Time` writes it.
 pub(crate) fn timestamp() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    let now = DETERMINISTIC.with(|cell| cell.borrow().as_ref().map(|deterministic| deterministic.now));
+    now.unwrap_or_else(jiff::Timestamp::now).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// An object as the client sees it through `resource`: its apiVersion, and Events in the
