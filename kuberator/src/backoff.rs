@@ -27,6 +27,41 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+thread_local! {
+    /// Set by a deterministic simulation on its thread ([`seed_jitter`]).
+    static JITTER_SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the watches started on this thread jitter their retries from `seed` (`None`: from a
+/// random one again): what kuberator-test's simulator sets, so that a run replayed from its
+/// seed waits the same.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub fn seed_jitter(seed: Option<u64>) {
+    JITTER_SEED.with(|cell| cell.set(seed));
+}
+
+/// The backoff of a watch of `what` after an error: kube's default (0.8 s doubling to 30 s,
+/// jittered, started over after 2 minutes without an error), its jitter drawn from a seed of
+/// the watch's own rather than from the thread's generator, so that watches do not share one
+/// sequence in the order they happen to start.
+pub(crate) fn watch_backoff(
+    what: &str,
+) -> kube::runtime::utils::ResetTimerBackoff<kube::runtime::watcher::ExponentialBackoff> {
+    let salt = JITTER_SEED
+        .with(std::cell::Cell::get)
+        .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(what));
+    let seed = BuildHasherDefault::<DefaultHasher>::default().hash_one((salt, what));
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .without_max_times()
+        .with_jitter()
+        .with_jitter_seed(seed);
+    kube::runtime::utils::ResetTimerBackoff::new(builder.into(), Duration::from_secs(120))
+}
+
 /// The wait before the first retry of a failed reconcile, unless configured otherwise.
 pub const DEFAULT_BASE: Duration = Duration::from_secs(1);
 

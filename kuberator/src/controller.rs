@@ -423,14 +423,19 @@ fn log_outcome<R, QErr>(
     controller::Error<Error, QErr>: std::error::Error + 'static,
 {
     match result {
-        Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+        Ok((object, _)) => {
+            tracing::debug!(object = %object, "reconciled");
+            handed.finished(object.namespace, object.name);
+        }
         Err(controller::Error::ReconcilerFailed(_, object)) => {
             tracing::debug!(object = %object, "reconcile failed");
+            handed.finished(object.namespace, object.name);
         }
         // Deleted before its turn came: it waits no more.
         Err(controller::Error::ObjectNotFound(object)) => {
             tracing::debug!(object = %object, "gone before its reconcile");
             handed.started(object.namespace.clone(), object.name.clone());
+            handed.finished(object.namespace, object.name);
         }
         Err(error) => tracing::warn!(error = %crate::error::report(&error), "controller error"),
     }

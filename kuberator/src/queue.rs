@@ -158,8 +158,16 @@ impl<K: Clone + Eq + Hash> Queue<K> {
     }
 
     /// The object due first, why it waited, and since when.
+    #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Option<(K, Priority, Instant)> {
-        let (_, object) = self.order.pop_first()?;
+        self.pop_where(|_| true)
+    }
+
+    /// The first object in order that `eligible` lets go, out of the queue; the others keep
+    /// their places.
+    pub(crate) fn pop_where(&mut self, eligible: impl Fn(&K) -> bool) -> Option<(K, Priority, Instant)> {
+        let due = *self.order.iter().find(|(_, object)| eligible(object))?.0;
+        let object = self.order.remove(&due)?;
         let waiting = self.waiting.remove(&object).expect("every ordered object waits");
         self.depth[waiting.priority.index()] -= 1;
         Some((object, waiting.priority, waiting.since))
@@ -225,6 +233,9 @@ pub(crate) struct Handed {
 struct HandedState {
     objects: HashMap<(Option<String>, String), (Priority, Instant)>,
     depth: [usize; 2],
+    /// The objects whose reconcile runs now: the feeder hands none of them to kube until it
+    /// ends, so that what runs next is the queue's order, not kube's set of held objects.
+    running: std::collections::HashSet<(Option<String>, String)>,
 }
 
 impl Handed {
@@ -241,13 +252,25 @@ impl Handed {
     /// since when it waited, if it was handed by the feeder.
     pub(crate) fn started(&self, namespace: Option<String>, name: String) -> Option<(Priority, Instant)> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let started = state.objects.remove(&(namespace, name));
+        let key = (namespace, name);
+        let started = state.objects.remove(&key);
         if let Some((priority, _)) = started {
             state.depth[priority.index()] -= 1;
         }
+        state.running.insert(key);
         drop(state);
         self.room.wake();
         started
+    }
+
+    /// The reconcile of `namespace/name` ended (or it was gone when its turn came).
+    pub(crate) fn finished(&self, namespace: Option<String>, name: String) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).running.remove(&(namespace, name));
+        self.room.wake();
+    }
+
+    fn is_running(&self, key: &(Option<String>, String)) -> bool {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).running.contains(key)
     }
 
     fn len(&self) -> usize {
@@ -357,7 +380,12 @@ where
         }
         this.handed.room.register(cx.waker());
         while this.handed.len() < this.window {
-            let Some((object, priority, since)) = this.queue.pop() else { break };
+            let handed = &this.handed;
+            let running =
+                |object: &ObjectRef<R>| handed.is_running(&(object.namespace.clone(), object.name.clone()));
+            let Some((object, priority, since)) = this.queue.pop_where(|object| !running(object)) else {
+                break;
+            };
             // Deleted while it waited: nothing to hand.
             if this.store.get(&object).is_none() {
                 continue;

@@ -398,7 +398,9 @@ where
     /// Runs the watch, for as long as the caches live.
     async fn follow(self: Arc<Self>, client: Client, namespace: Option<String>, config: watcher::Config) {
         let api = self.sharded_api(client, namespace.as_deref());
-        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        let what =
+            format!("{}/{}", K::kind(&K::DynamicType::default()), namespace.as_deref().unwrap_or_default());
+        let mut events = watcher::watcher(api, config).backoff(crate::backoff::watch_backoff(&what)).boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => self.apply(event),

@@ -23,7 +23,8 @@
 //! (`app.kubernetes.io/managed-by`) has a controller owner, and the invariants given with
 //! [`Simulation::always`]. At rest (the workload done, faults off, everything answered and
 //! delivered, nothing changing for two virtual minutes): no object is left with a
-//! `deletionTimestamp` (no finalizer stranded), each workload object's
+//! `deletionTimestamp` (no finalizer stranded), every object the operator created has a
+//! controller owner, each workload object's
 //! `status.observedGeneration` is its generation, the invariants given with
 //! [`Simulation::at_rest`]; and over ten more virtual minutes the operator writes nothing.
 
@@ -92,7 +93,8 @@ pub struct Workload {
 impl Workload {
     /// Objects of `kind` (`api_version`, `plural`) in `namespace`, the `index`th made by
     /// `make` as JSON (its `metadata.name` at least, and its spec). Up to 3 objects; the
-    /// default edit sets `spec.simulatedEdit` to a number.
+    /// default edit sets `spec.simulatedEdit` to a number. The user never deletes the first
+    /// object, so that a run ends with one to check at rest.
     pub fn json(
         api_version: &str,
         kind: &str,
@@ -375,9 +377,11 @@ impl Simulation {
             |candidate: &Run| candidate.failure.as_ref().is_some_and(|found| found.check == failure.check);
         let mut best = run.clone();
         let steps = failure.step + 1;
-        let mut budget = 200;
+        // At most 50 runs, and 20 seconds.
+        let mut budget = 50;
+        let started = std::time::Instant::now();
         let mut index = best.draws.len();
-        while index > 0 && budget > 0 {
+        while index > 0 && budget > 0 && started.elapsed() < Duration::from_secs(20) {
             index -= 1;
             if best.draws[index] == 0 {
                 continue;
@@ -484,6 +488,8 @@ struct Sim<'a> {
     /// Objects the workload created, by index.
     created: usize,
     writes: u64,
+    /// The uids of the objects the process created.
+    made: std::collections::BTreeSet<String>,
 }
 
 impl<'a> Sim<'a> {
@@ -493,6 +499,7 @@ impl<'a> Sim<'a> {
             now: jiff::Timestamp::from_second(EPOCH_SECONDS).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
         }));
         fastrand::seed(seed);
+        kuberator::backoff::seed_jitter(Some(seed));
         let observer = Observer::default();
         let subscriber = tracing_subscriber::registry().with(observer.clone());
         let guard = tracing::subscriber::set_default(subscriber);
@@ -512,6 +519,7 @@ impl<'a> Sim<'a> {
             step: 0,
             created: 0,
             writes: 0,
+            made: std::collections::BTreeSet::new(),
         };
         let namespace =
             simulation.workload.as_ref().map_or("default", |workload| workload.namespace.as_str()).to_owned();
@@ -647,6 +655,17 @@ impl<'a> Sim<'a> {
         }
         let weights: Vec<u64> = options.iter().map(|(weight, _)| *weight).collect();
         let choice = options[self.draws.pick(&weights)].1;
+        if std::env::var_os("KUBERATOR_SIM_DEBUG").is_some() {
+            let wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
+            let waiting: Vec<String> = wire.pending.iter().map(Pending::describe).collect();
+            let watches: Vec<String> = wire
+                .pipes
+                .iter()
+                .map(|pipe| format!("{}#{}:{}", pipe.key.0, pipe.key.1, pipe.arrived.len()))
+                .collect();
+            drop(wire);
+            self.say(format!("  waiting {waiting:?}; watches {watches:?}"));
+        }
         self.take(choice)
     }
 
@@ -740,7 +759,18 @@ impl<'a> Sim<'a> {
         }
         let request = pending.request.clone();
         let server = self.server.clone();
-        self.block_on(async move { server.answer(request).await })
+        let (parts, body) = self.block_on(async move {
+            let (parts, body) = server.answer(request).await.into_parts();
+            (parts, body.collect().await.map(|body| body.to_bytes()).unwrap_or_default())
+        });
+        // What the process made: each must have an owner at rest.
+        if parts.status == http::StatusCode::CREATED
+            && let Ok(object) = serde_json::from_slice::<Value>(&body)
+            && object["metadata"]["uid"].is_string()
+        {
+            self.made.insert(object["metadata"]["uid"].as_str().unwrap_or_default().to_owned());
+        }
+        Response::from_parts(parts, http_body_util::Full::new(body).boxed_unsync())
     }
 
     /// One user action: create the next object, edit or delete one, or delete a child.
@@ -748,11 +778,15 @@ impl<'a> Sim<'a> {
         let Some(workload) = self.simulation.workload.clone() else { return };
         let objects = self.server.snapshot();
         let mine: Vec<&Value> = objects.iter().filter(|object| workload.is_mine(object)).collect();
+        // The first object is never deleted: the run ends with one to check at rest.
+        let first = (workload.make)(0)["metadata"]["name"].clone();
+        let deletable: Vec<&Value> =
+            mine.iter().copied().filter(|object| object["metadata"]["name"] != first).collect();
         let children: Vec<&Value> = objects.iter().filter(|object| controller_of(object).is_some()).collect();
         let weights = [
             u64::from(self.created < workload.objects) * 4,
             u64::from(!mine.is_empty()) * 3,
-            u64::from(!mine.is_empty()) * 2,
+            u64::from(!deletable.is_empty()) * 2,
             u64::from(!children.is_empty()),
         ];
         if weights.iter().all(|weight| *weight == 0) {
@@ -781,7 +815,7 @@ impl<'a> Sim<'a> {
                 )
             }
             2 => {
-                let object = mine[(self.draws.next() % mine.len() as u64) as usize];
+                let object = deletable[(self.draws.next() % deletable.len() as u64) as usize];
                 let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                 (
                     format!("user deletes {} {name}", workload.kind),
@@ -833,30 +867,36 @@ impl<'a> Sim<'a> {
     /// Faults off: answers and delivers everything until nothing changes for two virtual
     /// minutes; then the checks at rest, and ten more minutes with no write.
     fn rest(&mut self) -> Result<(), Failure> {
-        let mut quiet = Duration::ZERO;
-        let mut rounds = 0;
-        while quiet < Duration::from_secs(120) {
-            rounds += 1;
-            if rounds > 5_000 {
-                return Err(
-                    self.failure("came to rest", "still busy after 5000 steps without faults: a hot loop?")
-                );
+        // At rest: nothing waiting, nothing to deliver, and no change on the server for two
+        // minutes (a retry that keeps failing changes nothing: the checks below judge it).
+        let mut version = self.state_version();
+        let mut changed = self.elapsed;
+        let resting = self.elapsed;
+        loop {
+            if self.elapsed - resting > Duration::from_secs(300) {
+                return Err(self.failure(
+                    "came to rest",
+                    "the operator still changed objects five virtual minutes after the user stopped and the faults ended: a hot loop?",
+                ));
             }
             let (pending, arrived) = {
                 let wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
                 (!wire.pending.is_empty(), wire.pipes.iter().position(|pipe| !pipe.arrived.is_empty()))
             };
             if pending {
-                quiet = Duration::ZERO;
                 self.take(Choice::Answer(0))?;
             } else if let Some(index) = arrived {
-                quiet = Duration::ZERO;
                 self.take(Choice::Deliver(index))?;
+            } else if self.elapsed - changed >= Duration::from_secs(120) {
+                break;
             } else {
                 self.settle(Duration::from_secs(1));
-                quiet += Duration::from_secs(1);
             }
             self.check_always()?;
+            let now = self.state_version();
+            if now != version {
+                (version, changed) = (now, self.elapsed);
+            }
         }
         self.say("at rest".to_owned());
         let world = self.world();
@@ -868,6 +908,19 @@ impl<'a> Sim<'a> {
                         "{} is being deleted and still has finalizers {}",
                         describe(object),
                         object["metadata"]["finalizers"]
+                    ),
+                ));
+            }
+        }
+        for object in world.objects() {
+            let made = object["metadata"]["uid"].as_str().is_some_and(|uid| self.made.contains(uid));
+            let workload = self.simulation.workload.as_ref().is_some_and(|workload| workload.is_mine(object));
+            if made && !workload && controller_of(object).is_none() && object["kind"] != "Lease" {
+                return Err(self.failure(
+                    "controller owner",
+                    format!(
+                        "{} was made by the operator and has no controller owner: it outlives its parent",
+                        describe(object)
                     ),
                 ));
             }
@@ -914,6 +967,17 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// The newest resourceVersion of any object but an Event: what the operator's work
+    /// changes (its Events about a retry that keeps failing do not count).
+    fn state_version(&self) -> u64 {
+        let objects = self.server.snapshot();
+        let versions = objects.iter().filter(|object| object["kind"] != "Event");
+        let version = |object: &Value| {
+            object["metadata"]["resourceVersion"].as_str().and_then(|version| version.parse().ok())
+        };
+        versions.filter_map(version).max().unwrap_or_default()
+    }
+
     fn finish(&mut self) {
         self.wire.lock().unwrap_or_else(PoisonError::into_inner).clear();
         if let Some(life) = self.life.take() {
@@ -921,6 +985,7 @@ impl<'a> Sim<'a> {
             life.runtime.shutdown_background();
         }
         store::set_deterministic(None);
+        kuberator::backoff::seed_jitter(None);
     }
 }
 
