@@ -15,6 +15,8 @@
 //!   [`Background`] to run an operator in a test and stop it, and [`http_get`] and
 //!   [`metric`] to read an operator's `/metrics`, `/healthz` and `/readyz`.
 //! - Faults: [`Proxy`], a loopback TCP proxy that cuts or blocks an operator's connections.
+//! - [`sim`]: a deterministic simulator that runs an operator through crashes, lost answers,
+//!   stale caches and relists, each run decided by a seed and replayed from it.
 //!
 //! ```no_run
 //! use kuberator_test::ControlPlane;
@@ -27,8 +29,8 @@
 //! # }
 //! ```
 
-/// The guide's chapter on testing an operator: on the in-memory server, on a real control
-/// plane, with faults, and its Events in a unit test.
+/// The guide's chapter on testing an operator: on the in-memory server, in the simulator, on
+/// a real control plane, with faults, and its Events in a unit test.
 #[doc = include_str!("../guide/testing.md")]
 pub mod guide {}
 
