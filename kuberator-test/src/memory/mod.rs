@@ -382,6 +382,16 @@ impl MemoryServer {
         handler::handle_request(Arc::clone(&self.inner), request.map(http_body_util::Full::new)).await
     }
 
+    /// The plural the server serves `kind` of `api_version` under.
+    pub(crate) fn plural_of(&self, api_version: &str, kind: &str) -> Option<String> {
+        let state = self.inner.state.lock().expect("state lock");
+        let resource = state
+            .types
+            .iter()
+            .find(|resource| resource.kind == kind && resource.api_version() == api_version)?;
+        Some(resource.plural.clone())
+    }
+
     /// Every stored object as a client sees it (`apiVersion` and `kind` set), by storage and
     /// then namespace and name.
     pub(crate) fn snapshot(&self) -> Vec<serde_json::Value> {

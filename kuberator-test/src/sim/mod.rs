@@ -145,12 +145,7 @@ impl Workload {
     }
 
     fn collection(&self) -> String {
-        let base = if self.api_version.contains('/') {
-            format!("/apis/{}", self.api_version)
-        } else {
-            format!("/api/{}", self.api_version)
-        };
-        format!("{base}/namespaces/{}/{}", self.namespace, self.plural)
+        collection(&self.api_version, &self.plural, Some(&self.namespace))
     }
 
     fn is_mine(&self, object: &Value) -> bool {
@@ -824,7 +819,7 @@ impl<'a> Sim<'a> {
             }
             _ => {
                 let child = children[(self.draws.next() % children.len() as u64) as usize];
-                let path = self_link(child);
+                let path = self_link(&self.server, child);
                 (format!("user deletes the child {}", describe(child)), request("DELETE", &path, Vec::new()))
             }
         };
@@ -1008,21 +1003,27 @@ fn describe(object: &Value) -> String {
     }
 }
 
-/// The path of one object.
-fn self_link(object: &Value) -> String {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+/// The path of the objects of `plural` (`api_version`), in `namespace` or cluster-wide.
+fn collection(api_version: &str, plural: &str, namespace: Option<&str>) -> String {
     let base = if api_version.contains('/') {
         format!("/apis/{api_version}")
     } else {
         format!("/api/{api_version}")
     };
-    let plural = format!("{}s", object["kind"].as_str().unwrap_or_default().to_lowercase());
+    match namespace {
+        Some(namespace) => format!("{base}/namespaces/{namespace}/{plural}"),
+        None => format!("{base}/{plural}"),
+    }
+}
+
+/// The path of one object, under the plural the server serves its kind as.
+fn self_link(server: &MemoryServer, object: &Value) -> String {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let plural = server.plural_of(api_version, kind).unwrap_or_default();
     let metadata = &object["metadata"];
     let name = metadata["name"].as_str().unwrap_or_default();
-    match metadata["namespace"].as_str() {
-        Some(namespace) => format!("{base}/namespaces/{namespace}/{plural}/{name}"),
-        None => format!("{base}/{plural}/{name}"),
-    }
+    format!("{}/{name}", collection(api_version, &plural, metadata["namespace"].as_str()))
 }
 
 fn request(method: &str, path: &str, body: Vec<u8>) -> Request<Bytes> {
