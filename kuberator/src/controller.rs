@@ -141,13 +141,11 @@ where
         Some(limit) => u16::try_from(limit).unwrap_or(u16::MAX),
     };
     let (requeue, requeues) = tokio::sync::mpsc::unbounded_channel();
-    let window =
-        if concurrency == 0 { usize::MAX } else { usize::from(concurrency).min(crate::queue::HANDED_AHEAD) };
     let feeder = Feeder::new(
         triggers,
         requeues,
         crate::queue::DEFAULT_AGING,
-        window,
+        usize::from(concurrency),
         reader.clone(),
         Arc::clone(&handed),
         &telemetry,
@@ -165,12 +163,12 @@ where
         timeout,
         Arc::clone(&failures),
         telemetry.clone(),
-        (Arc::clone(&handed), requeue),
+        (Arc::clone(&handed), requeue.clone()),
         own_writes,
         reader.clone(),
     );
     let on_error =
-        report_failure(recorder, telemetry.clone(), error_policy, reader.clone(), Arc::clone(&failures));
+        report_failure(recorder, telemetry.clone(), error_policy, reader.clone(), (Arc::clone(&failures), requeue));
     let running = controller.run(reconcile, on_error, context).for_each(move |result| {
         log_outcome(result, &handed);
         futures::future::ready(())
@@ -364,11 +362,12 @@ where
                 failures.succeeded(&label);
             }
             drop(running);
-            // A periodic requeue waits in the feeder, as a resync; a failure's retry is kube's.
+            // A periodic requeue waits in the feeder, as a resync; a failure's retry follows
+            // from the error policy (`report_failure`).
             let (result, after) = match result {
                 Ok(action) => {
                     let (action, after) = crate::queue::take_requeue(action);
-                    (Ok(action), after.flatten())
+                    (Ok(action), after.flatten().map(|after| (after, Priority::Resync)))
                 }
                 Err(error) => (Err(error), None),
             };
@@ -381,7 +380,9 @@ where
 }
 
 /// Failure reporting: counts the failure, publishes it as a `Warning` Event, then lets
-/// `error_policy` decide on the retry.
+/// `error_policy` decide on the retry, which waits in the feeder as a change (kube is told to
+/// await a change: kube would hold retries due together in a set and take them in that set's
+/// order, which differs between processes).
 ///
 /// The error policy counts the failure for the object's backoff. When the object was deleted
 /// while its reconcile ran, its Delete event may have come and gone before that count: so
@@ -392,7 +393,7 @@ fn report_failure<R, C, Pol>(
     telemetry: ControllerMetrics,
     error_policy: Pol,
     store: reflector::Store<R>,
-    failures: Arc<Failures>,
+    (failures, requeue): (Arc<Failures>, tokio::sync::mpsc::UnboundedSender<Requeue<R>>),
 ) -> impl Fn(Arc<R>, &Error, Arc<C>) -> Action
 where
     R: Resource + Clone + Send + Sync + 'static,
@@ -408,7 +409,14 @@ where
         if store.get(&reference).is_none() {
             failures.forget(&label);
         }
-        action
+        match crate::queue::take_retry(&action) {
+            Some(after) => {
+                // The feeder is gone only when the controller stopped.
+                let _ = requeue.send((reference, after.map(|after| (after, Priority::Change))));
+                Action::await_change()
+            }
+            None => action,
+        }
     }
 }
 

@@ -19,8 +19,11 @@
 //!   `(N + B) / μ`).
 //! - An object waits once: a second trigger of a waiting object keeps its place, or moves it
 //!   forward when the new one is due earlier (a change of an object whose resync waits).
-//! - Error retries are kube's: they wait in kube's own queue until their backoff ends, then go
-//!   before everything waiting here.
+//! - A failure's retry waits on a timer here until its backoff ends, then waits as a change.
+//! - kube is handed as many objects as it has free slots, and one while every slot is busy:
+//!   kube keeps what it cannot start yet in a hash set and takes from it in that set's order,
+//!   which differs between processes. So the order here decides what runs next, and a run can
+//!   be replayed (the simulator's seeds).
 //!
 //! Every entry leaves when its object is handed to kube, or when the object is deleted.
 
@@ -51,9 +54,12 @@ use crate::telemetry::ControllerMetrics;
 /// How long a resync may wait before it is due like a change: the default aging bound.
 pub(crate) const DEFAULT_AGING: Duration = Duration::from_secs(30);
 
-/// How many objects the feeder hands kube ahead of the reconciles that run (fewer with a lower
-/// concurrency): kube starts the next at once when a reconcile ends, and a new change waits
-/// behind at most these.
+/// How many objects the feeder hands kube at most before their reconciles start: kube starts
+/// the next at once when a reconcile ends, and a new change waits behind at most these. While
+/// every slot of a concurrency limit is busy, only one waits in kube: kube keeps the objects it
+/// cannot start yet in a hash set and takes them in that set's order, which differs between
+/// processes; one at a time, the queue decides what runs next (and a seed of the simulator
+/// replays the same run in any process).
 pub(crate) const HANDED_AHEAD: usize = 4;
 
 /// Why an object waits for its reconcile.
@@ -107,8 +113,8 @@ pub(crate) struct Queue<K> {
     aging: Duration,
     order: BTreeMap<(Instant, u64), K>,
     waiting: HashMap<K, Waiting>,
-    /// Periodic requeues: when each comes due, it waits as a resync.
-    timers: BTreeMap<(Instant, u64), K>,
+    /// Timers: a periodic requeue comes due as a resync, a failure's retry as a change.
+    timers: BTreeMap<(Instant, u64), (K, Priority)>,
     timer_of: HashMap<K, (Instant, u64)>,
     arrivals: u64,
     depth: [usize; 2],
@@ -182,29 +188,30 @@ impl<K: Clone + Eq + Hash> Queue<K> {
         self.set_timer(object.clone(), None, Instant::now());
     }
 
-    /// After a reconcile of `object`: its next periodic requeue, `after` from `now`, replacing
-    /// the one it had; `None`: none.
-    pub(crate) fn set_timer(&mut self, object: K, after: Option<Duration>, now: Instant) {
+    /// After a reconcile of `object`: when it runs again, `after` from `now` and with what
+    /// priority (a periodic requeue as a resync, a failure's retry as a change), replacing the
+    /// timer it had; `None`: no timer.
+    pub(crate) fn set_timer(&mut self, object: K, after: Option<(Duration, Priority)>, now: Instant) {
         if let Some(old) = self.timer_of.remove(&object) {
             self.timers.remove(&old);
         }
-        if let Some(after) = after {
+        if let Some((after, priority)) = after {
             let at = (now.checked_add(after).unwrap_or(now), self.next_arrival());
-            self.timers.insert(at, object.clone());
+            self.timers.insert(at, (object.clone(), priority));
             self.timer_of.insert(object, at);
         }
     }
 
-    /// Moves every periodic requeue due by `now` into the queue, as a resync; returns when
-    /// the next one is due.
+    /// Moves every timer due by `now` into the queue, with its priority; returns when the next
+    /// one is due.
     pub(crate) fn expire(&mut self, now: Instant) -> Option<Instant> {
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 return Some(entry.key().0);
             }
-            let object = entry.remove();
+            let (object, priority) = entry.remove();
             self.timer_of.remove(&object);
-            self.push(object, Priority::Resync, now);
+            self.push(object, priority, now);
         }
         None
     }
@@ -277,6 +284,18 @@ impl Handed {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).objects.len()
     }
 
+    /// How many objects may wait in kube under a concurrency `limit` (0: none): as many as
+    /// there are free slots, and one while every slot is busy; never more than
+    /// [`HANDED_AHEAD`]. (`running` may still hold a reconcile kube has just ended: then one
+    /// fewer is handed, never one more.)
+    fn room(&self, limit: usize) -> usize {
+        let free = match limit {
+            0 => HANDED_AHEAD,
+            limit => limit.saturating_sub(self.state.lock().unwrap_or_else(PoisonError::into_inner).running.len()),
+        };
+        free.clamp(1, HANDED_AHEAD)
+    }
+
     /// How many wait, by [`Priority::index`].
     fn depths(&self) -> [usize; 2] {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).depth
@@ -284,11 +303,11 @@ impl Handed {
 }
 
 /// What a finished reconcile asked for, as the feeder's timers keep it: the requeue interval
-/// of an `Ok` action (`None`: await a change; a failure: kube's retry, and no periodic requeue).
-pub(crate) type Requeue<R> = (ObjectRef<R>, Option<Duration>);
+/// of an `Ok` action as a resync, or a failure's retry as a change (`None`: await a change).
+pub(crate) type Requeue<R> = (ObjectRef<R>, Option<(Duration, Priority)>);
 
 /// The stream kube's controller is fed from: [`Trigger`]s in, objects out, in [`Queue`] order,
-/// no more than `window` handed and not started at a time.
+/// no more than [`Handed::room`] handed and not started at a time.
 pub(crate) struct Feeder<R: Resource + 'static>
 where
     R::DynamicType: Eq + Hash + Clone,
@@ -297,7 +316,8 @@ where
     requeues: tokio::sync::mpsc::UnboundedReceiver<Requeue<R>>,
     queue: Queue<ObjectRef<R>>,
     handed: Arc<Handed>,
-    window: usize,
+    /// kube's concurrency limit (0: none).
+    limit: usize,
     store: Store<R>,
     /// `kuberator_queue_depth` of each priority, by [`Priority::index`].
     depth_gauges: [prometheus_client::metrics::gauge::Gauge; 2],
@@ -311,12 +331,12 @@ impl<R: Resource + Clone + 'static> Feeder<R>
 where
     R::DynamicType: Eq + Hash + Clone,
 {
-    /// `window`: how many handed objects may wait in kube at once (its concurrency; at least 1).
+    /// `limit`: kube's concurrency limit (0: none).
     pub(crate) fn new(
         triggers: BoxStream<'static, Trigger<ObjectRef<R>>>,
         requeues: tokio::sync::mpsc::UnboundedReceiver<Requeue<R>>,
         aging: Duration,
-        window: usize,
+        limit: usize,
         store: Store<R>,
         handed: Arc<Handed>,
         telemetry: &ControllerMetrics,
@@ -326,7 +346,7 @@ where
             requeues,
             queue: Queue::new(aging),
             handed,
-            window: window.max(1),
+            limit,
             store,
             requeues_size: crate::telemetry::Remembered::new(telemetry.controller(), "requeues"),
             depth_gauges: [Priority::Change, Priority::Resync]
@@ -379,7 +399,7 @@ where
             }
         }
         this.handed.room.register(cx.waker());
-        while this.handed.len() < this.window {
+        while this.handed.len() < this.handed.room(this.limit) {
             let handed = &this.handed;
             let running =
                 |object: &ObjectRef<R>| handed.is_running(&(object.namespace.clone(), object.name.clone()));
@@ -411,6 +431,16 @@ pub(crate) fn take_requeue(action: Action) -> (Action, Option<Option<Duration>>)
         Some(after) => (Action::await_change(), Some(Some(after))),
         None => (action, None),
     }
+}
+
+/// A failure's retry, as the error policy's `action` asks for it: the interval it goes to the
+/// feeder with (as a change), and what kube is told instead (await a change). `None`: an
+/// action whose interval cannot be read, left to kube as it is.
+pub(crate) fn take_retry(action: &Action) -> Option<Option<Duration>> {
+    if *action == Action::await_change() {
+        return Some(None);
+    }
+    requeue_interval(action).map(Some)
 }
 
 /// The interval of `Action::requeue(after)`. kube keeps it private; its `Debug` shows it
@@ -528,11 +558,12 @@ mod tests {
     fn periodic_requeues_come_due_as_resyncs_and_leave_with_their_object() {
         let start = Instant::now();
         let mut queue = Queue::new(Duration::from_secs(30));
-        queue.set_timer("a", Some(Duration::from_secs(10)), start);
-        queue.set_timer("b", Some(Duration::from_secs(20)), start);
-        queue.set_timer("gone", Some(Duration::from_secs(5)), start);
+        let resync = |seconds| Some((Duration::from_secs(seconds), Priority::Resync));
+        queue.set_timer("a", resync(10), start);
+        queue.set_timer("b", resync(20), start);
+        queue.set_timer("gone", resync(5), start);
         // A new reconcile replaces the timer.
-        queue.set_timer("b", Some(Duration::from_secs(60)), start);
+        queue.set_timer("b", resync(60), start);
         queue.forget(&"gone");
         assert_eq!(queue.timers(), 2);
         assert_eq!(queue.expire(at(start, 9)), Some(at(start, 10)));

@@ -80,8 +80,8 @@
 //! Kuberator's own queue (see the engine's order: changes first, the initial list and periodic
 //! requeues as `resync`, aged so that they cannot starve) and the few it has handed to kube's
 //! controller that have not started yet (held back by the concurrency limit, or by a reconcile
-//! of the same object still running). Retries after a failure wait in kube's queue until their
-//! backoff ends and are not in them.
+//! of the same object still running). A retry after a failure is in them, as a `change`, once
+//! its backoff has ended.
 
 mod metrics;
 #[cfg(feature = "server")]
