@@ -574,6 +574,12 @@ mod tests {
         queue.push("c", Priority::Change, start);
         queue.forget(&"c");
         assert_eq!((queue.pop(), queue.depth(Priority::Change)), (None, 0));
+        // A failure's retry comes due as a change: before a resync queued earlier.
+        queue.push("listed", Priority::Resync, at(start, 100));
+        queue.set_timer("failed", Some((Duration::from_secs(5), Priority::Change)), at(start, 100));
+        assert_eq!(queue.expire(at(start, 105)), None);
+        assert_eq!(queue.pop(), Some(("failed", Priority::Change, at(start, 105))));
+        assert_eq!(queue.pop(), Some(("listed", Priority::Resync, at(start, 100))));
     }
 
     /// The stated bound, simulated: one reconcile a second, a change arriving every second
