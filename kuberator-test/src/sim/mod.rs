@@ -1,8 +1,10 @@
 //! A deterministic simulator: a user's operator, on one thread with virtual time, against
 //! the in-memory API server, where a seed decides the order in which requests are answered
 //! and watch events delivered, the faults (a crash at a write, a write whose answer is lost,
-//! conflicts and server errors, cut watches, a relist after lost events), the waits, and a
-//! workload of user actions. The same seed gives the same trace, line for line.
+//! conflicts and server errors, cut watches, events of one object coalesced, a relist after
+//! lost events), the waits, and a workload of user actions. The same seed gives the same
+//! trace, line for line, in any process; [`Run::reached`] says which of the states known to
+//! hide bugs ([`Reached`]) a run reached.
 //!
 //! ```no_run
 //! # use kuberator_test::sim::{Simulation, Workload};
@@ -192,8 +194,45 @@ pub struct Run {
     pub trace: Vec<String>,
     /// What failed, and at which step; `None` when every check held.
     pub failure: Option<Failure>,
+        /// The states known to hide bugs that the run reached.
+    pub reached: std::collections::BTreeSet<Reached>,
     /// The draws the run made, which [`Simulation::check`] shrinks.
     draws: Vec<u64>,
+}
+
+/// A state known to hide operator bugs, which a run reached: [`Run::reached`], and how many
+/// seeds reached each in [`Summary::reached`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reached {
+    /// The process crashed right after a write it made reached the server.
+    CrashAfterWrite,
+    /// A write was done and its answer lost: the process saw an error.
+    LostAnswer,
+    /// Events of one object were coalesced: the process saw only the newest.
+    Coalesced,
+    /// The server's history was compacted while events were undelivered: the process had to
+    /// relist.
+    Relist,
+    /// A child deleted by the garbage collector (its parent gone) was seen gone before the
+    /// parent was: a reconcile of the parent can start from a cache that still holds it,
+    /// finalizer and all, after its cleanup ran.
+    ChildGoneBeforeParent,
+    /// A child was deleted by hand while the process's watch of its kind was down, and the
+    /// process then listed that kind: only the relist shows it gone.
+    RelistAfterHandDelete,
+}
+
+impl std::fmt::Display for Reached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reached::CrashAfterWrite => "a crash right after a write",
+            Reached::LostAnswer => "a write whose answer was lost",
+            Reached::Coalesced => "events of one object coalesced",
+            Reached::Relist => "a relist after compacted history",
+            Reached::ChildGoneBeforeParent => "a child's garbage-collected DELETED delivered before its parent's",
+            Reached::RelistAfterHandDelete => "a child deleted by hand during a watch outage, then a relist",
+        })
+    }
 }
 
 /// A check that did not hold.
@@ -215,6 +254,18 @@ pub struct Summary {
     pub seeds: u64,
     /// Seeds a second.
     pub seeds_per_second: f64,
+    /// How many seeds reached each state known to hide bugs.
+    pub reached: std::collections::BTreeMap<Reached, u64>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} seeds passed, {:.1} seeds/s", self.seeds, self.seeds_per_second)?;
+        for (state, seeds) in &self.reached {
+            write!(f, "; {state}: {seeds}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Simulation {
@@ -330,16 +381,22 @@ impl Simulation {
         };
         let started = std::time::Instant::now();
         let count = seeds.end - seeds.start;
+        let mut reached = std::collections::BTreeMap::new();
         for seed in seeds {
-            if let Some(found) = self.find(seed) {
-                panic!("{}", self.explain(&found));
+            let run = self.run(seed);
+            if run.failure.is_some() {
+                let shrunk = self.shrink(&run);
+                panic!("{}", self.explain(&(run, shrunk)));
+            }
+            for state in run.reached {
+                *reached.entry(state).or_default() += 1;
             }
         }
         let seconds = started.elapsed().as_secs_f64();
-        Summary { seeds: count, seeds_per_second: count as f64 / seconds.max(1e-9) }
+        Summary { seeds: count, seeds_per_second: count as f64 / seconds.max(1e-9), reached }
     }
 
-    /// Runs `seed`; when it fails, the shrunk run.
+    /// Runs `seed`; when it fails, the run and the shrunk run.
     pub fn find(&self, seed: u64) -> Option<(Run, Run)> {
         let run = self.run(seed);
         run.failure.is_some().then(|| {
@@ -398,7 +455,7 @@ impl Simulation {
         let mut world = Sim::new(self, seed, draws, start);
         let failure = world.drive(steps).err();
         world.finish();
-        Run { seed, trace: world.trace, failure, draws: world.draws.taken }
+        Run { seed, trace: world.trace, failure, reached: world.reached, draws: world.draws.taken }
     }
 }
 
@@ -455,6 +512,7 @@ enum Choice {
     LoseAnswer(usize),
     Crash(usize),
     Cut(usize),
+    Coalesce(usize),
     Relist,
 }
 
@@ -485,6 +543,14 @@ struct Sim<'a> {
     writes: u64,
     /// The uids of the objects the process created.
     made: std::collections::BTreeSet<String>,
+    reached: std::collections::BTreeSet<Reached>,
+    /// The uids of the children the user deleted.
+    deleted_by_hand: std::collections::BTreeSet<String>,
+    /// The plurals of children deleted by hand while no watch of them was open, until the
+    /// process lists them.
+    deleted_unwatched: std::collections::BTreeSet<String>,
+    /// The uids of the objects the process has been shown, by a list or a watch event.
+    shown: std::collections::BTreeSet<String>,
 }
 
 impl<'a> Sim<'a> {
@@ -515,6 +581,10 @@ impl<'a> Sim<'a> {
             created: 0,
             writes: 0,
             made: std::collections::BTreeSet::new(),
+            reached: std::collections::BTreeSet::new(),
+            deleted_by_hand: std::collections::BTreeSet::new(),
+            deleted_unwatched: std::collections::BTreeSet::new(),
+            shown: std::collections::BTreeSet::new(),
         };
         let namespace =
             simulation.workload.as_ref().map_or("default", |workload| workload.namespace.as_str()).to_owned();
@@ -550,6 +620,7 @@ impl<'a> Sim<'a> {
         drop(entered);
         self.lives += 1;
         self.observer.with(|seen| seen.cleanups.clear());
+        self.shown.clear();
         self.life = Some(Life { runtime, process });
         self.settle(Duration::from_millis(1));
     }
@@ -603,6 +674,11 @@ impl<'a> Sim<'a> {
 
     fn one_step(&mut self, faults: bool) -> Result<(), Failure> {
         let faults = faults && self.simulation.faults;
+        // A watch reopened before the process listed: it sees the delete as an event.
+        {
+            let wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
+            self.deleted_unwatched.retain(|plural| !wire.pipes.iter().any(|pipe| pipe.watches(plural)));
+        }
         let (pending, writes, pipes): (usize, Vec<usize>, Vec<usize>) = {
             let wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
             let writes = wire
@@ -642,8 +718,19 @@ impl<'a> Sim<'a> {
                     options.push((1, Choice::Crash(*index)));
                 }
             }
-            let open = self.wire.lock().unwrap_or_else(PoisonError::into_inner).pipes.len();
+            let (open, coalescing): (usize, Vec<usize>) = {
+                let wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
+                let coalescing = wire
+                    .pipes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, pipe)| pipe.can_coalesce())
+                    .map(|(index, _)| index)
+                    .collect();
+                (wire.pipes.len(), coalescing)
+            };
             options.extend((0..open).map(|index| (1, Choice::Cut(index))));
+            options.extend(coalescing.into_iter().map(|index| (2, Choice::Coalesce(index))));
             if open > 0 {
                 options.push((1, Choice::Relist));
             }
@@ -673,6 +760,14 @@ impl<'a> Sim<'a> {
             Choice::Answer(index) => {
                 let pending = self.remove_pending(index);
                 let what = pending.describe();
+                if pending.key.0 == "GET" {
+                    let path = pending.request.uri().path().to_owned();
+                    let before = self.deleted_unwatched.len();
+                    self.deleted_unwatched.retain(|plural| !path.ends_with(&format!("/{plural}")));
+                    if self.deleted_unwatched.len() < before {
+                        self.reached.insert(Reached::RelistAfterHandDelete);
+                    }
+                }
                 let response = self.execute(&pending);
                 self.say(format!("answer {what}: {}", response.status().as_u16()));
                 pending.answer(response);
@@ -685,21 +780,39 @@ impl<'a> Sim<'a> {
             Choice::LoseAnswer(index) => {
                 let pending = self.remove_pending(index);
                 let done = self.execute(&pending).status().as_u16();
+                self.reached.insert(Reached::LostAnswer);
                 self.say(format!("do {} ({done}), answer 504 (the answer is lost)", pending.describe()));
                 pending.answer(status(504));
             }
             Choice::Crash(index) => {
                 let pending = self.remove_pending(index);
                 let done = self.execute(&pending).status().as_u16();
+                self.reached.insert(Reached::CrashAfterWrite);
                 self.say(format!("do {} ({done}), then crash the process; restart", pending.describe()));
                 drop(pending);
                 self.crash();
                 return Ok(());
             }
             Choice::Deliver(index) => {
-                let summary =
+                let delivered =
                     self.wire.lock().unwrap_or_else(PoisonError::into_inner).pipes[index].deliver_one();
-                self.say(format!("deliver {}", summary.unwrap_or_default()));
+                let (summary, event) = delivered.unwrap_or_default();
+                if let Some(uid) = event["object"]["metadata"]["uid"].as_str() {
+                    self.shown.insert(uid.to_owned());
+                }
+                if self.parent_still_there(&event) {
+                    self.reached.insert(Reached::ChildGoneBeforeParent);
+                }
+                self.say(format!("deliver {summary}"));
+            }
+            Choice::Coalesce(index) => {
+                let mut wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
+                let pipe = &mut wire.pipes[index];
+                let dropped = pipe.coalesce();
+                let uri = pipe.key.0.split('?').next().unwrap_or_default().to_owned();
+                drop(wire);
+                self.reached.insert(Reached::Coalesced);
+                self.say(format!("coalesce the events of {uri}: {dropped} older events of the same objects dropped"));
             }
             Choice::Cut(index) => {
                 let mut wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
@@ -720,6 +833,9 @@ impl<'a> Sim<'a> {
                     lost
                 };
                 self.server.expire_resource_versions();
+                if lost > 0 {
+                    self.reached.insert(Reached::Relist);
+                }
                 self.say(format!(
                     "cut every watch and compact history: {lost} events lost, a relist must recover them"
                 ));
@@ -758,6 +874,12 @@ impl<'a> Sim<'a> {
             let (parts, body) = server.answer(request).await.into_parts();
             (parts, body.collect().await.map(|body| body.to_bytes()).unwrap_or_default())
         });
+        if let Ok(list) = serde_json::from_slice::<Value>(&body)
+            && let Some(items) = list["items"].as_array()
+        {
+            let uids = items.iter().filter_map(|item| item["metadata"]["uid"].as_str());
+            self.shown.extend(uids.map(str::to_owned));
+        }
         // What the process made: each must have an owner at rest.
         if parts.status == http::StatusCode::CREATED
             && let Ok(object) = serde_json::from_slice::<Value>(&body)
@@ -820,12 +942,42 @@ impl<'a> Sim<'a> {
             _ => {
                 let child = children[(self.draws.next() % children.len() as u64) as usize];
                 let path = self_link(&self.server, child);
+                self.deleted_by_hand.insert(child["metadata"]["uid"].as_str().unwrap_or_default().to_owned());
+                let plural = self.plural_of(child);
+                let shown = child["metadata"]["uid"].as_str().is_some_and(|uid| self.shown.contains(uid));
+                let watched = !shown || self
+                    .wire
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pipes
+                    .iter()
+                    .any(|pipe| pipe.watches(&plural));
+                if !watched {
+                    self.deleted_unwatched.insert(plural);
+                }
                 (format!("user deletes the child {}", describe(child)), request("DELETE", &path, Vec::new()))
             }
         };
         let server = self.server.clone();
         let code = self.block_on(async move { server.answer(request).await.status().as_u16() });
         self.say(format!("{what}: {code}"));
+    }
+
+    /// Whether `event` is the DELETED of a child the garbage collector removed (not the user)
+    /// while its controller's own DELETED still waits undelivered.
+    fn parent_still_there(&self, event: &Value) -> bool {
+        let object = &event["object"];
+        let Some(owner) = controller_of(object) else { return false };
+        let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
+        event["type"] == "DELETED"
+            && !self.deleted_by_hand.contains(uid)
+            && self.wire.lock().unwrap_or_else(PoisonError::into_inner).pipes.iter().any(|pipe| pipe.holds("DELETED", owner))
+    }
+
+    fn plural_of(&self, object: &Value) -> String {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        self.server.plural_of(api_version, kind).unwrap_or_default()
     }
 
     fn world(&self) -> World {
@@ -1019,8 +1171,7 @@ fn collection(api_version: &str, plural: &str, namespace: Option<&str>) -> Strin
 /// The path of one object, under the plural the server serves its kind as.
 fn self_link(server: &MemoryServer, object: &Value) -> String {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let plural = server.plural_of(api_version, kind).unwrap_or_default();
+    let plural = server.plural_of(api_version, object["kind"].as_str().unwrap_or_default()).unwrap_or_default();
     let metadata = &object["metadata"];
     let name = metadata["name"].as_str().unwrap_or_default();
     format!("{}/{name}", collection(api_version, &plural, metadata["namespace"].as_str()))

@@ -63,10 +63,10 @@ pub(crate) struct Pipe {
 }
 
 impl Pipe {
-    /// Sends the first arrived event to the process.
-    pub(crate) fn deliver_one(&mut self) -> Option<String> {
+    /// Sends the first arrived event to the process: what it said, and the event.
+    pub(crate) fn deliver_one(&mut self) -> Option<(String, serde_json::Value)> {
         let event = self.arrived.pop_front()?;
-        let summary = summarize(&event);
+        let summary = (summarize(&event), serde_json::from_slice(&event).unwrap_or_default());
         if let Some(deliver) = &self.deliver {
             let _ = deliver.send(event);
         }
@@ -87,6 +87,42 @@ impl Pipe {
         }
     }
 
+    /// Keeps only the newest undelivered event of each object, as a process that fell behind
+    /// sees them (its queue merges what it has not handled yet; a relist shows only the last
+    /// state): how many were dropped.
+    pub(crate) fn coalesce(&mut self) -> usize {
+        let before = self.arrived.len();
+        let mut newer = std::collections::BTreeSet::new();
+        let mut kept: VecDeque<Bytes> = VecDeque::with_capacity(before);
+        for event in self.arrived.drain(..).rev() {
+            let older = object_of(&event).is_some_and(|object| !newer.insert(object));
+            if !older {
+                kept.push_front(event);
+            }
+        }
+        self.arrived = kept;
+        before - self.arrived.len()
+    }
+
+    /// Whether two undelivered events are of one object.
+    pub(crate) fn can_coalesce(&self) -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        self.arrived.iter().filter_map(object_of).any(|object| !seen.insert(object))
+    }
+
+    /// Whether an undelivered event of `kind` (`DELETED`, ...) is of the object with `uid`.
+    pub(crate) fn holds(&self, kind: &str, uid: &str) -> bool {
+        self.arrived.iter().any(|event| {
+            serde_json::from_slice::<serde_json::Value>(event)
+                .is_ok_and(|event| event["type"] == kind && event["object"]["metadata"]["uid"] == uid)
+        })
+    }
+
+    /// Whether it is open and watches objects of `plural`.
+    pub(crate) fn watches(&self, plural: &str) -> bool {
+        !self.closed() && self.key.0.split('?').next().is_some_and(|path| path.ends_with(&format!("/{plural}")))
+    }
+
     /// Ends the watch as a cut connection would: what had not been delivered is lost.
     pub(crate) fn cut(&mut self) {
         self.pump.abort();
@@ -98,6 +134,15 @@ impl Pipe {
     pub(crate) fn closed(&self) -> bool {
         self.deliver.is_none()
     }
+}
+
+/// The uid of an event's object (none for a bookmark or an error).
+fn object_of(event: &Bytes) -> Option<String> {
+    let event = serde_json::from_slice::<serde_json::Value>(event).ok()?;
+    if event["type"] == "BOOKMARK" || event["type"] == "ERROR" {
+        return None;
+    }
+    event["object"]["metadata"]["uid"].as_str().map(str::to_owned)
 }
 
 fn is_bookmark(event: &Bytes) -> bool {
