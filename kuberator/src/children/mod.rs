@@ -210,8 +210,8 @@ enum Written {
     /// An apply is on its way; the channel gets the resourceVersion of its answer, and
     /// closes if it fails.
     Applying(tokio::sync::watch::Receiver<Option<String>>),
-    /// Applied; the server answered with this resourceVersion.
-    Applied(String),
+    /// Applied for the parent with uid `owner`; the server answered with `version`.
+    Applied { version: String, owner: String },
     /// Deleted by a prune; the object had this uid.
     Deleted(String),
 }
@@ -314,7 +314,8 @@ impl Children {
         let applied = api.patch(&name, &params, &Patch::Apply(&child)).await;
         match applied.as_ref().ok().and_then(ResourceExt::resource_version) {
             Some(version) => {
-                self.inner.written.insert(key, Written::Applied(version.clone()));
+                let applied = Written::Applied { version: version.clone(), owner: owner.uid.clone() };
+                self.inner.written.insert(key, applied);
                 answered.send_replace(Some(version));
             }
             None => {
@@ -369,7 +370,7 @@ impl Children {
             }
         };
 
-        let mut deleted = Vec::new();
+        let mut deleted = self.prune_unseen::<K>(parent, &owner.uid, namespace.as_deref(), &keep, &children).await?;
         for child in children {
             let name = child.name_any();
             if keep.contains(&name) {
@@ -393,6 +394,66 @@ impl Children {
                 Err(source) => {
                     return Err(Error::PruneChild {
                         child: describe(&*child),
+                        parent: describe(parent),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The children of kind `K` that an earlier reconcile of `parent` (uid `owner`) applied
+    /// and the cache does not show yet (`cached`): deleted too, each on the condition that it
+    /// is still as applied (its resourceVersion). Else a prune that runs before the watch
+    /// brings such a child would miss it, and its event, the operator's own write, would not
+    /// reconcile the parent again: it would stay until the parent's next change.
+    async fn prune_unseen<K: Child>(
+        &self,
+        parent: &impl Parent,
+        owner: &str,
+        namespace: Option<&str>,
+        keep: &HashSet<String>,
+        cached: &[Arc<K>],
+    ) -> Result<Vec<String>> {
+        let unseen: Vec<(Option<String>, String, String)> = self
+            .inner
+            .written
+            .iter()
+            .filter_map(|entry| {
+                let key = entry.key();
+                let Written::Applied { version, owner: applied_for } = entry.value() else { return None };
+                let mine = key.kind == TypeId::of::<K>()
+                    && applied_for == owner
+                    && (namespace.is_none() || key.namespace.as_deref() == namespace)
+                    && !keep.contains(&key.name);
+                let in_cache = cached
+                    .iter()
+                    .any(|child| child.name_any() == key.name && child.meta().namespace == key.namespace);
+                (mine && !in_cache).then(|| (key.namespace.clone(), key.name.clone(), version.clone()))
+            })
+            .collect();
+        let mut deleted = Vec::new();
+        for (child_namespace, name, version) in unseen {
+            let api = api_of::<K>(self.inner.client.clone(), child_namespace.as_deref());
+            let params = DeleteParams {
+                preconditions: Some(Preconditions { uid: None, resource_version: Some(version) }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&name, &params).await {
+                Ok(gone) => {
+                    if let Some(uid) = gone.left().and_then(|child| child.uid()) {
+                        let key = ChildKey::of::<K>(child_namespace, name.clone());
+                        self.inner.written.insert(key, Written::Deleted(uid));
+                        self.report();
+                    }
+                    deleted.push(name);
+                }
+                // Gone, or changed since by someone else: that change reconciles the parent.
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(source) => {
+                    return Err(Error::PruneChild {
+                        child: label(&K::kind(&()), child_namespace.as_deref(), Some(&name)),
                         parent: describe(parent),
                         source: Box::new(source),
                     });
@@ -508,7 +569,7 @@ impl Children {
                 }))
             }
             Written::Applying(_) => Own::No,
-            Written::Applied(version) => {
+            Written::Applied { version, .. } => {
                 if !deleted && child.resource_version().as_deref() == Some(&version) {
                     Own::Yes
                 } else {
