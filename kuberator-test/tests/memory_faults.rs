@@ -406,7 +406,7 @@ async fn churned_objects_leave_no_entry_behind_and_memory_settles() {
     eprintln!(
         "churn: 2 rounds of {count} objects in {took:?}; RSS {settled} KiB settled, {after} KiB after; maps {sizes:?}"
     );
-    for map in ["echoes", "backoff", "conditions", "children", "seen"] {
+    for map in ["echoes", "backoff", "conditions", "children", "seen", "statuses"] {
         assert!(sizes.contains_key(map), "the {map} map was never used: {sizes:?}");
     }
     assert!(sizes.values().all(|size| *size == 0.0), "entries left behind: {sizes:?}");

@@ -12,7 +12,10 @@
 //! come from the watch. A patch that fails withdraws its expectation.
 //!
 //! It also remembers the deletions whose cleanup ran while the finalizer's removal has not
-//! landed yet, so that cleanup runs once per deletion while the controller runs.
+//! landed yet, so that cleanup runs once per deletion while the controller runs; and, until
+//! the cache shows it, the status the controller last wrote to each object (as a hash): a
+//! reconcile that starts from a cache without that write must not take the cached status for
+//! the server's and skip a write that the server needs.
 //!
 //! Everything here is kept per object (by uid) and leaves when the object goes: on its
 //! watch's Delete event, or, for an object deleted while the watch was down, when the relist
@@ -20,7 +23,8 @@
 //! running then (it took the object from the cache just before the Delete came, say after
 //! a child's event), what it needs stays until it ends ([`OwnWrites::started`]): else it
 //! would find no memory of the cleanup and run it a second time. The sizes are the
-//! `kuberator_remembered_objects` gauge (`map="echoes"` and `map="cleanups"`).
+//! `kuberator_remembered_objects` gauge (`map="echoes"`, `map="cleanups"` and
+//! `map="statuses"`).
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -54,7 +58,11 @@ struct Expected {
 pub(crate) struct OwnWrites {
     echoes: crate::telemetry::Remembered,
     cleanups: crate::telemetry::Remembered,
+    statuses_size: crate::telemetry::Remembered,
     expected: Mutex<HashMap<String, Expected>>,
+    /// Per uid, a hash of the status this controller last wrote, until the cache shows it;
+    /// `None` when that write failed and may still have landed (its answer lost).
+    statuses: Mutex<HashMap<String, Option<u64>>>,
     cleaned: Mutex<HashMap<Deletion, Instant>>,
     /// The uids whose reconcile runs now, and whether the object went meanwhile.
     running: Mutex<HashMap<String, bool>>,
@@ -114,6 +122,7 @@ impl OwnWrites {
         Self {
             echoes: crate::telemetry::Remembered::new(controller, "echoes"),
             cleanups: crate::telemetry::Remembered::new(controller, "cleanups"),
+            statuses_size: crate::telemetry::Remembered::new(controller, "statuses"),
             keep_managed_fields,
             ..Self::default()
         }
@@ -131,10 +140,15 @@ impl OwnWrites {
         cleaned
     }
 
+    fn statuses(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<u64>>> {
+        self.statuses.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Publishes how many entries are kept.
     fn report(&self) {
         self.echoes.set(self.expected().len());
         self.cleanups.set(self.cleaned().len());
+        self.statuses_size.set(self.statuses().len());
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
@@ -163,6 +177,7 @@ impl OwnWrites {
         }
         self.expected().remove(uid);
         self.cleaned().retain(|deletion, _| deletion.uid != uid);
+        self.statuses().remove(uid);
         self.report();
     }
 
@@ -172,6 +187,7 @@ impl OwnWrites {
         let keep = |uid: &str| live.contains(uid) || self.defer(uid);
         self.expected().retain(|uid, _| keep(uid));
         self.cleaned().retain(|deletion, _| keep(&deletion.uid));
+        self.statuses().retain(|uid, _| keep(uid));
         self.report();
     }
 
@@ -226,6 +242,40 @@ fn current() -> Arc<OwnWrites> {
 /// Whether the cleanup of `deletion` ran (and the finalizer's removal has not landed yet).
 pub(crate) fn cleanup_ran(deletion: &Deletion) -> bool {
     current().cleaned().contains_key(deletion)
+}
+
+/// A hash of a status, as the cache and a write's answer show it.
+pub(crate) fn status_hash(status: &serde_json::Value) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&status.to_string(), &mut hasher);
+    std::hash::Hasher::finish(&hasher)
+}
+
+/// Whether the cache shows the status the running controller last wrote to the object `uid`
+/// (`cached`, its hash), or the controller wrote none since the cache last caught up. Once
+/// it does, the memory of that write goes. Outside a controller: always.
+pub(crate) fn status_caught_up(uid: &str, cached: u64) -> bool {
+    let Ok(writes) = SCOPE.try_with(Arc::clone) else { return true };
+    let mut statuses = writes.statuses();
+    match statuses.get(uid) {
+        None => true,
+        Some(Some(written)) if *written == cached => {
+            statuses.remove(uid);
+            drop(statuses);
+            writes.report();
+            true
+        }
+        Some(_) => false,
+    }
+}
+
+/// The running controller wrote a status to the object `uid`: the server answered with the
+/// status hashed as `written`, or (`None`) the write failed, and may have landed all the same.
+pub(crate) fn remember_status(uid: &str, written: Option<u64>) {
+    if let Ok(writes) = SCOPE.try_with(Arc::clone) {
+        writes.statuses().insert(uid.to_owned(), written);
+        writes.report();
+    }
 }
 
 /// The cleanup of `deletion` ran.

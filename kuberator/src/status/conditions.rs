@@ -405,10 +405,14 @@ impl ReadyWriter {
         let now = now.unwrap_or_else(empty);
         let mut merged = now.clone();
         json_patch::merge(&mut merged, &status);
-        if conditions == known && merged == now {
+        // The object came from the cache: when it does not show this controller's last status
+        // write yet, the server may hold something else than it shows (a failure's `Ready`),
+        // and the write goes.
+        let caught_up = crate::own_writes::status_caught_up(uid, crate::own_writes::status_hash(&now));
+        if caught_up && conditions == known && merged == now {
             return Ok(());
         }
-        if conditions != known
+        if (conditions != known || !caught_up)
             && let Some(fields) = status.as_object_mut()
         {
             let conditions = serde_json::to_value(&conditions)
@@ -417,11 +421,18 @@ impl ReadyWriter {
         }
         let (name, namespace) = name_and_scope(object)?;
         let patch = serde_json::json!({ "status": status });
-        provider
+        let written = provider
             .get(namespace.unwrap_or_default())?
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;
+            .await;
+        // A write that failed may have landed (its answer lost): the next one goes whatever
+        // the cache shows.
+        let answered = written.as_ref().ok().and_then(|written| {
+            let mut value = serde_json::to_value(written).ok()?;
+            value.get_mut("status").map(|status| crate::own_writes::status_hash(&status.take()))
+        });
+        crate::own_writes::remember_status(uid, answered);
+        written.map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;
         Ok(())
     }
 }

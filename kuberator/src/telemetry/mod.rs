@@ -65,7 +65,7 @@
 //! | `kuberator_ready` | gauge | | 1 once the initial sync is done |
 //! | `kuberator_queue_depth` | gauge | `priority`: `change`, `resync` | objects waiting for their reconcile to start |
 //! | `kuberator_queue_wait_seconds` | histogram | `priority`: `change`, `resync` | time from an object's trigger to the start of its reconcile |
-//! | `kuberator_remembered_objects` | gauge | `map`: `echoes`, `cleanups`, `backoff`, `conditions`, `children`, `undecodable`, `seen`, `requeues` | entries kept per object; each leaves when its object (or the reason for it) goes |
+//! | `kuberator_remembered_objects` | gauge | `map`: `echoes`, `cleanups`, `statuses`, `backoff`, `conditions`, `children`, `undecodable`, `seen`, `requeues` | entries kept per object; each leaves when its object (or the reason for it) goes |
 //! | `kuberator_leader` | gauge | `lease` (`namespace/name`) instead of `controller` | 1 while this process holds the lease, 0 while it stands by |
 //! | `kuberator_shards_held` | gauge | `group` (`namespace/name`) instead of `controller` | shards this replica holds and reconciles (`--shards`) |
 //! | `kuberator_shard_fraction` | gauge | `group` | the share of the hash space this replica reconciles, 0 to 1 |
