@@ -12,8 +12,8 @@ use kube::CustomResourceExt as _;
 use kube::ResourceExt as _;
 use kuberator::Reconcile as _;
 use kuberator_test::sim::Simulation;
-use kuberator_test::sim::World;
 use kuberator_test::sim::Workload;
+use kuberator_test::sim::World;
 use serde_json::json;
 
 #[allow(dead_code, unreachable_pub)]
@@ -74,7 +74,9 @@ fn basic_operator_in_the_simulator() {
     check(
         &Simulation::new("basic_operator_in_the_simulator")
             .crd(Greeting::crd())
-            .process(|client| basic_operator::reconciler(client, NAMESPACE).start(None::<std::future::Pending<()>>))
+            .process(|client| {
+                basic_operator::reconciler(client, NAMESPACE).start(None::<std::future::Pending<()>>)
+            })
             .workload(
                 Workload::of(NAMESPACE, |index| {
                     named(Greeting::new("", GreetingSpec { message: format!("hello {index}") }), index)
@@ -85,7 +87,12 @@ fn basic_operator_in_the_simulator() {
             .without_status()
             .at_rest("each Greeting carries the finalizer", move |world| {
                 each::<Greeting>(world, |greeting| {
-                    greeting.finalizers().iter().any(|f| f == finalizer).then_some(()).ok_or("no finalizer".into())
+                    greeting
+                        .finalizers()
+                        .iter()
+                        .any(|f| f == finalizer)
+                        .then_some(())
+                        .ok_or("no finalizer".into())
                 })
             }),
     );
@@ -99,7 +106,8 @@ fn with_status_in_the_simulator() {
         &Simulation::new("with_status_in_the_simulator")
             .crd(Echo::crd())
             .process(|client| {
-                with_status::reconciler(client, NAMESPACE).start_concurrent(Some(4), None::<std::future::Pending<()>>)
+                with_status::reconciler(client, NAMESPACE)
+                    .start_concurrent(Some(4), None::<std::future::Pending<()>>)
             })
             .workload(
                 Workload::of(NAMESPACE, |index| {
@@ -120,11 +128,13 @@ fn with_status_in_the_simulator() {
 fn error_handling_in_the_simulator() {
     use error_handling::Bucket;
     use error_handling::BucketSpec;
-    let size = |draw: u64| if draw % 2 == 0 { 50 } else { 500 };
+    let size = |draw: u64| if draw.is_multiple_of(2) { 50 } else { 500 };
     check(
         &Simulation::new("error_handling_in_the_simulator")
             .crd(Bucket::crd())
-            .process(|client| error_handling::reconciler(client, NAMESPACE).start(None::<std::future::Pending<()>>))
+            .process(|client| {
+                error_handling::reconciler(client, NAMESPACE).start(None::<std::future::Pending<()>>)
+            })
             .workload(
                 Workload::of(NAMESPACE, move |index| {
                     let mut bucket = Bucket::new("", BucketSpec { size_gib: size(index as u64) });
@@ -155,11 +165,14 @@ fn derive_operator_in_the_simulator() {
         &Simulation::new("derive_operator_in_the_simulator")
             .crd(Shout::crd())
             .process(|client| {
-                kuberator::Operators::new().with(ShoutOperator).start(client, None::<std::future::Pending<()>>)
+                kuberator::Operators::new()
+                    .with(ShoutOperator)
+                    .start(client, None::<std::future::Pending<()>>)
             })
             .workload(
                 Workload::of("default", |index| {
-                    let mut shout = named(Shout::new("", ShoutSpec { message: format!("hello {index}") }), index);
+                    let mut shout =
+                        named(Shout::new("", ShoutSpec { message: format!("hello {index}") }), index);
                     shout.metadata.namespace = Some("default".to_owned());
                     shout
                 })
@@ -192,7 +205,7 @@ fn owned_resources_in_the_simulator() {
                 })
                 .edit(|site, draw| {
                     site["spec"]["content"] = json!(format!("<p>{}</p>", draw % 3));
-                    site["spec"]["expose"] = json!(draw % 2 == 0);
+                    site["spec"]["expose"] = json!(draw.is_multiple_of(2));
                 }),
             )
             .at_rest("each site's page says its content, and a Service exists when it is exposed", |world| {
@@ -234,8 +247,10 @@ fn database_operator_in_the_simulator() {
             .process(|client| database_operator::operators().start(client, None::<std::future::Pending<()>>))
             .workload(
                 Workload::of(NAMESPACE, |index| {
-                    let spec =
-                        DatabaseSpec { engine: "postgres".to_owned(), credentials_secret: "credentials".to_owned() };
+                    let spec = DatabaseSpec {
+                        engine: "postgres".to_owned(),
+                        credentials_secret: "credentials".to_owned(),
+                    };
                     named(Database::new("", spec), index)
                 })
                 .edit(|db, draw| db["spec"]["engine"] = json!(["postgres", "mysql"][(draw % 2) as usize])),
@@ -246,24 +261,27 @@ fn database_operator_in_the_simulator() {
                 })
                 .edit(|backup, draw| backup["spec"]["database"] = json!(format!("database-{}", draw % 3))),
             )
-            .at_rest("each Database is Ready at its endpoint; a Backup completes when its Database is Ready", |world| {
-                let databases = world.list::<Database>();
-                each::<Database>(world, |db| {
-                    let endpoint = db.status.as_ref().and_then(|status| status.endpoint.clone());
-                    let right = endpoint == Some(format!("{}.{NAMESPACE}.svc:5432", db.name_any()))
-                        && kuberator_examples::is_ready(db);
-                    right.then_some(()).ok_or(format!("status {:?}", db.status))
-                })?;
-                each::<Backup>(world, |backup| {
-                    let ready = databases
-                        .iter()
-                        .any(|db| db.name_any() == backup.spec.database && kuberator_examples::is_ready(db));
-                    let phase = backup.status.as_ref().and_then(|status| status.phase.clone());
-                    let expected = if ready { "Completed" } else { "WaitingForDatabase" };
-                    (phase.as_deref() == Some(expected))
-                        .then_some(())
-                        .ok_or(format!("its database is ready: {ready}, its phase {phase:?}"))
-                })
-            }),
+            .at_rest(
+                "each Database is Ready at its endpoint; a Backup completes when its Database is Ready",
+                |world| {
+                    let databases = world.list::<Database>();
+                    each::<Database>(world, |db| {
+                        let endpoint = db.status.as_ref().and_then(|status| status.endpoint.clone());
+                        let right = endpoint == Some(format!("{}.{NAMESPACE}.svc:5432", db.name_any()))
+                            && kuberator_examples::is_ready(db);
+                        right.then_some(()).ok_or(format!("status {:?}", db.status))
+                    })?;
+                    each::<Backup>(world, |backup| {
+                        let ready = databases.iter().any(|db| {
+                            db.name_any() == backup.spec.database && kuberator_examples::is_ready(db)
+                        });
+                        let phase = backup.status.as_ref().and_then(|status| status.phase.clone());
+                        let expected = if ready { "Completed" } else { "WaitingForDatabase" };
+                        (phase.as_deref() == Some(expected))
+                            .then_some(())
+                            .ok_or(format!("its database is ready: {ready}, its phase {phase:?}"))
+                    })
+                },
+            ),
     );
 }

@@ -267,6 +267,109 @@ async fn two_controllers_in_one_process_share_the_lease_the_servers_and_least_pr
     test.cleanup().await;
 }
 
+/// Issue 25, item 6: `run --dry-run` over a populated namespace, as the operator's
+/// ServiceAccount with exactly the printed RBAC (two controllers: Batons, and Relays with a
+/// child ConfigMap). It prints, per object, what it would change (the finalizer, the status,
+/// the child it would create), ends by itself, and changes nothing: every object keeps its
+/// resourceVersion, no child, Event or Lease appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_prints_what_it_would_change_and_changes_nothing() {
+    let test = setup("dry-run").await;
+    let namespace = test.namespace.as_str();
+    let relay_env = [("BATON_RELAY", "1")];
+    let printed = Command::new(OPERATOR).arg("crd").envs(relay_env).output().unwrap();
+    let text = String::from_utf8(printed.stdout).unwrap();
+    for document in text.split("\n---\n") {
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(document).unwrap();
+        kuberator_test::install_crd_object(&test.client, &crd).await.unwrap();
+    }
+    let (text, _) = printed_rbac(
+        &["--namespace", namespace, "--namespaces", namespace, "--metrics-insecure"],
+        &relay_env,
+    );
+    apply(&test, &text).await;
+    let (restricted, _dir) = as_operator_account(namespace).await;
+
+    // The namespace as a new version of the operator would find it: objects never reconciled.
+    test.create("first").await;
+    test.create("second").await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("test.kuberator.dev", "v1", "Relay"),
+        "relays",
+    );
+    let relays: Api<DynamicObject> = Api::namespaced_with(test.client.clone(), namespace, &resource);
+    let relay = DynamicObject::new("first", &resource).data(serde_json::json!({"spec": {"note": "hello"}}));
+    relays.create(&PostParams::default(), &relay).await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(test.client.clone(), namespace);
+    let versions = |objects: Vec<DynamicObject>| -> Vec<(String, String)> {
+        objects
+            .into_iter()
+            .map(|object| (object.metadata.name.unwrap(), object.metadata.resource_version.unwrap()))
+            .collect()
+    };
+    let batons_before = versions(test.batons.list(&Default::default()).await.unwrap().items);
+    let relays_before = versions(relays.list(&Default::default()).await.unwrap().items);
+    let maps_before = maps.list(&Default::default()).await.unwrap().items.len();
+
+    let mut child = Command::new(OPERATOR)
+        .args(["run", "--dry-run", "--namespaces", namespace, "--log", "info"])
+        .env("KUBECONFIG", &restricted)
+        .env("KUBERATOR_IDENTITY", "dry-run")
+        .envs(relay_env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!("the dry run did not end in 90 s:\n{}", String::from_utf8_lossy(&output.stdout));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let log = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(status.success(), "{status}\n{log}");
+
+    // What it would do, per object.
+    for expected in [
+        format!("dry run: Baton {namespace}/first would change (PATCH):"),
+        format!("dry run: Baton {namespace}/second would change (PATCH):"),
+        "+ metadata.finalizers[0]: \"batons.test.kuberator.dev/finalizer\"".to_owned(),
+        format!("dry run: Baton {namespace}/first would change (PATCH status):"),
+        "+ status.reconciledBy: \"dry-run\"".to_owned(),
+        format!("dry run: ConfigMap {namespace}/first-relay would be created (PATCH):"),
+        "+ data.note: \"hello\"".to_owned(),
+        format!("dry run: Relay {namespace}/first would change (PATCH status):"),
+        "nothing was changed".to_owned(),
+    ] {
+        assert!(stdout.contains(&expected), "no `{expected}` in:\n{log}");
+    }
+    assert!(stdout.contains("writes to 4 objects"), "two Batons, a Relay and its child:\n{log}");
+
+    // And nothing changed.
+    assert_eq!(versions(test.batons.list(&Default::default()).await.unwrap().items), batons_before, "{log}");
+    assert_eq!(versions(relays.list(&Default::default()).await.unwrap().items), relays_before, "{log}");
+    assert_eq!(
+        maps.list(&Default::default()).await.unwrap().items.len(),
+        maps_before,
+        "a child was made:\n{log}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(test.client.clone(), namespace);
+    assert!(events.list(&Default::default()).await.unwrap().items.is_empty(), "an Event was sent:\n{log}");
+    assert!(
+        test.leases.list(&Default::default()).await.unwrap().items.is_empty(),
+        "a Lease was taken:\n{log}"
+    );
+    test.cleanup().await;
+}
+
 /// SIGTERM while a handler hangs: `/readyz` turns 503 at once, the hung reconcile is cancelled
 /// at the drain deadline, the process exits 1 naming it, and the Lease is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

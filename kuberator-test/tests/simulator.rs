@@ -183,7 +183,12 @@ fn the_same_seed_gives_the_same_trace_in_another_process() {
     let there = std::fs::read_to_string(&file).unwrap();
     let _ = std::fs::remove_file(&file);
     let (here, there): (Vec<&str>, Vec<&str>) = (here.lines().collect(), there.lines().collect());
-    if let Some(at) = here.iter().zip(&there).position(|(a, b)| a != b).or((here.len() != there.len()).then(|| here.len().min(there.len()))) {
+    if let Some(at) = here
+        .iter()
+        .zip(&there)
+        .position(|(a, b)| a != b)
+        .or((here.len() != there.len()).then(|| here.len().min(there.len())))
+    {
         let from = at.saturating_sub(8);
         let seed = here[..at].iter().rev().find(|line| line.contains("seed ")).copied().unwrap_or_default();
         panic!(

@@ -167,8 +167,13 @@ where
         own_writes,
         reader.clone(),
     );
-    let on_error =
-        report_failure(recorder, telemetry.clone(), error_policy, reader.clone(), (Arc::clone(&failures), requeue));
+    let on_error = report_failure(
+        recorder,
+        telemetry.clone(),
+        error_policy,
+        reader.clone(),
+        (Arc::clone(&failures), requeue),
+    );
     let running = controller.run(reconcile, on_error, context).for_each(move |result| {
         log_outcome(result, &handed);
         futures::future::ready(())

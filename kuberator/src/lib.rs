@@ -42,6 +42,7 @@ pub mod guide;
 pub mod backoff;
 pub mod cache;
 pub mod children;
+pub mod dry_run;
 pub mod error;
 pub mod events;
 pub mod k8s;

@@ -291,7 +291,9 @@ impl Handed {
     fn room(&self, limit: usize) -> usize {
         let free = match limit {
             0 => HANDED_AHEAD,
-            limit => limit.saturating_sub(self.state.lock().unwrap_or_else(PoisonError::into_inner).running.len()),
+            limit => {
+                limit.saturating_sub(self.state.lock().unwrap_or_else(PoisonError::into_inner).running.len())
+            }
         };
         free.clamp(1, HANDED_AHEAD)
     }

@@ -197,7 +197,7 @@ pub struct Run {
     pub trace: Vec<String>,
     /// What failed, and at which step; `None` when every check held.
     pub failure: Option<Failure>,
-        /// The states known to hide bugs that the run reached.
+    /// The states known to hide bugs that the run reached.
     pub reached: std::collections::BTreeSet<Reached>,
     /// The draws the run made, which [`Simulation::check`] shrinks.
     draws: Vec<u64>,
@@ -232,7 +232,9 @@ impl std::fmt::Display for Reached {
             Reached::LostAnswer => "a write whose answer was lost",
             Reached::Coalesced => "events of one object coalesced",
             Reached::Relist => "a relist after compacted history",
-            Reached::ChildGoneBeforeParent => "a child's garbage-collected DELETED delivered before its parent's",
+            Reached::ChildGoneBeforeParent => {
+                "a child's garbage-collected DELETED delivered before its parent's"
+            }
             Reached::RelistAfterHandDelete => "a child deleted by hand during a watch outage, then a relist",
         })
     }
@@ -621,7 +623,8 @@ impl<'a> Sim<'a> {
             for object in &simulation.given {
                 let path = self_link(&sim.server, object);
                 let collection = path.rsplit_once('/').map_or(path.as_str(), |(collection, _)| collection);
-                let response = sim.server.answer(post(collection, serde_json::to_vec(object).unwrap_or_default())).await;
+                let response =
+                    sim.server.answer(post(collection, serde_json::to_vec(object).unwrap_or_default())).await;
                 assert!(
                     response.status().is_success(),
                     "the simulation's given {} could not be created: {}",
@@ -840,7 +843,9 @@ impl<'a> Sim<'a> {
                 let uri = pipe.key.0.split('?').next().unwrap_or_default().to_owned();
                 drop(wire);
                 self.reached.insert(Reached::Coalesced);
-                self.say(format!("coalesce the events of {uri}: {dropped} older events of the same objects dropped"));
+                self.say(format!(
+                    "coalesce the events of {uri}: {dropped} older events of the same objects dropped"
+                ));
             }
             Choice::Cut(index) => {
                 let mut wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
@@ -978,13 +983,14 @@ impl<'a> Sim<'a> {
                 self.deleted_by_hand.insert(child["metadata"]["uid"].as_str().unwrap_or_default().to_owned());
                 let plural = self.plural_of(child);
                 let shown = child["metadata"]["uid"].as_str().is_some_and(|uid| self.shown.contains(uid));
-                let watched = !shown || self
-                    .wire
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pipes
-                    .iter()
-                    .any(|pipe| pipe.watches(&plural));
+                let watched = !shown
+                    || self
+                        .wire
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .pipes
+                        .iter()
+                        .any(|pipe| pipe.watches(&plural));
                 if !watched {
                     self.deleted_unwatched.insert(plural);
                 }
@@ -1004,7 +1010,13 @@ impl<'a> Sim<'a> {
         let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
         event["type"] == "DELETED"
             && !self.deleted_by_hand.contains(uid)
-            && self.wire.lock().unwrap_or_else(PoisonError::into_inner).pipes.iter().any(|pipe| pipe.holds("DELETED", owner))
+            && self
+                .wire
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pipes
+                .iter()
+                .any(|pipe| pipe.holds("DELETED", owner))
     }
 
     fn plural_of(&self, object: &Value) -> String {
@@ -1152,7 +1164,9 @@ impl<'a> Sim<'a> {
                 ),
             ));
         }
-        self.say(format!("ten quiet minutes: {more_reconciles} reconciles, {more_writes} writes that changed nothing"));
+        self.say(format!(
+            "ten quiet minutes: {more_reconciles} reconciles, {more_writes} writes that changed nothing"
+        ));
         Ok(())
     }
 
@@ -1213,7 +1227,8 @@ fn collection(api_version: &str, plural: &str, namespace: Option<&str>) -> Strin
 /// The path of one object, under the plural the server serves its kind as.
 fn self_link(server: &MemoryServer, object: &Value) -> String {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let plural = server.plural_of(api_version, object["kind"].as_str().unwrap_or_default()).unwrap_or_default();
+    let plural =
+        server.plural_of(api_version, object["kind"].as_str().unwrap_or_default()).unwrap_or_default();
     let metadata = &object["metadata"];
     let name = metadata["name"].as_str().unwrap_or_default();
     format!("{}/{name}", collection(api_version, &plural, metadata["namespace"].as_str()))

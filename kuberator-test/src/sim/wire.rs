@@ -120,7 +120,8 @@ impl Pipe {
 
     /// Whether it is open and watches objects of `plural`.
     pub(crate) fn watches(&self, plural: &str) -> bool {
-        !self.closed() && self.key.0.split('?').next().is_some_and(|path| path.ends_with(&format!("/{plural}")))
+        !self.closed()
+            && self.key.0.split('?').next().is_some_and(|path| path.ends_with(&format!("/{plural}")))
     }
 
     /// Ends the watch as a cut connection would: what had not been delivered is lost.

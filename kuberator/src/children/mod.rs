@@ -370,7 +370,8 @@ impl Children {
             }
         };
 
-        let mut deleted = self.prune_unseen::<K>(parent, &owner.uid, namespace.as_deref(), &keep, &children).await?;
+        let mut deleted =
+            self.prune_unseen::<K>(parent, &owner.uid, namespace.as_deref(), &keep, &children).await?;
         for child in children {
             let name = child.name_any();
             if keep.contains(&name) {

@@ -92,6 +92,13 @@ struct Cli {
     #[arg(long, env = "KUBERATOR_LOG", default_value = "info", global = true)]
     log: String,
 
+    /// Reconcile as usual, but send every write with dryRun=All (finalizers, status, child
+    /// applies and prunes; Events become log lines) and print what it would change, per
+    /// object; change nothing. No leader election, sharding, metrics or probes; ends once
+    /// nothing was sent for 5 s
+    #[arg(long, env = "KUBERATOR_DRY_RUN", global = true)]
+    dry_run: bool,
+
     #[command(flatten)]
     election: ElectionArgs,
 
@@ -472,6 +479,9 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// How long a dry run waits with nothing sent before it ends.
+const DRY_RUN_QUIET: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs `operator` as a program; `--help` lists the subcommands (`run`, `crd`, `rbac`,
 /// `manifests`) and the flags, each with an environment variable.
 ///
@@ -568,6 +578,13 @@ pub(super) async fn run_units(
     let client = Client::try_default()
         .await
         .context("no Kubernetes cluster reachable: set KUBECONFIG, or run in a pod with a service account")?;
+    // A dry run writes nothing, Leases included: one process, everything, no election.
+    let dry_run = cli.dry_run.then(|| crate::dry_run::DryRun::new(client.clone()));
+    let client = dry_run.as_ref().map_or(client, crate::dry_run::DryRun::client);
+    if dry_run.is_some() {
+        tracing::info!(process = name, "dry run: every write is sent with dryRun=All, nothing is changed");
+        cli.sharding.shards = Some(0);
+    }
     let lease_namespace =
         election.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let group = election.lease_name.as_deref().unwrap_or(name);
@@ -585,7 +602,7 @@ pub(super) async fn run_units(
             .context("check --shards, --lease-name, --lease-duration, --renew-deadline and --retry-period")?;
     }
     // Sharding replaces leader election: every replica reconciles its share.
-    let leader_election = (election.leader_election && sharding.is_none()).then(|| {
+    let leader_election = (election.leader_election && sharding.is_none() && dry_run.is_none()).then(|| {
         LeaderElection::new(group, lease_namespace.clone())
             .timing(timing.0, timing.1, timing.2)
             .identity(identity.clone())
@@ -593,7 +610,10 @@ pub(super) async fn run_units(
     if let Some(lease) = &leader_election {
         lease.validate().context("check --lease-duration, --renew-deadline and --retry-period")?;
     }
-    let _telemetry = cli.telemetry.serve(&client).await?;
+    let _telemetry = match dry_run {
+        Some(_) => None,
+        None => Some(cli.telemetry.serve(&client).await?),
+    };
     for settings in &resolved {
         tracing::info!(
             controller = settings.controller_name,
@@ -622,8 +642,15 @@ pub(super) async fn run_units(
         }
     }
     let (signalled, first_signal) = tokio::sync::oneshot::channel();
+    let idle = dry_run.clone();
     let shutdown = async move {
-        crate::shutdown::signal().await;
+        match idle {
+            Some(dry_run) => tokio::select! {
+                () = crate::shutdown::signal() => {}
+                () = dry_run.idle(DRY_RUN_QUIET) => {}
+            },
+            None => crate::shutdown::signal().await,
+        }
         crate::telemetry::shutting_down();
         let _ = signalled.send(());
     };
@@ -663,7 +690,12 @@ pub(super) async fn run_units(
     // Boxed, so that dropping it below really cancels the work before the Lease is released.
     let mut running = Box::pin(running);
     let why = tokio::select! {
-        finished = &mut running => return finished,
+        finished = &mut running => {
+            if let Some(dry_run) = &dry_run {
+                crate::dry_run::say(&format!("{}\n", dry_run.summary()));
+            }
+            return finished;
+        }
         why = out_of_time => why,
     };
     // What still runs is cancelled with `running`.

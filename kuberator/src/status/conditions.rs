@@ -432,7 +432,8 @@ impl ReadyWriter {
             value.get_mut("status").map(|status| crate::own_writes::status_hash(&status.take()))
         });
         crate::own_writes::remember_status(uid, answered);
-        written.map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;
+        written
+            .map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;
         Ok(())
     }
 }
