@@ -37,8 +37,11 @@
 //! - A child that someone strips of the managed-by label leaves the cache (its parent is
 //!   reconciled, and the next apply puts the label back).
 //! - A child deleted while the watch is disconnected is noticed when the watch comes back:
-//!   the relist is compared with what the cache held, and the parent of every child that
-//!   went (other than the ones the operator pruned) is reconciled.
+//!   the relist is compared with what the cache held, and with what the operator applied
+//!   (a child whose creation the outage swallowed was never in the cache), and the parent of
+//!   every child that went (other than the ones the operator pruned) is reconciled.
+//! - A prune deletes, besides the children the cache shows, the ones an earlier reconcile of
+//!   the same parent applied that the cache does not show yet.
 //! - When a watch event outruns the response of the apply that caused it, the watch does not
 //!   wait for that response: it goes on with other children's events, and decides about this
 //!   one when the response comes (at most 10 s later; a later or failed one counts as someone
@@ -64,6 +67,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::RwLock;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::Resource;
 use kube::ResourceExt;
@@ -210,8 +214,8 @@ enum Written {
     /// An apply is on its way; the channel gets the resourceVersion of its answer, and
     /// closes if it fails.
     Applying(tokio::sync::watch::Receiver<Option<String>>),
-    /// Applied for the parent with uid `owner`; the server answered with `version`.
-    Applied { version: String, owner: String },
+    /// Applied for the parent `owner`; the server answered with `version`.
+    Applied { version: String, owner: Box<OwnerReference> },
     /// Deleted by a prune; the object had this uid.
     Deleted(String),
 }
@@ -314,7 +318,7 @@ impl Children {
         let applied = api.patch(&name, &params, &Patch::Apply(&child)).await;
         match applied.as_ref().ok().and_then(ResourceExt::resource_version) {
             Some(version) => {
-                let applied = Written::Applied { version: version.clone(), owner: owner.uid.clone() };
+                let applied = Written::Applied { version: version.clone(), owner: Box::new(owner.clone()) };
                 self.inner.written.insert(key, applied);
                 answered.send_replace(Some(version));
             }
@@ -425,7 +429,7 @@ impl Children {
                 let key = entry.key();
                 let Written::Applied { version, owner: applied_for } = entry.value() else { return None };
                 let mine = key.kind == TypeId::of::<K>()
-                    && applied_for == owner
+                    && applied_for.uid == owner
                     && (namespace.is_none() || key.namespace.as_deref() == namespace)
                     && !keep.contains(&key.name);
                 let in_cache = cached
@@ -593,6 +597,36 @@ impl Children {
         let key = ChildKey::of::<K>(namespace, name);
         self.inner.written.remove_if(&key, |_, written| !matches!(written, Written::Applying(_)));
         self.report();
+    }
+
+    /// After a relist of `K`: the children the operator applied that `store` (now as listed)
+    /// does not hold, and so went while the watch was down, before it ever showed them (a
+    /// hand delete during an outage that also swallowed their creation). Each is forgotten;
+    /// the child's namespace and its parent are returned, for the parent to be reconciled.
+    pub(super) fn applied_unlisted<K: Child>(
+        &self,
+        store: &Store<K>,
+    ) -> Vec<(Option<String>, OwnerReference)> {
+        let unlisted: Vec<(ChildKey, OwnerReference)> = self
+            .inner
+            .written
+            .iter()
+            .filter_map(|entry| {
+                let key = entry.key();
+                let Written::Applied { owner, .. } = entry.value() else { return None };
+                let mut child = ObjectRef::<K>::new(&key.name);
+                if let Some(namespace) = &key.namespace {
+                    child = child.within(namespace);
+                }
+                (key.kind == TypeId::of::<K>() && store.get(&child).is_none())
+                    .then(|| (key.clone(), (**owner).clone()))
+            })
+            .collect();
+        for (key, _) in &unlisted {
+            self.inner.written.remove_if(key, |_, written| matches!(written, Written::Applied { .. }));
+        }
+        self.report();
+        unlisted.into_iter().map(|(key, owner)| (key.namespace, owner)).collect()
     }
 
     /// Whether the operator itself deleted `K` `namespace/name` (with a prune) and it is not

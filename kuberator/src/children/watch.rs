@@ -47,6 +47,7 @@ pub(super) fn triggers<K: Child>(children: &Children, caches: &Caches, namespace
     let manager = children.inner.manager.clone();
     let config = watcher::Config::default().labels(&caches.children_selector(MANAGED_BY, &manager));
     let subscription = caches.subscribe(&api, config, false, crate::shared::Sharded::Children);
+    let store = subscription.store.clone();
     children.set_store(subscription.store, subscription.synced);
     let (decided, later) = futures::channel::mpsc::unbounded::<Trigger>();
     let children = children.clone();
@@ -85,6 +86,15 @@ pub(super) fn triggers<K: Child>(children: &Children, caches: &Caches, namespace
                             triggers.extend(controller_of(&**child));
                         }
                         children.forget::<K>(namespace, name);
+                    }
+                    // Applied, never shown (its creation was lost with the watch), and gone.
+                    for (namespace, owner) in children.applied_unlisted::<K>(&store) {
+                        triggers.push(Trigger {
+                            api_version: owner.api_version,
+                            kind: owner.kind,
+                            name: owner.name,
+                            namespace,
+                        });
                     }
                 }
                 _ => {}
