@@ -432,21 +432,37 @@ impl Simulation {
             self.name,
             run.trace.len(),
             shrunk.trace.len(),
-            shrunk.trace.join("\n")
+            abridged(&shrunk.trace)
         )
     }
 
-    /// Fewer steps, and draws set to their first (most benign) choice, while the same check
-    /// still fails.
+    /// Fewer steps (halved while the same check still fails, then searched between), and
+    /// draws set to their first (most benign) choice, while the same check still fails.
     fn shrink(&self, run: &Run) -> Run {
         let Some(failure) = &run.failure else { return run.clone() };
         let same =
             |candidate: &Run| candidate.failure.as_ref().is_some_and(|found| found.check == failure.check);
         let mut best = run.clone();
-        let steps = failure.step + 1;
         // At most 50 runs, and 20 seconds.
         let mut budget = 50;
         let started = std::time::Instant::now();
+        // Fewer steps before the rest: halved while the same check still fails, then the
+        // draws of the steps kept.
+        let mut steps = (failure.step + 1).min(self.steps);
+        let mut fewer = steps / 2;
+        while fewer > 0 && budget > 0 && started.elapsed() < Duration::from_secs(20) {
+            budget -= 1;
+            let candidate = self.run_draws(run.seed, Draws::replay(run.draws.clone()), fewer);
+            if same(&candidate) {
+                (best, steps) = (candidate, fewer);
+                fewer /= 2;
+            } else {
+                fewer = (fewer + steps) / 2;
+                if fewer + 1 >= steps {
+                    break;
+                }
+            }
+        }
         let mut index = best.draws.len();
         while index > 0 && budget > 0 && started.elapsed() < Duration::from_secs(20) {
             index -= 1;
@@ -1190,6 +1206,21 @@ impl<'a> Sim<'a> {
         store::set_deterministic(None);
         kuberator::backoff::seed_jitter(None);
     }
+}
+
+/// At most the first 300 and the last 100 lines of `trace` (a hot loop's rest is long).
+fn abridged(trace: &[String]) -> String {
+    const HEAD: usize = 300;
+    const TAIL: usize = 100;
+    if trace.len() <= HEAD + TAIL {
+        return trace.join("\n");
+    }
+    format!(
+        "{}\n      ... {} lines left out (replay the seed, or read Run::trace)\n{}",
+        trace[..HEAD].join("\n"),
+        trace.len() - HEAD - TAIL,
+        trace[trace.len() - TAIL..].join("\n")
+    )
 }
 
 /// The uid of `object`'s controller owner.
