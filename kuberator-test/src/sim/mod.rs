@@ -83,7 +83,7 @@ pub struct Simulation {
 }
 
 /// What a user does while the operator runs: creates objects of one kind, edits their
-/// specs, deletes them, and deletes the operator's children by hand.
+/// specs, deletes them, and edits and deletes the operator's children by hand.
 #[derive(Clone)]
 pub struct Workload {
     api_version: String,
@@ -959,6 +959,7 @@ impl<'a> Sim<'a> {
             u64::from(!mine.is_empty()) * 3,
             u64::from(!deletable.is_empty()) * 2,
             u64::from(!children.is_empty()),
+            u64::from(!children.is_empty()),
         ];
         if weights.iter().all(|weight| *weight == 0) {
             self.say("nothing for the user to do".to_owned());
@@ -993,7 +994,7 @@ impl<'a> Sim<'a> {
                     request("DELETE", &format!("{collection}/{name}"), Vec::new()),
                 )
             }
-            _ => {
+            3 => {
                 let child = children[(self.draws.next() % children.len() as u64) as usize];
                 let path = self_link(&self.server, child);
                 self.deleted_by_hand.insert(child["metadata"]["uid"].as_str().unwrap_or_default().to_owned());
@@ -1011,6 +1012,18 @@ impl<'a> Sim<'a> {
                     self.deleted_unwatched.insert(plural);
                 }
                 (format!("user deletes the child {}", describe(child)), request("DELETE", &path, Vec::new()))
+            }
+            _ => {
+                // A hand edit of what the operator keeps: its first data value, or a label.
+                let mut child = children[(self.draws.next() % children.len() as u64) as usize].clone();
+                let path = self_link(&self.server, &child);
+                let edit = self.draws.next() % 1000;
+                match child["data"].as_object().and_then(|data| data.keys().next().cloned()) {
+                    Some(key) => child["data"][&key] = json!(format!("edited by hand {edit}")),
+                    None => child["metadata"]["labels"]["sim.kuberator.dev/edited"] = json!(edit.to_string()),
+                }
+                let body = serde_json::to_vec(&child).unwrap_or_default();
+                (format!("user edits the child {} by hand", describe(&child)), request("PUT", &path, body))
             }
         };
         let server = self.server.clone();

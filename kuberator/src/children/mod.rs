@@ -421,7 +421,7 @@ impl Children {
         keep: &HashSet<String>,
         cached: &[Arc<K>],
     ) -> Result<Vec<String>> {
-        let unseen: Vec<(Option<String>, String, String)> = self
+        let mut unseen: Vec<(Option<String>, String, String)> = self
             .inner
             .written
             .iter()
@@ -438,6 +438,8 @@ impl Children {
                 (mine && !in_cache).then(|| (key.namespace.clone(), key.name.clone(), version.clone()))
             })
             .collect();
+        // In name order, not the map's: a run is the same run in any process.
+        unseen.sort();
         let mut deleted = Vec::new();
         for (child_namespace, name, version) in unseen {
             let api = api_of::<K>(self.inner.client.clone(), child_namespace.as_deref());
@@ -607,7 +609,7 @@ impl Children {
         &self,
         store: &Store<K>,
     ) -> Vec<(Option<String>, OwnerReference)> {
-        let unlisted: Vec<(ChildKey, OwnerReference)> = self
+        let mut unlisted: Vec<(ChildKey, OwnerReference)> = self
             .inner
             .written
             .iter()
@@ -622,6 +624,8 @@ impl Children {
                     .then(|| (key.clone(), (**owner).clone()))
             })
             .collect();
+        // In name order, not the map's: a run is the same run in any process.
+        unlisted.sort_by(|(a, _), (b, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         for (key, _) in &unlisted {
             self.inner.written.remove_if(key, |_, written| matches!(written, Written::Applied { .. }));
         }
