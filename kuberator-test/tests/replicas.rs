@@ -225,13 +225,7 @@ async fn two_controllers_in_one_process_share_the_lease_the_servers_and_least_pr
     pair.wait_ready().await;
     test.create("first").await;
     assert_eq!(test.reconciled_by("first", Duration::from_secs(30)).await, "pair");
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("test.kuberator.dev", "v1", "Relay"),
-        "relays",
-    );
-    let relays: Api<DynamicObject> = Api::namespaced_with(test.client.clone(), namespace, &resource);
-    let relay = DynamicObject::new("first", &resource).data(serde_json::json!({"spec": {"note": "hello"}}));
-    relays.create(&PostParams::default(), &relay).await.unwrap();
+    let relays = create_relay(&test, "first").await;
     let relayed =
         kuberator_test::wait_for(&relays, "first", Duration::from_secs(30), "status.relayedBy", |relay| {
             relay.is_some_and(|relay| relay.data["status"]["relayedBy"] == "pair")
@@ -293,13 +287,7 @@ async fn a_dry_run_prints_what_it_would_change_and_changes_nothing() {
     // The namespace as a new version of the operator would find it: objects never reconciled.
     test.create("first").await;
     test.create("second").await;
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("test.kuberator.dev", "v1", "Relay"),
-        "relays",
-    );
-    let relays: Api<DynamicObject> = Api::namespaced_with(test.client.clone(), namespace, &resource);
-    let relay = DynamicObject::new("first", &resource).data(serde_json::json!({"spec": {"note": "hello"}}));
-    relays.create(&PostParams::default(), &relay).await.unwrap();
+    let relays = create_relay(&test, "first").await;
     let maps: Api<ConfigMap> = Api::namespaced(test.client.clone(), namespace);
     let versions = |objects: Vec<DynamicObject>| -> Vec<(String, String)> {
         objects
@@ -478,6 +466,18 @@ fn printed_rbac(args: &[&str], env: &[(&str, &str)]) -> (String, Vec<serde_json:
     let documents =
         text.split("\n---\n").map(|document| serde_yaml_ng::from_str(document).unwrap()).collect();
     (text, documents)
+}
+
+/// Creates the Relay `name` (note `hello`) in the test's namespace; the Relays there.
+async fn create_relay(test: &Test, name: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("test.kuberator.dev", "v1", "Relay"),
+        "relays",
+    );
+    let relays: Api<DynamicObject> = Api::namespaced_with(test.client.clone(), &test.namespace, &resource);
+    let relay = DynamicObject::new(name, &resource).data(serde_json::json!({"spec": {"note": "hello"}}));
+    relays.create(&PostParams::default(), &relay).await.unwrap();
+    relays
 }
 
 /// A kubeconfig (in a directory that goes when the second value drops) that acts as the
