@@ -9,6 +9,8 @@
 //!    metrics, probes and security.
 //! 5. [`trait_level`]: the seed's trait-level API (`Context`, `Reconcile`), for full control,
 //!    and the caching strategies.
+//! 6. [`evolving`]: an API that changes over the years: CEL validation rules and defaults on
+//!    the spec type, and when a webhook is needed instead.
 //!
 //! Testing an operator (the in-memory API server, a real control plane, faults) is the
 //! chapter of [`kuberator-test`](https://docs.rs/kuberator-test), where its code compiles.
@@ -27,3 +29,6 @@ pub mod running {}
 
 #[doc = include_str!("../guide/trait_level.md")]
 pub mod trait_level {}
+
+#[doc = include_str!("../guide/evolving.md")]
+pub mod evolving {}

@@ -166,6 +166,7 @@ pub mod prelude {
     pub use kube::Client;
     pub use kube::CustomResource;
     pub use kube::CustomResourceExt;
+    pub use kube::KubeSchema;
     pub use kube::Resource;
     pub use kube::ResourceExt;
     pub use kube::runtime::controller::Action;
