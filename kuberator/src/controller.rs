@@ -278,6 +278,7 @@ where
     /// finalizers changed since the last one let through, or it is the echo of our own
     /// finalizer write.
     fn changed(&self, object: &R, priority: Priority) -> Option<Trigger<reflector::ObjectRef<R>>> {
+        self.own_writes.status_seen(object);
         // Checked second, so that `seen` remembers the finalizers as they are now.
         (self.seen.changed(object.meta()) && !self.own_writes.is_echo(object))
             .then(|| Trigger::Reconcile(reflector::ObjectRef::from_obj(object), priority))

@@ -13,9 +13,9 @@
 //!
 //! It also remembers the deletions whose cleanup ran while the finalizer's removal has not
 //! landed yet, so that cleanup runs once per deletion while the controller runs; and, until
-//! the cache shows it, the status the controller last wrote to each object (as a hash): a
-//! reconcile that starts from a cache without that write must not take the cached status for
-//! the server's and skip a write that the server needs.
+//! the watch shows it, the resourceVersion of the status the controller last wrote to each
+//! object: a reconcile that starts from a cache without that write must not take the cached
+//! status for the server's and skip a write that the server needs.
 //!
 //! Everything here is kept per object (by uid) and leaves when the object goes: on its
 //! watch's Delete event, or, for an object deleted while the watch was down, when the relist
@@ -60,9 +60,9 @@ pub(crate) struct OwnWrites {
     cleanups: crate::telemetry::Remembered,
     statuses_size: crate::telemetry::Remembered,
     expected: Mutex<HashMap<String, Expected>>,
-    /// Per uid, a hash of the status this controller last wrote, until the cache shows it;
-    /// `None` when that write failed and may still have landed (its answer lost).
-    statuses: Mutex<HashMap<String, Option<u64>>>,
+    /// Per uid, the resourceVersion of the status this controller last wrote, until the watch
+    /// shows it; `None` when that write failed and may still have landed (its answer lost).
+    statuses: Mutex<HashMap<String, Option<String>>>,
     cleaned: Mutex<HashMap<Deletion, Instant>>,
     /// The uids whose reconcile runs now, and whether the object went meanwhile.
     running: Mutex<HashMap<String, bool>>,
@@ -140,7 +140,7 @@ impl OwnWrites {
         cleaned
     }
 
-    fn statuses(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<u64>>> {
+    fn statuses(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
         self.statuses.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -219,6 +219,28 @@ impl OwnWrites {
         matches
     }
 
+    /// The watch shows `object`: when it is at our last status write, the cache shows that
+    /// write, and the memory of it goes; unless a reconcile of it runs now, which may have
+    /// started from the cache before it showed the write (it decides at its end).
+    pub(crate) fn status_seen<R: Resource>(&self, object: &R) {
+        let meta = object.meta();
+        let Some(uid) = meta.uid.as_deref() else { return };
+        if self.running().contains_key(uid) {
+            return;
+        }
+        let mut statuses = self.statuses();
+        if statuses.is_empty() {
+            return;
+        }
+        let version = meta.resource_version.as_deref();
+        let shown = matches!(statuses.get(uid), Some(Some(written)) if Some(written.as_str()) == version);
+        if shown {
+            statuses.remove(uid);
+            drop(statuses);
+            self.report();
+        }
+    }
+
     /// The object is gone: nothing of it is kept.
     pub(crate) fn forget<R: Resource>(&self, object: &R) {
         if let Some(uid) = object.meta().uid.as_ref() {
@@ -244,34 +266,21 @@ pub(crate) fn cleanup_ran(deletion: &Deletion) -> bool {
     current().cleaned().contains_key(deletion)
 }
 
-/// A hash of a status, as the cache and a write's answer show it.
-pub(crate) fn status_hash(status: &serde_json::Value) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    std::hash::Hash::hash(&status.to_string(), &mut hasher);
-    std::hash::Hasher::finish(&hasher)
-}
-
-/// Whether the cache shows the status the running controller last wrote to the object `uid`
-/// (`cached`, its hash), or the controller wrote none since the cache last caught up. Once
-/// it does, the memory of that write goes. Outside a controller: always.
-pub(crate) fn status_caught_up(uid: &str, cached: u64) -> bool {
+/// Whether the object `uid`, as the reconcile read it from the cache (at `cached`, its
+/// resourceVersion), shows the status the running controller last wrote to it, or the
+/// controller wrote none the watch has not shown yet. Outside a controller: always.
+pub(crate) fn status_caught_up(uid: &str, cached: Option<&str>) -> bool {
     let Ok(writes) = SCOPE.try_with(Arc::clone) else { return true };
-    let mut statuses = writes.statuses();
+    let statuses = writes.statuses();
     match statuses.get(uid) {
         None => true,
-        Some(Some(written)) if *written == cached => {
-            statuses.remove(uid);
-            drop(statuses);
-            writes.report();
-            true
-        }
-        Some(_) => false,
+        Some(written) => written.is_some() && written.as_deref() == cached,
     }
 }
 
-/// The running controller wrote a status to the object `uid`: the server answered with the
-/// status hashed as `written`, or (`None`) the write failed, and may have landed all the same.
-pub(crate) fn remember_status(uid: &str, written: Option<u64>) {
+/// The running controller wrote a status to the object `uid`: the server answered with
+/// resourceVersion `written`, or (`None`) the write failed, and may have landed all the same.
+pub(crate) fn remember_status(uid: &str, written: Option<String>) {
     if let Ok(writes) = SCOPE.try_with(Arc::clone) {
         writes.statuses().insert(uid.to_owned(), written);
         writes.report();

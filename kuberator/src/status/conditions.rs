@@ -408,7 +408,7 @@ impl ReadyWriter {
         // The object came from the cache: when it does not show this controller's last status
         // write yet, the server may hold something else than it shows (a failure's `Ready`),
         // and the write goes.
-        let caught_up = crate::own_writes::status_caught_up(uid, crate::own_writes::status_hash(&now));
+        let caught_up = crate::own_writes::status_caught_up(uid, object.meta().resource_version.as_deref());
         if caught_up && conditions == known && merged == now {
             return Ok(());
         }
@@ -427,10 +427,7 @@ impl ReadyWriter {
             .await;
         // A write that failed may have landed (its answer lost): the next one goes whatever
         // the cache shows.
-        let answered = written.as_ref().ok().and_then(|written| {
-            let mut value = serde_json::to_value(written).ok()?;
-            value.get_mut("status").map(|status| crate::own_writes::status_hash(&status.take()))
-        });
+        let answered = written.as_ref().ok().and_then(|written| written.meta().resource_version.clone());
         crate::own_writes::remember_status(uid, answered);
         written
             .map_err(|source| Error::UpdateStatus { object: describe(object), source: Box::new(source) })?;
