@@ -36,6 +36,30 @@ const _: () = {
         {
             ::std::unreachable!()
         }
+        fn validate<'a>(
+            &'a self,
+            change: ::kuberator::webhook::Change<'a, crate::Echo>,
+            ctx: &'a ::kuberator::operator::Ctx<EchoOperator>,
+        ) -> ::std::future::Ready<
+            ::std::result::Result<(), ::kuberator::webhook::Rejection>,
+        >
+        where
+            Self: ::kuberator::__private::ValidateMissing<crate::Echo>,
+        {
+            ::std::unreachable!()
+        }
+        fn set_defaults<'a>(
+            &'a self,
+            object: &'a mut crate::Echo,
+            ctx: &'a ::kuberator::operator::Ctx<EchoOperator>,
+        ) -> ::std::future::Ready<
+            ::std::result::Result<(), ::kuberator::webhook::Rejection>,
+        >
+        where
+            Self: ::kuberator::__private::SetDefaultsMissing<crate::Echo>,
+        {
+            ::std::unreachable!()
+        }
     }
     impl MissingHandlers for EchoOperator {}
     #[automatically_derived]
@@ -68,6 +92,8 @@ const _: () = {
                     ::kuberator::children::Owned::of::<apps::Deployment>(),
                 ]
             };
+            config.webhooks.validate = true;
+            config.webhooks.set_defaults = true;
             config.labels = ::std::option::Option::Some("app=echo");
             config.controller_name = ::std::option::Option::Some("echo-operator");
             config
@@ -93,6 +119,34 @@ const _: () = {
             >,
         > + ::std::marker::Send + 'a {
             ::kuberator::__private::call_handler(Self::handle_cleanup, self, object, ctx)
+        }
+        #[allow(clippy::manual_async_fn, clippy::useless_conversion)]
+        fn __validate<'a>(
+            &'a self,
+            change: ::kuberator::webhook::Change<'a, crate::Echo>,
+            ctx: &'a ::kuberator::operator::Ctx<EchoOperator>,
+        ) -> impl ::std::future::Future<
+            Output = ::std::result::Result<(), ::kuberator::webhook::Rejection>,
+        > + ::std::marker::Send + 'a {
+            async move {
+                Self::validate(self, change, ctx)
+                    .await
+                    .map_err(::std::convert::Into::into)
+            }
+        }
+        #[allow(clippy::manual_async_fn, clippy::useless_conversion)]
+        fn __set_defaults<'a>(
+            &'a self,
+            object: &'a mut crate::Echo,
+            ctx: &'a ::kuberator::operator::Ctx<EchoOperator>,
+        ) -> impl ::std::future::Future<
+            Output = ::std::result::Result<(), ::kuberator::webhook::Rejection>,
+        > + ::std::marker::Send + 'a {
+            async move {
+                Self::set_defaults(self, object, ctx)
+                    .await
+                    .map_err(::std::convert::Into::into)
+            }
         }
     }
 };

@@ -91,6 +91,9 @@ pub(crate) struct OperatorAttrs {
     /// `references(Secret = spec.credentials_secret)`
     #[darling(default)]
     pub(crate) references: Option<ListValue>,
+    /// `webhooks = [validate, set_defaults]`
+    #[darling(default)]
+    pub(crate) webhooks: Option<Value>,
 }
 
 #[cfg(test)]
@@ -121,6 +124,7 @@ mod tests {
                 owns = [ConfigMap],
                 reconcile_timeout_seconds = 120,
                 keep_managed_fields = true,
+                webhooks = [validate],
             )]
             struct EchoOperator;
         })
@@ -141,6 +145,7 @@ mod tests {
             &attrs.owns,
             &attrs.reconcile_timeout_seconds,
             &attrs.keep_managed_fields,
+            &attrs.webhooks,
         ] {
             assert!(value.is_some());
         }

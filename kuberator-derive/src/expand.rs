@@ -107,6 +107,55 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         });
         config.push(quote!(references = ::std::vec![#(#referenced),*]));
     }
+    let ctx = quote!(#kuberator::operator::Ctx<#ident>);
+    let mut webhooks = Vec::new();
+    let mut stand_ins = Vec::new();
+    for method in &model.webhooks {
+        let rejection = quote!(::std::result::Result<(), #kuberator::webhook::Rejection>);
+        stand_ins.push(if method == "validate" {
+            quote!(
+                fn validate<'a>(
+                    &'a self,
+                    change: #kuberator::webhook::Change<'a, #resource>,
+                    ctx: &'a #ctx,
+                ) -> ::std::future::Ready<#rejection>
+                where
+                    Self: #private::ValidateMissing<#resource>,
+                {
+                    ::std::unreachable!()
+                }
+            )
+        } else {
+            quote!(
+                fn set_defaults<'a>(&'a self, object: &'a mut #resource, ctx: &'a #ctx) -> ::std::future::Ready<#rejection>
+                where
+                    Self: #private::SetDefaultsMissing<#resource>,
+                {
+                    ::std::unreachable!()
+                }
+            )
+        });
+        config.push(quote!(webhooks.#method = true));
+        let change = quote!(#kuberator::webhook::Change<'a, #resource>);
+        let future = quote!(impl ::std::future::Future<Output = #rejection> + ::std::marker::Send + 'a);
+        let into = quote!(::std::convert::Into::into);
+        // Spanned at the name in the attribute: a missing or mistyped method is reported there.
+        webhooks.push(if method == "validate" {
+            quote_spanned!(method.span()=>
+                #[allow(clippy::manual_async_fn, clippy::useless_conversion)]
+                fn __validate<'a>(&'a self, change: #change, ctx: &'a #ctx) -> #future {
+                    async move { Self::validate(self, change, ctx).await.map_err(#into) }
+                }
+            )
+        } else {
+            quote_spanned!(method.span()=>
+                #[allow(clippy::manual_async_fn, clippy::useless_conversion)]
+                fn __set_defaults<'a>(&'a self, object: &'a mut #resource, ctx: &'a #ctx) -> #future {
+                    async move { Self::set_defaults(self, object, ctx).await.map_err(#into) }
+                }
+            )
+        });
+    }
     if let Some(labels) = &model.labels {
         config.push(quote!(labels = #some(#labels)));
     }
@@ -115,7 +164,6 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     }
 
     let result = quote!(#kuberator::error::Result<#private::kube::runtime::controller::Action>);
-    let ctx = quote!(#kuberator::operator::Ctx<#ident>);
     let arc = quote!(::std::sync::Arc<#resource>);
     // Spanned at the struct's name: a missing or mistyped handler is reported there.
     let apply = quote_spanned!(ident.span()=> #private::call_handler(Self::handle_apply, self, object, ctx));
@@ -143,6 +191,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 {
                     ::std::unreachable!()
                 }
+
+                #(#stand_ins)*
             }
 
             impl MissingHandlers for #ident {}
@@ -174,6 +224,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 ) -> impl ::std::future::Future<Output = #result> + ::std::marker::Send + 'a {
                     #cleanup
                 }
+
+                #(#webhooks)*
             }
         };
 
@@ -259,6 +311,7 @@ mod tests {
                     owns = [ConfigMap, apps::Deployment],
                     reconcile_timeout_seconds = 120,
                     keep_managed_fields = true,
+                    webhooks = [validate, set_defaults],
                 )]
                 pub struct EchoOperator {
                     greeting: String,

@@ -48,7 +48,12 @@ pub(crate) struct Model {
     /// The referenced kinds, each with where an object names them: a field path
     /// (`spec.credentials_secret`) or a closure.
     pub(crate) references: Vec<(Path, Expr)>,
+    /// The methods served as webhooks, as written.
+    pub(crate) webhooks: Vec<Ident>,
 }
+
+/// The methods `webhooks = [...]` may name.
+const WEBHOOKS: [&str; 2] = ["validate", "set_defaults"];
 
 const CACHING: [(&str, Caching); 3] =
     [("Strict", Caching::Strict), ("Adhoc", Caching::Adhoc), ("Extendable", Caching::Extendable)];
@@ -164,6 +169,12 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .and_then(|value| handle(&mut errors, reference_list(&value.0, &owns)))
         .unwrap_or_default();
 
+    let webhooks = attrs
+        .webhooks
+        .as_ref()
+        .and_then(|value| handle(&mut errors, webhook_list(&value.0)))
+        .unwrap_or_default();
+
     errors.finish()?;
     Ok(Model {
         ident: attrs.ident,
@@ -182,7 +193,40 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         reconcile_timeout_seconds,
         keep_managed_fields,
         references,
+        webhooks,
     })
+}
+
+/// `webhooks = [validate, set_defaults]`: distinct names of the methods served as webhooks.
+fn webhook_list(expr: &Expr) -> syn::Result<Vec<Ident>> {
+    let example = "`webhooks = [validate, set_defaults]`";
+    let Expr::Array(array) = expr else {
+        return Err(syn::Error::new_spanned(
+            expr,
+            format!("`webhooks` is a list of methods, such as {example}"),
+        ));
+    };
+    let mut names: Vec<Ident> = Vec::new();
+    for element in &array.elems {
+        let name = match element {
+            Expr::Path(path) => path.path.get_ident().cloned(),
+            _ => None,
+        };
+        let Some(name) = name.filter(|name| WEBHOOKS.contains(&name.to_string().as_str())) else {
+            return Err(syn::Error::new_spanned(
+                element,
+                format!(
+                    "`webhooks` names the methods to serve: `validate` (checks a change) and `set_defaults` \
+                     (fills in defaults), such as {example}"
+                ),
+            ));
+        };
+        if names.contains(&name) {
+            return Err(syn::Error::new_spanned(element, format!("`{name}` is listed twice")));
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// `references(Secret = spec.credentials_secret, Database = |backup| ...)`: distinct kinds,

@@ -6,6 +6,8 @@
 use kube::Api;
 use kube::api::Patch;
 use kube::api::PatchParams;
+use std::time::Duration;
+
 use kuberator::prelude::*;
 use kuberator_test::ControlPlane;
 
@@ -76,5 +78,178 @@ async fn cel_rules_and_defaults_on_the_spec_type_are_enforced_by_the_api_server(
         .unwrap();
     assert_eq!((scaled.spec.replicas, scaled.spec.storage_class.as_str()), (3, "fast"));
 
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+}
+
+/// A volume whose checks need code: a rule on its name, and a tier computed from its size.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+#[kube(group = "hooks.kuberator.dev", version = "v1", kind = "Disk", namespaced)]
+struct DiskSpec {
+    size_gib: i32,
+    tier: Option<String>,
+}
+
+#[derive(kuberator::Operator)]
+#[kuberator(resource = Disk, finalizer = "disks.hooks.kuberator.dev/cleanup", webhooks = [validate, set_defaults])]
+struct DiskOperator;
+
+impl DiskOperator {
+    async fn handle_apply(&self, _disk: Arc<Disk>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+
+    async fn handle_cleanup(&self, _disk: Arc<Disk>, _ctx: &Ctx<Self>) -> kuberator::Result<Action> {
+        Ok(Action::await_change())
+    }
+
+    async fn validate(&self, change: Change<'_, Disk>, _ctx: &Ctx<Self>) -> Result<(), Rejection> {
+        match change {
+            Change::Create { new } | Change::Update { new, .. } if new.spec.size_gib > 100 => Err(
+                Rejection::new(format!("sizeGib {} is over the 100 GiB a Disk may have", new.spec.size_gib)),
+            ),
+            Change::Delete { old } if old.labels().contains_key("protected") => {
+                Err("this Disk is protected: remove its `protected` label first".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn set_defaults(&self, disk: &mut Disk, _ctx: &Ctx<Self>) -> Result<(), Rejection> {
+        let tier = if disk.spec.size_gib >= 50 { "large" } else { "small" };
+        disk.spec.tier.get_or_insert_with(|| tier.to_owned());
+        Ok(())
+    }
+}
+
+/// A port nothing listens on now, for the webhook URL the configurations name.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Issue 26, items 2, 4 and 6: kube-apiserver calls the operator's `validate` and
+/// `set_defaults` over HTTPS on loopback; the user's message is in `kubectl`'s answer; the
+/// default is stored; the certificate and its CA are renewed while calls go on (each call after
+/// the first ones expired proves the API server trusts what is served now); with the port
+/// down, changes are refused (`failurePolicy: Fail`) until it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_calls_the_operators_webhooks_and_trusts_its_renewed_certificates() {
+    use kuberator::webhook::Certificates;
+    use kuberator::webhook::Endpoint;
+    use kuberator::webhook::Webhooks;
+
+    let control_plane = ControlPlane::shared().await.unwrap();
+    let client = control_plane.client().await.unwrap();
+    kuberator_test::install_crd::<Disk>(&client).await.unwrap();
+    let namespace = kuberator_test::test_namespace(&client, "hooks").await.unwrap();
+    let disks: Api<Disk> = Api::namespaced(client.clone(), &namespace);
+    let mut settings = DiskOperator::settings();
+    settings.namespaces = vec![namespace.clone()];
+    let reconciler = DiskOperator.into_reconciler_with(client.clone(), settings);
+    let address: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let name = format!("disks-{namespace}");
+    // Short lives: the serving certificate is renewed every 2 s, the CA every 6 s.
+    let webhooks = || {
+        Webhooks::new(name.clone(), Endpoint::Url(format!("https://{address}")))
+            .certificates(
+                Certificates::shared(namespace.clone(), "disks-webhook-ca")
+                    .validity(Duration::from_secs(9), Duration::from_secs(3)),
+            )
+            .with(&reconciler)
+    };
+    let server = webhooks().serve(address, client.clone()).await.unwrap();
+
+    // Refused, with the method's message, as `kubectl apply` prints it.
+    let file = std::env::temp_dir().join(format!("disk-{namespace}.yaml"));
+    let manifest = |name: &str, size: i32| {
+        format!(
+            "apiVersion: hooks.kuberator.dev/v1\nkind: Disk\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
+             spec:\n  size_gib: {size}\n"
+        )
+    };
+    std::fs::write(&file, manifest("huge", 500)).unwrap();
+    let refused = control_plane.run_kubectl(&["apply", "-f", &file.to_string_lossy()]).await.unwrap_err();
+    let said = refused.to_string();
+    assert!(
+        said.contains(
+            "admission webhook \"validate.disks.hooks.kuberator.dev\" denied the request: sizeGib 500 is over the \
+             100 GiB a Disk may have"
+        ),
+        "{said}"
+    );
+
+    // Defaulted: the tier computed from the size is stored.
+    std::fs::write(&file, manifest("big", 60)).unwrap();
+    control_plane.run_kubectl(&["apply", "-f", &file.to_string_lossy()]).await.unwrap();
+    assert_eq!(disks.get("big").await.unwrap().spec.tier.as_deref(), Some("large"));
+
+    // Calls go on across two renewals of the CA and several of the serving certificate; each
+    // answer is the operator's, never a TLS failure.
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(14) {
+        let disk = serde_json::json!({
+            "apiVersion": "hooks.kuberator.dev/v1", "kind": "Disk",
+            "metadata": {"name": format!("disk-{calls}")}, "spec": {"size_gib": 10},
+        });
+        let created = disks
+            .create(&Default::default(), &serde_json::from_value(disk).unwrap())
+            .await
+            .unwrap_or_else(|error| panic!("call {calls} after {:?}: {error}", started.elapsed()));
+        assert_eq!(created.spec.tier.as_deref(), Some("small"));
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let resize = |size: i32| Patch::Merge(serde_json::json!({"spec": {"size_gib": size}}));
+    let said = disks.patch("big", &PatchParams::default(), &resize(101)).await.unwrap_err().to_string();
+    assert!(said.contains("sizeGib 101 is over the 100 GiB"), "still the operator's answer: {said}");
+
+    // A deletion the method refuses; a label change is never asked about.
+    let labelled = Patch::Merge(serde_json::json!({"metadata": {"labels": {"protected": "yes"}}}));
+    disks.patch("big", &PatchParams::default(), &labelled).await.unwrap();
+    let refused = control_plane.run_kubectl(&["delete", "disk", "big", "-n", &namespace]).await.unwrap_err();
+    assert!(refused.to_string().contains("this Disk is protected"), "{refused}");
+
+    // The port down: changes wait for it, with the API server's reason.
+    drop(server);
+    let said = disks.patch("big", &PatchParams::default(), &resize(7)).await.unwrap_err().to_string();
+    assert!(said.contains("failed calling webhook"), "{said}");
+    let server = webhooks().serve(address, client.clone()).await.unwrap();
+    let unlabelled = Patch::Merge(serde_json::json!({"metadata": {"labels": {"protected": null}}}));
+    disks.patch("big", &PatchParams::default(), &unlabelled).await.unwrap();
+    disks.delete("big", &Default::default()).await.unwrap();
+
+    drop(server);
+
+    // What `manifests` prints for it, the Service and the configurations included, is what the
+    // real API server accepts (a server-side dry run: nothing is left behind).
+    use kuberator::operator::manifests;
+    let workload = manifests::Workload {
+        image: "registry.example/disk-operator:1".to_owned(),
+        replicas: 2,
+        metrics_port: 8443,
+        health_port: 8081,
+        webhook_port: 9443,
+        resources: manifests::Resources::default(),
+    };
+    let mut settings = DiskOperator::settings();
+    settings.namespaces = vec![namespace.clone()];
+    let printed =
+        manifests::manifests::<Disk>(&settings, &manifests::Placement::new(&settings, &namespace), &workload);
+    let kinds: Vec<&str> = printed.iter().filter_map(|object| object["kind"].as_str()).collect();
+    for kind in ["Service", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Deployment"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    std::fs::write(&file, manifests::to_yaml(&printed)).unwrap();
+    let applied =
+        control_plane.run_kubectl(&["apply", "--dry-run=server", "-f", &file.to_string_lossy()]).await;
+    let said = applied.unwrap();
+    assert!(
+        said.contains("validatingwebhookconfiguration.admissionregistration.k8s.io/disk-operator"),
+        "{said}"
+    );
+    let _ = std::fs::remove_file(&file);
+    for plural in ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"] {
+        control_plane.run_kubectl(&["delete", plural, &name]).await.unwrap();
+    }
     kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }

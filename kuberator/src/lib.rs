@@ -53,6 +53,7 @@ pub mod shard;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod webhook;
 
 pub use crate::context::Context;
 pub use crate::error::Error;
@@ -116,6 +117,8 @@ pub mod __private {
 
     pub use crate::operator::handler::HandleApplyMissing;
     pub use crate::operator::handler::HandleCleanupMissing;
+    pub use crate::operator::handler::SetDefaultsMissing;
+    pub use crate::operator::handler::ValidateMissing;
     pub use crate::operator::handler::backoff_base_within_default_cap;
     pub use crate::operator::handler::call_handler;
 
@@ -193,6 +196,8 @@ pub mod prelude {
     pub use crate::operator::Ctx;
     pub use crate::status::Condition;
     pub use crate::status::Conditions;
+    pub use crate::webhook::Change;
+    pub use crate::webhook::Rejection;
     pub use schemars::JsonSchema;
     pub use serde::Deserialize;
     pub use serde::Serialize;

@@ -69,6 +69,14 @@ pub struct Ctx<O: Operator> {
 }
 
 impl<O: Operator> Ctx<O> {
+    /// The operator whose handlers this context is for.
+    #[cfg(feature = "server")]
+    pub(crate) fn operator(&self) -> &O {
+        &self.operator
+    }
+}
+
+impl<O: Operator> Ctx<O> {
     /// Writes `status` to the object's `/status`, with the observed generation set; see
     /// [`Finalize::update_status`].
     ///
@@ -292,6 +300,20 @@ impl<O: Operator> Clone for OperatorReconciler<O> {
 }
 
 impl<O: Operator> OperatorReconciler<O> {
+    /// Its webhooks, when its operator names any in `webhooks = [...]`.
+    #[cfg(feature = "server")]
+    pub(crate) fn admission(&self) -> Option<std::sync::Arc<dyn crate::webhook::Admit>> {
+        let settings = &self.context.settings;
+        if !settings.webhooks.any() {
+            return None;
+        }
+        let hooked = crate::webhook::Hooked::of::<O::Resource>(
+            settings,
+            crate::object::is_namespaced::<O::Resource>(),
+        );
+        Some(Arc::new(crate::webhook::Admission { ctx: Arc::clone(&self.context), hooked }))
+    }
+
     pub(super) fn new(operator: O, client: Client, settings: Settings) -> Self {
         let provider =
             StaticApiProvider::new(client.clone(), settings.namespaces.iter().cloned(), settings.caching);

@@ -52,6 +52,10 @@ pub(crate) trait Runnable: Send + Sync {
     fn start(&self, stop: Stop, caches: &Caches) -> BoxFuture<'static, ()>;
     /// Starts the watches it needs in `caches` without running it (warm standby).
     fn warm(&self, caches: &Caches);
+    /// Its webhooks, if it serves any.
+    fn admission(&self) -> Option<Arc<dyn crate::webhook::Admit>> {
+        None
+    }
 }
 
 /// A derived operator.
@@ -74,7 +78,9 @@ impl<O: Operator> Unit for Derived<O> {
     }
 
     fn part(&self, settings: &Settings) -> Part {
-        Part::of::<O::Resource>(settings, settings.namespaces.clone()).with_crd::<O::Resource>()
+        Part::of::<O::Resource>(settings, settings.namespaces.clone())
+            .with_crd::<O::Resource>()
+            .with_webhooks::<O::Resource>(settings)
     }
 
     fn build(self: Box<Self>, client: Client, settings: Settings) -> Arc<dyn Runnable> {
@@ -89,6 +95,10 @@ impl<O: Operator> Runnable for OperatorReconciler<O> {
 
     fn warm(&self, caches: &Caches) {
         crate::reconcile::warm(self.clone(), caches);
+    }
+
+    fn admission(&self) -> Option<Arc<dyn crate::webhook::Admit>> {
+        OperatorReconciler::admission(self)
     }
 }
 

@@ -30,6 +30,22 @@ pub trait HandleApplyMissing<R> {}
 )]
 pub trait HandleCleanupMissing<R> {}
 
+/// Like [`HandleApplyMissing`], for `validate` when `webhooks = [...]` names it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `validate` method, which `webhooks = [validate]` serves as its validating webhook",
+    label = "no `validate` in any `impl {Self}` (check its spelling)",
+    note = "add to `impl {Self}`:\n    async fn validate(&self, change: Change<'_, {R}>, ctx: &Ctx<Self>) -> Result<(), Rejection>\n(`Change` and `Rejection` are in kuberator::webhook)"
+)]
+pub trait ValidateMissing<R> {}
+
+/// Like [`HandleApplyMissing`], for `set_defaults` when `webhooks = [...]` names it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `set_defaults` method, which `webhooks = [set_defaults]` serves as its defaulting webhook",
+    label = "no `set_defaults` in any `impl {Self}` (check its spelling)",
+    note = "add to `impl {Self}`:\n    async fn set_defaults(&self, object: &mut {R}, ctx: &Ctx<Self>) -> Result<(), Rejection>\n(`Rejection` is in kuberator::webhook)"
+)]
+pub trait SetDefaultsMissing<R> {}
+
 /// A handler of the operator `O`: `async fn(&self, Arc<O::Resource>, &Ctx<O>) -> Result<Action, E>`.
 #[diagnostic::on_unimplemented(
     message = "this handler of `{O}` does not have the signature #[derive(Operator)] calls",

@@ -23,7 +23,10 @@ use k8s_openapi::api::core::v1::Probe;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::core::v1::SeccompProfile;
 use k8s_openapi::api::core::v1::SecurityContext;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::core::v1::ServiceSpec;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::api::rbac::v1::PolicyRule;
@@ -219,6 +222,8 @@ pub(crate) struct Part {
     pub(crate) watched: Vec<String>,
     /// The rules for the calls it makes.
     pub(crate) rules: Vec<PolicyRule>,
+    /// Its kind and webhooks, when it serves any.
+    pub(crate) hooked: Option<crate::webhook::Hooked>,
 }
 
 impl Part {
@@ -228,7 +233,21 @@ impl Part {
         let mut rules = rules::<R>();
         rules.extend(owned_rules(&settings.owns));
         rules.extend(referenced_rules(&settings.references));
-        Self { crd: None, watched, rules }
+        Self { crd: None, watched, rules, hooked: None }
+    }
+
+    /// With its webhooks, when `settings` names any.
+    pub(crate) fn with_webhooks<R: Resource<DynamicType = ()> + CustomResourceExt>(
+        self,
+        settings: &Settings,
+    ) -> Self {
+        let hooked = settings.webhooks.any().then(|| {
+            let namespaced = R::crd().spec.scope == "Namespaced";
+            let mut hooked = crate::webhook::Hooked::of::<R>(settings, namespaced);
+            hooked.namespaces.clone_from(&self.watched);
+            hooked
+        });
+        Self { hooked, ..self }
     }
 
     /// With `R`'s CRD.
@@ -353,6 +372,28 @@ pub(crate) fn rbac_of(name: &str, parts: &[Part], placement: &Placement) -> Vec<
             subjects: Some(vec![subject.clone()]),
         }));
     }
+    if parts.iter().any(|part| part.hooked.is_some()) {
+        let webhooks = format!("{name}-webhooks");
+        objects.push(json(&ClusterRole {
+            metadata: meta(&webhooks, None),
+            rules: Some(webhook_rules(&name, parts)),
+            ..ClusterRole::default()
+        }));
+        objects.push(json(&ClusterRoleBinding {
+            metadata: meta(&webhooks, None),
+            role_ref: role_ref("ClusterRole", &webhooks),
+            subjects: Some(vec![subject.clone()]),
+        }));
+        objects.push(json(&Role {
+            metadata: meta(&webhooks, Some(&placement.namespace)),
+            rules: Some(webhook_ca_rules(&name)),
+        }));
+        objects.push(json(&RoleBinding {
+            metadata: meta(&webhooks, Some(&placement.namespace)),
+            role_ref: role_ref("Role", &webhooks),
+            subjects: Some(vec![subject.clone()]),
+        }));
+    }
     if placement.metrics_auth {
         let auth = format!("{name}-metrics-auth");
         objects.push(json(&ClusterRole {
@@ -372,6 +413,44 @@ pub(crate) fn rbac_of(name: &str, parts: &[Part], placement: &Placement) -> Vec<
         }));
     }
     objects
+}
+
+/// What writing the CA bundle takes: `get` and `patch` on the process's own webhook
+/// configurations, by name (server-side apply of the `caBundle`; the configurations themselves
+/// come from `manifests`, so no `create`).
+fn webhook_rules(name: &str, parts: &[Part]) -> Vec<PolicyRule> {
+    let hooked: Vec<&crate::webhook::Hooked> = parts.iter().filter_map(|part| part.hooked.as_ref()).collect();
+    let mut resources = Vec::new();
+    if hooked.iter().any(|hooked| hooked.validate) {
+        resources.push("validatingwebhookconfigurations".to_owned());
+    }
+    if hooked.iter().any(|hooked| hooked.set_defaults) {
+        resources.push("mutatingwebhookconfigurations".to_owned());
+    }
+    vec![PolicyRule {
+        api_groups: Some(vec!["admissionregistration.k8s.io".to_owned()]),
+        resources: Some(resources),
+        resource_names: Some(vec![name.to_owned()]),
+        verbs: vec!["get".to_owned(), "patch".to_owned()],
+        ..PolicyRule::default()
+    }]
+}
+
+/// What sharing the webhook CA between replicas takes, in the operator's namespace: `create` on
+/// Secrets (which cannot be limited by name), `get` and `update` on its own,
+/// `<name>-webhook-ca`.
+fn webhook_ca_rules(name: &str) -> Vec<PolicyRule> {
+    let secrets = |verbs: &[&str], names: Option<Vec<String>>| PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".to_owned()]),
+        resource_names: names,
+        verbs: verbs.iter().map(|verb| (*verb).to_owned()).collect(),
+        ..PolicyRule::default()
+    };
+    vec![
+        secrets(&["create"], None),
+        secrets(&["get", "update"], Some(vec![crate::webhook::ca_secret_name(name)])),
+    ]
 }
 
 /// The `format`s of a CRD's schema that the API server knows; it warns on any other
@@ -489,12 +568,16 @@ pub struct Workload {
     pub metrics_port: u16,
     /// The port of `/healthz` and `/readyz`.
     pub health_port: u16,
+    /// The port of the webhooks, for an operator that serves any.
+    pub webhook_port: u16,
     /// Requests and limits.
     pub resources: Resources,
 }
 
 /// Everything to `kubectl apply`: the CRD, a ServiceAccount, the RBAC, and a Deployment that
-/// runs `workload`.
+/// runs `workload`; for an operator with webhooks, the Service in front of their port
+/// (`<name>-webhook`, port 443) and the webhook configurations, without a CA bundle (the operator
+/// writes it at start).
 ///
 /// The pod passes the `restricted` Pod Security Standard: it runs as a non-root user
 /// ([`RUN_AS_USER`]) with the `RuntimeDefault` seccomp profile, no privilege escalation, no
@@ -504,7 +587,8 @@ pub fn manifests<R>(settings: &Settings, placement: &Placement, workload: &Workl
 where
     R: Resource<DynamicType = ()> + CustomResourceExt,
 {
-    let part = Part::of::<R>(settings, placement.watched.clone()).with_crd::<R>();
+    let part =
+        Part::of::<R>(settings, placement.watched.clone()).with_crd::<R>().with_webhooks::<R>(settings);
     let namespaces = (placement.watched != settings.namespaces).then(|| placement.watched.clone());
     manifests_of(settings.controller_name, &[part], placement, workload, namespaces)
 }
@@ -558,6 +642,11 @@ pub(crate) fn manifests_of(
     if !placement.metrics_auth {
         env.push(value("KUBERATOR_METRICS_INSECURE", "true".to_owned()));
     }
+    let hooked: Vec<crate::webhook::Hooked> = parts.iter().filter_map(|part| part.hooked.clone()).collect();
+    let service = crate::webhook::service_name(&name);
+    if !hooked.is_empty() {
+        env.push(value("KUBERATOR_WEBHOOK_ADDRESS", format!("0.0.0.0:{}", workload.webhook_port)));
+    }
     if let Some(sharding) = &placement.sharding {
         env.push(value("KUBERATOR_SHARDS", sharding.shards.to_string()));
         if sharding.key != crate::shard::ShardKey::Uid {
@@ -598,18 +687,27 @@ pub(crate) fn manifests_of(
             ..SecurityContext::default()
         }),
         env: Some(env),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("metrics".to_owned()),
-                container_port: i32::from(metrics_port),
+        ports: Some(
+            vec![
+                ContainerPort {
+                    name: Some("metrics".to_owned()),
+                    container_port: i32::from(metrics_port),
+                    ..ContainerPort::default()
+                },
+                ContainerPort {
+                    name: Some("health".to_owned()),
+                    container_port: i32::from(workload.health_port),
+                    ..ContainerPort::default()
+                },
+            ]
+            .into_iter()
+            .chain((!hooked.is_empty()).then(|| ContainerPort {
+                name: Some("webhook".to_owned()),
+                container_port: i32::from(workload.webhook_port),
                 ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("health".to_owned()),
-                container_port: i32::from(workload.health_port),
-                ..ContainerPort::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         liveness_probe: Some(probe("/healthz")),
         readiness_probe: Some(probe("/readyz")),
         ..Container::default()
@@ -642,9 +740,31 @@ pub(crate) fn manifests_of(
         ..Deployment::default()
     };
     let mut all: Vec<serde_json::Value> = parts.iter().filter_map(|part| part.crd.clone()).collect();
-    all.push(json(&ServiceAccount { metadata: meta, ..ServiceAccount::default() }));
+    all.push(json(&ServiceAccount { metadata: meta.clone(), ..ServiceAccount::default() }));
     all.extend(rbac_of(&name, parts, placement));
     all.push(json(&deployment));
+    if !hooked.is_empty() {
+        all.push(json(&Service {
+            metadata: ObjectMeta { name: Some(service.clone()), ..meta },
+            spec: Some(ServiceSpec {
+                selector: Some(labels(&name)),
+                ports: Some(vec![ServicePort {
+                    name: Some("webhook".to_owned()),
+                    port: 443,
+                    target_port: Some(IntOrString::String("webhook".to_owned())),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }));
+        let endpoint = crate::webhook::Endpoint::Service {
+            namespace: placement.namespace.clone(),
+            name: service,
+            port: 443,
+        };
+        all.extend(crate::webhook::configurations(&name, &endpoint, &hooked, None));
+    }
     all
 }
 
@@ -849,6 +969,54 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_with_webhooks_gets_their_service_configurations_port_and_rbac() {
+        let mut settings = config(&["team-a"]);
+        settings.webhooks.validate = true;
+        let workload = Workload {
+            image: "widget:1".to_owned(),
+            replicas: 2,
+            metrics_port: 8443,
+            health_port: 8081,
+            webhook_port: 9443,
+            resources: Resources::default(),
+        };
+        let objects = manifests::<Widget>(&settings, &placement(&settings, true), &workload);
+        let find = |kind: &str, name: &str| {
+            objects
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("no {kind} {name} in {objects:#?}"))
+        };
+        let name = settings.controller_name;
+        let service = find("Service", &format!("{name}-webhook"));
+        assert_eq!(service["metadata"]["namespace"], "ops");
+        assert_eq!(service["spec"]["ports"][0]["port"], 443);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "webhook");
+        let configuration = find("ValidatingWebhookConfiguration", name);
+        let webhook = &configuration["webhooks"][0];
+        assert_eq!(webhook["clientConfig"]["service"]["name"], format!("{name}-webhook"));
+        assert_eq!(
+            webhook["namespaceSelector"]["matchExpressions"][0]["values"],
+            serde_json::json!(["team-a"])
+        );
+        assert!(objects.iter().all(|o| o["kind"] != "MutatingWebhookConfiguration"), "no set_defaults, none");
+        let rules = &find("ClusterRole", &format!("{name}-webhooks"))["rules"][0];
+        assert_eq!(rules["resources"], serde_json::json!(["validatingwebhookconfigurations"]));
+        assert_eq!(rules["resourceNames"], serde_json::json!([name]));
+        assert_eq!(rules["verbs"], serde_json::json!(["get", "patch"]));
+        let secrets = &find("Role", &format!("{name}-webhooks"))["rules"];
+        assert_eq!(secrets[1]["resourceNames"], serde_json::json!([format!("{name}-webhook-ca")]));
+        let deployment = find("Deployment", name);
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["ports"][2], serde_json::json!({"name": "webhook", "containerPort": 9443}));
+
+        let without = manifests::<Widget>(&config(&["team-a"]), &placement(&settings, true), &workload);
+        assert!(
+            without.iter().all(|o| o["kind"] != "Service" && o["kind"] != "ValidatingWebhookConfiguration")
+        );
+    }
+
+    #[test]
     fn a_sharded_operator_gets_replicas_its_shard_count_and_may_delete_leases() {
         let config = config(&["team-a"]);
         let workload = Workload {
@@ -856,6 +1024,7 @@ mod tests {
             replicas: 3,
             metrics_port: 8443,
             health_port: 8081,
+            webhook_port: 9443,
             resources: Resources::default(),
         };
         let sharding = ShardPlacement { shards: 12, key: crate::shard::ShardKey::Namespace };
@@ -901,6 +1070,7 @@ mod tests {
             replicas: 1,
             metrics_port: 9443,
             health_port: 9081,
+            webhook_port: 9443,
             resources: Resources::default(),
         };
         let placement = Placement { metrics_auth: true, ..placement(&config, true) };
@@ -995,6 +1165,7 @@ mod tests {
             replicas: 1,
             metrics_port: 8443,
             health_port: 8081,
+            webhook_port: 9443,
             resources: Resources::default(),
         };
         let objects = manifests::<Widget>(&config, &placement, &workload);

@@ -99,6 +99,25 @@ pub struct OperatorConfig {
     pub keep_managed_fields: bool,
     /// `references(Kind = field, ...)`: the kinds its objects name without owning them.
     pub references: Vec<crate::references::Referenced>,
+    /// `webhooks = [...]`: the webhooks it serves.
+    pub webhooks: WebhookMethods,
+}
+
+/// Which of an operator's methods are served as webhooks (`webhooks = [validate, set_defaults]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebhookMethods {
+    /// `validate`: a validating webhook on create, update and delete.
+    pub validate: bool,
+    /// `set_defaults`: a mutating webhook on create and update.
+    pub set_defaults: bool,
+}
+
+impl WebhookMethods {
+    /// Whether it serves any.
+    pub fn any(&self) -> bool {
+        self.validate || self.set_defaults
+    }
 }
 
 impl OperatorConfig {
@@ -132,6 +151,7 @@ impl OperatorConfig {
             },
             keep_managed_fields: self.keep_managed_fields,
             references: self.references.clone(),
+            webhooks: self.webhooks,
         }
     }
 }
@@ -176,6 +196,8 @@ pub struct Settings {
     /// The kinds its objects name without owning them: watched, cached, and read-only in its
     /// RBAC rules.
     pub references: Vec<crate::references::Referenced>,
+    /// The webhooks it serves ([`crate::webhook`]).
+    pub webhooks: WebhookMethods,
 }
 
 /// How long one reconcile of a derived operator may run unless configured otherwise.
@@ -229,6 +251,30 @@ pub trait Operator: Sized + Send + Sync + 'static {
         object: Arc<Self::Resource>,
         ctx: &'a Ctx<Self>,
     ) -> impl Future<Output = Result<Action>> + Send + 'a;
+
+    /// Calls your `validate`. Not part of the API: the derive writes it when `webhooks = [...]`
+    /// names `validate`.
+    #[doc(hidden)]
+    fn __validate<'a>(
+        &'a self,
+        change: crate::webhook::Change<'a, Self::Resource>,
+        ctx: &'a Ctx<Self>,
+    ) -> impl Future<Output = std::result::Result<(), crate::webhook::Rejection>> + Send + 'a {
+        let _ = (change, ctx);
+        std::future::ready(Ok(()))
+    }
+
+    /// Calls your `set_defaults`. Not part of the API: the derive writes it when
+    /// `webhooks = [...]` names `set_defaults`.
+    #[doc(hidden)]
+    fn __set_defaults<'a>(
+        &'a self,
+        object: &'a mut Self::Resource,
+        ctx: &'a Ctx<Self>,
+    ) -> impl Future<Output = std::result::Result<(), crate::webhook::Rejection>> + Send + 'a {
+        let _ = (object, ctx);
+        std::future::ready(Ok(()))
+    }
 
     /// The [`Reconcile`](crate::Reconcile) implementation of this operator on `client`, with
     /// its [`settings`](Operator::settings). Every way of starting it (`start`, `run`, or

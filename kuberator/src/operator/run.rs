@@ -107,6 +107,72 @@ struct Cli {
 
     #[command(flatten)]
     telemetry: TelemetryArgs,
+
+    #[command(flatten)]
+    webhooks: WebhookArgs,
+}
+
+/// Webhooks: served only by an operator with `webhooks = [...]` in its attribute.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Webhooks")]
+struct WebhookArgs {
+    /// Where to serve the webhooks, over HTTPS
+    #[arg(long, env = "KUBERATOR_WEBHOOK_ADDRESS", default_value = "0.0.0.0:9443", global = true)]
+    webhook_address: std::net::SocketAddr,
+
+    /// The base URL the API server calls the webhooks at, such as https://127.0.0.1:9443, for an
+    /// operator run outside the cluster [default: the Service <name>-webhook in the operator's
+    /// namespace, port 443, as `manifests` prints it]
+    #[arg(long, env = "KUBERATOR_WEBHOOK_URL", global = true)]
+    webhook_url: Option<String>,
+
+    /// A directory with tls.crt, tls.key and ca.crt (a mounted cert-manager Secret), read again
+    /// when it changes [default: a CA kept in the Secret <name>-webhook-ca, shared by the
+    /// replicas, and a certificate per replica; both renewed before they expire]
+    #[arg(long, env = "KUBERATOR_WEBHOOK_CERT_DIR", global = true)]
+    webhook_cert_dir: Option<std::path::PathBuf>,
+}
+
+impl WebhookArgs {
+    /// Serves the webhooks of `running` (none if none has any), as the flags say.
+    async fn serve(
+        &self,
+        name: &str,
+        running: &[(&'static str, Arc<dyn Runnable>)],
+        client: &Client,
+    ) -> anyhow::Result<Option<crate::webhook::WebhookServer>> {
+        use crate::webhook::Certificates;
+        use crate::webhook::Endpoint;
+        let namespace = client.default_namespace().to_owned();
+        let endpoint = match &self.webhook_url {
+            Some(url) => Endpoint::Url(url.clone()),
+            None => Endpoint::Service {
+                namespace: namespace.clone(),
+                name: crate::webhook::service_name(name),
+                port: 443,
+            },
+        };
+        let certificates = match &self.webhook_cert_dir {
+            Some(dir) => Certificates::from_dir(dir),
+            None => Certificates::shared(namespace, crate::webhook::ca_secret_name(name)),
+        };
+        let mut webhooks = crate::webhook::Webhooks::new(name, endpoint).certificates(certificates);
+        for (_, controller) in running {
+            if let Some(route) = controller.admission() {
+                webhooks = webhooks.with_route(route);
+            }
+        }
+        if webhooks.is_empty() {
+            return Ok(None);
+        }
+        let served = webhooks.serve(self.webhook_address, client.clone()).await.with_context(|| {
+            format!(
+                "check --webhook-address ({}), --webhook-url and --webhook-cert-dir",
+                self.webhook_address
+            )
+        })?;
+        Ok(Some(served))
+    }
 }
 
 /// Metrics and probes.
@@ -550,6 +616,7 @@ pub(super) async fn run_units(
                 replicas: *replicas,
                 metrics_port: cli.telemetry.metrics_address.port(),
                 health_port: cli.telemetry.health_address.port(),
+                webhook_port: cli.webhooks.webhook_address.port(),
                 resources: manifests::Resources {
                     cpu_request: cpu_request.clone(),
                     memory_request: memory_request.clone(),
@@ -634,6 +701,12 @@ pub(super) async fn run_units(
             .map(|(unit, settings)| (settings.controller_name, unit.build(client.clone(), settings)))
             .collect(),
     );
+    // Served by every replica, the standing-by ones too, before anything reconciles: the
+    // operator's own writes (its finalizer) go through its webhooks.
+    let _webhooks = match dry_run {
+        Some(_) => None,
+        None => cli.webhooks.serve(name, &running, &client).await?,
+    };
     // One watch per kind for the whole process, kept across leadership terms.
     let caches = Caches::new(running.iter().map(|(name, _)| *name));
     if leader_election.is_some() && election.warm_standby {

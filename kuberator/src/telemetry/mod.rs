@@ -85,7 +85,7 @@
 
 mod metrics;
 #[cfg(feature = "server")]
-mod server;
+pub(crate) mod server;
 
 pub(crate) use self::metrics::ControllerMetrics;
 pub(crate) use self::metrics::LeaderStatus;
@@ -99,6 +99,8 @@ pub use self::metrics::shutting_down;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use self::server::Telemetry;
+#[cfg(feature = "server")]
+pub(crate) use self::server::crypto_provider;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use self::server::{

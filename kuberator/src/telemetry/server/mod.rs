@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::Response;
@@ -44,6 +45,8 @@ use self::review::Verdict;
 pub struct Telemetry {
     address: SocketAddr,
     task: JoinHandle<()>,
+    /// Dropped with it: every open connection closes then.
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 impl Telemetry {
@@ -220,7 +223,7 @@ impl TlsIdentity {
 /// that choice costs no second cryptography library. rustls 0.23.48 deprecates *ring*'s
 /// provider for its lack of post-quantum algorithms; install another as the process default
 /// (`CryptoProvider::install_default`) to have them here too.
-fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     rustls::crypto::CryptoProvider::get_default().cloned().unwrap_or_else(|| {
         #[allow(deprecated)]
         let ring = rustls::crypto::ring::default_provider();
@@ -275,12 +278,33 @@ struct Endpoint {
 }
 
 async fn listen(address: SocketAddr, endpoint: Arc<Endpoint>) -> io::Result<Telemetry> {
+    let access = if endpoint.reviewer.is_some() { "to authorized callers" } else { "to anyone" };
+    let what = format!("{} {access}", endpoint.paths.join(", "));
+    let tls = endpoint.tls.clone();
+    listen_with(address, tls, endpoint, &what).await
+}
+
+/// What a port answers, a whole request at a time.
+pub(crate) trait Answer: Send + Sync + 'static {
+    /// The response to `request`.
+    fn answer(&self, request: Request<Incoming>) -> BoxFuture<'_, Response<Full<Bytes>>>;
+}
+
+/// Serves `answer` on `address` (over TLS when `tls` is given) with the bounds of
+/// [`Limits::DEFAULT`], until the returned value is dropped. `what` names the port in the log.
+pub(crate) async fn listen_with(
+    address: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    answer: Arc<dyn Answer>,
+    what: &str,
+) -> io::Result<Telemetry> {
     let listener = TcpListener::bind(address).await?;
     let address = listener.local_addr()?;
-    let scheme = if endpoint.tls.is_some() { "https" } else { "http" };
-    let access = if endpoint.reviewer.is_some() { "to authorized callers" } else { "to anyone" };
-    tracing::info!(%address, paths = %endpoint.paths.join(", "), "serving over {scheme} {access}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, "serving {what} over {scheme}");
+    let endpoint = Arc::new(Port { tls, answer });
     let connections = Connections::new(Limits::DEFAULT);
+    let (stop, stopped) = tokio::sync::watch::channel(());
     let task = tokio::spawn(async move {
         let mut backoff = AcceptBackoff::default();
         loop {
@@ -302,23 +326,32 @@ async fn listen(address: SocketAddr, endpoint: Arc<Endpoint>) -> io::Result<Tele
             };
             let endpoint = Arc::clone(&endpoint);
             let limits = connections.limits();
+            let mut stopped = stopped.clone();
             tokio::spawn(async move {
                 let connection = admitted.connection();
                 let served = accept(stream, endpoint, connection, limits);
                 tokio::select! {
                     () = served => {}
                     () = admitted.closed() => tracing::debug!("closed an idle telemetry connection"),
+                    // The port stopped: the connections it kept open close with it.
+                    _ = stopped.changed() => {}
                 }
             });
         }
     });
-    Ok(Telemetry { address, task })
+    Ok(Telemetry { address, task, _stop: stop })
+}
+
+/// A port: its TLS, if any, and what it answers.
+struct Port {
+    tls: Option<TlsAcceptor>,
+    answer: Arc<dyn Answer>,
 }
 
 /// Serves one accepted connection: its TLS handshake first, if the port has TLS.
 async fn accept(
     stream: TcpStream,
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<Port>,
     connection: Arc<connections::Connection>,
     limits: Limits,
 ) {
@@ -334,7 +367,7 @@ async fn accept(
 
 async fn serve_connection<S>(
     stream: S,
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<Port>,
     connection: Arc<connections::Connection>,
     limits: Limits,
 ) where
@@ -344,7 +377,7 @@ async fn serve_connection<S>(
         let endpoint = Arc::clone(&endpoint);
         let busy = connection.request();
         async move {
-            let response = endpoint.answer(&request).await;
+            let response = endpoint.answer.answer(request).await;
             drop(busy);
             Ok::<_, Infallible>(response)
         }
@@ -361,8 +394,14 @@ async fn serve_connection<S>(
     }
 }
 
+impl Answer for Endpoint {
+    fn answer(&self, request: Request<Incoming>) -> BoxFuture<'_, Response<Full<Bytes>>> {
+        Box::pin(async move { self.respond(&request).await })
+    }
+}
+
 impl Endpoint {
-    async fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         if !self.paths.contains(&path) {
             let hint = format!("not found: try {}", self.paths.join(" or "));
@@ -425,7 +464,7 @@ impl Endpoint {
     }
 }
 
-fn response(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+pub(crate) fn response(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, content_type)

@@ -1,0 +1,305 @@
+//! The webhook port: HTTPS, its certificate kept current, each review routed to its operator.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http_body_util::BodyExt as _;
+use http_body_util::Full;
+use http_body_util::Limited;
+use hyper::Method;
+use hyper::Request;
+use hyper::Response;
+use hyper::StatusCode;
+use hyper::body::Bytes;
+use hyper::body::Incoming;
+use kube::Client;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::Endpoint;
+use super::Hooked;
+use super::admission::Admit;
+use super::admission::Question;
+use super::certs::Certificates;
+use super::certs::Current;
+use crate::operator::Operator;
+use crate::operator::OperatorReconciler;
+use crate::telemetry::Telemetry;
+use crate::telemetry::TlsError;
+use crate::telemetry::server::Answer;
+use crate::telemetry::server::response;
+
+/// The largest review body read: an update's object and old object, each at most the API
+/// server's 3 MiB request limit, with room for the rest.
+const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// How long a review's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reviews read and answered at once; more wait for a place.
+const REVIEWS_AT_ONCE: usize = 16;
+
+/// The webhooks of one process: its operators' `validate` and `set_defaults`, and where the API
+/// server reaches them. The derived operator's `run` builds and serves this; build it yourself
+/// to serve them next to a controller you start by hand.
+pub struct Webhooks {
+    name: String,
+    endpoint: Endpoint,
+    certificates: Certificates,
+    routes: Vec<Arc<dyn Admit>>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field(
+                "kinds",
+                &self.routes.iter().map(|route| route.hooked().plural.clone()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the webhooks could not be served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// The port could not be bound.
+    #[error("serving the webhooks on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate could not be made or read.
+    #[error("the webhook port's certificate: {0}")]
+    Tls(#[from] TlsError),
+    /// A webhook configuration could not be written.
+    #[error(
+        "writing the {kind} {name} with the CA bundle: {source}; the operator needs `get` and `patch` on it \
+         (the `rbac` subcommand prints them), and it must exist unless the operator may create it \
+         (`kubectl apply` the output of `manifests`)"
+    )]
+    Register {
+        /// `ValidatingWebhookConfiguration` or `MutatingWebhookConfiguration`.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+}
+
+impl Webhooks {
+    /// No webhooks yet, for the process `name` (the configurations' name), reached at
+    /// `endpoint`, with [`Certificates::generated`].
+    pub fn new(name: impl Into<String>, endpoint: Endpoint) -> Self {
+        Self { name: name.into(), endpoint, certificates: Certificates::generated(), routes: Vec::new() }
+    }
+
+    /// Where the certificate comes from.
+    #[must_use]
+    pub fn certificates(mut self, certificates: Certificates) -> Self {
+        self.certificates = certificates;
+        self
+    }
+
+    /// Adds the webhooks `reconciler`'s operator names in `webhooks = [...]`; none if it names
+    /// none.
+    #[must_use]
+    pub fn with<O: Operator>(mut self, reconciler: &OperatorReconciler<O>) -> Self {
+        if let Some(route) = reconciler.admission() {
+            self.routes.push(route);
+        }
+        self
+    }
+
+    pub(crate) fn with_route(mut self, route: Arc<dyn Admit>) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// Whether any operator added has a webhook.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The ValidatingWebhookConfiguration and MutatingWebhookConfiguration (those needed),
+    /// trusting `bundle` (PEM) when given: what `manifests` prints, without the bundle.
+    pub fn configurations(&self, bundle: Option<&str>) -> Vec<Value> {
+        let hooked: Vec<Hooked> = self.routes.iter().map(|route| route.hooked().clone()).collect();
+        super::config::configurations(&self.name, &self.endpoint, &hooked, bundle)
+    }
+
+    /// Serves the webhooks on `address` until the returned value is dropped: makes (or reads)
+    /// the certificate, writes the configurations with its CA bundle with `client` (server-side
+    /// apply, as the field manager `<name>`), and keeps the certificate current, writing each
+    /// new CA bundle before serving a certificate it vouches for.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound, the certificate cannot be had, or a configuration
+    /// cannot be written.
+    pub async fn serve(self, address: SocketAddr, client: Client) -> Result<WebhookServer, WebhookError> {
+        let (served, renewal) = self.certificates.start(&self.endpoint.names(), &client).await?;
+        let current = Current::new(Arc::clone(&served.key));
+        let acceptor = super::certs::acceptor(Arc::clone(&current))?;
+        let registration = Arc::new(Registration {
+            name: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            hooked: self.routes.iter().map(|route| route.hooked().clone()).collect(),
+        });
+        let bundle = (!served.bundle.is_empty()).then_some(served.bundle.as_str());
+        registration.write(&client, bundle).await?;
+        let write: super::certs::WriteBundle = Arc::new(move |bundle: String| {
+            let (client, registration) = (client.clone(), Arc::clone(&registration));
+            Box::pin(async move {
+                registration.write(&client, Some(&bundle)).await.map_err(|error| error.to_string())
+            })
+        });
+        let port = Arc::new(Port { routes: self.routes, reviews: Semaphore::new(REVIEWS_AT_ONCE) });
+        let what = format!("the webhooks of {}", self.name);
+        let telemetry = crate::telemetry::server::listen_with(address, Some(acceptor), port, &what)
+            .await
+            .map_err(|source| WebhookError::Bind { address, source })?;
+        let renewal = tokio::spawn(super::certs::keep_current(renewal, served, current, write));
+        Ok(WebhookServer { port: telemetry, renewal })
+    }
+}
+
+/// What the configurations are made of.
+struct Registration {
+    name: String,
+    endpoint: Endpoint,
+    hooked: Vec<Hooked>,
+}
+
+impl Registration {
+    /// Server-side applies each configuration with `bundle`, as the field manager `<name>`.
+    async fn write(&self, client: &Client, bundle: Option<&str>) -> Result<(), WebhookError> {
+        let configurations = super::config::configurations(&self.name, &self.endpoint, &self.hooked, bundle);
+        register(client, &self.name, configurations).await
+    }
+}
+
+/// Server-side applies each configuration.
+async fn register(client: &Client, manager: &str, configurations: Vec<Value>) -> Result<(), WebhookError> {
+    use kube::api::DynamicObject;
+    use kube::api::Patch;
+    use kube::api::PatchParams;
+    use kube::discovery::ApiResource;
+    for configuration in configurations {
+        let kind = configuration["kind"].as_str().unwrap_or_default().to_owned();
+        let name = configuration["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let plural = if kind.starts_with("Validating") {
+            "validatingwebhookconfigurations"
+        } else {
+            "mutatingwebhookconfigurations"
+        };
+        let resource = ApiResource {
+            group: "admissionregistration.k8s.io".to_owned(),
+            version: "v1".to_owned(),
+            api_version: "admissionregistration.k8s.io/v1".to_owned(),
+            kind: kind.clone(),
+            plural: plural.to_owned(),
+        };
+        let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &resource);
+        api.patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(&configuration))
+            .await
+            .map_err(|source| WebhookError::Register { kind, name, source })?;
+    }
+    Ok(())
+}
+
+/// A running webhook port; it stops when dropped.
+#[derive(Debug)]
+pub struct WebhookServer {
+    port: Telemetry,
+    renewal: JoinHandle<()>,
+}
+
+impl WebhookServer {
+    /// Where it listens (with the port the system chose, if `:0` was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.port.address()
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+struct Port {
+    routes: Vec<Arc<dyn Admit>>,
+    reviews: Semaphore,
+}
+
+impl Answer for Port {
+    fn answer(&self, request: Request<Incoming>) -> BoxFuture<'_, Response<Full<Bytes>>> {
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            let route = self.routes.iter().find_map(|route| {
+                let hooked = route.hooked();
+                if hooked.validate && path == hooked.validate_path() {
+                    Some((route, Question::Validate))
+                } else if hooked.set_defaults && path == hooked.mutate_path() {
+                    Some((route, Question::SetDefaults))
+                } else {
+                    None
+                }
+            });
+            let Some((route, question)) = route else {
+                return response(StatusCode::NOT_FOUND, "text/plain", format!("no webhook at {path}"));
+            };
+            if request.method() != Method::POST {
+                return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "send a POST".to_owned());
+            }
+            let Ok(_place) = self.reviews.acquire().await else {
+                return response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down".to_owned());
+            };
+            let body = Limited::new(request.into_body(), BODY_LIMIT).collect();
+            let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(error)) => {
+                    let status = if error.is::<http_body_util::LengthLimitError>() {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    } else {
+                        StatusCode::BAD_REQUEST
+                    };
+                    return response(status, "text/plain", format!("reading the review: {error}"));
+                }
+                Err(_) => {
+                    let said = format!("the review did not arrive within {} s", BODY_TIMEOUT.as_secs());
+                    return response(StatusCode::REQUEST_TIMEOUT, "text/plain", said);
+                }
+            };
+            let review: Value = match serde_json::from_slice(&body) {
+                Ok(review) => review,
+                Err(error) => {
+                    let said = format!("not an AdmissionReview: {error}");
+                    return response(StatusCode::BAD_REQUEST, "text/plain", said);
+                }
+            };
+            let Some(request) = review.get("request").cloned() else {
+                let said = "an AdmissionReview with no request".to_owned();
+                return response(StatusCode::BAD_REQUEST, "text/plain", said);
+            };
+            let request: super::admission::Request = match serde_json::from_value(request) {
+                Ok(request) => request,
+                Err(error) => {
+                    let said = format!("not an AdmissionReview request: {error}");
+                    return response(StatusCode::BAD_REQUEST, "text/plain", said);
+                }
+            };
+            let uid = request.uid.clone();
+            let answer = route.answer(question, request).await;
+            response(StatusCode::OK, "application/json", answer.review(&uid).to_string())
+        })
+    }
+}
