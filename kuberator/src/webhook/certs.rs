@@ -524,3 +524,68 @@ pub(super) async fn keep_current(
         served = next;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificates(pem: &str) -> usize {
+        pem.matches("BEGIN CERTIFICATE").count()
+    }
+
+    #[tokio::test]
+    async fn a_due_certificate_is_renewed_and_a_renewed_ca_shares_the_bundle_with_the_old_one() {
+        let mut renewal = Renewal::Generated {
+            names: vec!["localhost".to_owned()],
+            authority: None,
+            previous: None,
+            ca: Duration::from_secs(3600),
+            serving: Duration::from_secs(600),
+            store: None,
+        };
+        let first = renewal.renew(&Served::placeholder()).await.unwrap().unwrap();
+        assert_eq!(certificates(&first.bundle), 1);
+        assert!(renewal.renew(&first).await.unwrap().is_none(), "nothing due");
+
+        let mut due = first.clone();
+        due.renew_at = SystemTime::now() - Duration::from_secs(1);
+        let second = renewal.renew(&due).await.unwrap().unwrap();
+        assert_eq!(second.bundle, first.bundle, "the CA is not due: the same bundle");
+        assert_ne!(second.key.cert, first.key.cert, "a new serving certificate");
+
+        if let Renewal::Generated { authority: Some(authority), .. } = &mut renewal {
+            authority.renew_at = SystemTime::now() - Duration::from_secs(1);
+        }
+        let third = renewal.renew(&due).await.unwrap().unwrap();
+        assert_eq!(certificates(&third.bundle), 2, "the new CA and the old one");
+        assert!(third.bundle.ends_with(&first.bundle), "the old CA stays while it is valid");
+        assert!(third.renew_at <= SystemTime::now() + Duration::from_secs(400), "renewed at 2/3 of 600 s");
+    }
+
+    #[test]
+    fn a_mounted_directory_is_read_again_when_it_changes() {
+        let dir = std::env::temp_dir().join(format!("kuberator-webhook-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str| {
+            let made = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+            std::fs::write(dir.join("tls.crt"), made.cert.pem()).unwrap();
+            std::fs::write(dir.join("tls.key"), made.signing_key.serialize_pem()).unwrap();
+            std::fs::write(dir.join("ca.crt"), made.cert.pem()).unwrap();
+            made.cert.pem()
+        };
+        let ca = write("first.example");
+        let (served, stamp) = read_dir(&dir).unwrap();
+        assert_eq!(served.bundle, ca);
+        let mut renewal = Renewal::Dir { dir: dir.clone(), stamp };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(runtime.block_on(renewal.renew(&served)).unwrap().is_none(), "unchanged");
+        std::thread::sleep(Duration::from_millis(20));
+        let ca = write("second.example.with.a.longer.name");
+        let renewed = runtime.block_on(renewal.renew(&served)).unwrap().unwrap();
+        assert_eq!(renewed.bundle, ca);
+        std::fs::write(dir.join("tls.key"), "not a key").unwrap();
+        let error = runtime.block_on(renewal.renew(&renewed)).unwrap_err().to_string();
+        assert!(error.contains("tls.key") && !error.contains("not a key"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -161,7 +161,11 @@ impl Webhooks {
                 registration.write(&client, Some(&bundle)).await.map_err(|error| error.to_string())
             })
         });
-        let port = Arc::new(Port { routes: self.routes, reviews: Semaphore::new(REVIEWS_AT_ONCE) });
+        let port = Arc::new(Port {
+            routes: self.routes,
+            reviews: Semaphore::new(REVIEWS_AT_ONCE),
+            body_timeout: BODY_TIMEOUT,
+        });
         let what = format!("the webhooks of {}", self.name);
         let telemetry = crate::telemetry::server::listen_with(address, Some(acceptor), port, &what)
             .await
@@ -238,6 +242,7 @@ impl Drop for WebhookServer {
 struct Port {
     routes: Vec<Arc<dyn Admit>>,
     reviews: Semaphore,
+    body_timeout: Duration,
 }
 
 impl Answer for Port {
@@ -260,11 +265,19 @@ impl Answer for Port {
             if request.method() != Method::POST {
                 return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "send a POST".to_owned());
             }
+            let declared = request
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
+                let said = format!("a review is at most {} MiB", BODY_LIMIT / 1024 / 1024);
+                return response(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", said);
+            }
             let Ok(_place) = self.reviews.acquire().await else {
                 return response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down".to_owned());
             };
             let body = Limited::new(request.into_body(), BODY_LIMIT).collect();
-            let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+            let body = match tokio::time::timeout(self.body_timeout, body).await {
                 Ok(Ok(body)) => body.to_bytes(),
                 Ok(Err(error)) => {
                     let status = if error.is::<http_body_util::LengthLimitError>() {
@@ -275,7 +288,7 @@ impl Answer for Port {
                     return response(status, "text/plain", format!("reading the review: {error}"));
                 }
                 Err(_) => {
-                    let said = format!("the review did not arrive within {} s", BODY_TIMEOUT.as_secs());
+                    let said = format!("the review did not arrive within {:?}", self.body_timeout);
                     return response(StatusCode::REQUEST_TIMEOUT, "text/plain", said);
                 }
             };
@@ -301,5 +314,101 @@ impl Answer for Port {
             let answer = route.answer(question, request).await;
             response(StatusCode::OK, "application/json", answer.review(&uid).to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+
+    use super::super::admission;
+    use super::*;
+
+    /// Allows everything it is asked about.
+    struct Allows(Hooked);
+
+    impl Admit for Allows {
+        fn hooked(&self) -> &Hooked {
+            &self.0
+        }
+
+        fn answer(
+            &self,
+            _question: Question,
+            _request: admission::Request,
+        ) -> BoxFuture<'_, admission::Answer> {
+            Box::pin(async { admission::Answer::Allow })
+        }
+    }
+
+    async fn port(reviews: usize) -> Telemetry {
+        let hooked = Hooked {
+            group: "example.com".to_owned(),
+            version: "v1".to_owned(),
+            plural: "volumes".to_owned(),
+            namespaced: true,
+            validate: true,
+            set_defaults: false,
+            namespaces: Vec::new(),
+        };
+        let port = Port {
+            routes: vec![Arc::new(Allows(hooked))],
+            reviews: Semaphore::new(reviews),
+            body_timeout: Duration::from_millis(300),
+        };
+        let address = "127.0.0.1:0".parse().unwrap();
+        crate::telemetry::server::listen_with(address, None, Arc::new(port), "test webhooks").await.unwrap()
+    }
+
+    /// Sends `head` then `body`, and reads the answer's status line.
+    async fn send(port: &Telemetry, head: &str, body: &[u8]) -> String {
+        let mut stream = TcpStream::connect(port.address()).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut answer = vec![0; 4096];
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&answer[..read]).lines().next().unwrap_or_default().to_owned()
+    }
+
+    fn post(path: &str, length: usize) -> String {
+        format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn a_hostile_caller_is_answered_without_being_read_further() {
+        let port = port(16).await;
+        let review = br#"{"request": {"uid": "u", "operation": "CREATE", "object": {}}}"#;
+        let path = "/validate/example.com/volumes";
+        assert_eq!(send(&port, &post(path, review.len()), review).await, "HTTP/1.1 200 OK");
+        // Too large: refused from its length, before a byte of it is read.
+        assert_eq!(send(&port, &post(path, 64 * 1024 * 1024), b"").await, "HTTP/1.1 413 Payload Too Large");
+        // A body that trickles: cut off.
+        assert_eq!(send(&port, &post(path, 100), b"{\"req").await, "HTTP/1.1 408 Request Timeout");
+        assert_eq!(send(&port, &post(path, 5), b"hello").await, "HTTP/1.1 400 Bad Request");
+        assert_eq!(send(&port, &post(path, 2), b"{}").await, "HTTP/1.1 400 Bad Request");
+        assert_eq!(
+            send(&port, &post("/mutate/example.com/volumes", 2), b"{}").await,
+            "HTTP/1.1 404 Not Found"
+        );
+        let get = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+        assert_eq!(send(&port, &get, b"").await, "HTTP/1.1 405 Method Not Allowed");
+    }
+
+    #[tokio::test]
+    async fn reviews_past_the_limit_wait_for_a_place() {
+        let port = port(1).await;
+        let path = "/validate/example.com/volumes";
+        // One review holds the only place while its body trickles in...
+        let mut holder = TcpStream::connect(port.address()).await.unwrap();
+        holder.write_all(post(path, 100).as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // ...so a second one waits until it is cut off, then is answered.
+        let review = br#"{"request": {"uid": "u", "operation": "CREATE", "object": {}}}"#;
+        let started = std::time::Instant::now();
+        assert_eq!(send(&port, &post(path, review.len()), review).await, "HTTP/1.1 200 OK");
+        assert!(started.elapsed() >= Duration::from_millis(200), "it waited: {:?}", started.elapsed());
     }
 }
