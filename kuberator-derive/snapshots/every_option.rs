@@ -148,6 +148,12 @@ const _: () = {
                     .map_err(::std::convert::Into::into)
             }
         }
+        fn versions() -> ::std::vec::Vec<::kuberator::webhook::Version<crate::Echo>> {
+            ::std::vec![
+                ::kuberator::webhook::Version::of:: < v1alpha1::Echo > (),
+                ::kuberator::webhook::Version::of:: < v1beta1::Echo > ()
+            ]
+        }
     }
 };
 #[automatically_derived]

@@ -94,6 +94,9 @@ pub(crate) struct OperatorAttrs {
     /// `webhooks = [validate, set_defaults]`
     #[darling(default)]
     pub(crate) webhooks: Option<Value>,
+    /// `versions = [v1alpha1::Volume]`
+    #[darling(default)]
+    pub(crate) versions: Option<Value>,
 }
 
 #[cfg(test)]
@@ -125,6 +128,7 @@ mod tests {
                 reconcile_timeout_seconds = 120,
                 keep_managed_fields = true,
                 webhooks = [validate],
+                versions = [v1alpha1::Echo],
             )]
             struct EchoOperator;
         })
@@ -146,6 +150,7 @@ mod tests {
             &attrs.reconcile_timeout_seconds,
             &attrs.keep_managed_fields,
             &attrs.webhooks,
+            &attrs.versions,
         ] {
             assert!(value.is_some());
         }

@@ -156,6 +156,19 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             )
         });
     }
+    if !model.versions.is_empty() {
+        // Spanned at each version: one that does not convert to and from the resource fails to
+        // compile there.
+        let versions = model
+            .versions
+            .iter()
+            .map(|version| quote_spanned!(version.span()=> #kuberator::webhook::Version::of::<#version>()));
+        webhooks.push(quote! {
+            fn versions() -> ::std::vec::Vec<#kuberator::webhook::Version<#resource>> {
+                ::std::vec![#(#versions),*]
+            }
+        });
+    }
     if let Some(labels) = &model.labels {
         config.push(quote!(labels = #some(#labels)));
     }
@@ -312,6 +325,7 @@ mod tests {
                     reconcile_timeout_seconds = 120,
                     keep_managed_fields = true,
                     webhooks = [validate, set_defaults],
+                    versions = [v1alpha1::Echo, v1beta1::Echo],
                 )]
                 pub struct EchoOperator {
                     greeting: String,

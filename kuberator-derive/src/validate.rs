@@ -50,6 +50,8 @@ pub(crate) struct Model {
     pub(crate) references: Vec<(Path, Expr)>,
     /// The methods served as webhooks, as written.
     pub(crate) webhooks: Vec<Ident>,
+    /// The other versions of the resource's kind, as written.
+    pub(crate) versions: Vec<Path>,
 }
 
 /// The methods `webhooks = [...]` may name.
@@ -161,8 +163,11 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .as_ref()
         .and_then(|value| handle(&mut errors, boolean(&value.0, "keep_managed_fields")))
         .unwrap_or(false);
-    let owns =
-        attrs.owns.as_ref().and_then(|value| handle(&mut errors, type_list(&value.0))).unwrap_or_default();
+    let owns = attrs
+        .owns
+        .as_ref()
+        .and_then(|value| handle(&mut errors, type_list(&value.0, "owns", "owns = [ConfigMap, Deployment]")))
+        .unwrap_or_default();
     let references = attrs
         .references
         .as_ref()
@@ -173,6 +178,14 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         .webhooks
         .as_ref()
         .and_then(|value| handle(&mut errors, webhook_list(&value.0)))
+        .unwrap_or_default();
+
+    let versions = attrs
+        .versions
+        .as_ref()
+        .and_then(|value| {
+            handle(&mut errors, type_list(&value.0, "versions", "versions = [v1alpha1::Volume]"))
+        })
         .unwrap_or_default();
 
     errors.finish()?;
@@ -194,6 +207,7 @@ pub(crate) fn validate(attrs: OperatorAttrs) -> darling::Result<Model> {
         keep_managed_fields,
         references,
         webhooks,
+        versions,
     })
 }
 
@@ -298,21 +312,20 @@ fn path(expr: &Expr, key: &str, example: &str) -> syn::Result<Path> {
 }
 
 /// `owns = [ConfigMap, Deployment]`: distinct type names.
-fn type_list(expr: &Expr) -> syn::Result<Vec<Path>> {
-    let example = "`owns = [ConfigMap, Deployment]`";
+fn type_list(expr: &Expr, key: &str, example: &str) -> syn::Result<Vec<Path>> {
     let Expr::Array(array) = expr else {
         return Err(syn::Error::new_spanned(
             expr,
-            format!("`owns` takes a list of resource types, such as {example}"),
+            format!("`{key}` takes a list of resource types, such as `{example}`"),
         ));
     };
     let mut kinds: Vec<Path> = Vec::new();
     for element in &array.elems {
-        let kind = path(element, "owns", "owns = [ConfigMap, Deployment]")?;
+        let kind = path(element, key, example)?;
         if kinds.contains(&kind) {
             return Err(syn::Error::new_spanned(
                 element,
-                "this kind is already in `owns`; name each kind once",
+                format!("this type is already in `{key}`; name each once"),
             ));
         }
         kinds.push(kind);

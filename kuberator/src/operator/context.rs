@@ -304,14 +304,13 @@ impl<O: Operator> OperatorReconciler<O> {
     #[cfg(feature = "server")]
     pub(crate) fn admission(&self) -> Option<std::sync::Arc<dyn crate::webhook::Admit>> {
         let settings = &self.context.settings;
-        if !settings.webhooks.any() {
+        let versions = O::versions();
+        if !settings.webhooks.any() && versions.is_empty() {
             return None;
         }
-        let hooked = crate::webhook::Hooked::of::<O::Resource>(
-            settings,
-            crate::object::is_namespaced::<O::Resource>(),
-        );
-        Some(Arc::new(crate::webhook::Admission { ctx: Arc::clone(&self.context), hooked }))
+        let namespaced = crate::object::is_namespaced::<O::Resource>();
+        let hooked = crate::webhook::Hooked::of::<O::Resource>(settings, namespaced, !versions.is_empty());
+        Some(Arc::new(crate::webhook::Admission { ctx: Arc::clone(&self.context), hooked, versions }))
     }
 
     pub(super) fn new(operator: O, client: Client, settings: Settings) -> Self {

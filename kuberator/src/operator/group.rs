@@ -80,7 +80,7 @@ impl<O: Operator> Unit for Derived<O> {
     fn part(&self, settings: &Settings) -> Part {
         Part::of::<O::Resource>(settings, settings.namespaces.clone())
             .with_crd::<O::Resource>()
-            .with_webhooks::<O::Resource>(settings)
+            .with_webhooks::<O::Resource>(settings, &O::versions())
     }
 
     fn build(self: Box<Self>, client: Client, settings: Settings) -> Arc<dyn Runnable> {

@@ -240,14 +240,17 @@ impl Part {
     pub(crate) fn with_webhooks<R: Resource<DynamicType = ()> + CustomResourceExt>(
         self,
         settings: &Settings,
+        versions: &[crate::webhook::Version<R>],
     ) -> Self {
-        let hooked = settings.webhooks.any().then(|| {
+        let convert = !versions.is_empty();
+        let crd = if convert { Some(crd_with_versions::<R>(versions)) } else { self.crd.clone() };
+        let hooked = (settings.webhooks.any() || convert).then(|| {
             let namespaced = R::crd().spec.scope == "Namespaced";
-            let mut hooked = crate::webhook::Hooked::of::<R>(settings, namespaced);
+            let mut hooked = crate::webhook::Hooked::of::<R>(settings, namespaced, convert);
             hooked.namespaces.clone_from(&self.watched);
             hooked
         });
-        Self { hooked, ..self }
+        Self { hooked, crd, ..self }
     }
 
     /// With `R`'s CRD.
@@ -416,8 +419,8 @@ pub(crate) fn rbac_of(name: &str, parts: &[Part], placement: &Placement) -> Vec<
 }
 
 /// What writing the CA bundle takes: `get` and `patch` on the process's own webhook
-/// configurations, by name (server-side apply of the `caBundle`; the configurations themselves
-/// come from `manifests`, so no `create`).
+/// configurations and on the CRDs it converts, by name (the configurations themselves come from
+/// `manifests`, so no `create`).
 fn webhook_rules(name: &str, parts: &[Part]) -> Vec<PolicyRule> {
     let hooked: Vec<&crate::webhook::Hooked> = parts.iter().filter_map(|part| part.hooked.as_ref()).collect();
     let mut resources = Vec::new();
@@ -427,13 +430,28 @@ fn webhook_rules(name: &str, parts: &[Part]) -> Vec<PolicyRule> {
     if hooked.iter().any(|hooked| hooked.set_defaults) {
         resources.push("mutatingwebhookconfigurations".to_owned());
     }
-    vec![PolicyRule {
-        api_groups: Some(vec!["admissionregistration.k8s.io".to_owned()]),
-        resources: Some(resources),
-        resource_names: Some(vec![name.to_owned()]),
-        verbs: vec!["get".to_owned(), "patch".to_owned()],
-        ..PolicyRule::default()
-    }]
+    let mut rules = Vec::new();
+    if !resources.is_empty() {
+        rules.push(PolicyRule {
+            api_groups: Some(vec!["admissionregistration.k8s.io".to_owned()]),
+            resources: Some(resources),
+            resource_names: Some(vec![name.to_owned()]),
+            verbs: vec!["get".to_owned(), "patch".to_owned()],
+            ..PolicyRule::default()
+        });
+    }
+    let converted: Vec<String> =
+        hooked.iter().filter(|hooked| hooked.convert).map(|hooked| hooked.crd_name()).collect();
+    if !converted.is_empty() {
+        rules.push(PolicyRule {
+            api_groups: Some(vec!["apiextensions.k8s.io".to_owned()]),
+            resources: Some(vec!["customresourcedefinitions".to_owned()]),
+            resource_names: Some(converted),
+            verbs: vec!["get".to_owned(), "patch".to_owned()],
+            ..PolicyRule::default()
+        });
+    }
+    rules
 }
 
 /// What sharing the webhook CA between replicas takes, in the operator's namespace: `create` on
@@ -493,6 +511,41 @@ const KNOWN_FORMATS: &[&str] = &[
 /// applying it draws no warning. Such a format never checked anything; the `minimum: 0`
 /// beside it stays.
 pub fn crd<R: CustomResourceExt>() -> serde_json::Value {
+    crd_json(&R::crd())
+}
+
+/// `R`'s CRD as [`crd`] prints it, with every version of `versions` served next to `R`'s, which
+/// stays the storage version: what the `crd` and `manifests` subcommands print for an operator
+/// with `versions = [...]`.
+///
+/// # Panics
+///
+/// When a version's CRD is of another group, kind or scope: `versions = [...]` lists only
+/// versions of the operator's own kind.
+pub fn crd_with_versions<R: CustomResourceExt>(versions: &[crate::webhook::Version<R>]) -> serde_json::Value {
+    let mut crd = crd::<R>();
+    for version in versions {
+        let other = crd_json(&version.crd());
+        for field in ["/spec/group", "/spec/scope", "/spec/names/kind"] {
+            assert_eq!(
+                other.pointer(field),
+                crd.pointer(field),
+                "`versions = [...]` lists {}, which is not a version of the operator's kind: its {field} differs",
+                version.name()
+            );
+        }
+        let mut served = other["spec"]["versions"][0].clone();
+        served["storage"] = serde_json::Value::Bool(false);
+        if let Some(all) = crd["spec"]["versions"].as_array_mut() {
+            all.push(served);
+        }
+    }
+    crd
+}
+
+fn crd_json(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> serde_json::Value {
     fn strip(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
@@ -509,7 +562,7 @@ pub fn crd<R: CustomResourceExt>() -> serde_json::Value {
             _ => {}
         }
     }
-    let mut crd = json(&R::crd());
+    let mut crd = json(crd);
     for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
         strip(&mut version["schema"]["openAPIV3Schema"]);
     }
@@ -588,7 +641,7 @@ where
     R: Resource<DynamicType = ()> + CustomResourceExt,
 {
     let part =
-        Part::of::<R>(settings, placement.watched.clone()).with_crd::<R>().with_webhooks::<R>(settings);
+        Part::of::<R>(settings, placement.watched.clone()).with_crd::<R>().with_webhooks::<R>(settings, &[]);
     let namespaces = (placement.watched != settings.namespaces).then(|| placement.watched.clone());
     manifests_of(settings.controller_name, &[part], placement, workload, namespaces)
 }
@@ -739,13 +792,25 @@ pub(crate) fn manifests_of(
         },
         ..Deployment::default()
     };
-    let mut all: Vec<serde_json::Value> = parts.iter().filter_map(|part| part.crd.clone()).collect();
+    let endpoint = crate::webhook::Endpoint::Service {
+        namespace: placement.namespace.clone(),
+        name: crate::webhook::service_name(&name),
+        port: 443,
+    };
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    for part in parts {
+        let Some(mut crd) = part.crd.clone() else { continue };
+        if let Some(hooked) = part.hooked.as_ref().filter(|hooked| hooked.convert) {
+            crd["spec"]["conversion"] = hooked.conversion(&endpoint, None);
+        }
+        all.push(crd);
+    }
     all.push(json(&ServiceAccount { metadata: meta.clone(), ..ServiceAccount::default() }));
     all.extend(rbac_of(&name, parts, placement));
     all.push(json(&deployment));
     if !hooked.is_empty() {
         all.push(json(&Service {
-            metadata: ObjectMeta { name: Some(service.clone()), ..meta },
+            metadata: ObjectMeta { name: Some(service), ..meta },
             spec: Some(ServiceSpec {
                 selector: Some(labels(&name)),
                 ports: Some(vec![ServicePort {
@@ -758,11 +823,6 @@ pub(crate) fn manifests_of(
             }),
             ..Service::default()
         }));
-        let endpoint = crate::webhook::Endpoint::Service {
-            namespace: placement.namespace.clone(),
-            name: service,
-            port: 443,
-        };
         all.extend(crate::webhook::configurations(&name, &endpoint, &hooked, None));
     }
     all

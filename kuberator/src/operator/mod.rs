@@ -252,6 +252,12 @@ pub trait Operator: Sized + Send + Sync + 'static {
         ctx: &'a Ctx<Self>,
     ) -> impl Future<Output = Result<Action>> + Send + 'a;
 
+    /// The other versions of its kind it serves, converted through [`Operator::Resource`]
+    /// (`versions = [...]`): none unless the derive lists some.
+    fn versions() -> Vec<crate::webhook::Version<Self::Resource>> {
+        Vec::new()
+    }
+
     /// Calls your `validate`. Not part of the API: the derive writes it when `webhooks = [...]`
     /// names `validate`.
     #[doc(hidden)]

@@ -30,6 +30,8 @@ pub(crate) trait Admit: Send + Sync {
     fn hooked(&self) -> &Hooked;
     /// The answer to `request` (an `AdmissionReview`'s `request`).
     fn answer(&self, question: Question, request: Request) -> BoxFuture<'_, Answer>;
+    /// The ConversionReview that answers `request` (a ConversionReview's `request`).
+    fn convert(&self, request: &Value) -> Value;
 }
 
 /// The part of an AdmissionReview's request the operator reads.
@@ -93,11 +95,17 @@ impl Answer {
 pub(crate) struct Admission<O: Operator> {
     pub(crate) ctx: Arc<Ctx<O>>,
     pub(crate) hooked: Hooked,
+    /// The other versions it converts.
+    pub(crate) versions: Vec<super::Version<O::Resource>>,
 }
 
 impl<O: Operator> Admit for Admission<O> {
     fn hooked(&self) -> &Hooked {
         &self.hooked
+    }
+
+    fn convert(&self, request: &Value) -> Value {
+        super::convert::review(request, &self.versions)
     }
 
     fn answer(&self, question: Question, request: Request) -> BoxFuture<'_, Answer> {

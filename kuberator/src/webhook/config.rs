@@ -66,6 +66,8 @@ pub(crate) struct Hooked {
     pub(crate) namespaced: bool,
     pub(crate) validate: bool,
     pub(crate) set_defaults: bool,
+    /// Whether it serves other versions of its kind, converted by the operator.
+    pub(crate) convert: bool,
     /// The namespaces its controller watches; empty for all.
     pub(crate) namespaces: Vec<String>,
 }
@@ -75,6 +77,7 @@ impl Hooked {
     pub(crate) fn of<R: kube::Resource<DynamicType = ()>>(
         settings: &crate::operator::Settings,
         namespaced: bool,
+        convert: bool,
     ) -> Self {
         Self {
             group: R::group(&()).into_owned(),
@@ -83,6 +86,7 @@ impl Hooked {
             namespaced,
             validate: settings.webhooks.validate,
             set_defaults: settings.webhooks.set_defaults,
+            convert,
             namespaces: settings.namespaces.clone(),
         }
     }
@@ -93,6 +97,26 @@ impl Hooked {
 
     pub(crate) fn mutate_path(&self) -> String {
         format!("/mutate/{}/{}", self.group, self.plural)
+    }
+
+    pub(crate) fn convert_path(&self) -> String {
+        format!("/convert/{}/{}", self.group, self.plural)
+    }
+
+    /// The CRD's name.
+    pub(crate) fn crd_name(&self) -> String {
+        format!("{}.{}", self.plural, self.group)
+    }
+
+    /// The CRD's `spec.conversion` that sends conversions to the operator at `endpoint`.
+    pub(crate) fn conversion(&self, endpoint: &Endpoint, bundle: Option<&str>) -> Value {
+        json!({
+            "strategy": "Webhook",
+            "webhook": {
+                "conversionReviewVersions": ["v1"],
+                "clientConfig": endpoint.client_config(&self.convert_path(), bundle),
+            },
+        })
     }
 
     fn webhook(
@@ -191,6 +215,7 @@ mod tests {
             namespaced: true,
             validate: true,
             set_defaults: false,
+            convert: false,
             namespaces: namespaces.iter().map(|ns| (*ns).to_owned()).collect(),
         }
     }

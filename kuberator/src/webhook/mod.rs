@@ -74,6 +74,7 @@ mod admission;
 mod certs;
 #[cfg(feature = "server")]
 mod config;
+mod convert;
 #[cfg(feature = "server")]
 mod server;
 
@@ -93,6 +94,9 @@ pub use self::config::Endpoint;
 pub(crate) use self::config::Hooked;
 #[cfg(feature = "server")]
 pub(crate) use self::config::configurations;
+pub use self::convert::ConvertsWith;
+pub use self::convert::Version;
+pub use self::convert::migrate_storage;
 #[cfg(feature = "server")]
 pub use self::server::WebhookError;
 #[cfg(feature = "server")]

@@ -183,10 +183,26 @@ struct Registration {
 }
 
 impl Registration {
-    /// Server-side applies each configuration with `bundle`, as the field manager `<name>`.
+    /// Server-side applies each configuration with `bundle`, as the field manager `<name>`, and
+    /// points the conversion of each CRD it converts at the port.
     async fn write(&self, client: &Client, bundle: Option<&str>) -> Result<(), WebhookError> {
         let configurations = super::config::configurations(&self.name, &self.endpoint, &self.hooked, bundle);
-        register(client, &self.name, configurations).await
+        register(client, &self.name, configurations).await?;
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+        for hooked in self.hooked.iter().filter(|hooked| hooked.convert) {
+            let conversion =
+                serde_json::json!({"spec": {"conversion": hooked.conversion(&self.endpoint, bundle)}});
+            let patch = kube::api::Patch::Merge(&conversion);
+            crds.patch(&hooked.crd_name(), &kube::api::PatchParams::default(), &patch).await.map_err(
+                |source| WebhookError::Register {
+                    kind: "CustomResourceDefinition".to_owned(),
+                    name: hooked.crd_name(),
+                    source,
+                },
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -252,9 +268,11 @@ impl Answer for Port {
             let route = self.routes.iter().find_map(|route| {
                 let hooked = route.hooked();
                 if hooked.validate && path == hooked.validate_path() {
-                    Some((route, Question::Validate))
+                    Some((route, Some(Question::Validate)))
                 } else if hooked.set_defaults && path == hooked.mutate_path() {
-                    Some((route, Question::SetDefaults))
+                    Some((route, Some(Question::SetDefaults)))
+                } else if hooked.convert && path == hooked.convert_path() {
+                    Some((route, None))
                 } else {
                     None
                 }
@@ -300,8 +318,12 @@ impl Answer for Port {
                 }
             };
             let Some(request) = review.get("request").cloned() else {
-                let said = "an AdmissionReview with no request".to_owned();
+                let said = "a review with no request".to_owned();
                 return response(StatusCode::BAD_REQUEST, "text/plain", said);
+            };
+            let Some(question) = question else {
+                // A ConversionReview: converted here, a CPU-bound loop over its objects.
+                return response(StatusCode::OK, "application/json", route.convert(&request).to_string());
             };
             let request: super::admission::Request = match serde_json::from_value(request) {
                 Ok(request) => request,
@@ -341,6 +363,10 @@ mod tests {
         ) -> BoxFuture<'_, admission::Answer> {
             Box::pin(async { admission::Answer::Allow })
         }
+
+        fn convert(&self, request: &Value) -> Value {
+            serde_json::json!({"response": {"uid": request["uid"], "result": {"status": "Success"}}})
+        }
     }
 
     async fn port(reviews: usize) -> Telemetry {
@@ -351,6 +377,7 @@ mod tests {
             namespaced: true,
             validate: true,
             set_defaults: false,
+            convert: false,
             namespaces: Vec::new(),
         };
         let port = Port {
