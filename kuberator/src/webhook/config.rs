@@ -133,7 +133,9 @@ impl Hooked {
             "clientConfig": endpoint.client_config(path, bundle),
             "rules": [{
                 "apiGroups": [self.group],
-                "apiVersions": ["*"],
+                // Only the version the operator reads: with `matchPolicy: Equivalent`, a change
+                // made through another version is converted to this one before it is sent.
+                "apiVersions": [self.version],
                 "resources": [self.plural],
                 "operations": operations,
                 "scope": if self.namespaced { "Namespaced" } else { "Cluster" },
@@ -233,6 +235,7 @@ mod tests {
         assert_eq!(webhook["sideEffects"], "None");
         assert_eq!(webhook["timeoutSeconds"], 10);
         assert_eq!(webhook["rules"][0]["resources"], json!(["volumes"]), "not volumes/status");
+        assert_eq!(webhook["rules"][0]["apiVersions"], json!(["v1"]), "the others arrive converted");
         assert_eq!(webhook["namespaceSelector"]["matchExpressions"][0]["values"], json!(["a", "b"]));
         assert_eq!(
             webhook["clientConfig"]["service"],

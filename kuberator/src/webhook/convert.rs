@@ -20,8 +20,16 @@ use serde_json::Value;
 )]
 pub trait ConvertsWith<R> {
     /// `self` as the hub.
+    ///
+    /// # Errors
+    ///
+    /// The user's conversion error, as text.
     fn to_hub(self) -> Result<R, String>;
     /// `hub` as `Self`.
+    ///
+    /// # Errors
+    ///
+    /// The user's conversion error, as text.
     fn from_hub(hub: R) -> Result<Self, String>
     where
         Self: Sized;
@@ -165,7 +173,9 @@ where
 }
 
 fn answer(response: Value) -> Value {
-    serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview", "response": response})
+    let mut review = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview"});
+    review["response"] = response;
+    review
 }
 
 /// Rewrites every stored object of `R` so that it is stored in `R`'s version, then records in

@@ -48,7 +48,7 @@
 //! | `failurePolicy` | `Fail` | when the operator is down, a change waits for it: an object that was never validated or defaulted is never stored (while the operator is down it does not reconcile either) |
 //! | `timeoutSeconds` | 10 | the API server's default; your method has 9 s, then the change is refused with a message that says so |
 //! | `sideEffects` | `None` | your methods must not write: a dry run (`kubectl apply --dry-run=server`) calls them too |
-//! | `matchPolicy` | `Equivalent` | a request through another version of the kind is converted and checked too |
+//! | `matchPolicy` | `Equivalent`, rules for the reconciled version only | a change made through another version of the kind is converted to the reconciled one and checked too: your methods see one type |
 //! | `namespaceSelector` | the namespaces the operator watches; all when it watches all | objects it does not reconcile are not its to refuse |
 //! | `reinvocationPolicy` | `Never` | defaults are set once, after which other mutating webhooks may run |
 //! | operations | `validate`: CREATE, UPDATE, DELETE; `set_defaults`: CREATE, UPDATE | |
