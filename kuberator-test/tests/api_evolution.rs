@@ -253,3 +253,78 @@ async fn the_api_server_calls_the_operators_webhooks_and_trusts_its_renewed_cert
     }
     kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
 }
+
+/// Whether the port at `address` serves a certificate for 127.0.0.1 that `bundle` (PEM) vouches
+/// for: the check the API server makes before it calls a webhook.
+async fn trusted(address: std::net::SocketAddr, bundle: &[u8]) -> bool {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(bundle) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(address.ip().into());
+    connector.connect(name, stream).await.is_ok()
+}
+
+/// Issue 26, item 4, with replicas: two replicas of one operator keep their CA in one Secret, so
+/// the one CA bundle in the configuration (whichever replica wrote it last) vouches for the
+/// certificate each serves; a port with a CA of its own is not trusted by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_ca_through_their_secret() {
+    use kuberator::webhook::Certificates;
+    use kuberator::webhook::Endpoint;
+    use kuberator::webhook::Webhooks;
+
+    let control_plane = ControlPlane::shared().await.unwrap();
+    let client = control_plane.client().await.unwrap();
+    kuberator_test::install_crd::<Disk>(&client).await.unwrap();
+    let namespace = kuberator_test::test_namespace(&client, "replicas").await.unwrap();
+    let mut settings = DiskOperator::settings();
+    settings.namespaces = vec![namespace.clone()];
+    let reconciler = DiskOperator.into_reconciler_with(client.clone(), settings);
+    let name = format!("disks-{namespace}");
+    let replica = |certificates: Certificates| {
+        let address: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let webhooks = Webhooks::new(name.clone(), Endpoint::Url(format!("https://{address}")))
+            .certificates(certificates)
+            .with(&reconciler);
+        let client = client.clone();
+        async move { (address, webhooks.serve(address, client).await.unwrap()) }
+    };
+    let shared = || Certificates::shared(namespace.clone(), "disks-webhook-ca");
+    let (first, _first) = replica(shared()).await;
+    let (second, _second) = replica(shared()).await;
+
+    let configurations: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    let written = configurations.get(&name).await.unwrap();
+    let bundle = written.webhooks.unwrap()[0].client_config.ca_bundle.clone().unwrap().0;
+    assert!(trusted(first, &bundle).await, "the first replica's certificate");
+    assert!(trusted(second, &bundle).await, "the second replica's certificate");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret = secrets.get("disks-webhook-ca").await.unwrap();
+    let data = secret.data.unwrap();
+    assert_eq!(data["ca.crt"].0, bundle, "the bundle is the Secret's CA");
+
+    let (alone, _alone) = replica(Certificates::generated()).await;
+    let written = configurations.get(&name).await.unwrap();
+    let own = written.webhooks.unwrap()[0].client_config.ca_bundle.clone().unwrap().0;
+    assert!(!trusted(first, &own).await, "a CA of its own does not vouch for the others");
+    assert!(trusted(alone, &own).await);
+
+    for plural in ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"] {
+        control_plane.run_kubectl(&["delete", plural, &name]).await.unwrap();
+    }
+    kuberator_test::delete_namespace(&client, &namespace).await.unwrap();
+}
