@@ -43,6 +43,11 @@ pub(crate) trait Unit: Send {
     /// The controller on `client` with `settings`, ready to start (and to start again after
     /// leadership came back).
     fn build(self: Box<Self>, client: Client, settings: Settings) -> Arc<dyn Runnable>;
+    /// Moves its objects to the storage version ([`crate::webhook::migrate_storage`]) when it
+    /// serves other versions; `None` when it does not.
+    fn migrate(&self, _client: Client) -> Option<BoxFuture<'static, Result<usize, kube::Error>>> {
+        None
+    }
 }
 
 /// A controller that can be started, any number of times, one run at a time.
@@ -85,6 +90,13 @@ impl<O: Operator> Unit for Derived<O> {
 
     fn build(self: Box<Self>, client: Client, settings: Settings) -> Arc<dyn Runnable> {
         Arc::new(self.operator.into_reconciler_with(client, settings))
+    }
+
+    fn migrate(&self, client: Client) -> Option<BoxFuture<'static, Result<usize, kube::Error>>> {
+        if O::versions().is_empty() {
+            return None;
+        }
+        Some(async move { crate::webhook::migrate_storage::<O::Resource>(&client).await }.boxed())
     }
 }
 

@@ -334,6 +334,10 @@ enum Command {
         #[arg(long, default_value = "default")]
         namespace: String,
     },
+    /// Write every object of each kind with other versions (`versions = [...]`) again, so that it
+    /// is stored in the storage version, and record that only that version is stored; run it
+    /// after an upgrade changed the storage version, before an old version leaves the CRD
+    MigrateStorage,
     /// Print CRD, ServiceAccount, RBAC and Deployment, ready for `kubectl apply -f -`
     Manifests {
         /// Namespace to run the operator in
@@ -638,6 +642,30 @@ pub(super) async fn run_units(
                 namespaces,
             )));
         }
+        Some(Command::MigrateStorage) => {
+            init_tracing(cli.log_format, &cli.log)?;
+            let client =
+                Client::try_default().await.context("no Kubernetes cluster reachable: set KUBECONFIG")?;
+            let mut migrated = false;
+            for unit in &units {
+                let Some(migration) = unit.migrate(client.clone()) else { continue };
+                let kind = unit.kind();
+                let rewritten = migration.await.with_context(|| {
+                    format!(
+                        "migrating {kind}: it takes list and update on it and patch on \
+                         customresourcedefinitions/status; run it again once fixed (what was written stays)"
+                    )
+                })?;
+                print(format!(
+                    "{kind}: wrote {rewritten} objects again; only the storage version is stored now\n"
+                ))?;
+                migrated = true;
+            }
+            if !migrated {
+                anyhow::bail!("no controller of this operator serves other versions (`versions = [...]`)");
+            }
+            return Ok(());
+        }
         Some(Command::Run) | None => {}
     }
     let election = &cli.election;
@@ -925,6 +953,21 @@ mod tests {
         assert_eq!(unlimited.concurrency, None);
         let error = Cli::try_parse_from(["op", "manifests"]).unwrap_err();
         assert!(error.to_string().contains("--image"), "{error}");
+        let webhooks = Cli::try_parse_from([
+            "op",
+            "migrate-storage",
+            "--webhook-address",
+            "127.0.0.1:9444",
+            "--webhook-url",
+            "https://127.0.0.1:9444",
+            "--webhook-cert-dir",
+            "/certs",
+        ])
+        .unwrap();
+        assert!(matches!(webhooks.command, Some(Command::MigrateStorage)));
+        assert_eq!(webhooks.webhooks.webhook_address.port(), 9444);
+        assert_eq!(webhooks.webhooks.webhook_url.as_deref(), Some("https://127.0.0.1:9444"));
+        assert_eq!(webhooks.webhooks.webhook_cert_dir.as_deref(), Some(std::path::Path::new("/certs")));
     }
 
     #[test]
