@@ -10,7 +10,8 @@
 //! 5. [`trait_level`]: the seed's trait-level API (`Context`, `Reconcile`), for full control,
 //!    and the caching strategies.
 //! 6. [`evolving`]: an API that changes over the years: CEL validation rules and defaults on
-//!    the spec type, and when a webhook is needed instead.
+//!    the spec type; validating and defaulting webhooks from two methods; certificates that
+//!    renew themselves; a new version of the kind, its conversion, and moving stored objects.
 //!
 //! Testing an operator (the in-memory API server, a real control plane, faults) is the
 //! chapter of [`kuberator-test`](https://docs.rs/kuberator-test), where its code compiles.
