@@ -272,6 +272,7 @@ where
 /// Starts in `caches` every watch `reconciler` runs on (its kind's, its children's, its
 /// referenced kinds'), without running it: they list and stay synced, so that a later start
 /// (a replica that wins the Lease) finds them ready.
+#[cfg(feature = "app")]
 pub(crate) fn warm<R, C, F, P, Rec>(reconciler: Rec, caches: &crate::shared::Caches)
 where
     R: KubeResource,

@@ -168,6 +168,7 @@ impl Synced {
     }
 }
 
+#[cfg_attr(not(feature = "app"), allow(dead_code, reason = "the application shell builds them"))]
 impl Caches {
     /// Caches for a process whose controllers are named `managers`.
     pub(crate) fn new(managers: impl IntoIterator<Item = impl Into<String>>) -> Self {

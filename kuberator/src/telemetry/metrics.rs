@@ -212,6 +212,7 @@ pub fn readiness() -> Result<(), String> {
 /// until its initial sync is done), [`readiness`] says the process is not ready. For a
 /// process of several controllers, so that one that is quick to sync does not make it ready
 /// before another has begun.
+#[cfg(feature = "app")]
 pub(crate) fn expect_controllers<'a>(names: impl IntoIterator<Item = &'a str>) {
     let mut state = readiness_state();
     for name in names {

@@ -93,6 +93,7 @@ pub(crate) use self::metrics::Remembered;
 pub(crate) use self::metrics::ShardStatus;
 pub(crate) use self::metrics::cached_objects;
 pub use self::metrics::encode;
+#[cfg(feature = "app")]
 pub(crate) use self::metrics::expect_controllers;
 pub use self::metrics::readiness;
 pub use self::metrics::shutting_down;

@@ -22,9 +22,7 @@ use rcgen::IsCa;
 use rcgen::Issuer;
 use rcgen::KeyPair;
 use rcgen::KeyUsagePurpose;
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject as _;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::server::ClientHello;
 use tokio_rustls::rustls::server::ResolvesServerCert;
@@ -436,19 +434,16 @@ fn stamp_of(dir: &Path) -> Vec<u8> {
 
 fn read_dir(dir: &Path) -> Result<(Served, Vec<u8>), TlsError> {
     let stamp = stamp_of(dir);
-    let file = |name: &str| dir.join(name).display().to_string();
-    let chain = CertificateDer::pem_file_iter(dir.join("tls.crt"))
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|error| TlsError::File { path: file("tls.crt"), reason: error.to_string() })?;
-    if chain.is_empty() {
-        return Err(TlsError::File { path: file("tls.crt"), reason: "no certificate in it".to_owned() });
-    }
-    let key = PrivateKeyDer::from_pem_file(dir.join("tls.key"))
-        .map_err(|error| TlsError::File { path: file("tls.key"), reason: error.to_string() })?;
+    let (chain, key) = crate::telemetry::server::read_pair(dir)?;
     let bundle = match std::fs::read_to_string(dir.join("ca.crt")) {
         Ok(pem) => pem,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(error) => return Err(TlsError::File { path: file("ca.crt"), reason: error.to_string() }),
+        Err(error) => {
+            return Err(TlsError::File {
+                path: dir.join("ca.crt").display().to_string(),
+                reason: error.to_string(),
+            });
+        }
     };
     let key = CertifiedKey::from_der(chain, key, &provider())?;
     Ok((Served { key: Arc::new(key), bundle, renew_at: SystemTime::now() + RELOAD_EVERY }, stamp))

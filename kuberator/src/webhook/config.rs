@@ -154,6 +154,23 @@ impl Hooked {
     }
 }
 
+#[cfg(test)]
+impl Hooked {
+    /// `volumes.example.com/v1`, namespaced, validated, in every namespace.
+    pub(crate) fn example() -> Self {
+        Self {
+            group: "example.com".to_owned(),
+            version: "v1".to_owned(),
+            plural: "volumes".to_owned(),
+            namespaced: true,
+            validate: true,
+            set_defaults: false,
+            convert: false,
+            namespaces: Vec::new(),
+        }
+    }
+}
+
 /// How long the API server waits for an answer.
 pub(crate) const TIMEOUT_SECONDS: u64 = 10;
 
@@ -210,16 +227,7 @@ mod tests {
     use super::*;
 
     fn volumes(namespaces: &[&str]) -> Hooked {
-        Hooked {
-            group: "example.com".to_owned(),
-            version: "v1".to_owned(),
-            plural: "volumes".to_owned(),
-            namespaced: true,
-            validate: true,
-            set_defaults: false,
-            convert: false,
-            namespaces: namespaces.iter().map(|ns| (*ns).to_owned()).collect(),
-        }
+        Hooked { namespaces: namespaces.iter().map(|ns| (*ns).to_owned()).collect(), ..Hooked::example() }
     }
 
     #[test]

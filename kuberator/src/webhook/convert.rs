@@ -52,6 +52,7 @@ where
 }
 
 /// Another version of the kind `R`, served next to it and converted through it.
+#[cfg_attr(not(feature = "server"), allow(dead_code, reason = "only the webhook port converts"))]
 pub struct Version<R> {
     version: String,
     crd: fn() -> CustomResourceDefinition,
@@ -96,6 +97,7 @@ impl<R> Version<R> {
     }
 }
 
+#[cfg(feature = "server")]
 /// Converts `object` to `desired` (a version name) through the hub `R`; its metadata stays as
 /// it was, as the API server requires.
 pub(crate) fn convert<R>(object: &Value, desired: &str, versions: &[Version<R>]) -> Result<Value, String>
@@ -144,6 +146,7 @@ where
     Ok(converted)
 }
 
+#[cfg(feature = "server")]
 /// The answer to a ConversionReview's `request`: every object converted, or the first failure.
 pub(crate) fn review<R>(request: &Value, versions: &[Version<R>]) -> Value
 where
@@ -172,6 +175,7 @@ where
     answer(serde_json::json!({"uid": uid, "result": {"status": "Success"}, "convertedObjects": converted}))
 }
 
+#[cfg(feature = "server")]
 fn answer(response: Value) -> Value {
     let mut review = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview"});
     review["response"] = response;
@@ -235,7 +239,7 @@ where
     Ok(rewritten)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use kube::CustomResource;
     use kube::ResourceExt as _;

@@ -63,9 +63,11 @@
 //!
 //! The port is reachable by whoever reaches the Pod. Besides the bounds every Kuberator port
 //! has (256 connections, 10 s for a TLS handshake and for a request's headers, 16 KiB of
-//! headers, 90 s idle), a review's body is at most 8 MiB (an update carries the object and the
-//! old object, each at most the API server's 3 MiB request limit) and must arrive within 10 s,
-//! and at most 16 reviews are read and answered at once; more wait for a place. The port
+//! headers, 90 s idle), an admission review's body is at most 8 MiB (an update carries the
+//! object and the old object, each at most the API server's 3 MiB request limit), a conversion
+//! review's at most 32 MiB (a list read through another version unpaged, larger than that,
+//! fails: page it, as kubectl does), each must arrive within 10 s, and the bodies held at once
+//! come to at most 64 MiB (each counted at its declared length); more wait for room. The port
 //! answers only `POST` to its own paths.
 
 #[cfg(feature = "server")]

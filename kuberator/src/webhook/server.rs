@@ -32,13 +32,18 @@ use crate::telemetry::TlsError;
 use crate::telemetry::server::Answer;
 use crate::telemetry::server::response;
 
-/// The largest review body read: an update's object and old object, each at most the API
+const MIB: usize = 1024 * 1024;
+/// The largest admission review read: an update's object and old object, each at most the API
 /// server's 3 MiB request limit, with room for the rest.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+const ADMISSION_LIMIT: usize = 8 * MIB;
+/// The largest conversion review read: a page of a list read through another version (kubectl
+/// pages by 500) fits many times over.
+const CONVERSION_LIMIT: usize = 32 * MIB;
 /// How long a review's body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reviews read and answered at once; more wait for a place.
-const REVIEWS_AT_ONCE: usize = 16;
+/// The review bodies held at once, in MiB: each takes its declared length (its limit when it
+/// declares none), rounded up; more wait for room.
+const BODIES_AT_ONCE_MIB: usize = 64;
 
 /// The webhooks of one process: its operators' `validate` and `set_defaults`, and where the API
 /// server reaches them. The derived operator's `run` builds and serves this; build it yourself
@@ -163,7 +168,7 @@ impl Webhooks {
         });
         let port = Arc::new(Port {
             routes: self.routes,
-            reviews: Semaphore::new(REVIEWS_AT_ONCE),
+            room: Semaphore::new(BODIES_AT_ONCE_MIB),
             body_timeout: BODY_TIMEOUT,
         });
         let what = format!("the webhooks of {}", self.name);
@@ -257,7 +262,8 @@ impl Drop for WebhookServer {
 
 struct Port {
     routes: Vec<Arc<dyn Admit>>,
-    reviews: Semaphore,
+    /// MiB of review bodies that may be held now.
+    room: Semaphore,
     body_timeout: Duration,
 }
 
@@ -287,14 +293,17 @@ impl Answer for Port {
                 .headers()
                 .get(hyper::header::CONTENT_LENGTH)
                 .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
-            if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
-                let said = format!("a review is at most {} MiB", BODY_LIMIT / 1024 / 1024);
+            let limit = if question.is_some() { ADMISSION_LIMIT } else { CONVERSION_LIMIT };
+            if declared.is_some_and(|length| length > limit as u64) {
+                let said = format!("a review is at most {} MiB", limit / MIB);
                 return response(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", said);
             }
-            let Ok(_place) = self.reviews.acquire().await else {
+            let size = declared.map_or(limit, |length| usize::try_from(length).unwrap_or(limit));
+            let mebibytes = u32::try_from(size.div_ceil(MIB).max(1)).unwrap_or(u32::MAX);
+            let Ok(_room) = self.room.acquire_many(mebibytes).await else {
                 return response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down".to_owned());
             };
-            let body = Limited::new(request.into_body(), BODY_LIMIT).collect();
+            let body = Limited::new(request.into_body(), limit).collect();
             let body = match tokio::time::timeout(self.body_timeout, body).await {
                 Ok(Ok(body)) => body.to_bytes(),
                 Ok(Err(error)) => {
@@ -322,8 +331,17 @@ impl Answer for Port {
                 return response(StatusCode::BAD_REQUEST, "text/plain", said);
             };
             let Some(question) = question else {
-                // A ConversionReview: converted here, a CPU-bound loop over its objects.
-                return response(StatusCode::OK, "application/json", route.convert(&request).to_string());
+                // A ConversionReview: a CPU-bound loop over its objects, off the port's threads.
+                let route = Arc::clone(route);
+                let converted =
+                    tokio::task::spawn_blocking(move || route.convert(&request).to_string()).await;
+                return match converted {
+                    Ok(review) => response(StatusCode::OK, "application/json", review),
+                    Err(error) => {
+                        let said = format!("the conversion failed: {error}");
+                        response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", said)
+                    }
+                };
             };
             let request: super::admission::Request = match serde_json::from_value(request) {
                 Ok(request) => request,
@@ -369,20 +387,11 @@ mod tests {
         }
     }
 
-    async fn port(reviews: usize) -> Telemetry {
-        let hooked = Hooked {
-            group: "example.com".to_owned(),
-            version: "v1".to_owned(),
-            plural: "volumes".to_owned(),
-            namespaced: true,
-            validate: true,
-            set_defaults: false,
-            convert: false,
-            namespaces: Vec::new(),
-        };
+    async fn port(room_mib: usize) -> Telemetry {
+        let hooked = Hooked { convert: true, ..Hooked::example() };
         let port = Port {
             routes: vec![Arc::new(Allows(hooked))],
-            reviews: Semaphore::new(reviews),
+            room: Semaphore::new(room_mib),
             body_timeout: Duration::from_millis(300),
         };
         let address = "127.0.0.1:0".parse().unwrap();
@@ -406,7 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hostile_caller_is_answered_without_being_read_further() {
-        let port = port(16).await;
+        let port = port(BODIES_AT_ONCE_MIB).await;
         let review = br#"{"request": {"uid": "u", "operation": "CREATE", "object": {}}}"#;
         let path = "/validate/example.com/volumes";
         assert_eq!(send(&port, &post(path, review.len()), review).await, "HTTP/1.1 200 OK");
@@ -420,12 +429,16 @@ mod tests {
             send(&port, &post("/mutate/example.com/volumes", 2), b"{}").await,
             "HTTP/1.1 404 Not Found"
         );
+        // A conversion review may be larger, not without bound.
+        let convert = "/convert/example.com/volumes";
+        assert_eq!(send(&port, &post(convert, 40 * MIB), b"").await, "HTTP/1.1 413 Payload Too Large");
+        assert_eq!(send(&port, &post(convert, 20 * MIB), b"{").await, "HTTP/1.1 408 Request Timeout");
         let get = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
         assert_eq!(send(&port, &get, b"").await, "HTTP/1.1 405 Method Not Allowed");
     }
 
     #[tokio::test]
-    async fn reviews_past_the_limit_wait_for_a_place() {
+    async fn reviews_past_the_room_wait_for_it() {
         let port = port(1).await;
         let path = "/validate/example.com/volumes";
         // One review holds the only place while its body trickles in...

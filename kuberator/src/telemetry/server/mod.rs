@@ -196,15 +196,7 @@ impl TlsIdentity {
     ///
     /// When a file is missing or holds no certificate or key.
     pub fn from_dir(dir: &Path) -> Result<Self, TlsError> {
-        let file = |name: &str| dir.join(name).display().to_string();
-        let chain = CertificateDer::pem_file_iter(dir.join("tls.crt"))
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|error| TlsError::File { path: file("tls.crt"), reason: error.to_string() })?;
-        if chain.is_empty() {
-            return Err(TlsError::File { path: file("tls.crt"), reason: "no certificate in it".to_owned() });
-        }
-        let key = PrivateKeyDer::from_pem_file(dir.join("tls.key"))
-            .map_err(|error| TlsError::File { path: file("tls.key"), reason: error.to_string() })?;
+        let (chain, key) = read_pair(dir)?;
         Ok(Self { chain, key })
     }
 
@@ -216,6 +208,23 @@ impl TlsIdentity {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
+}
+
+/// `tls.crt` (a certificate chain) and `tls.key` (its key) in PEM from `dir`, the layout of a
+/// mounted TLS Secret; an error names the file, never its content.
+pub(crate) fn read_pair(
+    dir: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let chain = CertificateDer::pem_file_iter(dir.join("tls.crt"))
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|error| TlsError::File { path: file("tls.crt"), reason: error.to_string() })?;
+    if chain.is_empty() {
+        return Err(TlsError::File { path: file("tls.crt"), reason: "no certificate in it".to_owned() });
+    }
+    let key = PrivateKeyDer::from_pem_file(dir.join("tls.key"))
+        .map_err(|error| TlsError::File { path: file("tls.key"), reason: error.to_string() })?;
+    Ok((chain, key))
 }
 
 /// The application's process-wide rustls provider when it installed one (aws-lc-rs, with
