@@ -103,6 +103,10 @@ impl DiskOperator {
     }
 
     async fn validate(&self, change: Change<'_, Disk>, _ctx: &Ctx<Self>) -> Result<(), Rejection> {
+        if change.new_object().is_some_and(|new| new.labels().contains_key("slow")) {
+            // Longer than the API server waits: the operator answers first, with a reason.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
         match change {
             Change::Create { new } | Change::Update { new, .. } if new.spec.size_gib > 100 => Err(
                 Rejection::new(format!("sizeGib {} is over the 100 GiB a Disk may have", new.spec.size_gib)),
@@ -208,6 +212,18 @@ async fn the_api_server_calls_the_operators_webhooks_and_trusts_its_renewed_cert
     disks.patch("big", &PatchParams::default(), &labelled).await.unwrap();
     let refused = control_plane.run_kubectl(&["delete", "disk", "big", "-n", &namespace]).await.unwrap_err();
     assert!(refused.to_string().contains("this Disk is protected"), "{refused}");
+
+    // A method that takes too long: refused before the API server gives up, saying why.
+    let slow = serde_json::json!({
+        "apiVersion": "hooks.kuberator.dev/v1", "kind": "Disk",
+        "metadata": {"name": "slow", "labels": {"slow": "yes"}}, "spec": {"size_gib": 1},
+    });
+    let started = std::time::Instant::now();
+    let refused =
+        disks.create(&Default::default(), &serde_json::from_value(slow).unwrap()).await.unwrap_err();
+    let said = refused.to_string();
+    assert!(said.contains("the operator's `validate` did not answer within 9 s; try again"), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 
     // The port down: changes wait for it, with the API server's reason.
     drop(server);

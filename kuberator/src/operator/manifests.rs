@@ -1076,6 +1076,80 @@ mod tests {
         );
     }
 
+    mod v1alpha1 {
+        use kube::CustomResource;
+        use schemars::JsonSchema;
+        use serde::Deserialize;
+        use serde::Serialize;
+
+        #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+        #[kube(group = "example.com", version = "v1alpha1", kind = "Widget", namespaced)]
+        pub(super) struct WidgetSpec {
+            pub(super) width: u32,
+        }
+    }
+
+    impl From<v1alpha1::Widget> for Widget {
+        fn from(old: v1alpha1::Widget) -> Self {
+            Widget {
+                metadata: old.metadata,
+                spec: crate::cache::test_support::WidgetSpec { size: old.spec.width },
+            }
+        }
+    }
+
+    impl From<Widget> for v1alpha1::Widget {
+        fn from(new: Widget) -> Self {
+            v1alpha1::Widget { metadata: new.metadata, spec: v1alpha1::WidgetSpec { width: new.spec.size } }
+        }
+    }
+
+    #[test]
+    fn an_operator_with_versions_prints_them_with_its_conversion_and_may_patch_its_crd() {
+        let settings = config(&["team-a"]);
+        let versions = [crate::webhook::Version::of::<v1alpha1::Widget>()];
+        let part = Part::of::<Widget>(&settings, settings.namespaces.clone())
+            .with_crd::<Widget>()
+            .with_webhooks::<Widget>(&settings, &versions);
+        let workload = Workload {
+            image: "widget:1".to_owned(),
+            replicas: 1,
+            metrics_port: 8443,
+            health_port: 8081,
+            webhook_port: 9443,
+            resources: Resources::default(),
+        };
+        let name = settings.controller_name;
+        let objects = manifests_of(name, &[part], &placement(&settings, true), &workload, None);
+        let crd = &objects[0];
+        let served: Vec<(&str, bool)> = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|version| (version["name"].as_str().unwrap(), version["storage"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(served, [("v1", true), ("v1alpha1", false)], "the reconciled version is stored");
+        let conversion = &crd["spec"]["conversion"];
+        assert_eq!(conversion["strategy"], "Webhook");
+        assert_eq!(
+            conversion["webhook"]["clientConfig"]["service"],
+            serde_json::json!({"namespace": "ops", "name": format!("{name}-webhook"), "port": 443,
+                "path": "/convert/example.com/widgets"})
+        );
+        let rules = objects
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == format!("{name}-webhooks"))
+            .unwrap();
+        assert_eq!(
+            rules["rules"],
+            serde_json::json!([{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                "resourceNames": ["widgets.example.com"], "verbs": ["get", "patch"]}]),
+            "no admission webhooks: only the CRD"
+        );
+        assert!(objects.iter().any(|o| o["kind"] == "Service"), "the port conversions reach");
+        assert!(objects.iter().all(|o| o["kind"] != "ValidatingWebhookConfiguration"));
+    }
+
     #[test]
     fn a_sharded_operator_gets_replicas_its_shard_count_and_may_delete_leases() {
         let config = config(&["team-a"]);
