@@ -861,6 +861,18 @@ mod tests {
         config.resolve::<Widget>()
     }
 
+    /// `widget:1` with `replicas`, on the default ports and resources.
+    fn workload(replicas: u32) -> Workload {
+        Workload {
+            image: "widget:1".to_owned(),
+            replicas,
+            metrics_port: 8443,
+            health_port: 8081,
+            webhook_port: 9443,
+            resources: Resources::default(),
+        }
+    }
+
     fn placement(settings: &Settings, lease: bool) -> Placement {
         Placement {
             lease_namespace: lease.then(|| "ops".to_owned()),
@@ -1032,14 +1044,7 @@ mod tests {
     fn an_operator_with_webhooks_gets_their_service_configurations_port_and_rbac() {
         let mut settings = config(&["team-a"]);
         settings.webhooks.validate = true;
-        let workload = Workload {
-            image: "widget:1".to_owned(),
-            replicas: 2,
-            metrics_port: 8443,
-            health_port: 8081,
-            webhook_port: 9443,
-            resources: Resources::default(),
-        };
+        let workload = workload(2);
         let objects = manifests::<Widget>(&settings, &placement(&settings, true), &workload);
         let find = |kind: &str, name: &str| {
             objects
@@ -1111,14 +1116,7 @@ mod tests {
         let part = Part::of::<Widget>(&settings, settings.namespaces.clone())
             .with_crd::<Widget>()
             .with_webhooks::<Widget>(&settings, &versions);
-        let workload = Workload {
-            image: "widget:1".to_owned(),
-            replicas: 1,
-            metrics_port: 8443,
-            health_port: 8081,
-            webhook_port: 9443,
-            resources: Resources::default(),
-        };
+        let workload = workload(1);
         let name = settings.controller_name;
         let objects = manifests_of(name, &[part], &placement(&settings, true), &workload, None);
         let crd = &objects[0];
@@ -1153,14 +1151,7 @@ mod tests {
     #[test]
     fn a_sharded_operator_gets_replicas_its_shard_count_and_may_delete_leases() {
         let config = config(&["team-a"]);
-        let workload = Workload {
-            image: "widget:1".to_owned(),
-            replicas: 3,
-            metrics_port: 8443,
-            health_port: 8081,
-            webhook_port: 9443,
-            resources: Resources::default(),
-        };
+        let workload = workload(3);
         let sharding = ShardPlacement { shards: 12, key: crate::shard::ShardKey::Namespace };
         let sharded = Placement { sharding: Some(sharding), ..placement(&config, true) };
         let objects = manifests::<Widget>(&config, &sharded, &workload);
@@ -1294,14 +1285,7 @@ mod tests {
             lease_namespace: None,
             ..placement(&config, false)
         };
-        let workload = Workload {
-            image: "widget:1".to_owned(),
-            replicas: 1,
-            metrics_port: 8443,
-            health_port: 8081,
-            webhook_port: 9443,
-            resources: Resources::default(),
-        };
+        let workload = workload(1);
         let objects = manifests::<Widget>(&config, &placement, &workload);
         let env = &objects.last().unwrap()["spec"]["template"]["spec"]["containers"][0]["env"];
         assert!(
