@@ -138,13 +138,8 @@ impl<O: Operator> Admission<O> {
     async fn validate(&self, request: &Request, kind: &str) -> Answer {
         let about = request.object_name(kind);
         let operator = self.ctx.operator();
-        let decoded = |value: &Option<Value>, which: &str| -> Result<O::Resource, Answer> {
-            let Some(value) = value else {
-                return Err(Answer::Deny(format!("the review of {about} has no {which}")));
-            };
-            serde_json::from_value(value.clone())
-                .map_err(|error| Answer::Deny(format!("{about} does not read as a {kind}: {error}")))
-        };
+        let decoded =
+            |value: &Option<Value>, which: &str| decode::<O::Resource>(value.as_ref(), which, &about, kind);
         let result = match request.operation.as_str() {
             "CREATE" => match decoded(&request.object, "object") {
                 Ok(new) => operator.__validate(Change::Create { new: &new }, &self.ctx).await,
@@ -181,13 +176,11 @@ impl<O: Operator> Admission<O> {
         {
             return Answer::Allow;
         }
-        let Some(original) = &request.object else {
-            return Answer::Deny(format!("the review of {about} has no object"));
-        };
-        let mut object: O::Resource = match serde_json::from_value(original.clone()) {
+        let mut object: O::Resource = match decode(request.object.as_ref(), "object", &about, kind) {
             Ok(object) => object,
-            Err(error) => return Answer::Deny(format!("{about} does not read as a {kind}: {error}")),
+            Err(answer) => return answer,
         };
+        let original = request.object.as_ref().expect("decoded from it");
         let before = serde_json::to_value(&object).expect("a resource serializes");
         if let Err(rejection) = self.ctx.operator().__set_defaults(&mut object, &self.ctx).await {
             return Answer::Deny(rejection.message().to_owned());
@@ -195,6 +188,21 @@ impl<O: Operator> Admission<O> {
         let after = serde_json::to_value(&object).expect("a resource serializes");
         Answer::Patch(patch_for(original, &before, &after))
     }
+}
+
+/// `value`, the review's `which`, as the operator's type; a refusal that says why when it is not
+/// there or does not read.
+fn decode<R: serde::de::DeserializeOwned>(
+    value: Option<&Value>,
+    which: &str,
+    about: &str,
+    kind: &str,
+) -> Result<R, Answer> {
+    let Some(value) = value else {
+        return Err(Answer::Deny(format!("the review of {about} has no {which}")));
+    };
+    serde_json::from_value(value.clone())
+        .map_err(|error| Answer::Deny(format!("{about} does not read as a {kind}: {error}")))
 }
 
 /// Whether `old` is being deleted: its finalizers are being let go, and nothing may hold that up.
@@ -207,15 +215,13 @@ fn changes_more_than_metadata(request: &Request) -> bool {
     let (Some(Value::Object(new)), Some(Value::Object(old))) = (&request.object, &request.old_object) else {
         return true;
     };
-    let rest = |object: &serde_json::Map<String, Value>| -> Vec<(String, Value)> {
-        let mut rest: Vec<(String, Value)> = object
+    fn rest(object: &serde_json::Map<String, Value>) -> std::collections::BTreeMap<&str, &Value> {
+        object
             .iter()
             .filter(|(key, _)| !matches!(key.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        rest.sort_by(|a, b| a.0.cmp(&b.0));
-        rest
-    };
+            .map(|(key, value)| (key.as_str(), value))
+            .collect()
+    }
     rest(new) != rest(old)
 }
 

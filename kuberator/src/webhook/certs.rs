@@ -126,8 +126,8 @@ impl Certificates {
                     serving: *serving,
                     store,
                 };
-                let far = Served::placeholder();
-                let served = renewal.renew(&far).await?.expect("a first certificate is always made");
+                // Due since ever: the first certificate is made now.
+                let served = renewal.renew(SystemTime::UNIX_EPOCH).await?.expect("a due certificate is made");
                 Ok((served, renewal))
             }
             Source::Dir(dir) => {
@@ -147,31 +147,6 @@ pub(super) struct Served {
     pub(super) bundle: String,
     /// When it should be renewed.
     pub(super) renew_at: SystemTime,
-}
-
-impl Served {
-    /// Nothing yet: due now.
-    fn placeholder() -> Self {
-        Self {
-            key: Arc::new(CertifiedKey::new(Vec::new(), Arc::new(NoKey))),
-            bundle: String::new(),
-            renew_at: SystemTime::UNIX_EPOCH,
-        }
-    }
-}
-
-/// The key of [`Served::placeholder`], never used to sign.
-#[derive(Debug)]
-struct NoKey;
-
-impl rustls::sign::SigningKey for NoKey {
-    fn choose_scheme(&self, _offered: &[rustls::SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
-        None
-    }
-
-    fn algorithm(&self) -> rustls::SignatureAlgorithm {
-        rustls::SignatureAlgorithm::Anonymous
-    }
 }
 
 impl std::fmt::Debug for Served {
@@ -214,13 +189,14 @@ impl Renewal {
         }
     }
 
-    /// A new certificate when one is due (or the directory changed); `None` otherwise. The
-    /// bundle of a renewed CA holds the new CA and the old one while the old one is valid.
-    pub(super) async fn renew(&mut self, served: &Served) -> Result<Option<Served>, TlsError> {
+    /// A new certificate when one is due (a generated one from `due_at` on; a read one when
+    /// the directory changed); `None` otherwise. The bundle of a renewed CA holds the new CA
+    /// and the old one while the old one is valid.
+    pub(super) async fn renew(&mut self, due_at: SystemTime) -> Result<Option<Served>, TlsError> {
         match self {
             Renewal::Generated { names, authority, previous, ca, serving, store } => {
                 let now = SystemTime::now();
-                if now < served.renew_at {
+                if now < due_at {
                     return Ok(None);
                 }
                 match store {
@@ -295,8 +271,8 @@ impl Store {
                 }
             };
             let data = secret.data.clone().unwrap_or_default();
-            let text = |key: &str| data.get(key).and_then(|value| String::from_utf8(value.0.clone()).ok());
-            let previous = text("previous.crt").zip(text("previous.notAfter").and_then(|at| seconds(&at)));
+            let previous =
+                text(&data, "previous.crt").zip(text(&data, "previous.notAfter").and_then(|at| seconds(&at)));
             match Authority::stored(&data, validity) {
                 Some(stored) if now < stored.renew_at => return Ok((stored, previous)),
                 stored => {
@@ -319,6 +295,11 @@ impl Store {
             reason: "five writes in a row conflicted with other replicas; trying again later".to_owned(),
         })
     }
+}
+
+/// The value of `key` in a Secret's data, if it is there and is text.
+fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
+    data.get(key).and_then(|value| String::from_utf8(value.0.clone()).ok())
 }
 
 fn seconds(text: &str) -> Option<SystemTime> {
@@ -353,12 +334,11 @@ impl Authority {
 
     /// The CA a Secret holds, if it holds one that reads.
     fn stored(data: &BTreeMap<String, ByteString>, validity: Duration) -> Option<Self> {
-        let text = |key: &str| data.get(key).and_then(|value| String::from_utf8(value.0.clone()).ok());
-        let not_after = seconds(&text("ca.notAfter")?)?;
-        let key = KeyPair::from_pem(&text("ca.key")?).ok()?;
+        let not_after = seconds(&text(data, "ca.notAfter")?)?;
+        let key = KeyPair::from_pem(&text(data, "ca.key")?).ok()?;
         let params = Self::params(not_after - validity, not_after).ok()?;
         let renew_at = not_after.checked_sub(validity / 3).unwrap_or(not_after);
-        Some(Self { pem: text("ca.crt")?, key, params, not_after, renew_at })
+        Some(Self { pem: text(data, "ca.crt")?, key, params, not_after, renew_at })
     }
 
     /// This CA as a Secret's data, with the CA before it when given.
@@ -494,7 +474,7 @@ pub(super) async fn keep_current(
 ) {
     loop {
         tokio::time::sleep(renewal.next_check(&served).max(Duration::from_millis(100))).await;
-        let next = match renewal.renew(&served).await {
+        let next = match renewal.renew(served.renew_at).await {
             Ok(Some(next)) => next,
             Ok(None) => continue,
             Err(error) => {
@@ -538,20 +518,19 @@ mod tests {
             serving: Duration::from_secs(600),
             store: None,
         };
-        let first = renewal.renew(&Served::placeholder()).await.unwrap().unwrap();
+        let first = renewal.renew(SystemTime::UNIX_EPOCH).await.unwrap().unwrap();
         assert_eq!(certificates(&first.bundle), 1);
-        assert!(renewal.renew(&first).await.unwrap().is_none(), "nothing due");
+        assert!(renewal.renew(first.renew_at).await.unwrap().is_none(), "nothing due");
 
-        let mut due = first.clone();
-        due.renew_at = SystemTime::now() - Duration::from_secs(1);
-        let second = renewal.renew(&due).await.unwrap().unwrap();
+        let due = SystemTime::now() - Duration::from_secs(1);
+        let second = renewal.renew(due).await.unwrap().unwrap();
         assert_eq!(second.bundle, first.bundle, "the CA is not due: the same bundle");
         assert_ne!(second.key.cert, first.key.cert, "a new serving certificate");
 
         if let Renewal::Generated { authority: Some(authority), .. } = &mut renewal {
             authority.renew_at = SystemTime::now() - Duration::from_secs(1);
         }
-        let third = renewal.renew(&due).await.unwrap().unwrap();
+        let third = renewal.renew(due).await.unwrap().unwrap();
         assert_eq!(certificates(&third.bundle), 2, "the new CA and the old one");
         assert!(third.bundle.ends_with(&first.bundle), "the old CA stays while it is valid");
         assert!(third.renew_at <= SystemTime::now() + Duration::from_secs(400), "renewed at 2/3 of 600 s");
@@ -573,13 +552,13 @@ mod tests {
         assert_eq!(served.bundle, ca);
         let mut renewal = Renewal::Dir { dir: dir.clone(), stamp };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        assert!(runtime.block_on(renewal.renew(&served)).unwrap().is_none(), "unchanged");
+        assert!(runtime.block_on(renewal.renew(served.renew_at)).unwrap().is_none(), "unchanged");
         std::thread::sleep(Duration::from_millis(20));
         let ca = write("second.example.with.a.longer.name");
-        let renewed = runtime.block_on(renewal.renew(&served)).unwrap().unwrap();
+        let renewed = runtime.block_on(renewal.renew(served.renew_at)).unwrap().unwrap();
         assert_eq!(renewed.bundle, ca);
         std::fs::write(dir.join("tls.key"), "not a key").unwrap();
-        let error = runtime.block_on(renewal.renew(&renewed)).unwrap_err().to_string();
+        let error = runtime.block_on(renewal.renew(renewed.renew_at)).unwrap_err().to_string();
         assert!(error.contains("tls.key") && !error.contains("not a key"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

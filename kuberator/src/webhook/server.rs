@@ -128,6 +128,11 @@ impl Webhooks {
         self
     }
 
+    /// The kinds of its routes, and their webhooks.
+    fn hooked(&self) -> Vec<Hooked> {
+        self.routes.iter().map(|route| route.hooked().clone()).collect()
+    }
+
     /// Whether any operator added has a webhook.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
@@ -136,8 +141,7 @@ impl Webhooks {
     /// The ValidatingWebhookConfiguration and MutatingWebhookConfiguration (those needed),
     /// trusting `bundle` (PEM) when given: what `manifests` prints, without the bundle.
     pub fn configurations(&self, bundle: Option<&str>) -> Vec<Value> {
-        let hooked: Vec<Hooked> = self.routes.iter().map(|route| route.hooked().clone()).collect();
-        super::config::configurations(&self.name, &self.endpoint, &hooked, bundle)
+        super::config::configurations(&self.name, &self.endpoint, &self.hooked(), bundle)
     }
 
     /// Serves the webhooks on `address` until the returned value is dropped: makes (or reads)
@@ -156,7 +160,7 @@ impl Webhooks {
         let registration = Arc::new(Registration {
             name: self.name.clone(),
             endpoint: self.endpoint.clone(),
-            hooked: self.routes.iter().map(|route| route.hooked().clone()).collect(),
+            hooked: self.hooked(),
         });
         let bundle = (!served.bundle.is_empty()).then_some(served.bundle.as_str());
         registration.write(&client, bundle).await?;
@@ -213,6 +217,8 @@ impl Registration {
 
 /// Server-side applies each configuration.
 async fn register(client: &Client, manager: &str, configurations: Vec<Value>) -> Result<(), WebhookError> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
     use kube::api::DynamicObject;
     use kube::api::Patch;
     use kube::api::PatchParams;
@@ -220,17 +226,10 @@ async fn register(client: &Client, manager: &str, configurations: Vec<Value>) ->
     for configuration in configurations {
         let kind = configuration["kind"].as_str().unwrap_or_default().to_owned();
         let name = configuration["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let plural = if kind.starts_with("Validating") {
-            "validatingwebhookconfigurations"
+        let resource = if kind.starts_with("Validating") {
+            ApiResource::erase::<ValidatingWebhookConfiguration>(&())
         } else {
-            "mutatingwebhookconfigurations"
-        };
-        let resource = ApiResource {
-            group: "admissionregistration.k8s.io".to_owned(),
-            version: "v1".to_owned(),
-            api_version: "admissionregistration.k8s.io/v1".to_owned(),
-            kind: kind.clone(),
-            plural: plural.to_owned(),
+            ApiResource::erase::<MutatingWebhookConfiguration>(&())
         };
         let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &resource);
         api.patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(&configuration))
