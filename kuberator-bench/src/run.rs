@@ -312,6 +312,8 @@ pub(crate) struct Process {
     started: Instant,
     samples: Arc<Mutex<Vec<Sample>>>,
     sampler: tokio::task::JoinHandle<()>,
+    /// Its process group (the contender's pid, or its wrapper's).
+    group: u32,
 }
 
 impl Process {
@@ -364,6 +366,9 @@ impl Process {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file)
+            // A process group of its own: a wrapper's child (heaptrack runs the contender as
+            // its child) goes with it when the group is signalled.
+            .process_group(0)
             .kill_on_drop(true);
         let started = Instant::now();
         let mut child =
@@ -401,7 +406,7 @@ impl Process {
                 });
             }
         });
-        Ok(Self { child, stdin, counts, drain, started, samples, sampler })
+        Ok(Self { child, stdin, counts, drain, started, samples, sampler, group: pid })
     }
 
     /// The latest sample, taken now.
@@ -423,6 +428,7 @@ impl Process {
 
     /// SIGKILL now, as a node that dies would: no drain, no Lease released.
     pub(crate) async fn kill9(mut self) {
+        self.signal_group("-KILL");
         let _ = self.child.kill().await;
         self.sampler.abort();
         self.drain.abort();
@@ -430,15 +436,30 @@ impl Process {
 
     /// SIGTERM, then SIGKILL after 10 s; returns the samples.
     pub(crate) async fn stop(mut self) -> Vec<Sample> {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-        }
+        self.signal_group("-TERM");
         if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            self.signal_group("-KILL");
             let _ = self.child.kill().await;
         }
         self.sampler.abort();
         self.drain.abort();
         std::mem::take(&mut *self.samples.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`) to every process of the contender's group: the
+    /// contender, and its own child when it runs under `KUBERATOR_BENCH_WRAPPER`.
+    fn signal_group(&self, signal: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([signal, "--", &format!("-{}", self.group)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// What a wrapper started may outlive the wrapper: nothing of the group is left.
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.signal_group("-KILL");
     }
 }
 
