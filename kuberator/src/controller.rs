@@ -530,12 +530,14 @@ impl Seen {
     fn forget(&self, meta: &kube::api::ObjectMeta) {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         last.remove(&(meta.namespace.clone(), meta.name.clone().unwrap_or_default()));
+        crate::queue::give_back_room(&mut last);
         self.size.set(last.len());
     }
 
     fn retain(&self, uids: &std::collections::HashSet<String>) {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         last.retain(|_, (uid, _)| uid.as_ref().is_some_and(|uid| uids.contains(uid)));
+        crate::queue::give_back_room(&mut last);
         self.size.set(last.len());
     }
 }
