@@ -126,8 +126,8 @@ const ROOM_KEPT: usize = 64;
 /// Shrinks `map` to twice its entries once they fill less than a quarter of its room: a map
 /// never gives back the room a burst made it take (a cold start queues the whole list at
 /// once, 2.4 MB for 10 000 objects, kept empty for the life of the process). Each shrink
-/// rehashes what is left, at least three times fewer entries than the room it frees, so the
-/// cost per removal stays constant.
+/// rehashes what is left, fewer entries than half the room it frees, and the next one waits
+/// until the map has halved again, so the cost per removal stays constant.
 pub(crate) fn give_back_room<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
     if map.capacity() > ROOM_KEPT && map.len() < map.capacity() / 4 {
         map.shrink_to((map.len() * 2).max(ROOM_KEPT));
